@@ -1,0 +1,50 @@
+# OpenKCM crypto layer: developer and CI entry points.
+# `make test` is what CI runs (.ci/run); it bootstraps the machine first.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := test
+
+# rustup installs cargo into ~/.cargo/bin, which a fresh shell may not have on PATH.
+CARGO_HOME ?= $(or $(HOME),/root)/.cargo
+export PATH := $(CARGO_HOME)/bin:$(PATH)
+
+CARGO ?= cargo
+# Python with PyKMIP 0.11, made by scripts/bootstrap.sh; the kmip interop tests
+# use it to re-run kmip/tests/pykmip/gen_requests.py.
+PYKMIP_PYTHON := $(CURDIR)/.venv/bin/python
+
+.PHONY: bootstrap test fmt lint bench fuzz dev pykmip-fixtures clean
+
+bootstrap:
+	@bash scripts/bootstrap.sh
+
+test: bootstrap
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	PYKMIP_PYTHON=$(PYKMIP_PYTHON) $(CARGO) test --workspace
+
+fmt:
+	$(CARGO) fmt --all
+
+lint:
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+# Placeholder until the benchmark suite lands (see docs/benchmarks.md).
+bench:
+	$(CARGO) bench -p kmip
+
+# 60 s of libFuzzer on the TTLV decoder; FUZZ_TIME=600 make fuzz for longer.
+fuzz:
+	@bash scripts/fuzz.sh decode
+
+# Whole stack locally; the `dev` subcommand arrives with the gateway.
+dev:
+	$(CARGO) run --release -- dev
+
+# Regenerate the PyKMIP wire fixtures in kmip/tests/pykmip/.
+pykmip-fixtures: bootstrap
+	$(PYKMIP_PYTHON) kmip/tests/pykmip/gen_requests.py
+
+clean:
+	$(CARGO) clean
+	rm -rf fuzz/target fuzz/artifacts

@@ -1,0 +1,3 @@
+//! The KMIP load generator.
+//!
+//! Built by the issue "Load generator and benchmarks".

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Install what `make test` needs on a fresh Debian 12 machine (run as root).
+# Idempotent: every step checks first, so a second run takes about a second.
+#
+#   - cmake (Debian package), for crates that build C code with CMake
+#   - rustfmt and clippy rustup components
+#   - .venv/ with PyKMIP 0.11.0 and pinned deps (kmip/tests/pykmip/requirements.txt),
+#     used by the PyKMIP interop fixtures; a stamp file skips it when up to date
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+VENV="${OPENKCM_VENV:-$ROOT/.venv}"
+REQUIREMENTS="$ROOT/kmip/tests/pykmip/requirements.txt"
+STAMP="$VENV/.openkcm-bootstrap"
+
+say() { printf 'bootstrap: %s\n' "$*"; }
+die() { printf 'bootstrap: error: %s\n' "$*" >&2; exit 1; }
+
+if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+
+APT_UPDATED=""
+apt_install() {
+    export DEBIAN_FRONTEND=noninteractive
+    if [ -z "$APT_UPDATED" ]; then
+        $SUDO apt-get -o DPkg::Lock::Timeout=300 update -qq
+        APT_UPDATED=1
+    fi
+    $SUDO apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+# --- cargo on PATH -----------------------------------------------------------
+# Some minimal environments have no HOME; rustup and ~/.cargo/env need it.
+export HOME="${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}"
+if ! command -v cargo >/dev/null 2>&1; then
+    # shellcheck disable=SC1091
+    [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
+fi
+command -v cargo >/dev/null 2>&1 || die "cargo not found (expected a rustup toolchain in ~/.cargo)"
+
+# --- cmake ---------------------------------------------------------------------
+if command -v cmake >/dev/null 2>&1; then
+    say "cmake: present ($(cmake --version | head -n1))"
+else
+    say "cmake: installing from Debian"
+    apt_install cmake
+    command -v cmake >/dev/null 2>&1 || die "cmake install failed"
+    say "cmake: installed ($(cmake --version | head -n1))"
+fi
+
+# --- rustfmt / clippy ----------------------------------------------------------
+missing=()
+cargo fmt --version >/dev/null 2>&1 || missing+=(rustfmt)
+cargo clippy --version >/dev/null 2>&1 || missing+=(clippy)
+if [ "${#missing[@]}" -eq 0 ]; then
+    say "rust: rustfmt and clippy present"
+else
+    say "rust: adding components ${missing[*]}"
+    rustup component add "${missing[@]}"
+fi
+
+# --- Python venv with PyKMIP --------------------------------------------------
+# PyKMIP 0.11 wants Python <= 3.11 (its client uses ssl.wrap_socket). Debian's
+# own 3.11 comes first so the choice does not depend on PATH (pyenv shims).
+find_python() {
+    PYTHON=""
+    for cand in /usr/bin/python3.11 python3.11 python3; do
+        if command -v "$cand" >/dev/null 2>&1 &&
+            "$cand" -c 'import sys, venv, ensurepip; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null; then
+            PYTHON="$(command -v "$cand")"
+            return 0
+        fi
+    done
+    return 1
+}
+if ! find_python; then
+    say "python: installing Debian's python3.11-venv"
+    apt_install python3.11 python3.11-venv
+    find_python || die "no Python 3.11 with venv/ensurepip found"
+fi
+
+want="$(sha256sum "$REQUIREMENTS" | cut -d' ' -f1) $("$PYTHON" -c 'import platform; print(platform.python_version())')"
+if [ -x "$VENV/bin/python" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then
+    say "venv: $VENV up to date (PyKMIP 0.11.0)"
+else
+    say "venv: creating $VENV with $PYTHON"
+    rm -rf "$VENV"
+    "$PYTHON" -m venv "$VENV"
+    export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
+    "$VENV/bin/python" -m pip install -q -r "$REQUIREMENTS"
+    "$VENV/bin/python" -m pip check >/dev/null || die "pip check failed in $VENV"
+    SQLALCHEMY_SILENCE_UBER_WARNING=1 "$VENV/bin/python" -W ignore -c \
+        'import kmip; from kmip.pie import client; from kmip.services.server import server; assert kmip.__version__ == "0.11.0"' ||
+        die "PyKMIP import check failed in $VENV"
+    printf '%s\n' "$want" >"$STAMP"
+    say "venv: ready (PyKMIP 0.11.0)"
+fi
+
+say "done"

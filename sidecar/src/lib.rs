@@ -1,0 +1,3 @@
+//! The per-pod KMIP sidecar proxy and the admission webhook that injects it.
+//!
+//! Built by the issue "Sidecar and automatic injection".
