@@ -103,6 +103,37 @@ NAME_FIXUPS = {
     "MFG1": "MGF1",  # 2.x Mask Generator table typo (1.4 and the test cases say MGF1)
 }
 
+# Enumerations whose values another standard defines (KMIP 2.0 §11.38/11.39 refer to
+# PKCS#11): (enumeration, [names in value order], first value). PKCS#11 Function values are
+# the 1-based position of the function in CK_FUNCTION_LIST_3_0; Return Codes are CK_RV
+# values (only the generic ones are listed; others travel as hex).
+PKCS11_FUNCTIONS = """
+C_Initialize C_Finalize C_GetInfo C_GetFunctionList C_GetSlotList C_GetSlotInfo
+C_GetTokenInfo C_GetMechanismList C_GetMechanismInfo C_InitToken C_InitPIN C_SetPIN
+C_OpenSession C_CloseSession C_CloseAllSessions C_GetSessionInfo C_GetOperationState
+C_SetOperationState C_Login C_Logout C_CreateObject C_CopyObject C_DestroyObject
+C_GetObjectSize C_GetAttributeValue C_SetAttributeValue C_FindObjectsInit C_FindObjects
+C_FindObjectsFinal C_EncryptInit C_Encrypt C_EncryptUpdate C_EncryptFinal C_DecryptInit
+C_Decrypt C_DecryptUpdate C_DecryptFinal C_DigestInit C_Digest C_DigestUpdate C_DigestKey
+C_DigestFinal C_SignInit C_Sign C_SignUpdate C_SignFinal C_SignRecoverInit C_SignRecover
+C_VerifyInit C_Verify C_VerifyUpdate C_VerifyFinal C_VerifyRecoverInit C_VerifyRecover
+C_DigestEncryptUpdate C_DecryptDigestUpdate C_SignEncryptUpdate C_DecryptVerifyUpdate
+C_GenerateKey C_GenerateKeyPair C_WrapKey C_UnwrapKey C_DeriveKey C_SeedRandom
+C_GenerateRandom C_GetFunctionStatus C_CancelFunction C_WaitForSlotEvent
+C_GetInterfaceList C_GetInterface C_LoginUser C_SessionCancel C_MessageEncryptInit
+C_EncryptMessage C_EncryptMessageBegin C_EncryptMessageNext C_MessageEncryptFinal
+C_MessageDecryptInit C_DecryptMessage C_DecryptMessageBegin C_DecryptMessageNext
+C_MessageDecryptFinal C_MessageSignInit C_SignMessage C_SignMessageBegin C_SignMessageNext
+C_MessageSignFinal C_MessageVerifyInit C_VerifyMessage C_VerifyMessageBegin
+C_VerifyMessageNext C_MessageVerifyFinal
+""".split()
+EXTERNAL_VALUES = {
+    "PKCS#11 Function": {i + 1: n for i, n in enumerate(PKCS11_FUNCTIONS)},
+    "PKCS#11 Return Code": {0x0: "OK", 0x1: "CANCEL", 0x2: "HOST_MEMORY",
+                            0x3: "SLOT_ID_INVALID", 0x5: "GENERAL_ERROR",
+                            0x6: "FUNCTION_FAILED", 0x7: "ARGUMENTS_BAD"},
+}
+
 # Rows of the tag table that look like tags but are not.
 NOT_TAGS = {"Reserved", "(Reserved)", "(Unused)", "Extensions"}
 
@@ -111,6 +142,9 @@ XML_NAME_OVERRIDES = {
     "3DES": "DES3",  # XML names cannot start with a digit
     "Content Commitment (Non Repudiation)": "ContentCommitment",
 }
+# PKCS#11 names are written as PKCS#11 spells them (`C_Initialize`, `OK`).
+for _values in EXTERNAL_VALUES.values():
+    XML_NAME_OVERRIDES.update({n: n for n in _values.values()})
 
 # Alternative XML spellings found in the OASIS test cases: (enumeration, alias, value).
 XML_ALIASES = [
@@ -419,6 +453,10 @@ def main():
         for name, d in m.items():
             masks_v.setdefault(name, {})[ver] = d
         refs += r
+    for ename, values in EXTERNAL_VALUES.items():
+        for ver in ("2.0", "2.1"):
+            table = enums_v[ename].setdefault(ver, {})
+            table.update({val: (name, None) for val, name in values.items()})
 
     notes = []  # irregularities, printed to stderr
 

@@ -49,7 +49,8 @@ impl Decoder for KmipCodec {
         h.copy_from_slice(header);
         let size = ttlv::message_len(&h, self.max_message_size)?;
         if src.len() < size {
-            src.reserve(size - src.len());
+            // No reserve(size) here: buffers grow only as bytes actually arrive, so a peer
+            // that announces 1 MiB and then stalls costs what it sent, not what it claimed.
             return Ok(None);
         }
         Ok(Some(src.split_to(size)))
@@ -111,6 +112,15 @@ mod tests {
             Err(FrameError::Header(TtlvError::MessageTooLarge { .. }))
         ));
         assert!(buf.capacity() < 4096, "no body buffer was reserved");
+    }
+
+    #[test]
+    fn an_announced_but_unsent_body_reserves_nothing() {
+        let mut codec = KmipCodec::default();
+        // A Structure announcing 512 KiB (within the limit), then silence.
+        let mut buf = BytesMut::from(&[0x42, 0x00, 0x78, 0x01, 0x00, 0x08, 0x00, 0x00][..]);
+        assert!(codec.decode(&mut buf).expect("valid header").is_none());
+        assert!(buf.capacity() < 4096, "capacity {}", buf.capacity());
     }
 
     #[test]

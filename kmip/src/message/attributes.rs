@@ -512,6 +512,7 @@ kmip_struct! {
 
 kmip_struct! {
     /// Cryptographic Parameters (attribute, and request field of Encrypt/Decrypt/MAC).
+    #[derive(Default)]
     pub struct CryptographicParameters {
         block_cipher_mode: opt BlockCipherMode = BLOCK_CIPHER_MODE,
         padding_method: opt PaddingMethod = PADDING_METHOD,
@@ -531,31 +532,6 @@ kmip_struct! {
         mask_generator_hashing_algorithm: opt HashingAlgorithm = MASK_GENERATOR_HASHING_ALGORITHM,
         p_source: opt ByteString = P_SOURCE,
         trailer_field: opt i32 = TRAILER_FIELD,
-    }
-}
-
-impl Default for CryptographicParameters {
-    fn default() -> Self {
-        Self {
-            block_cipher_mode: None,
-            padding_method: None,
-            hashing_algorithm: None,
-            key_role_type: None,
-            digital_signature_algorithm: None,
-            cryptographic_algorithm: None,
-            random_iv: None,
-            iv_length: None,
-            tag_length: None,
-            fixed_field_length: None,
-            invocation_field_length: None,
-            counter_length: None,
-            initial_counter_value: None,
-            salt_length: None,
-            mask_generator: None,
-            mask_generator_hashing_algorithm: None,
-            p_source: None,
-            trailer_field: None,
-        }
     }
 }
 
