@@ -4,11 +4,12 @@
 //!  bytes ──ttlv::decode──► Item tree ──RequestMessage::from_item──► typed message
 //!        ◄──Item::encode──           ◄──────────to_item──────────
 //!  xml   ──xml::parse────► Item tree        (KMIP XML profile, test cases)
+//!  json  ──json::parse───► Item tree        (KMIP JSON profile)
 //!  framing: tokio codec, size limit checked on the 8-byte header
 //!  client:  async KMIP client over any stream, rustls mTLS connector
 //! ```
 //!
-//! The codec ([`ttlv`], [`message`], [`xml`]) does no I/O; [`framing`] and [`client`] add
+//! The codec ([`ttlv`], [`message`], [`xml`], [`json`]) does no I/O; [`framing`] and [`client`] add
 //! tokio on top. Nothing a peer sends can make this crate panic: every malformed input is a
 //! typed error ([`ttlv::TtlvError`], [`message::MessageError`]).
 #![forbid(unsafe_code)]
@@ -24,4 +25,5 @@ pub use ttlv::{Item, ItemType, Limits, Value};
 pub use version::ProtocolVersion;
 pub mod client;
 pub mod framing;
+pub mod json;
 pub mod xml;

@@ -218,63 +218,80 @@ impl Parser<'_> {
             .value_attr
             .as_deref()
             .ok_or_else(|| err(e.position, format!("<{}> has no value", e.name)))?;
-        let value = self
-            .value(tag, item_type, text, attribute_name)
+        let value = value_from_text(self.placeholders, tag, item_type, text, attribute_name)
             .map_err(|reason| err(e.position, format!("<{}>: {reason}", e.name)))?;
         Ok(Item::new(tag, value))
     }
+}
 
-    fn value(
-        &mut self,
-        tag: Tag,
-        item_type: ItemType,
-        text: &str,
-        attribute_name: Option<&str>,
-    ) -> Result<Value, String> {
-        if text.starts_with('$') && item_type != ItemType::TextString {
-            return self
-                .placeholders
-                .resolve(item_type, text)
-                .ok_or_else(|| format!("unresolved placeholder {text}"));
-        }
-        // The tag whose enumeration/mask applies: the attribute's for an AttributeValue.
-        let meaning = attribute_name.and_then(Tag::from_name).unwrap_or(tag);
-        let bad = || format!("{text:?} is not a valid {}", item_type.name());
-        Ok(match item_type {
-            ItemType::Structure => return Err("a structure has no value".into()),
-            ItemType::Integer => match spec::mask_for_tag(meaning) {
-                Some(mask) => Value::Integer(mask.from_xml(text).ok_or_else(bad)? as i32),
-                None => Value::Integer(parse_int(text).ok_or_else(bad)? as i32),
-            },
-            ItemType::LongInteger => Value::LongInteger(parse_int(text).ok_or_else(bad)?),
-            ItemType::BigInteger => {
-                let digits = text.strip_prefix("0x").unwrap_or(text);
-                Value::BigInteger(hex::decode(digits).map_err(|_| bad())?)
-            }
-            ItemType::Enumeration => Value::Enumeration(enum_value(meaning, text).ok_or_else(bad)?),
-            ItemType::Boolean => match text {
-                "true" | "1" => Value::Boolean(true),
-                "false" | "0" => Value::Boolean(false),
-                _ => return Err(bad()),
-            },
-            ItemType::TextString => Value::TextString(text.to_owned()),
-            ItemType::ByteString => {
-                Value::ByteString(Zeroizing::new(hex::decode(text).map_err(|_| bad())?))
-            }
-            ItemType::DateTime => {
-                Value::DateTime(parse_date_time(text).ok_or_else(bad)?.unix_timestamp())
-            }
-            ItemType::DateTimeExtended => {
-                let t = parse_date_time(text).ok_or_else(bad)?;
-                Value::DateTimeExtended((t.unix_timestamp_nanos() / 1000) as i64)
-            }
-            ItemType::Interval => Value::Interval(
-                parse_int(text)
-                    .and_then(|v| u32::try_from(v).ok())
-                    .ok_or_else(bad)?,
-            ),
-        })
+/// A leaf value from its text form (shared by the XML and JSON encodings).
+/// `attribute_name`: the `AttributeName` sibling when the item is an `AttributeValue`.
+pub(crate) fn value_from_text(
+    placeholders: &mut dyn Placeholders,
+    tag: Tag,
+    item_type: ItemType,
+    text: &str,
+    attribute_name: Option<&str>,
+) -> Result<Value, String> {
+    if text.starts_with('$') && item_type != ItemType::TextString {
+        return placeholders
+            .resolve(item_type, text)
+            .ok_or_else(|| format!("unresolved placeholder {text}"));
     }
+    // The tag whose enumeration/mask applies: the attribute's for an AttributeValue.
+    let meaning = attribute_name.and_then(Tag::from_name).unwrap_or(tag);
+    let bad = || format!("{text:?} is not a valid {}", item_type.name());
+    Ok(match item_type {
+        ItemType::Structure => return Err("a structure has no value".into()),
+        ItemType::Integer => match spec::mask_for_tag(meaning) {
+            Some(mask) => Value::Integer(mask.from_xml(text).ok_or_else(bad)? as i32),
+            None => Value::Integer(parse_int(text).ok_or_else(bad)? as i32),
+        },
+        ItemType::LongInteger => Value::LongInteger(parse_int(text).ok_or_else(bad)?),
+        ItemType::BigInteger => {
+            let digits = text.strip_prefix("0x").unwrap_or(text);
+            Value::BigInteger(hex::decode(digits).map_err(|_| bad())?)
+        }
+        ItemType::Enumeration => Value::Enumeration(enum_value(meaning, text).ok_or_else(bad)?),
+        ItemType::Boolean => match text {
+            "true" | "1" => Value::Boolean(true),
+            "false" | "0" => Value::Boolean(false),
+            _ => return Err(bad()),
+        },
+        ItemType::TextString => Value::TextString(text.to_owned()),
+        ItemType::ByteString => {
+            Value::ByteString(Zeroizing::new(hex::decode(text).map_err(|_| bad())?))
+        }
+        ItemType::DateTime => {
+            Value::DateTime(parse_date_time(text).ok_or_else(bad)?.unix_timestamp())
+        }
+        ItemType::DateTimeExtended => {
+            let t = parse_date_time(text).ok_or_else(bad)?;
+            Value::DateTimeExtended((t.unix_timestamp_nanos() / 1000) as i64)
+        }
+        ItemType::Interval => Value::Interval(
+            parse_int(text)
+                .and_then(|v| u32::try_from(v).ok())
+                .ok_or_else(bad)?,
+        ),
+    })
+}
+
+/// For each child of a structure, the `AttributeName` that applies to it when it is an
+/// `AttributeValue` (1.x attributes name their value's meaning in the preceding sibling).
+pub(crate) fn attribute_contexts(children: &[Item]) -> Vec<Option<&str>> {
+    let mut name: Option<&str> = None;
+    children
+        .iter()
+        .map(|child| {
+            if let (Tag::ATTRIBUTE_NAME, Value::TextString(n)) = (child.tag, &child.value) {
+                name = Some(n);
+            }
+            (child.tag == Tag::ATTRIBUTE_VALUE)
+                .then_some(name)
+                .flatten()
+        })
+        .collect()
 }
 
 fn parse_hex_u32(s: &str) -> Option<u32> {
@@ -329,21 +346,24 @@ fn print_item(item: &Item, attribute_name: Option<&str>, depth: usize, out: &mut
     };
     if let Value::Structure(children) = &item.value {
         let _ = writeln!(out, "{indent}<{open}>");
-        let mut name: Option<&str> = None;
-        for child in children {
-            if let (Tag::ATTRIBUTE_NAME, Value::TextString(n)) = (child.tag, &child.value) {
-                name = Some(n);
-            }
-            let context = (child.tag == Tag::ATTRIBUTE_VALUE)
-                .then_some(name)
-                .flatten();
+        for (child, context) in children.iter().zip(attribute_contexts(children)) {
             print_item(child, context, depth + 1, out);
         }
         let _ = writeln!(out, "{indent}</{close}>");
         return;
     }
+    let _ = writeln!(
+        out,
+        "{indent}<{open} type=\"{}\" value=\"{}\"/>",
+        item.value.item_type().name(),
+        quick_xml::escape::escape(&value_to_text(item, attribute_name))
+    );
+}
+
+/// A leaf value's text form (shared by the XML and JSON encodings).
+pub(crate) fn value_to_text(item: &Item, attribute_name: Option<&str>) -> String {
     let meaning = attribute_name.and_then(Tag::from_name).unwrap_or(item.tag);
-    let value = match &item.value {
+    match &item.value {
         Value::Structure(_) => String::new(),
         Value::Integer(v) => match spec::mask_for_tag(meaning) {
             Some(mask) => mask.to_xml(*v as u32),
@@ -358,13 +378,7 @@ fn print_item(item: &Item, attribute_name: Option<&str>, depth: usize, out: &mut
         Value::DateTime(s) => format_date_time(i128::from(*s) * 1_000_000_000),
         Value::DateTimeExtended(us) => format_date_time(i128::from(*us) * 1000),
         Value::Interval(v) => v.to_string(),
-    };
-    let _ = writeln!(
-        out,
-        "{indent}<{open} type=\"{}\" value=\"{}\"/>",
-        item.value.item_type().name(),
-        quick_xml::escape::escape(&value)
-    );
+    }
 }
 
 fn enum_name(tag: Tag, v: u32) -> String {

@@ -1,6 +1,6 @@
 //! Every request and response of the OASIS KMIP conformance test cases (v1.0 … v2.1):
 //! parsed from the XML encoding, converted to typed messages where the operation is one
-//! this library types, and round-tripped through TTLV and XML unchanged.
+//! this library types, and round-tripped through TTLV, XML and JSON unchanged.
 //!
 //! The test cases live beside the repository in `shared/kmip/testcases` (override with
 //! `OPENKCM_KMIP_TESTCASES`).
@@ -112,6 +112,12 @@ fn check_message(message: &Item, at: &str, counts: &mut Counts, failures: &mut V
         Ok(back) if &back == message => {}
         Ok(_) => failures.push(format!("{at}: XML print/parse changed the message")),
         Err(e) => failures.push(format!("{at}: XML reparse: {e}")),
+    }
+    // JSON: print → parse gives the same tree.
+    match kmip::json::parse(&kmip::json::print(message), &mut StandIns::default()) {
+        Ok(back) if &back == message => {}
+        Ok(_) => failures.push(format!("{at}: JSON print/parse changed the message")),
+        Err(e) => failures.push(format!("{at}: JSON reparse: {e}")),
     }
     // Typed: the message decodes; typed payloads re-encode to the same tree.
     let typed = if message.tag == Tag::REQUEST_MESSAGE {
