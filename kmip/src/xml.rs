@@ -356,7 +356,7 @@ fn print_item(item: &Item, attribute_name: Option<&str>, depth: usize, out: &mut
         out,
         "{indent}<{open} type=\"{}\" value=\"{}\"/>",
         item.value.item_type().name(),
-        quick_xml::escape::escape(&value_to_text(item, attribute_name))
+        quick_xml::escape::escape(value_to_text(item, attribute_name))
     );
 }
 
