@@ -1,5 +1,23 @@
-//! The stateless KMIP engine: executes decoded requests for a tenant, wraps key material
-//! per tenant and stores it in SQLite or PostgreSQL with Row-Level Security.
+//! The key service: a stateless KMIP engine that executes decoded requests for one tenant at
+//! a time, keeps key material wrapped per tenant, and stores it in SQLite or PostgreSQL.
 //!
-//! Built by the issue "Key service (keysvc/)"; this crate exists so the workspace has its
-//! final shape from the start.
+//! ```text
+//!  POST /v1/kmip (TTLV, tenant headers from the gateway)
+//!        │
+//!        ▼
+//!  engine::Engine ── batch items in order ── one store Transaction per request
+//!        │                                         │
+//!  envelope::Keyring (HKDF tenant KEK,       store::{sqlite, postgres}
+//!   AES-256-GCM-SIV, aad = tenant/uid/type)  (RLS: app.current_tenant)
+//! ```
+//!
+//! Tenant isolation is enforced here a second and third time, independently of the gateway:
+//! every query runs inside the tenant's Row-Level Security scope, and material wrapped for
+//! one tenant does not unwrap for another.
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
+pub mod envelope;
+pub mod store;
+pub mod tenant;
+
+pub use tenant::{DatabaseName, TenantContext, TenantId};

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kmip::client::ClientError;
+use kmip::client::{tls, ClientError};
 use kmip::message::attributes::Attributes;
 use kmip::message::{
     CryptographicParameters, KeyBlock, KeyMaterial, KeyValue, ManagedObject, Name, SecretData,
@@ -27,6 +27,7 @@ use kmip::spec::{
     State,
 };
 use kmip::{ProtocolVersion, Tag};
+use rcgen::ExtendedKeyUsagePurpose;
 use support::{Pki, TlsClient};
 
 /// How long the server may take to start listening.
@@ -80,7 +81,22 @@ struct PyKmipServer {
 }
 
 impl PyKmipServer {
+    /// Starts a server and waits until it listens. The free port is found by binding port 0
+    /// and releasing it, so another process may take it first: then the server cannot bind,
+    /// and it is started again on another port.
     fn start(python: &OsString) -> Self {
+        const ATTEMPTS: usize = 3;
+        for attempt in 1..=ATTEMPTS {
+            match Self::spawn(python) {
+                Ok(server) => return server,
+                Err(why) if attempt < ATTEMPTS && why.contains("failed to bind") => continue,
+                Err(why) => panic!("{why}"),
+            }
+        }
+        unreachable!("the last attempt returns or panics")
+    }
+
+    fn spawn(python: &OsString) -> Result<Self, String> {
         let pki = Pki::generate();
         let policies = pki.path("policies");
         std::fs::create_dir(&policies).expect("policy directory");
@@ -119,7 +135,7 @@ impl PyKmipServer {
             .stdout(output.try_clone().expect("output file"))
             .stderr(output)
             .spawn()
-            .unwrap_or_else(|e| panic!("start {python:?}: {e}"));
+            .map_err(|e| format!("start {python:?}: {e}"))?;
         let stdin = child.stdin.take();
         let mut server = Self {
             child,
@@ -127,28 +143,29 @@ impl PyKmipServer {
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             pki,
         };
-        server.wait_until_listening();
-        server
+        server.wait_until_listening()?;
+        Ok(server)
     }
 
-    fn wait_until_listening(&mut self) {
+    /// Polls a TCP connect until the server listens, it exits, or [`STARTUP_BUDGET`] passes.
+    fn wait_until_listening(&mut self) -> Result<(), String> {
         let started = Instant::now();
         loop {
             if TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok() {
-                return;
+                return Ok(());
             }
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
+                return Err(format!(
                     "the PyKMIP server exited ({status}) before listening\n{}",
                     self.diagnostics()
-                );
+                ));
             }
             if started.elapsed() > STARTUP_BUDGET {
-                panic!(
+                return Err(format!(
                     "the PyKMIP server is not listening on {} after {STARTUP_BUDGET:?}\n{}",
                     self.addr,
                     self.diagnostics()
-                );
+                ));
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -196,10 +213,7 @@ impl PyKmipServer {
 
     fn check_eq<T: PartialEq + Debug>(&self, what: &str, left: T, right: T) {
         if left != right {
-            panic!(
-                "{what}: {left:?} != {right:?}\n{}",
-                self.diagnostics()
-            );
+            panic!("{what}: {left:?} != {right:?}\n{}", self.diagnostics());
         }
     }
 }
@@ -253,7 +267,11 @@ async fn key_lifecycle(version: ProtocolVersion) {
     let s = &server;
 
     let versions = s.ok("Discover Versions", c.discover_versions(&[]).await);
-    s.check_eq("Discover Versions", versions.as_slice(), &PYKMIP_VERSIONS[..]);
+    s.check_eq(
+        "Discover Versions",
+        versions.as_slice(),
+        &PYKMIP_VERSIONS[..],
+    );
     let only = s.ok("Discover Versions", c.discover_versions(&[version]).await);
     s.check_eq("Discover Versions of our version", only, vec![version]);
 
@@ -327,20 +345,40 @@ async fn key_lifecycle(version: ProtocolVersion) {
     );
     let ciphertext = encrypted.data.expect("Encrypt returns Data").to_vec();
     // PKCS#5: padded up to the next whole block.
-    s.check_eq("ciphertext length", ciphertext.len(), plaintext.len() / 16 * 16 + 16);
-    s.check("ciphertext differs from plaintext", ciphertext[..16] != plaintext[..16]);
+    s.check_eq(
+        "ciphertext length",
+        ciphertext.len(),
+        plaintext.len() / 16 * 16 + 16,
+    );
+    s.check(
+        "ciphertext differs from plaintext",
+        ciphertext[..16] != plaintext[..16],
+    );
     let decrypted = s.ok(
         "Decrypt",
         c.decrypt(&uid, &ciphertext, Some(aes_cbc_pkcs5()), Some(&iv), None)
             .await,
     );
-    s.check_eq("Decrypt gives the plaintext back", decrypted.to_vec(), plaintext.clone());
+    s.check_eq(
+        "Decrypt gives the plaintext back",
+        decrypted.to_vec(),
+        plaintext.clone(),
+    );
     let wrong_iv = s.ok(
         "Decrypt with another IV",
-        c.decrypt(&uid, &ciphertext, Some(aes_cbc_pkcs5()), Some(&[0u8; 16]), None)
-            .await,
+        c.decrypt(
+            &uid,
+            &ciphertext,
+            Some(aes_cbc_pkcs5()),
+            Some(&[0u8; 16]),
+            None,
+        )
+        .await,
     );
-    s.check("another IV garbles the first block", wrong_iv[..16] != plaintext[..16]);
+    s.check(
+        "another IV garbles the first block",
+        wrong_iv[..16] != plaintext[..16],
+    );
 
     let found = s.ok(
         "Locate by name",
@@ -479,11 +517,7 @@ async fn registered_objects_come_back_byte_identical() {
 
             let key: Vec<u8> = (0..32u8).map(|i| i.wrapping_mul(37) ^ 0xa5).collect();
             let key_object = ManagedObject::SymmetricKey(SymmetricKey {
-                key_block: KeyBlock::raw(
-                    key.clone(),
-                    Some(CryptographicAlgorithm::Aes),
-                    Some(256),
-                ),
+                key_block: KeyBlock::raw(key.clone(), Some(CryptographicAlgorithm::Aes), Some(256)),
             });
             let attrs = Attributes::new().with(
                 Tag::CRYPTOGRAPHIC_USAGE_MASK,
@@ -516,7 +550,8 @@ async fn registered_objects_come_back_byte_identical() {
     .await;
 }
 
-/// Query answers the operations PyKMIP implements, in every version we speak to it.
+/// Query answers the operations PyKMIP implements and its vendor identification, in every
+/// version we speak to it.
 #[tokio::test]
 async fn query_lists_the_operations_pykmip_supports() {
     bounded(async {
@@ -533,8 +568,12 @@ async fn query_lists_the_operations_pykmip_supports() {
             let mut c = s.client(version).await;
             let query = s.ok(
                 &format!("Query ({version})"),
-                c.query(&[QueryFunction::QueryOperations, QueryFunction::QueryObjects])
-                    .await,
+                c.query(&[
+                    QueryFunction::QueryOperations,
+                    QueryFunction::QueryObjects,
+                    QueryFunction::QueryServerInformation,
+                ])
+                .await,
             );
             for op in [
                 Operation::Create,
@@ -554,11 +593,93 @@ async fn query_lists_the_operations_pykmip_supports() {
                     query.operations.contains(&op),
                 );
             }
-            s.check(
-                &format!("Query ({version}) lists Symmetric Key: {:?}", query.object_types),
-                query.object_types.contains(&ObjectType::SymmetricKey),
+            // PyKMIP answers Query Objects with an empty list.
+            s.check_eq(
+                "Query Objects",
+                query.object_types,
+                Vec::<ObjectType>::new(),
+            );
+            s.check_eq(
+                "Vendor Identification",
+                query.vendor_identification.as_deref(),
+                Some("PyKMIP 0.11.0 Software Server"),
             );
         }
+    })
+    .await;
+}
+
+/// With `enable_tls_client_auth=True` PyKMIP wants a client certificate marked for client
+/// authentication: one without extended key usages passes the handshake but every request
+/// is refused; one marked only for server authentication fails the handshake itself.
+#[tokio::test]
+async fn pykmip_refuses_client_certificates_not_marked_for_client_auth() {
+    bounded(async {
+        let Some(python) = pykmip_python() else {
+            return;
+        };
+        let server = PyKmipServer::start(&python);
+        let s = &server;
+        let addr = s.addr.to_string();
+        let connector_for = |leaf: &support::Leaf| {
+            tls::connector(
+                vec![s.pki.ca.cert_der()],
+                vec![leaf.cert_der.clone()],
+                leaf.key(),
+            )
+            .expect("connector")
+        };
+
+        let no_eku = s.pki.ca.issue("no-eku-client", &[], Vec::new());
+        let mut c = support::connect_with_version(
+            &addr,
+            "localhost",
+            &connector_for(&no_eku),
+            ProtocolVersion::V1_4,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("handshake: {e:?}\n{}", s.diagnostics()));
+        c.set_timeout(REQUEST_TIMEOUT);
+        let refused = s.err(
+            "Discover Versions without clientAuth",
+            c.discover_versions(&[]).await,
+        );
+        s.check_eq(
+            "request with a certificate without clientAuth",
+            refused.result_reason(),
+            Some(ResultReason::AuthenticationNotSuccessful),
+        );
+
+        let server_only = s.pki.ca.issue(
+            "server-only-client",
+            &[],
+            vec![ExtendedKeyUsagePurpose::ServerAuth],
+        );
+        let outcome = async {
+            let mut c = support::connect_with_version(
+                &addr,
+                "localhost",
+                &connector_for(&server_only),
+                ProtocolVersion::V1_4,
+            )
+            .await?;
+            c.set_timeout(REQUEST_TIMEOUT);
+            c.discover_versions(&[]).await
+        }
+        .await;
+        s.check(
+            &format!("a serverAuth-only client certificate fails the handshake: {outcome:?}"),
+            matches!(outcome, Err(ClientError::Io(_))),
+        );
+
+        // The proper client certificate still works, and PyKMIP took its CN as the user.
+        let mut c = s.client(ProtocolVersion::V1_4).await;
+        s.ok("Discover Versions", c.discover_versions(&[]).await);
+        let log = support::read_lossy(&s.pki.path("server.log"));
+        s.check(
+            "PyKMIP identifies the client by its certificate's CN",
+            log.contains(&format!("Session client identity: {}", support::CLIENT_CN)),
+        );
     })
     .await;
 }

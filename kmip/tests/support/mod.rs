@@ -49,27 +49,39 @@ impl Ca {
 
     /// A TLS server certificate valid for `names` (DNS names or IP addresses).
     pub fn issue_server(&self, common_name: &str, names: &[&str]) -> Leaf {
-        self.issue(common_name, names, ExtendedKeyUsagePurpose::ServerAuth)
+        self.issue(
+            common_name,
+            names,
+            vec![ExtendedKeyUsagePurpose::ServerAuth],
+        )
     }
 
     /// A TLS client certificate (extendedKeyUsage clientAuth, as PyKMIP requires).
     pub fn issue_client(&self, common_name: &str) -> Leaf {
-        self.issue(common_name, &[], ExtendedKeyUsagePurpose::ClientAuth)
+        self.issue(common_name, &[], vec![ExtendedKeyUsagePurpose::ClientAuth])
     }
 
-    fn issue(&self, common_name: &str, names: &[&str], usage: ExtendedKeyUsagePurpose) -> Leaf {
+    /// A certificate with the given extended key usages (none: no such extension).
+    pub fn issue(
+        &self,
+        common_name: &str,
+        names: &[&str],
+        usages: Vec<ExtendedKeyUsagePurpose>,
+    ) -> Leaf {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("leaf key");
         let sans: Vec<String> = names.iter().map(|n| n.to_string()).collect();
         let mut params = CertificateParams::new(sans).expect("leaf params");
         params
             .distinguished_name
             .push(DnType::CommonName, common_name);
-        params.is_ca = IsCa::ExplicitNoCa;
+        // No Basic Constraints at all: rcgen's `ExplicitNoCa` encodes `cA FALSE`, a DER
+        // default that the `cryptography` package (PyKMIP) refuses to parse.
+        params.is_ca = IsCa::NoCa;
         params.key_usages = vec![
             KeyUsagePurpose::DigitalSignature,
             KeyUsagePurpose::KeyAgreement,
         ];
-        params.extended_key_usages = vec![usage];
+        params.extended_key_usages = usages;
         params.use_authority_key_identifier_extension = true;
         let cert = params
             .signed_by(&key, &self.cert, &self.key)

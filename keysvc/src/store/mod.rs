@@ -1,0 +1,120 @@
+//! Where tenant isolation is enforced in the database: the storage trait and its two
+//! implementations.
+//!
+//! ```text
+//! Engine ──Store::begin(tenant)──► Transaction (one per request)
+//!                                   │ PostgreSQL: BEGIN; SET LOCAL app.current_tenant = …;
+//!                                   │             every table FORCE ROW LEVEL SECURITY
+//!                                   │ SQLite:     BEGIN IMMEDIATE; every query filters tenant_id
+//!                                   ▼
+//!                                  insert / get / update / locate … commit
+//! ```
+//!
+//! A transaction sees only its tenant's rows; another tenant's object is simply absent.
+//! Records carry key material only in wrapped form ([`WrappedKey`]): the store never sees a
+//! plaintext key.
+
+pub mod postgres;
+pub mod sqlite;
+
+use std::fmt;
+
+use tokio::sync::broadcast;
+
+use crate::envelope::WrappedKey;
+use crate::tenant::{TenantContext, TenantId};
+
+/// One managed object as stored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ObjectRecord {
+    pub uid: String,
+    /// KMIP Object Type enumeration value.
+    pub object_type: u32,
+    /// KMIP State enumeration value.
+    pub state: u32,
+    /// Indexed copies of attributes that Locate filters on most (also inside `attributes`).
+    pub cryptographic_algorithm: Option<u32>,
+    pub cryptographic_length: Option<i32>,
+    /// Every Name value, Object Group value and custom text attribute, as `(attribute name,
+    /// value)` pairs — the equality filters Locate can push down to the database.
+    pub index: Vec<(String, String)>,
+    /// All attributes, KMIP 2.1 TTLV encoding of an `Attributes` structure.
+    pub attributes: Vec<u8>,
+    /// The object (key block, ...) wrapped under the tenant KEK; `None` once destroyed.
+    pub material: Option<WrappedKey>,
+    /// Seconds since the epoch; objects are listed in creation order.
+    pub created_at: i64,
+}
+
+/// Equality filters a store can evaluate; everything else is filtered by the engine.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LocateFilter {
+    pub object_type: Option<u32>,
+    pub state: Option<u32>,
+    pub cryptographic_algorithm: Option<u32>,
+    pub cryptographic_length: Option<i32>,
+    /// Every pair must be present in the object's index.
+    pub index: Vec<(String, String)>,
+    /// Skip this many matches (creation order).
+    pub offset: usize,
+    /// Return at most this many; `None` for all.
+    pub limit: Option<usize>,
+}
+
+/// A change to an object, published so every keysvc replica can drop its cached copy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectChanged {
+    pub tenant: TenantId,
+    pub uid: String,
+}
+
+/// Why a store operation failed. Messages never contain key material.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("object {0} already exists")]
+    Duplicate(String),
+    #[error("object {0} does not exist")]
+    NotFound(String),
+    /// The runtime role could bypass Row-Level Security; keysvc refuses to start.
+    #[error("unsafe database role: {0}")]
+    UnsafeRole(String),
+    #[error("migration failed: {0}")]
+    Migration(String),
+    #[error("database error: {0}")]
+    Database(String),
+}
+
+/// A key store. Cheap to share (`Arc`); every request opens its own [`Transaction`].
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + fmt::Debug + 'static {
+    /// Opens the unit of work for one request of `ctx.tenant` (in `ctx.database` if set).
+    async fn begin(&self, ctx: &TenantContext) -> Result<Box<dyn Transaction>, StoreError>;
+
+    /// Whether the database answers (readiness).
+    async fn ready(&self) -> Result<(), StoreError>;
+
+    /// Tenants that own at least one object (for `rotate-root`, which must visit each).
+    async fn tenants(&self) -> Result<Vec<TenantId>, StoreError>;
+
+    /// Changes made by any process sharing this database (PostgreSQL LISTEN/NOTIFY), or by
+    /// this process only (SQLite).
+    fn subscribe(&self) -> broadcast::Receiver<ObjectChanged>;
+}
+
+/// One request's view of one tenant's objects.
+#[async_trait::async_trait]
+pub trait Transaction: Send {
+    async fn insert(&mut self, record: &ObjectRecord) -> Result<(), StoreError>;
+    /// `None` for a missing object and for another tenant's object alike.
+    async fn get(&mut self, uid: &str) -> Result<Option<ObjectRecord>, StoreError>;
+    /// Replaces the record with the same uid; `NotFound` if it is not this tenant's.
+    async fn update(&mut self, record: &ObjectRecord) -> Result<(), StoreError>;
+    /// Uids matching the filter, in creation order.
+    async fn locate(&mut self, filter: &LocateFilter) -> Result<Vec<String>, StoreError>;
+    /// Makes the request's changes durable and publishes them; dropping without commit
+    /// rolls back.
+    async fn commit(self: Box<Self>) -> Result<(), StoreError>;
+}

@@ -1,0 +1,1 @@
+//! PostgreSQL store (placeholder, being written).
