@@ -50,6 +50,11 @@ pub enum ClientError {
     Tls(String),
     #[error("the server closed the connection")]
     Closed,
+    /// An earlier request on this connection timed out, failed mid-exchange or was
+    /// cancelled: its answer may still arrive, so the connection cannot be trusted to pair
+    /// answers with requests any more. Reconnect.
+    #[error("connection unusable after an earlier request failed mid-exchange; reconnect")]
+    Poisoned,
     #[error("no response within {0:?}")]
     Timeout(Duration),
     /// The server answered with a failure.
@@ -80,6 +85,9 @@ pub struct Client<S> {
     version: ProtocolVersion,
     limits: Limits,
     timeout: Duration,
+    /// Set while a request is in flight, cleared when its answer has been read: still set at
+    /// the start of a request means the previous one never completed.
+    in_flight: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
@@ -95,6 +103,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             version,
             limits,
             timeout: DEFAULT_REQUEST_TIMEOUT,
+            in_flight: false,
         }
     }
 
@@ -106,18 +115,33 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         self.version
     }
 
+    /// Speaks `version` from the next request on.
+    pub fn set_version(&mut self, version: ProtocolVersion) {
+        self.version = version;
+    }
+
     /// Sends raw TTLV and returns the raw response bytes.
+    ///
+    /// If this fails part-way (timeout, I/O error, or the future is dropped), the connection
+    /// is poisoned: a late answer could otherwise be taken for the next request's.
     pub async fn send_raw(&mut self, request: Vec<u8>) -> Result<Vec<u8>, ClientError> {
+        if self.in_flight {
+            return Err(ClientError::Poisoned);
+        }
+        self.in_flight = true;
+        let framed = &mut self.framed;
         let exchange = async {
-            self.framed.send(request).await?;
-            match self.framed.next().await {
-                Some(frame) => Ok(frame?.to_vec()),
+            framed.send(request).await.map_err(frame_error)?;
+            match framed.next().await {
+                Some(frame) => Ok(frame.map_err(frame_error)?.to_vec()),
                 None => Err(ClientError::Closed),
             }
         };
-        tokio::time::timeout(self.timeout, exchange)
+        let answer = tokio::time::timeout(self.timeout, exchange)
             .await
-            .map_err(|_| ClientError::Timeout(self.timeout))?
+            .map_err(|_| ClientError::Timeout(self.timeout))??;
+        self.in_flight = false;
+        Ok(answer)
     }
 
     /// Sends a request message and returns the response message, whatever its results.
@@ -452,6 +476,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     }
 }
 
+/// I/O failures are reported as [`ClientError::Io`] whichever layer saw them.
+fn frame_error(e: FrameError) -> ClientError {
+    match e {
+        FrameError::Io(io) => ClientError::Io(io),
+        other => ClientError::Frame(other),
+    }
+}
+
 fn text_uid(uid: UniqueIdentifier) -> Result<String, ClientError> {
     match uid {
         UniqueIdentifier::Text(s) => Ok(s),
@@ -473,12 +505,22 @@ impl Client<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
         server_name: &str,
         connector: &tokio_rustls::TlsConnector,
     ) -> Result<Self, ClientError> {
+        Self::connect_tls_with_version(addr, server_name, connector, ProtocolVersion::V1_4).await
+    }
+
+    /// [`Client::connect_tls`] speaking `version`.
+    pub async fn connect_tls_with_version(
+        addr: &str,
+        server_name: &str,
+        connector: &tokio_rustls::TlsConnector,
+        version: ProtocolVersion,
+    ) -> Result<Self, ClientError> {
         let tcp = tokio::net::TcpStream::connect(addr).await?;
         tcp.set_nodelay(true)?;
         let name = rustls::pki_types::ServerName::try_from(server_name.to_owned())
             .map_err(|e| ClientError::Tls(format!("server name {server_name:?}: {e}")))?;
         let tls = connector.connect(name, tcp).await?;
-        Ok(Self::new(tls))
+        Ok(Self::with_version(tls, version))
     }
 }
 

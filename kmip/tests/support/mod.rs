@@ -174,12 +174,7 @@ pub async fn connect_with_version(
     connector: &tokio_rustls::TlsConnector,
     version: ProtocolVersion,
 ) -> Result<TlsClient, ClientError> {
-    let tcp = tokio::net::TcpStream::connect(addr).await?;
-    tcp.set_nodelay(true)?;
-    let name = rustls::pki_types::ServerName::try_from(server_name.to_owned())
-        .map_err(|e| ClientError::Tls(e.to_string()))?;
-    let tls = connector.connect(name, tcp).await?;
-    Ok(Client::with_version(tls, version))
+    Client::connect_tls_with_version(addr, server_name, connector, version).await
 }
 
 /// Reads a file for an assertion message, whatever state it is in.
