@@ -21,7 +21,7 @@ bootstrap:
 test: bootstrap
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	PYKMIP_PYTHON=$(PYKMIP_PYTHON) $(CARGO) test --workspace
+	PYKMIP_PYTHON=$(PYKMIP_PYTHON) bash scripts/test-summary.sh $(CARGO) test --workspace
 
 fmt:
 	$(CARGO) fmt --all
