@@ -16,8 +16,17 @@
 //! one tenant does not unwrap for another.
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+pub mod cache;
+pub mod config;
+pub mod cryptosvc;
+pub mod engine;
 pub mod envelope;
+pub mod http;
+pub mod metrics;
+pub mod rotate;
+pub mod server;
 pub mod store;
 pub mod tenant;
 
+pub use engine::{Engine, EngineConfig, OpError};
 pub use tenant::{DatabaseName, TenantContext, TenantId};

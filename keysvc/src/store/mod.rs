@@ -14,6 +14,7 @@
 //! Records carry key material only in wrapped form ([`WrappedKey`]): the store never sees a
 //! plaintext key.
 
+mod columns;
 pub mod postgres;
 pub mod sqlite;
 

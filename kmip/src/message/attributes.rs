@@ -266,6 +266,36 @@ impl Attributes {
     pub fn remove(&mut self, tag: Tag) {
         self.list.retain(|a| a.tag() != Some(tag));
     }
+    /// Keeps the instances for which `keep` is true.
+    pub fn retain(&mut self, keep: impl FnMut(&Attribute) -> bool) {
+        self.list.retain(keep);
+    }
+    /// Replaces every instance of the attribute's name with this one instance.
+    pub fn set(&mut self, attribute: Attribute) {
+        let name = attribute.name.clone();
+        match self.list.iter().position(|a| a.name == name) {
+            Some(at) => {
+                self.list[at] = attribute;
+                let mut seen = 0;
+                self.list.retain(|a| {
+                    seen += usize::from(a.name == name);
+                    a.name != name || seen == 1
+                });
+            }
+            None => self.list.push(attribute),
+        }
+    }
+    /// Sets a typed standard attribute (one instance).
+    pub fn set_typed<T: TtlvValue>(&mut self, tag: Tag, value: &T) {
+        self.set(Attribute::typed(tag, value));
+    }
+    /// Every instance of the named attribute, standard or custom.
+    pub fn named<'a>(
+        &'a self,
+        name: &'a AttributeName,
+    ) -> impl Iterator<Item = &'a Attribute> + 'a {
+        self.list.iter().filter(move |a| &a.name == name)
+    }
     /// Adds a typed standard attribute, builder style.
     pub fn with<T: TtlvValue>(mut self, tag: Tag, value: &T) -> Self {
         self.push(Attribute::typed(tag, value));
@@ -339,6 +369,21 @@ impl Attributes {
             }
         }
         Ok(found.then_some(out))
+    }
+}
+
+/// An `Attributes` structure in the 2.x form with every attribute, whatever version defines
+/// it: the lossless encoding for storage (`Tag::ATTRIBUTES`).
+impl TtlvValue for Attributes {
+    fn decode(item: &Item, _: ProtocolVersion) -> Result<Self, MessageError> {
+        let mut out = Self::new();
+        for a in fields(item)? {
+            out.push(Attribute::from_v2(a)?);
+        }
+        Ok(out)
+    }
+    fn encode(&self, tag: Tag, _: ProtocolVersion) -> Item {
+        Item::structure(tag, self.list.iter().map(Attribute::to_v2).collect())
     }
 }
 

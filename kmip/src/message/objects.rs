@@ -202,7 +202,8 @@ impl ManagedObject {
         }
     }
 
-    fn decode(item: &Item, v: ProtocolVersion) -> Result<Self, MessageError> {
+    /// Reads an object from its item (the tag says which object it is).
+    pub fn from_item(item: &Item, v: ProtocolVersion) -> Result<Self, MessageError> {
         Ok(match item.tag {
             Tag::SYMMETRIC_KEY => Self::SymmetricKey(SymmetricKey::decode(item, v)?),
             Tag::SECRET_DATA => Self::SecretData(SecretData::decode(item, v)?),
@@ -211,7 +212,8 @@ impl ManagedObject {
         })
     }
 
-    fn encode(&self, v: ProtocolVersion) -> Item {
+    /// The object as an item tagged with its object type.
+    pub fn to_item(&self, v: ProtocolVersion) -> Item {
         match self {
             Self::SymmetricKey(k) => k.encode(Tag::SYMMETRIC_KEY, v),
             Self::SecretData(s) => s.encode(Tag::SECRET_DATA, v),
@@ -232,7 +234,7 @@ pub(crate) mod object {
     ) -> Result<Option<ManagedObject>, MessageError> {
         f.iter()
             .find(|i| OBJECT_TAGS.contains(&i.tag))
-            .map(|i| ManagedObject::decode(i, v))
+            .map(|i| ManagedObject::from_item(i, v))
             .transpose()
     }
     pub fn write(
@@ -242,7 +244,7 @@ pub(crate) mod object {
         out: &mut Vec<Item>,
     ) {
         if let Some(object) = value {
-            out.push(object.encode(v));
+            out.push(object.to_item(v));
         }
     }
 }

@@ -1,0 +1,171 @@
+//! A bounded cache of unwrapped objects per (tenant, uid), so hot keys skip the database
+//! and the unwrap. Entries expire after a TTL and are dropped as soon as any keysvc process
+//! sharing the database reports a change (the store's `subscribe`, PostgreSQL
+//! LISTEN/NOTIFY across replicas).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use tokio::sync::broadcast;
+
+use crate::engine::KeyObject;
+use crate::store::ObjectChanged;
+use crate::tenant::{TenantContext, TenantId};
+
+/// Cache bounds.
+#[derive(Clone, Copy, Debug)]
+pub struct CacheConfig {
+    /// Most entries. 100,000 objects of ~1 KiB each is ~100 MiB at most.
+    pub capacity: usize,
+    /// How long an entry may serve without being re-read. Invalidation normally arrives
+    /// within milliseconds; the TTL bounds staleness if a notification is ever lost.
+    pub ttl: Duration,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            capacity: 100_000,
+            ttl: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Which object an entry is: the tenant is part of the key, so a hit can never cross
+/// tenants.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct CacheKey {
+    tenant: TenantId,
+    uid: String,
+}
+
+#[derive(Debug)]
+struct Entry {
+    object: Arc<KeyObject>,
+    inserted: Instant,
+}
+
+/// The cache. Shared by every request of a process.
+#[derive(Debug)]
+pub struct ObjectCache {
+    entries: DashMap<CacheKey, Entry>,
+    config: CacheConfig,
+    /// Bumped on every invalidation: a read that began before it must not be cached,
+    /// since it may have read the object as it was before the change.
+    epoch: AtomicU64,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+impl ObjectCache {
+    pub fn new(config: CacheConfig) -> Self {
+        Self {
+            entries: DashMap::new(),
+            config,
+            epoch: AtomicU64::new(0),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        }
+    }
+
+    pub fn key(&self, ctx: &TenantContext, uid: &str) -> CacheKey {
+        CacheKey {
+            tenant: ctx.tenant.clone(),
+            uid: uid.to_owned(),
+        }
+    }
+
+    pub fn get(&self, key: &CacheKey) -> Option<Arc<KeyObject>> {
+        let found = self
+            .entries
+            .get(key)
+            .and_then(|e| (e.inserted.elapsed() < self.config.ttl).then(|| e.object.clone()));
+        match &found {
+            Some(_) => self.hits.fetch_add(1, Ordering::Relaxed),
+            None => {
+                self.entries
+                    .remove_if(key, |_, e| e.inserted.elapsed() >= self.config.ttl);
+                self.misses.fetch_add(1, Ordering::Relaxed)
+            }
+        };
+        found
+    }
+
+    /// The current epoch; pass it to [`ObjectCache::insert`] with what was read after it.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// Caches an object read at `read_epoch`, unless something changed since.
+    pub fn insert(&self, key: CacheKey, object: Arc<KeyObject>, read_epoch: u64) {
+        if self.epoch() != read_epoch {
+            return;
+        }
+        if self.entries.len() >= self.config.capacity {
+            let ttl = self.config.ttl;
+            self.entries.retain(|_, e| e.inserted.elapsed() < ttl);
+            if self.entries.len() >= self.config.capacity {
+                return;
+            }
+        }
+        self.entries.insert(
+            key,
+            Entry {
+                object,
+                inserted: Instant::now(),
+            },
+        );
+    }
+
+    pub fn invalidate(&self, key: &CacheKey) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.entries.remove(key);
+    }
+
+    fn clear(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.entries.clear();
+    }
+
+    /// Drops entries as change notifications arrive (needs a tokio runtime; without one,
+    /// only this process's own changes and the TTL keep the cache fresh).
+    pub fn follow(self: &Arc<Self>, mut changes: broadcast::Receiver<ObjectChanged>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!("no runtime: cache does not follow change notifications");
+            return;
+        };
+        let cache = Arc::downgrade(self);
+        runtime.spawn(async move {
+            loop {
+                let event = changes.recv().await;
+                let Some(cache) = cache.upgrade() else { return };
+                match event {
+                    Ok(ObjectChanged { tenant, uid }) => {
+                        cache.invalidate(&CacheKey { tenant, uid })
+                    }
+                    // Missed notifications: anything may have changed.
+                    Err(broadcast::error::RecvError::Lagged(_)) => cache.clear(),
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn hits(&self) -> u64 {
+        self.hits.load(Ordering::Relaxed)
+    }
+
+    pub fn misses(&self) -> u64 {
+        self.misses.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,565 @@
+//! `openkcm keysvc` configuration: every source collected, every value parsed, every bad
+//! value reported at once, then typed structs with no parsing left in them.
+//!
+//! ```text
+//! defaults ◄─ TOML file (--config) ◄─ environment ◄─ command-line flags   (figment, later wins)
+//!                                     POSTGRES_CONNECTION       → database.url
+//!                                     TENANT_ISOLATION_ENABLED  → tenant_isolation_enabled
+//!                                     OPENKCM_ROOT_KEY          → root_key.value
+//!                                     OPENKCM_A__B              → a.b
+//!        │
+//!        ▼  Loader: one parser per key, errors collected (key, where it came from, why)
+//! ServeConfig / StoreSettings + Keyring   (files read and validated here, secrets wrapped)
+//! ```
+//!
+//! Secrets — root keys and the password in a database URL — are held in types whose
+//! `Debug` shows no secret, and error messages never echo them.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use zeroize::Zeroizing;
+
+use crate::cache::CacheConfig;
+use crate::envelope::{Keyring, RootKey};
+use crate::http::GatewayAllowList;
+
+mod loader;
+mod sources;
+
+pub use loader::parse_duration;
+use loader::Loader;
+
+/// Prefix of the environment variables read as configuration (`OPENKCM_LISTEN__API`).
+pub const ENV_PREFIX: &str = "OPENKCM_";
+/// The seed's database URL variable, honoured as `database.url`.
+pub const ENV_POSTGRES_CONNECTION: &str = "POSTGRES_CONNECTION";
+/// The seed's isolation switch: it may only say true.
+pub const ENV_TENANT_ISOLATION: &str = "TENANT_ISOLATION_ENABLED";
+/// The root key itself (base64), kept out of files and command lines.
+pub const ENV_ROOT_KEY: &str = "OPENKCM_ROOT_KEY";
+/// `keysvc migrate`: the owner's database URL, instead of a flag visible in `ps`.
+pub const ENV_MIGRATE_DATABASE: &str = "OPENKCM_MIGRATE_DATABASE";
+/// `keysvc rotate-root`: the new root key (base64), its file, its id.
+pub const ENV_NEW_ROOT_KEY: &str = "OPENKCM_NEW_ROOT_KEY";
+pub const ENV_NEW_ROOT_KEY_FILE: &str = "OPENKCM_NEW_ROOT_KEY_FILE";
+pub const ENV_NEW_ROOT_KEY_ID: &str = "OPENKCM_NEW_ROOT_KEY_ID";
+/// `OPENKCM_*` variables that are command options rather than configuration keys.
+const COMMAND_ENV: [&str; 4] = [
+    ENV_MIGRATE_DATABASE,
+    ENV_NEW_ROOT_KEY,
+    ENV_NEW_ROOT_KEY_FILE,
+    ENV_NEW_ROOT_KEY_ID,
+];
+
+/// Smallest accepted body limit: a KMIP request header alone is about 100 bytes; anything
+/// below 1 KiB is a typo, not a policy.
+pub const MIN_BODY_SIZE: usize = 1024;
+/// Largest accepted body limit: every in-flight request may buffer this much, and no KMIP
+/// key operation needs more than a few KiB; 64 MiB leaves room for bulk Encrypt.
+pub const MAX_BODY_SIZE: usize = 64 * 1024 * 1024;
+
+/// One configuration key: its dotted name, its flag and what it holds (also the docs table).
+#[derive(Debug, Clone, Copy)]
+pub struct KeySpec {
+    pub key: &'static str,
+    pub flag: Option<&'static str>,
+    pub default: Option<&'static str>,
+    pub secret: bool,
+}
+
+const fn spec(
+    key: &'static str,
+    flag: Option<&'static str>,
+    default: Option<&'static str>,
+) -> KeySpec {
+    KeySpec {
+        key,
+        flag,
+        default,
+        secret: false,
+    }
+}
+
+/// Every key `openkcm keysvc` reads.
+pub const KEYS: &[KeySpec] = &[
+    spec("listen.api", Some("--listen-api"), Some("127.0.0.1:9443")),
+    spec(
+        "listen.management",
+        Some("--listen-management"),
+        Some("127.0.0.1:9090"),
+    ),
+    spec("tls.cert", Some("--tls-cert"), None),
+    spec("tls.key", Some("--tls-key"), None),
+    spec("tls.client_ca", Some("--tls-client-ca"), None),
+    spec("gateway.allowed_identities", Some("--allow-gateway"), None),
+    KeySpec {
+        secret: true,
+        ..spec(
+            "database.url",
+            Some("--database"),
+            Some("sqlite://./keys.db"),
+        )
+    },
+    spec("database.dev", Some("--dev"), Some("false")),
+    spec(
+        "database.max_connections",
+        Some("--database-max-connections"),
+        Some("16"),
+    ),
+    spec("database.acquire_timeout", None, Some("5s")),
+    spec("root_key.id", Some("--root-key-id"), None),
+    spec("root_key.file", Some("--root-key-file"), None),
+    KeySpec {
+        secret: true,
+        ..spec("root_key.value", None, None)
+    },
+    spec("root_key.previous", Some("--previous-root-key"), None),
+    spec(
+        "limits.max_body_size",
+        Some("--max-body-size"),
+        Some("1048576"),
+    ),
+    spec("cache.ttl", Some("--cache-ttl"), Some("30s")),
+    spec("cache.capacity", Some("--cache-capacity"), Some("100000")),
+    spec("log.level", Some("--log-level"), Some("info")),
+    spec("tenant_isolation_enabled", None, Some("true")),
+];
+
+pub(crate) fn key_spec(key: &str) -> Option<&'static KeySpec> {
+    KEYS.iter().find(|k| k.key == key)
+}
+
+/// Command-line flags; each overrides the same key from every other source. Values stay
+/// text here so that they are parsed, and reported, with everything else.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ConfigFlags {
+    /// TOML configuration file.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Internal API listener (HTTP/2 + mTLS).
+    #[arg(long, value_name = "ADDR")]
+    pub listen_api: Option<String>,
+    /// Management listener (plain HTTP: /health, /ready, /metrics).
+    #[arg(long, value_name = "ADDR")]
+    pub listen_management: Option<String>,
+    /// Server certificate chain (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<String>,
+    /// Server private key (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<String>,
+    /// CA bundle that client certificates must chain to (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub tls_client_ca: Option<String>,
+    /// A gateway certificate identity (SAN DNS name, SAN URI or subject CN); repeatable.
+    #[arg(long = "allow-gateway", value_name = "IDENTITY")]
+    pub allow_gateway: Vec<String>,
+    /// Database URL: sqlite://PATH or postgres://USER@HOST/DB.
+    #[arg(long, value_name = "URL")]
+    pub database: Option<String>,
+    /// Development mode: connect to PostgreSQL as a superuser and use a derived app role.
+    #[arg(long)]
+    pub dev: bool,
+    /// PostgreSQL connections per process (main database).
+    #[arg(long, value_name = "N")]
+    pub database_max_connections: Option<String>,
+    /// Id of the current root key.
+    #[arg(long, value_name = "ID")]
+    pub root_key_id: Option<String>,
+    /// File holding the current root key (32 bytes, base64).
+    #[arg(long, value_name = "FILE")]
+    pub root_key_file: Option<String>,
+    /// A retired root key that may still unwrap objects; repeatable.
+    #[arg(long = "previous-root-key", value_name = "ID=FILE")]
+    pub previous_root_keys: Vec<String>,
+    /// Largest accepted request body, bytes.
+    #[arg(long, value_name = "BYTES")]
+    pub max_body_size: Option<String>,
+    /// How long a cached key may serve without a re-read (e.g. 30s, 500ms, 2m).
+    #[arg(long, value_name = "DURATION")]
+    pub cache_ttl: Option<String>,
+    /// Most cached keys.
+    #[arg(long, value_name = "N")]
+    pub cache_capacity: Option<String>,
+    /// Log filter (tracing directives, e.g. info or keysvc=debug,info).
+    #[arg(long, value_name = "FILTER")]
+    pub log_level: Option<String>,
+}
+
+/// Where configuration comes from: flags (with the optional file they name) and the
+/// environment, passed in rather than read globally so tests can supply their own.
+#[derive(Clone, Default)]
+pub struct ConfigSources {
+    pub flags: ConfigFlags,
+    pub env: Vec<(String, String)>,
+}
+
+impl fmt::Debug for ConfigSources {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The environment may hold secrets (OPENKCM_ROOT_KEY): names only.
+        let names: Vec<&str> = self.env.iter().map(|(k, _)| k.as_str()).collect();
+        f.debug_struct("ConfigSources")
+            .field("flags", &self.flags)
+            .field("env", &names)
+            .finish()
+    }
+}
+
+impl ConfigSources {
+    /// The flags and this process's environment (variables that are not UTF-8 are skipped:
+    /// none of ours can be).
+    pub fn from_process(flags: ConfigFlags) -> Self {
+        let env = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .collect();
+        Self { flags, env }
+    }
+
+    pub fn new(flags: ConfigFlags) -> Self {
+        Self {
+            flags,
+            env: Vec::new(),
+        }
+    }
+
+    pub fn env(mut self, name: &str, value: &str) -> Self {
+        self.env.push((name.to_owned(), value.to_owned()));
+        self
+    }
+}
+
+/// A text secret: zeroized on drop, never shown by `Debug`.
+#[derive(Clone)]
+pub struct SecretString(Zeroizing<String>);
+
+impl SecretString {
+    pub fn new(s: String) -> Self {
+        Self(Zeroizing::new(s))
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// A database URL whose password never appears in `Debug` or `Display`.
+#[derive(Clone)]
+pub struct DatabaseUrl {
+    url: SecretString,
+    redacted: String,
+}
+
+impl DatabaseUrl {
+    pub fn new(url: String) -> Self {
+        let redacted = redact_url(&url);
+        Self {
+            url: SecretString::new(url),
+            redacted,
+        }
+    }
+
+    /// The URL with its password, for the driver only.
+    pub fn expose(&self) -> &str {
+        self.url.expose()
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DatabaseUrl({})", self.redacted)
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted)
+    }
+}
+
+/// `scheme://user:***@host/db`: the password (and anything unparsable) hidden.
+fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) => {
+            if parsed.password().is_some() {
+                // set_password only fails for URLs that cannot have credentials.
+                let _ = parsed.set_password(Some("***"));
+            }
+            // Query parameters may carry a password too (…?password=…).
+            if parsed.query().is_some() {
+                parsed.set_query(Some("***"));
+            }
+            parsed.to_string()
+        }
+        Err(_) => "<unparsable database URL>".to_owned(),
+    }
+}
+
+/// Which store to open.
+#[derive(Debug, Clone)]
+pub enum DatabaseConfig {
+    /// `sqlite://PATH` (or `sqlite:PATH`): the embedded store, one file.
+    Sqlite { url: String },
+    /// `postgres://…`: connect as the runtime role (`dev: false`, which must not be able to
+    /// bypass Row-Level Security) or, in development, as a superuser (`dev: true`).
+    Postgres {
+        url: DatabaseUrl,
+        dev: bool,
+        max_connections: u32,
+        acquire_timeout: Duration,
+    },
+}
+
+/// Certificates and keys for the mTLS listener, read and parsed.
+#[derive(Clone)]
+pub struct TlsFiles {
+    pub cert_path: PathBuf,
+    pub cert_chain: Vec<CertificateDer<'static>>,
+    pub key: Arc<PrivateKeyDer<'static>>,
+    pub client_ca_path: PathBuf,
+    pub client_roots: Vec<CertificateDer<'static>>,
+}
+
+impl fmt::Debug for TlsFiles {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsFiles")
+            .field("cert_path", &self.cert_path)
+            .field("certificates", &self.cert_chain.len())
+            .field("key", &"<redacted>")
+            .field("client_ca_path", &self.client_ca_path)
+            .field("client_roots", &self.client_roots.len())
+            .finish()
+    }
+}
+
+/// A validated `tracing` filter; `audit=info` is always added so that the audit trail
+/// cannot be filtered away by a quieter level.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogFilter(String);
+
+impl LogFilter {
+    pub fn parse(directives: &str) -> Result<Self, String> {
+        let full = format!("{directives},audit=info");
+        tracing_subscriber::EnvFilter::try_new(&full).map_err(|e| e.to_string())?;
+        Ok(Self(full))
+    }
+
+    pub fn directives(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Everything `openkcm keysvc` (the server) needs.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub api_addr: SocketAddr,
+    pub management_addr: SocketAddr,
+    pub tls: TlsFiles,
+    pub gateways: GatewayAllowList,
+    pub store: StoreSettings,
+    pub max_body_size: usize,
+    pub cache: CacheConfig,
+    pub log: LogFilter,
+}
+
+/// What the commands that touch the database need: where it is and the root keys.
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    pub database: DatabaseConfig,
+    pub keyring: Arc<Keyring>,
+    pub log: LogFilter,
+}
+
+/// One bad value: which key, where it came from and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub key: String,
+    pub origin: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.origin.is_empty() {
+            write!(f, "{}: {}", self.key, self.message)
+        } else {
+            write!(f, "{} (from {}): {}", self.key, self.origin, self.message)
+        }
+    }
+}
+
+/// Every problem found in the configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid configuration ({} problems):", self.0.len())?;
+        for e in &self.0 {
+            write!(f, "\n  - {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl ConfigErrors {
+    /// Whether any problem concerns `key`.
+    pub fn mentions(&self, key: &str) -> bool {
+        self.0.iter().any(|e| e.key == key)
+    }
+}
+
+/// Loads the server's configuration. On success, also returns warnings (unknown
+/// `OPENKCM_*` variables, which other components sharing the prefix may use).
+pub fn load_serve(sources: &ConfigSources) -> Result<(ServeConfig, Vec<String>), ConfigErrors> {
+    let mut loader = Loader::new(sources)?;
+    let api_addr = loader.socket_addr("listen.api");
+    let management_addr = loader.socket_addr("listen.management");
+    let tls = loader.tls();
+    let gateways = loader.gateways();
+    let store = loader.store_settings(None);
+    let max_body_size = loader.body_size("limits.max_body_size");
+    let cache = loader.cache();
+    loader.finish()?;
+    match (
+        api_addr,
+        management_addr,
+        tls,
+        gateways,
+        store,
+        max_body_size,
+        cache,
+    ) {
+        (
+            Some(api_addr),
+            Some(management_addr),
+            Some(tls),
+            Some(gateways),
+            Some(store),
+            Some(max_body_size),
+            Some(cache),
+        ) => {
+            let log = store.log.clone();
+            Ok((
+                ServeConfig {
+                    api_addr,
+                    management_addr,
+                    tls,
+                    gateways,
+                    store,
+                    max_body_size,
+                    cache,
+                    log,
+                },
+                loader.warnings,
+            ))
+        }
+        // Every None above pushed an error, so finish() returned them.
+        _ => Err(ConfigErrors(vec![internal_error()])),
+    }
+}
+
+/// Loads what commands working on the database alone need.
+pub fn load_store_settings(
+    sources: &ConfigSources,
+) -> Result<(StoreSettings, Vec<String>), ConfigErrors> {
+    load_store(sources, None)
+}
+
+/// Loads the settings for `rotate-root`: the keyring has `new_root_key` as its current key
+/// and every configured root key (current and previous) as previous keys, so objects wrapped
+/// under any of them unwrap and are rewrapped under the new one.
+pub fn load_rotation(
+    sources: &ConfigSources,
+    new_root_key: RootKey,
+) -> Result<(StoreSettings, Vec<String>), ConfigErrors> {
+    load_store(sources, Some(new_root_key))
+}
+
+fn load_store(
+    sources: &ConfigSources,
+    new_root_key: Option<RootKey>,
+) -> Result<(StoreSettings, Vec<String>), ConfigErrors> {
+    let mut loader = Loader::new(sources)?;
+    let store = loader.store_settings(new_root_key);
+    loader.finish()?;
+    store
+        .map(|s| (s, loader.warnings))
+        .ok_or_else(|| ConfigErrors(vec![internal_error()]))
+}
+
+fn internal_error() -> ConfigError {
+    ConfigError {
+        key: "configuration".into(),
+        origin: String::new(),
+        message: "incomplete but no error recorded".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documented_defaults_match_the_library_defaults() {
+        let mut loader = Loader::new(&ConfigSources::default()).expect("defaults load");
+        let cache = loader.cache().expect("default cache settings");
+        assert_eq!(cache.capacity, CacheConfig::default().capacity);
+        assert_eq!(cache.ttl, CacheConfig::default().ttl);
+        assert_eq!(
+            loader.body_size("limits.max_body_size"),
+            Some(kmip::ttlv::DEFAULT_MAX_MESSAGE_SIZE)
+        );
+        loader.finish().expect("no errors in the defaults");
+    }
+
+    #[test]
+    fn durations_take_units() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("3 weeks").is_err());
+    }
+
+    #[test]
+    fn database_urls_hide_their_password() {
+        let url = DatabaseUrl::new("postgres://app:s3cret@db:5432/keys?password=other".into());
+        for shown in [format!("{url:?}"), url.to_string()] {
+            assert!(
+                !shown.contains("s3cret") && !shown.contains("other"),
+                "{shown}"
+            );
+            assert!(shown.contains("app") && shown.contains("db"), "{shown}");
+        }
+    }
+
+    #[test]
+    fn env_names_map_to_nested_keys() {
+        let (layer, unknown) = sources::env_layer(&[
+            ("OPENKCM_LISTEN__API".into(), "1.2.3.4:5".into()),
+            ("OPENKCM_GATEWAY_HOST".into(), "x".into()),
+            ("PATH".into(), "/bin".into()),
+        ]);
+        let listen = layer
+            .data()
+            .get("listen")
+            .and_then(|v| v.as_dict().cloned());
+        assert_eq!(
+            listen.and_then(|d| d.get("api").and_then(loader::scalar)),
+            Some("1.2.3.4:5".to_owned())
+        );
+        assert_eq!(unknown, vec!["OPENKCM_GATEWAY_HOST".to_owned()]);
+    }
+}

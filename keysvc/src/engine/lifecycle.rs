@@ -1,0 +1,496 @@
+//! Object lifecycle: Create, Register, Get, Activate, Revoke, Destroy, ReKey.
+//!
+//! ```text
+//! Pre-Active ──Activate──► Active ──Revoke──► Deactivated ──Destroy──► Destroyed
+//!     │                      │                    │
+//!     └──────Revoke(compromise)──────────────────►└──► Compromised ──Destroy──► Destroyed Compromised
+//! ```
+
+use kmip::message::payloads::*;
+use kmip::message::{
+    Attribute, Attributes, DateTime, Interval, KeyBlock, KeyMaterial, KeyValue, Link,
+    ManagedObject, ResponsePayload, SymmetricKey,
+};
+use kmip::spec::{
+    CryptographicAlgorithm, CryptographicUsageMask, KeyFormatType, LinkType, ObjectType,
+    ResultReason, RevocationReasonCode, State,
+};
+use kmip::{Item, Tag};
+
+use super::object::{KeyObject, SERVER_ATTRIBUTES};
+use super::{OpError, Request};
+use crate::cryptosvc;
+
+fn wrong_state(uid: &str, state: State, operation: &str) -> OpError {
+    OpError::new(
+        ResultReason::WrongKeyLifecycleState,
+        format!(
+            "{operation} is not allowed for object {uid} in state {}",
+            state.name()
+        ),
+    )
+}
+
+/// Refuses attributes a client may not set (server-maintained ones).
+pub(super) fn check_client_attributes(attrs: &Attributes, allowed: &[Tag]) -> Result<(), OpError> {
+    for a in attrs.iter() {
+        if let Some(tag) = a.tag() {
+            if SERVER_ATTRIBUTES.contains(&tag) && !allowed.contains(&tag) {
+                return Err(OpError::new(
+                    ResultReason::AttributeReadOnly,
+                    format!(
+                        "attribute {} is set by the server",
+                        tag.name().unwrap_or("?")
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The attributes every new object starts with, plus the client's. An Activation Date in
+/// the past (or now) makes the object Active at once.
+fn new_object_attributes(
+    uid: &str,
+    object_type: ObjectType,
+    client: Option<&Attributes>,
+    now: DateTime,
+) -> Result<Attributes, OpError> {
+    let mut attrs = client.cloned().unwrap_or_default();
+    attrs.template_names.clear();
+    attrs.remove(Tag::OBJECT_TYPE);
+    let activation: Option<DateTime> = attrs
+        .typed(Tag::ACTIVATION_DATE)
+        .map_err(|e| OpError::invalid_field(e.to_string()))?;
+    let state = match activation {
+        Some(date) if date.seconds() <= now.seconds() => State::Active,
+        _ => State::PreActive,
+    };
+    attrs.set_typed(
+        Tag::UNIQUE_IDENTIFIER,
+        &kmip::message::UniqueIdentifier::from(uid),
+    );
+    attrs.set_typed(Tag::OBJECT_TYPE, &object_type);
+    attrs.set_typed(Tag::STATE, &state);
+    attrs.set_typed(Tag::INITIAL_DATE, &now);
+    attrs.set_typed(Tag::LAST_CHANGE_DATE, &now);
+    Ok(attrs)
+}
+
+fn new_uid() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// Default usage for a new key when the client names none.
+fn default_usage(algorithm: CryptographicAlgorithm) -> CryptographicUsageMask {
+    if algorithm == CryptographicAlgorithm::Aes {
+        CryptographicUsageMask::ENCRYPT | CryptographicUsageMask::DECRYPT
+    } else {
+        CryptographicUsageMask::MAC_GENERATE | CryptographicUsageMask::MAC_VERIFY
+    }
+}
+
+fn field<T>(r: Result<Option<T>, kmip::message::MessageError>) -> Result<Option<T>, OpError> {
+    r.map_err(|e| OpError::invalid_field(e.to_string()))
+}
+
+pub(super) async fn create(
+    req: &mut Request<'_>,
+    r: &CreateRequest,
+) -> Result<ResponsePayload, OpError> {
+    if r.object_type != ObjectType::SymmetricKey {
+        return Err(OpError::new(
+            ResultReason::InvalidObjectType,
+            format!(
+                "Create of {} is not supported; symmetric keys only",
+                r.object_type.name()
+            ),
+        ));
+    }
+    let client = r.attributes.clone().unwrap_or_default();
+    check_client_attributes(
+        &client,
+        &[Tag::CRYPTOGRAPHIC_ALGORITHM, Tag::CRYPTOGRAPHIC_LENGTH],
+    )?;
+    let algorithm = field(client.cryptographic_algorithm())?
+        .ok_or_else(|| OpError::invalid_field("Cryptographic Algorithm is required"))?;
+    let length = field(client.cryptographic_length())?
+        .ok_or_else(|| OpError::invalid_field("Cryptographic Length is required"))?;
+    let material = cryptosvc::generate_key(algorithm, length).map_err(|e| {
+        OpError::invalid_field(format!(
+            "cannot create {} key of {length} bits: {e}",
+            algorithm.name()
+        ))
+    })?;
+
+    let uid = new_uid();
+    let now = DateTime::now();
+    let mut attrs = new_object_attributes(&uid, ObjectType::SymmetricKey, Some(&client), now)?;
+    if field(attrs.cryptographic_usage_mask())?.is_none() {
+        attrs.set_typed(Tag::CRYPTOGRAPHIC_USAGE_MASK, &default_usage(algorithm));
+    }
+    let object = KeyObject {
+        uid: uid.clone(),
+        object_type: ObjectType::SymmetricKey,
+        attributes: attrs,
+        object: Some(ManagedObject::SymmetricKey(SymmetricKey {
+            key_block: KeyBlock::raw(material.to_vec(), Some(algorithm), Some(length)),
+        })),
+        created_at: now.seconds(),
+    };
+    req.insert(&object).await?;
+    req.placeholder = Some(uid.clone());
+    Ok(ResponsePayload::Create(CreateResponse {
+        object_type: ObjectType::SymmetricKey,
+        unique_identifier: uid.into(),
+        attributes: None,
+    }))
+}
+
+pub(super) async fn register(
+    req: &mut Request<'_>,
+    r: &RegisterRequest,
+) -> Result<ResponsePayload, OpError> {
+    let object = r
+        .object
+        .clone()
+        .ok_or_else(|| OpError::new(ResultReason::InvalidMessage, "Register needs an object"))?;
+    let actual_type = object.object_type();
+    if actual_type != Some(r.object_type) {
+        return Err(OpError::invalid_field(
+            "Object Type does not match the object",
+        ));
+    }
+    if !matches!(
+        object,
+        ManagedObject::SymmetricKey(_)
+            | ManagedObject::SecretData(_)
+            | ManagedObject::OpaqueObject(_)
+    ) {
+        return Err(OpError::new(
+            ResultReason::InvalidObjectType,
+            format!("Register of {} is not supported", r.object_type.name()),
+        ));
+    }
+    let client = r.attributes.clone().unwrap_or_default();
+    check_client_attributes(
+        &client,
+        &[Tag::CRYPTOGRAPHIC_ALGORITHM, Tag::CRYPTOGRAPHIC_LENGTH],
+    )?;
+
+    let uid = new_uid();
+    let now = DateTime::now();
+    let mut attrs = new_object_attributes(&uid, r.object_type, Some(&client), now)?;
+    if let Some(block) = object.key_block() {
+        if matches!(block.key_value, Some(KeyValue::Wrapped(_)))
+            || block.key_wrapping_data.is_some()
+        {
+            return Err(OpError::new(
+                ResultReason::FeatureNotSupported,
+                "wrapped key material cannot be registered",
+            ));
+        }
+        let bytes = block
+            .key_bytes()
+            .ok_or_else(|| OpError::invalid_field("the key block holds no key material"))?;
+        if let Some(algorithm) = block.cryptographic_algorithm {
+            if field(attrs.cryptographic_algorithm())?.is_none() {
+                attrs.set_typed(Tag::CRYPTOGRAPHIC_ALGORITHM, &algorithm);
+            }
+        }
+        if r.object_type == ObjectType::SymmetricKey {
+            let bits = (bytes.len() * 8) as i32;
+            let declared = block
+                .cryptographic_length
+                .or(field(attrs.cryptographic_length())?);
+            if declared.is_some_and(|d| d != bits) {
+                return Err(OpError::invalid_field(format!(
+                    "Cryptographic Length does not match the {bits}-bit key"
+                )));
+            }
+            attrs.set_typed(Tag::CRYPTOGRAPHIC_LENGTH, &bits);
+            if field(attrs.cryptographic_algorithm())?.is_none() {
+                return Err(OpError::invalid_field(
+                    "Cryptographic Algorithm is required for a symmetric key",
+                ));
+            }
+        }
+    }
+    let record = KeyObject {
+        uid: uid.clone(),
+        object_type: r.object_type,
+        attributes: attrs,
+        object: Some(object),
+        created_at: now.seconds(),
+    };
+    req.insert(&record).await?;
+    req.placeholder = Some(uid.clone());
+    Ok(ResponsePayload::Register(RegisterResponse {
+        unique_identifier: uid.into(),
+        attributes: None,
+    }))
+}
+
+pub(super) async fn get(req: &mut Request<'_>, r: &GetRequest) -> Result<ResponsePayload, OpError> {
+    let uid = req.target(&r.unique_identifier)?;
+    if r.key_wrapping_specification.is_some() || r.key_wrap_type.is_some() {
+        return Err(OpError::new(
+            ResultReason::FeatureNotSupported,
+            "key wrapping on Get is not supported",
+        ));
+    }
+    if r.key_compression_type.is_some() {
+        return Err(OpError::new(
+            ResultReason::KeyCompressionTypeNotSupported,
+            "key compression is not supported",
+        ));
+    }
+    let stored = req.load(&uid).await?;
+    let object = stored.object.as_ref().ok_or_else(|| {
+        OpError::new(
+            ResultReason::ObjectDestroyed,
+            format!("object {uid} has been destroyed"),
+        )
+    })?;
+    let object = match (object, r.key_format_type) {
+        (_, None) => object.clone(),
+        (ManagedObject::SymmetricKey(k), Some(format)) => {
+            ManagedObject::SymmetricKey(SymmetricKey {
+                key_block: symmetric_key_in(&k.key_block, format)?,
+            })
+        }
+        (other, Some(format)) => match other.key_block() {
+            Some(block) if block.key_format_type == format => other.clone(),
+            _ => {
+                return Err(OpError::new(
+                    ResultReason::KeyFormatTypeNotSupported,
+                    format!(
+                        "{} cannot be returned as {}",
+                        stored.object_type.name(),
+                        format.name()
+                    ),
+                ))
+            }
+        },
+    };
+    req.placeholder = Some(uid.clone());
+    Ok(ResponsePayload::Get(GetResponse {
+        object_type: stored.object_type,
+        unique_identifier: uid.into(),
+        object: Some(object),
+    }))
+}
+
+/// A symmetric key block in the requested format: Raw or Transparent Symmetric Key.
+fn symmetric_key_in(block: &KeyBlock, format: KeyFormatType) -> Result<KeyBlock, OpError> {
+    let bytes = block
+        .key_bytes()
+        .ok_or_else(|| OpError::new(ResultReason::GeneralFailure, "key material unavailable"))?;
+    let material = match format {
+        KeyFormatType::Raw => KeyMaterial::Bytes(bytes.into()),
+        KeyFormatType::TransparentSymmetricKey => {
+            KeyMaterial::Structure(vec![Item::bytes(Tag::KEY, bytes.to_vec())])
+        }
+        other => {
+            return Err(OpError::new(
+                ResultReason::KeyFormatTypeNotSupported,
+                format!(
+                    "symmetric keys are available as Raw or Transparent Symmetric Key, not {}",
+                    other.name()
+                ),
+            ))
+        }
+    };
+    Ok(KeyBlock {
+        key_format_type: format,
+        key_value: Some(KeyValue::Plain {
+            key_material: material,
+            attributes: None,
+        }),
+        ..block.clone()
+    })
+}
+
+pub(super) async fn activate(
+    req: &mut Request<'_>,
+    r: &IdRequest,
+) -> Result<ResponsePayload, OpError> {
+    let uid = req.target(&r.unique_identifier)?;
+    let mut object = req.load_fresh(&uid).await?;
+    let state = object.state();
+    if state != State::PreActive {
+        return Err(wrong_state(&uid, state, "Activate"));
+    }
+    let now = DateTime::now();
+    object.attributes.set_typed(Tag::ACTIVATION_DATE, &now);
+    object.set_state(State::Active, now);
+    req.update(&object, "activated").await?;
+    req.placeholder = Some(uid.clone());
+    Ok(ResponsePayload::Activate(IdResponse {
+        unique_identifier: uid.into(),
+    }))
+}
+
+pub(super) async fn revoke(
+    req: &mut Request<'_>,
+    r: &RevokeRequest,
+) -> Result<ResponsePayload, OpError> {
+    let uid = req.target(&r.unique_identifier)?;
+    let mut object = req.load_fresh(&uid).await?;
+    let state = object.state();
+    let now = DateTime::now();
+    let compromised = matches!(
+        r.revocation_reason.code,
+        RevocationReasonCode::KeyCompromise | RevocationReasonCode::CaCompromise
+    );
+    if compromised {
+        if !matches!(state, State::PreActive | State::Active | State::Deactivated) {
+            return Err(wrong_state(&uid, state, "Revoke"));
+        }
+        let occurred = r.compromise_occurrence_date.unwrap_or(now);
+        object
+            .attributes
+            .set_typed(Tag::COMPROMISE_OCCURRENCE_DATE, &occurred);
+        object.attributes.set_typed(Tag::COMPROMISE_DATE, &now);
+        object.set_state(State::Compromised, now);
+    } else {
+        if state != State::Active {
+            return Err(wrong_state(&uid, state, "Revoke"));
+        }
+        object.attributes.set_typed(Tag::DEACTIVATION_DATE, &now);
+        object.set_state(State::Deactivated, now);
+    }
+    object
+        .attributes
+        .set_typed(Tag::REVOCATION_REASON, &r.revocation_reason);
+    req.update(&object, "revoked").await?;
+    req.placeholder = Some(uid.clone());
+    Ok(ResponsePayload::Revoke(IdResponse {
+        unique_identifier: uid.into(),
+    }))
+}
+
+pub(super) async fn destroy(
+    req: &mut Request<'_>,
+    r: &IdRequest,
+) -> Result<ResponsePayload, OpError> {
+    let uid = req.target(&r.unique_identifier)?;
+    let mut object = req.load_fresh(&uid).await?;
+    let state = object.state();
+    let next = match state {
+        State::PreActive | State::Deactivated => State::Destroyed,
+        State::Compromised => State::DestroyedCompromised,
+        State::Active => {
+            return Err(OpError::new(
+                ResultReason::WrongKeyLifecycleState,
+                format!("object {uid} is Active: revoke it before destroying it"),
+            ))
+        }
+        _ => return Err(wrong_state(&uid, state, "Destroy")),
+    };
+    let now = DateTime::now();
+    // Material is erased (dropping it zeroizes the buffers); metadata stays.
+    object.object = None;
+    object.attributes.set_typed(Tag::DESTROY_DATE, &now);
+    object.set_state(next, now);
+    req.update(&object, "destroyed").await?;
+    req.placeholder = Some(uid.clone());
+    Ok(ResponsePayload::Destroy(IdResponse {
+        unique_identifier: uid.into(),
+    }))
+}
+
+pub(super) async fn rekey(
+    req: &mut Request<'_>,
+    r: &ReKeyRequest,
+) -> Result<ResponsePayload, OpError> {
+    let uid = req.target(&r.unique_identifier)?;
+    let mut old = req.load_fresh(&uid).await?;
+    let state = old.state();
+    if old.object_type != ObjectType::SymmetricKey || old.object.is_none() {
+        return Err(OpError::new(
+            ResultReason::InvalidObjectType,
+            "only symmetric keys with material can be re-keyed",
+        ));
+    }
+    if !matches!(state, State::PreActive | State::Active) {
+        return Err(wrong_state(&uid, state, "ReKey"));
+    }
+    let algorithm = field(old.attributes.cryptographic_algorithm())?
+        .ok_or_else(|| OpError::new(ResultReason::GeneralFailure, "the key has no algorithm"))?;
+    let length = field(old.attributes.cryptographic_length())?
+        .ok_or_else(|| OpError::new(ResultReason::GeneralFailure, "the key has no length"))?;
+    let material = cryptosvc::generate_key(algorithm, length)
+        .map_err(|e| OpError::new(ResultReason::GeneralFailure, e.to_string()))?;
+
+    let new_uid = new_uid();
+    let now = DateTime::now();
+    // The replacement inherits the old key's client attributes (names move to it).
+    let mut inherited = Attributes::new();
+    for a in old.attributes.iter() {
+        let server_set = a.tag().is_some_and(|t| {
+            SERVER_ATTRIBUTES.contains(&t)
+                || [
+                    Tag::LINK,
+                    Tag::ACTIVATION_DATE,
+                    Tag::DEACTIVATION_DATE,
+                    Tag::UNIQUE_IDENTIFIER,
+                ]
+                .contains(&t)
+        });
+        if !server_set
+            || a.tag() == Some(Tag::CRYPTOGRAPHIC_ALGORITHM)
+            || a.tag() == Some(Tag::CRYPTOGRAPHIC_LENGTH)
+        {
+            inherited.push(a.clone());
+        }
+    }
+    if let Some(requested) = &r.attributes {
+        check_client_attributes(requested, &[])?;
+        for a in requested.iter() {
+            inherited.set(a.clone());
+        }
+    }
+    if let Some(Interval(offset)) = r.offset {
+        let activation = DateTime::Seconds(now.seconds() + i64::from(offset));
+        inherited.set_typed(Tag::ACTIVATION_DATE, &activation);
+    } else if state == State::Active {
+        inherited.set_typed(Tag::ACTIVATION_DATE, &now);
+    }
+    let mut attrs =
+        new_object_attributes(&new_uid, ObjectType::SymmetricKey, Some(&inherited), now)?;
+    attrs.push(Attribute::typed(
+        Tag::LINK,
+        &Link {
+            link_type: LinkType::ReplacedObjectLink,
+            linked_object_identifier: uid.clone().into(),
+        },
+    ));
+    let replacement = KeyObject {
+        uid: new_uid.clone(),
+        object_type: ObjectType::SymmetricKey,
+        attributes: attrs,
+        object: Some(ManagedObject::SymmetricKey(SymmetricKey {
+            key_block: KeyBlock::raw(material.to_vec(), Some(algorithm), Some(length)),
+        })),
+        created_at: now.seconds(),
+    };
+    req.insert(&replacement).await?;
+
+    old.attributes.remove(Tag::NAME);
+    old.attributes.push(Attribute::typed(
+        Tag::LINK,
+        &Link {
+            link_type: LinkType::ReplacementObjectLink,
+            linked_object_identifier: new_uid.clone().into(),
+        },
+    ));
+    old.touch(now);
+    req.update(&old, "rekeyed").await?;
+    req.placeholder = Some(new_uid.clone());
+    Ok(ResponsePayload::ReKey(ReKeyResponse {
+        unique_identifier: new_uid.into(),
+        attributes: None,
+    }))
+}

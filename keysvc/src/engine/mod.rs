@@ -1,0 +1,477 @@
+//! The KMIP engine: executes one decoded request for one tenant.
+//!
+//! ```text
+//! handle(ctx, bytes) ─► decode ─► for each batch item, in order:
+//!                                   payload ─► ops::* ─► Ok(response payload) | Err(OpError)
+//!                                   (ID placeholder carried between items)
+//!                     ◄─ encode ◄─ commit the request's transaction (only then answer)
+//! ```
+//!
+//! Every failure becomes an [`OpError`] with a Result Reason; [`OpError::for_version`] is
+//! the one place reasons are adapted to what the client's protocol version defines. A
+//! missing object and another tenant's object produce the identical error.
+
+mod attributes;
+mod lifecycle;
+mod object;
+mod services;
+
+use std::sync::Arc;
+
+use kmip::message::{
+    DateTime, RequestMessage, RequestPayload, ResponseBatchItem, ResponseHeader, ResponseMessage,
+    ResponsePayload, UniqueIdentifier,
+};
+use kmip::spec::{BatchErrorContinuationOption, Operation, ResultReason, ResultStatus};
+use kmip::ttlv::{self, Limits};
+use kmip::{Item, ProtocolVersion, Tag};
+
+use crate::cache::ObjectCache;
+use crate::envelope::Keyring;
+use crate::store::{Store, StoreError, Transaction};
+use crate::tenant::TenantContext;
+
+pub use object::KeyObject;
+
+/// Most random bytes one RNG Retrieve may ask for: enough for any key or nonce, small
+/// enough that a request cannot make the server produce megabytes.
+pub const MAX_RNG_BYTES: i32 = 4096;
+
+/// Engine settings that do not change per request.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Limits applied when decoding requests.
+    pub limits: Limits,
+    /// Vendor Identification answered to Query.
+    pub vendor: String,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            limits: Limits::default(),
+            vendor: format!("OpenKCM {}", env!("CARGO_PKG_VERSION")),
+        }
+    }
+}
+
+/// Why one operation failed: the Result Reason and a message for the client.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpError {
+    pub reason: ResultReason,
+    pub message: String,
+}
+
+impl OpError {
+    pub fn new(reason: ResultReason, message: impl Into<String>) -> Self {
+        Self {
+            reason,
+            message: message.into(),
+        }
+    }
+
+    /// The answer for a missing object — and, identically, for another tenant's object.
+    pub fn not_found(uid: &str) -> Self {
+        Self::new(
+            ResultReason::ItemNotFound,
+            format!("object {uid} not found"),
+        )
+    }
+
+    pub fn invalid_field(message: impl Into<String>) -> Self {
+        Self::new(ResultReason::InvalidField, message)
+    }
+
+    /// The reason as the client's version knows it: reasons added after the request's
+    /// version fall back to the closest older one.
+    pub fn for_version(&self, v: ProtocolVersion) -> ResultReason {
+        if self.reason.is_defined_in(v) {
+            return self.reason;
+        }
+        // The 1.x error tables (KMIP 1.4 §11) name these reasons for the same conditions.
+        let fallback = match self.reason {
+            ResultReason::ObjectDestroyed
+            | ResultReason::ObjectNotFound
+            | ResultReason::AttributeNotFound
+            | ResultReason::AttributeInstanceNotFound => ResultReason::ItemNotFound,
+            // 1.x answers Permission Denied for an object in the wrong state or with the
+            // wrong usage (KMIP 1.4 §11.20-11.22, 11.30).
+            ResultReason::AttributeReadOnly
+            | ResultReason::WrongKeyLifecycleState
+            | ResultReason::IncompatibleCryptographicUsageMask => ResultReason::PermissionDenied,
+            ResultReason::AttributeSingleValued | ResultReason::MultiValuedAttribute => {
+                ResultReason::IllegalOperation
+            }
+            ResultReason::InvalidDataType
+            | ResultReason::InvalidObjectType
+            | ResultReason::InvalidAttribute
+            | ResultReason::InvalidAttributeValue => ResultReason::InvalidField,
+            _ => ResultReason::GeneralFailure,
+        };
+        if fallback.is_defined_in(v) {
+            fallback
+        } else {
+            ResultReason::GeneralFailure
+        }
+    }
+}
+
+impl From<StoreError> for OpError {
+    fn from(e: StoreError) -> Self {
+        // Store messages name no key material; they may name the database, so keep them
+        // generic for the client and log the detail.
+        tracing::error!(error = %e, "store failure");
+        match e {
+            StoreError::NotFound(uid) => Self::not_found(&uid),
+            _ => Self::new(ResultReason::GeneralFailure, "storage unavailable"),
+        }
+    }
+}
+
+/// What happened to one batch item, for metrics and audit.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ItemOutcome {
+    pub operation: Option<Operation>,
+    pub reason: Option<ResultReason>,
+}
+
+/// The engine. Stateless between requests apart from the key cache; cheap to share.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    store: Arc<dyn Store>,
+    keyring: Arc<Keyring>,
+    cache: Arc<ObjectCache>,
+    config: Arc<EngineConfig>,
+}
+
+impl Engine {
+    pub fn new(store: Arc<dyn Store>, keyring: Arc<Keyring>, config: EngineConfig) -> Self {
+        let cache = Arc::new(ObjectCache::new(crate::cache::CacheConfig::default()));
+        cache.follow(store.subscribe());
+        Self {
+            store,
+            keyring,
+            cache,
+            config: Arc::new(config),
+        }
+    }
+
+    pub fn with_cache(mut self, cache: Arc<ObjectCache>) -> Self {
+        cache.follow(self.store.subscribe());
+        self.cache = cache;
+        self
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn cache(&self) -> &ObjectCache {
+        &self.cache
+    }
+
+    /// Executes a TTLV request and returns the TTLV response. Never fails: malformed input
+    /// gets a KMIP error response.
+    pub async fn handle(&self, ctx: &TenantContext, request: &[u8]) -> (Vec<u8>, Vec<ItemOutcome>) {
+        let item = match ttlv::decode(request, &self.config.limits) {
+            Ok(item) => item,
+            Err(e) => return refuse(ProtocolVersion::V1_0, &format!("malformed TTLV: {e}")),
+        };
+        let message = match RequestMessage::from_item(&item) {
+            Ok(m) => m,
+            Err(e) => return refuse(header_version(&item), &format!("malformed request: {e}")),
+        };
+        let response = self.execute(ctx, message).await;
+        let outcomes = response
+            .batch_items
+            .iter()
+            .map(|b| ItemOutcome {
+                operation: b.operation.and_then(Operation::from_value),
+                reason: b.result_reason,
+            })
+            .collect();
+        (response.to_ttlv(), outcomes)
+    }
+
+    /// Executes a decoded request.
+    pub async fn execute(&self, ctx: &TenantContext, message: RequestMessage) -> ResponseMessage {
+        let requested = message.version();
+        // Answer in the newest version we share with the client.
+        let version = if requested.is_supported() {
+            requested
+        } else {
+            ProtocolVersion::SUPPORTED
+                .into_iter()
+                .find(|v| v.major == requested.major && *v < requested)
+                .unwrap_or(ProtocolVersion::V1_0)
+        };
+        let continuation = message
+            .header
+            .batch_error_continuation_option
+            .unwrap_or(BatchErrorContinuationOption::Stop);
+
+        let mut req = Request {
+            engine: self,
+            ctx,
+            version,
+            tx: None,
+            placeholder: None,
+        };
+        let mut items: Vec<ResponseBatchItem> = Vec::with_capacity(message.batch_items.len());
+        let mut failed = false;
+        for batch_item in &message.batch_items {
+            if failed && continuation != BatchErrorContinuationOption::Continue {
+                break;
+            }
+            let result = match &batch_item.payload {
+                Ok(payload) => req.run(payload).await,
+                Err(untyped) => Err(OpError::new(
+                    untyped.error.result_reason(),
+                    untyped.error.to_string(),
+                )),
+            };
+            let mut out = match result {
+                Ok(payload) => ResponseBatchItem::success(payload),
+                Err(e) => {
+                    failed = true;
+                    audit_refusal(ctx, batch_item.operation(), &e);
+                    ResponseBatchItem::failure(
+                        Some(batch_item.operation),
+                        e.for_version(version),
+                        e.message,
+                    )
+                }
+            };
+            out.operation = Some(batch_item.operation);
+            out.unique_batch_item_id = batch_item.unique_batch_item_id.clone();
+            items.push(out);
+        }
+
+        if failed && continuation == BatchErrorContinuationOption::Undo {
+            // Nothing of this request is kept: roll back and say so for each success.
+            drop(req.tx.take());
+            for item in &mut items {
+                if item.result_status == ResultStatus::Success {
+                    item.result_status = ResultStatus::OperationUndone;
+                    item.payload = None;
+                }
+            }
+        } else if let Some(tx) = req.tx.take() {
+            // Acknowledge nothing that is not durable.
+            if let Err(e) = tx.commit().await {
+                let e = OpError::from(e);
+                for item in &mut items {
+                    *item = ResponseBatchItem {
+                        operation: item.operation,
+                        unique_batch_item_id: item.unique_batch_item_id.clone(),
+                        ..ResponseBatchItem::failure(
+                            item.operation,
+                            e.for_version(version),
+                            e.message.clone(),
+                        )
+                    };
+                }
+            }
+        }
+
+        let mut header = ResponseHeader::new(version, DateTime::now(), items.len() as i32);
+        header.client_correlation_value = message.header.client_correlation_value.clone();
+        header.server_correlation_value = message.header.server_correlation_value.clone();
+        let mut response = ResponseMessage {
+            header,
+            batch_items: items,
+        };
+        if let Some(max) = message.header.maximum_response_size {
+            let size = response.to_item().encoded_len();
+            if max >= 0 && size > max as usize {
+                for item in &mut response.batch_items {
+                    *item = ResponseBatchItem {
+                        operation: item.operation,
+                        unique_batch_item_id: item.unique_batch_item_id.clone(),
+                        ..ResponseBatchItem::failure(
+                            item.operation,
+                            ResultReason::ResponseTooLarge,
+                            format!("response of {size} bytes exceeds Maximum Response Size {max}"),
+                        )
+                    };
+                }
+            }
+        }
+        response
+    }
+}
+
+/// The protocol version in a request header, if the tree has one.
+fn header_version(item: &Item) -> ProtocolVersion {
+    let int = |i: Option<&Item>| match i.map(|i| &i.value) {
+        Some(kmip::Value::Integer(v)) => Some(*v),
+        _ => None,
+    };
+    let pv = item
+        .child(Tag::REQUEST_HEADER)
+        .and_then(|h| h.child(Tag::PROTOCOL_VERSION));
+    match (
+        int(pv.and_then(|p| p.child(Tag::PROTOCOL_VERSION_MAJOR))),
+        int(pv.and_then(|p| p.child(Tag::PROTOCOL_VERSION_MINOR))),
+    ) {
+        (Some(major), Some(minor)) if ProtocolVersion::new(major, minor).is_supported() => {
+            ProtocolVersion::new(major, minor)
+        }
+        _ => ProtocolVersion::V1_0,
+    }
+}
+
+/// A whole-message refusal: one failed batch item, Invalid Message.
+fn refuse(version: ProtocolVersion, message: &str) -> (Vec<u8>, Vec<ItemOutcome>) {
+    tracing::info!(target: "audit", event = "refused", reason = "InvalidMessage", message);
+    let response = ResponseMessage::new(
+        version,
+        vec![ResponseBatchItem::failure(
+            None,
+            ResultReason::InvalidMessage,
+            message,
+        )],
+    );
+    let outcome = ItemOutcome {
+        operation: None,
+        reason: Some(ResultReason::InvalidMessage),
+    };
+    (response.to_ttlv(), vec![outcome])
+}
+
+fn audit_refusal(ctx: &TenantContext, operation: Option<Operation>, e: &OpError) {
+    tracing::info!(
+        target: "audit",
+        event = "refused",
+        tenant = %ctx.tenant,
+        client = %ctx.client_identity,
+        request_id = %ctx.request_id,
+        operation = ?operation,
+        reason = ?e.reason,
+        message = %e.message,
+    );
+}
+
+/// The state of one request: its transaction (opened on first use, so requests served from
+/// the cache never touch the database) and the ID placeholder.
+struct Request<'e> {
+    engine: &'e Engine,
+    ctx: &'e TenantContext,
+    version: ProtocolVersion,
+    tx: Option<Box<dyn Transaction>>,
+    placeholder: Option<String>,
+}
+
+impl Request<'_> {
+    async fn run(&mut self, payload: &RequestPayload) -> Result<ResponsePayload, OpError> {
+        use RequestPayload as P;
+        match payload {
+            P::DiscoverVersions(r) => Ok(services::discover_versions(r)),
+            P::Query(r) => Ok(services::query(self, r)),
+            P::Create(r) => lifecycle::create(self, r).await,
+            P::Register(r) => lifecycle::register(self, r).await,
+            P::Get(r) => lifecycle::get(self, r).await,
+            P::Activate(r) => lifecycle::activate(self, r).await,
+            P::Revoke(r) => lifecycle::revoke(self, r).await,
+            P::Destroy(r) => lifecycle::destroy(self, r).await,
+            P::ReKey(r) => lifecycle::rekey(self, r).await,
+            P::GetAttributes(r) => attributes::get_attributes(self, r).await,
+            P::GetAttributeList(r) => attributes::get_attribute_list(self, r).await,
+            P::AddAttribute(r) => attributes::add_attribute(self, r).await,
+            P::ModifyAttribute(r) => attributes::modify_attribute(self, r).await,
+            P::DeleteAttribute(r) => attributes::delete_attribute(self, r).await,
+            P::SetAttribute(r) => attributes::set_attribute(self, r).await,
+            P::Locate(r) => attributes::locate(self, r).await,
+            P::Encrypt(r) => services::encrypt(self, r).await,
+            P::Decrypt(r) => services::decrypt(self, r).await,
+            P::Mac(r) => services::mac(self, r).await,
+            P::RngRetrieve(r) => services::rng_retrieve(r),
+            other => Err(OpError::new(
+                ResultReason::OperationNotSupported,
+                format!("{:?} is not supported", other.operation()),
+            )),
+        }
+    }
+
+    /// The request's transaction, begun on first use.
+    async fn tx(&mut self) -> Result<&mut Box<dyn Transaction>, OpError> {
+        if self.tx.is_none() {
+            self.tx = Some(self.engine.store.begin(self.ctx).await?);
+        }
+        // Just set above when it was None.
+        self.tx
+            .as_mut()
+            .ok_or_else(|| OpError::new(ResultReason::GeneralFailure, "no transaction"))
+    }
+
+    /// The object a request names: its Unique Identifier, or the ID placeholder left by an
+    /// earlier item of the batch.
+    fn target(&self, given: &Option<UniqueIdentifier>) -> Result<String, OpError> {
+        match given {
+            Some(UniqueIdentifier::Text(uid)) => Ok(uid.clone()),
+            Some(UniqueIdentifier::Enumeration(_) | UniqueIdentifier::Index(_)) | None => {
+                self.placeholder.clone().ok_or_else(|| {
+                    OpError::new(
+                        ResultReason::InvalidMessage,
+                        "Unique Identifier missing and no ID placeholder set",
+                    )
+                })
+            }
+        }
+    }
+
+    /// Reads an object for use (cache first).
+    async fn load(&mut self, uid: &str) -> Result<Arc<KeyObject>, OpError> {
+        let key = self.engine.cache.key(self.ctx, uid);
+        if let Some(hit) = self.engine.cache.get(&key) {
+            return Ok(hit);
+        }
+        let epoch = self.engine.cache.epoch();
+        let object = Arc::new(self.load_fresh(uid).await?);
+        self.engine.cache.insert(key, object.clone(), epoch);
+        Ok(object)
+    }
+
+    /// Reads an object from the database, bypassing the cache (before changing it).
+    async fn load_fresh(&mut self, uid: &str) -> Result<KeyObject, OpError> {
+        let keyring = self.engine.keyring.clone();
+        let tenant = self.ctx.tenant.clone();
+        let record = self
+            .tx()
+            .await?
+            .get(uid)
+            .await?
+            .ok_or_else(|| OpError::not_found(uid))?;
+        KeyObject::from_record(record, &keyring, &tenant)
+    }
+
+    async fn insert(&mut self, object: &KeyObject) -> Result<(), OpError> {
+        let record = object.to_record(&self.engine.keyring, &self.ctx.tenant);
+        self.tx().await?.insert(&record).await?;
+        self.audit("created", &object.uid);
+        Ok(())
+    }
+
+    async fn update(&mut self, object: &KeyObject, event: &str) -> Result<(), OpError> {
+        let record = object.to_record(&self.engine.keyring, &self.ctx.tenant);
+        self.tx().await?.update(&record).await?;
+        let key = self.engine.cache.key(self.ctx, &object.uid);
+        self.engine.cache.invalidate(&key);
+        self.audit(event, &object.uid);
+        Ok(())
+    }
+
+    fn audit(&self, event: &str, uid: &str) {
+        tracing::info!(
+            target: "audit",
+            event,
+            tenant = %self.ctx.tenant,
+            client = %self.ctx.client_identity,
+            request_id = %self.ctx.request_id,
+            uid,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,169 @@
+//! A managed object as the engine works with it — attributes in clear, key material
+//! unwrapped — and its conversion to and from the stored, wrapped record.
+
+use kmip::message::{
+    Attribute, AttributeName, Attributes, DateTime, ManagedObject, Name, TtlvValue,
+};
+use kmip::spec::{CryptographicUsageMask, ObjectType, ResultReason, State};
+use kmip::ttlv::{self, Limits};
+use kmip::{ProtocolVersion, Tag, Value};
+
+use super::OpError;
+use crate::envelope::{Binding, Keyring};
+use crate::store::ObjectRecord;
+use crate::tenant::TenantId;
+
+/// Attributes only the server sets: a client may read them, never add, modify or delete them.
+pub(crate) const SERVER_ATTRIBUTES: [Tag; 17] = [
+    Tag::UNIQUE_IDENTIFIER,
+    Tag::OBJECT_TYPE,
+    Tag::CRYPTOGRAPHIC_ALGORITHM,
+    Tag::CRYPTOGRAPHIC_LENGTH,
+    Tag::STATE,
+    Tag::INITIAL_DATE,
+    Tag::LAST_CHANGE_DATE,
+    Tag::DESTROY_DATE,
+    Tag::COMPROMISE_DATE,
+    Tag::COMPROMISE_OCCURRENCE_DATE,
+    Tag::REVOCATION_REASON,
+    Tag::DIGEST,
+    Tag::ORIGINAL_CREATION_DATE,
+    Tag::KEY_VALUE_PRESENT,
+    Tag::KEY_VALUE_LOCATION,
+    Tag::RANDOM_NUMBER_GENERATOR,
+    Tag::FRESH,
+];
+
+/// A managed object in clear. Key material lives in `object` and is zeroized with it.
+#[derive(Clone, Debug)]
+pub struct KeyObject {
+    pub uid: String,
+    pub object_type: ObjectType,
+    pub attributes: Attributes,
+    /// `None` once destroyed (metadata is kept, material erased).
+    pub object: Option<ManagedObject>,
+    pub created_at: i64,
+}
+
+impl KeyObject {
+    pub fn state(&self) -> State {
+        self.attributes
+            .state()
+            .ok()
+            .flatten()
+            .unwrap_or(State::PreActive)
+    }
+
+    pub fn usage_mask(&self) -> CryptographicUsageMask {
+        self.attributes
+            .cryptographic_usage_mask()
+            .ok()
+            .flatten()
+            .unwrap_or(CryptographicUsageMask(0))
+    }
+
+    /// The raw key bytes, for cryptographic operations.
+    pub fn key_bytes(&self) -> Option<&[u8]> {
+        self.object.as_ref()?.key_block()?.key_bytes()
+    }
+
+    /// Sets State and the Last Change Date.
+    pub fn set_state(&mut self, state: State, now: DateTime) {
+        self.attributes.set_typed(Tag::STATE, &state);
+        self.touch(now);
+    }
+
+    pub fn touch(&mut self, now: DateTime) {
+        self.attributes.set_typed(Tag::LAST_CHANGE_DATE, &now);
+    }
+
+    /// The stored record: attributes in the lossless 2.x form, material wrapped for this
+    /// tenant and object.
+    pub fn to_record(&self, keyring: &Keyring, tenant: &TenantId) -> ObjectRecord {
+        let attributes = self
+            .attributes
+            .encode(Tag::ATTRIBUTES, ProtocolVersion::V2_1)
+            .to_ttlv();
+        let material = self.object.as_ref().map(|object| {
+            let plain = zeroize::Zeroizing::new(object.to_item(ProtocolVersion::V2_1).to_ttlv());
+            keyring.wrap(self.binding(tenant), &plain)
+        });
+        ObjectRecord {
+            uid: self.uid.clone(),
+            object_type: self.object_type.value(),
+            state: self.state().value(),
+            cryptographic_algorithm: self
+                .attributes
+                .cryptographic_algorithm()
+                .ok()
+                .flatten()
+                .map(|a| a.value()),
+            cryptographic_length: self.attributes.cryptographic_length().ok().flatten(),
+            index: index_pairs(&self.attributes),
+            attributes,
+            material,
+            created_at: self.created_at,
+        }
+    }
+
+    pub fn from_record(
+        record: ObjectRecord,
+        keyring: &Keyring,
+        tenant: &TenantId,
+    ) -> Result<Self, OpError> {
+        let corrupt = |what: &str| {
+            tracing::error!(uid = %record.uid, what, "stored object does not decode");
+            OpError::new(ResultReason::GeneralFailure, "stored object is unreadable")
+        };
+        let object_type =
+            ObjectType::from_value(record.object_type).ok_or_else(|| corrupt("object type"))?;
+        let limits = Limits::default();
+        let item = ttlv::decode(&record.attributes, &limits).map_err(|_| corrupt("attributes"))?;
+        let attributes =
+            Attributes::decode(&item, ProtocolVersion::V2_1).map_err(|_| corrupt("attributes"))?;
+        let mut object = Self {
+            uid: record.uid.clone(),
+            object_type,
+            attributes,
+            object: None,
+            created_at: record.created_at,
+        };
+        if let Some(wrapped) = &record.material {
+            let plain = keyring
+                .unwrap(object.binding(tenant), wrapped)
+                .map_err(|_| corrupt("material does not unwrap"))?;
+            let item = ttlv::decode(&plain, &limits).map_err(|_| corrupt("material"))?;
+            let decoded = ManagedObject::from_item(&item, ProtocolVersion::V2_1);
+            object.object = Some(decoded.map_err(|_| corrupt("material"))?);
+        }
+        Ok(object)
+    }
+
+    fn binding<'a>(&'a self, tenant: &'a TenantId) -> Binding<'a> {
+        Binding {
+            tenant,
+            uid: &self.uid,
+            object_type: self.object_type.value(),
+        }
+    }
+}
+
+/// The equality filters Locate can push down: every Name, Object Group and custom text
+/// attribute.
+pub(crate) fn index_pairs(attributes: &Attributes) -> Vec<(String, String)> {
+    attributes.iter().filter_map(index_pair).collect()
+}
+
+pub(crate) fn index_pair(a: &Attribute) -> Option<(String, String)> {
+    match (&a.name, &a.value) {
+        (AttributeName::Standard(Tag::NAME), _) => {
+            let name: Name = a.get().ok()?;
+            Some(("Name".into(), name.value))
+        }
+        (AttributeName::Standard(Tag::OBJECT_GROUP), Value::TextString(g)) => {
+            Some(("Object Group".into(), g.clone()))
+        }
+        (AttributeName::Custom(n), Value::TextString(v)) => Some((n.clone(), v.clone())),
+        _ => None,
+    }
+}

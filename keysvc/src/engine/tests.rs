@@ -1,0 +1,1585 @@
+//! Engine tests over TTLV bytes, on a real SQLite store: every operation, every refusal,
+//! tenant isolation, batches, version gating.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kmip::message::payloads::*;
+use kmip::message::{
+    Attribute, AttributeName, Attributes, ByteString, CryptographicParameters, KeyBlock,
+    ManagedObject, Name, OpaqueObject, RawEnum, RequestBatchItem, RequestMessage, RequestPayload,
+    ResponseMessage, ResponsePayload, SecretData, SymmetricKey, TtlvValue, UniqueIdentifier,
+};
+use kmip::spec::{
+    BatchErrorContinuationOption, BlockCipherMode, CryptographicAlgorithm, CryptographicUsageMask,
+    KeyFormatType, LinkType, ObjectType, Operation, QueryFunction, ResultReason, ResultStatus,
+    RevocationReasonCode, SecretDataType, State,
+};
+use kmip::{Item, ProtocolVersion, Tag, Value};
+
+use super::*;
+use crate::envelope::{Keyring, RootKey};
+use crate::store::sqlite::SqliteStore;
+use crate::tenant::{TenantContext, TenantId};
+
+const V1_0: ProtocolVersion = ProtocolVersion::V1_0;
+const V1_2: ProtocolVersion = ProtocolVersion::V1_2;
+const V1_4: ProtocolVersion = ProtocolVersion::V1_4;
+const V2_0: ProtocolVersion = ProtocolVersion::V2_0;
+const V2_1: ProtocolVersion = ProtocolVersion::V2_1;
+
+struct Fixture {
+    engine: Engine,
+    _dir: tempfile::TempDir,
+}
+
+async fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SqliteStore::open(dir.path().join("keys.db").to_str().expect("utf-8 path"))
+        .await
+        .expect("store opens");
+    let keyring = Keyring::new(RootKey::generate("test-root").expect("root key"));
+    Fixture {
+        engine: Engine::new(Arc::new(store), Arc::new(keyring), EngineConfig::default()),
+        _dir: dir,
+    }
+}
+
+fn tenant(name: &str) -> TenantContext {
+    TenantContext::new(TenantId::parse(name).expect("valid tenant"))
+}
+
+/// Sends a request as bytes, as the HTTP layer does, and decodes the answer.
+async fn send(engine: &Engine, ctx: &TenantContext, request: &RequestMessage) -> ResponseMessage {
+    let (bytes, outcomes) = engine.handle(ctx, &request.to_ttlv()).await;
+    let response =
+        ResponseMessage::from_ttlv(&bytes, &kmip::Limits::default()).expect("response decodes");
+    assert_eq!(outcomes.len(), response.batch_items.len());
+    response
+}
+
+async fn call(
+    engine: &Engine,
+    ctx: &TenantContext,
+    v: ProtocolVersion,
+    payload: RequestPayload,
+) -> ResponseMessage {
+    send(engine, ctx, &RequestMessage::new(v, vec![payload])).await
+}
+
+/// The payload of a successful single-item response.
+async fn ok(
+    engine: &Engine,
+    ctx: &TenantContext,
+    v: ProtocolVersion,
+    payload: RequestPayload,
+) -> ResponsePayload {
+    let response = call(engine, ctx, v, payload).await;
+    assert_eq!(response.version(), v);
+    let item = response.batch_items.into_iter().next().expect("one item");
+    assert_eq!(
+        item.result_status,
+        ResultStatus::Success,
+        "{:?}: {:?}",
+        item.result_reason,
+        item.result_message
+    );
+    item.payload.expect("payload").expect("typed payload")
+}
+
+/// The reason and message of a failed single-item response.
+async fn fails(
+    engine: &Engine,
+    ctx: &TenantContext,
+    v: ProtocolVersion,
+    payload: RequestPayload,
+) -> (ResultReason, String) {
+    let response = call(engine, ctx, v, payload).await;
+    let item = response.batch_items.into_iter().next().expect("one item");
+    assert_eq!(
+        item.result_status,
+        ResultStatus::OperationFailed,
+        "expected a failure"
+    );
+    (
+        item.result_reason.expect("reason"),
+        item.result_message.unwrap_or_default(),
+    )
+}
+
+fn key_attributes(algorithm: CryptographicAlgorithm, bits: i32) -> Attributes {
+    Attributes::new()
+        .with(Tag::CRYPTOGRAPHIC_ALGORITHM, &algorithm)
+        .with(Tag::CRYPTOGRAPHIC_LENGTH, &bits)
+}
+
+fn create(attributes: Attributes) -> RequestPayload {
+    RequestPayload::Create(CreateRequest {
+        object_type: ObjectType::SymmetricKey,
+        attributes: Some(attributes),
+        protection_storage_masks: None,
+    })
+}
+
+fn id(uid: &str) -> Option<UniqueIdentifier> {
+    Some(uid.into())
+}
+
+fn get(uid: &str, format: Option<KeyFormatType>) -> RequestPayload {
+    RequestPayload::Get(GetRequest {
+        unique_identifier: id(uid),
+        key_format_type: format,
+        key_wrap_type: None,
+        key_compression_type: None,
+        key_wrapping_specification: None,
+    })
+}
+
+fn activate(uid: &str) -> RequestPayload {
+    RequestPayload::Activate(IdRequest {
+        unique_identifier: id(uid),
+    })
+}
+
+fn destroy(uid: &str) -> RequestPayload {
+    RequestPayload::Destroy(IdRequest {
+        unique_identifier: id(uid),
+    })
+}
+
+fn revoke(uid: &str, code: RevocationReasonCode) -> RequestPayload {
+    RequestPayload::Revoke(RevokeRequest {
+        unique_identifier: id(uid),
+        revocation_reason: RevocationReason {
+            code,
+            message: None,
+        },
+        compromise_occurrence_date: None,
+    })
+}
+
+fn get_attributes(uid: &str, names: &[Tag]) -> RequestPayload {
+    RequestPayload::GetAttributes(GetAttributesRequest {
+        unique_identifier: id(uid),
+        attribute_names: names.iter().map(|t| AttributeName::Standard(*t)).collect(),
+    })
+}
+
+fn encrypt(
+    uid: &str,
+    data: &[u8],
+    params: Option<CryptographicParameters>,
+    iv: Option<&[u8]>,
+) -> RequestPayload {
+    RequestPayload::Encrypt(EncryptRequest {
+        unique_identifier: id(uid),
+        cryptographic_parameters: params,
+        data: Some(data.into()),
+        iv_counter_nonce: iv.map(ByteString::from),
+        correlation_value: None,
+        init_indicator: None,
+        final_indicator: None,
+        authenticated_encryption_additional_data: None,
+    })
+}
+
+fn decrypt(
+    uid: &str,
+    data: &[u8],
+    params: Option<CryptographicParameters>,
+    iv: Option<&[u8]>,
+    tag: Option<&[u8]>,
+) -> RequestPayload {
+    RequestPayload::Decrypt(DecryptRequest {
+        unique_identifier: id(uid),
+        cryptographic_parameters: params,
+        data: Some(data.into()),
+        iv_counter_nonce: iv.map(ByteString::from),
+        correlation_value: None,
+        init_indicator: None,
+        final_indicator: None,
+        authenticated_encryption_additional_data: None,
+        authenticated_encryption_tag: tag.map(ByteString::from),
+    })
+}
+
+fn locate(attributes: Attributes, max: Option<i32>, offset: Option<i32>) -> RequestPayload {
+    RequestPayload::Locate(LocateRequest {
+        maximum_items: max,
+        offset_items: offset,
+        storage_status_mask: None,
+        object_group_member: None,
+        attributes: Some(attributes),
+    })
+}
+
+async fn new_key(
+    engine: &Engine,
+    ctx: &TenantContext,
+    v: ProtocolVersion,
+    attributes: Attributes,
+) -> String {
+    match ok(engine, ctx, v, create(attributes)).await {
+        ResponsePayload::Create(r) => r.unique_identifier.as_text().expect("text uid").to_owned(),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+async fn active_aes_key(engine: &Engine, ctx: &TenantContext) -> String {
+    let uid = new_key(
+        engine,
+        ctx,
+        V1_4,
+        key_attributes(CryptographicAlgorithm::Aes, 256),
+    )
+    .await;
+    ok(engine, ctx, V1_4, activate(&uid)).await;
+    uid
+}
+
+async fn state_of(engine: &Engine, ctx: &TenantContext, uid: &str) -> State {
+    match ok(engine, ctx, V1_4, get_attributes(uid, &[Tag::STATE])).await {
+        ResponsePayload::GetAttributes(r) => r
+            .attributes
+            .expect("attributes")
+            .state()
+            .expect("state")
+            .expect("set"),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+async fn key_of(engine: &Engine, ctx: &TenantContext, uid: &str) -> (ObjectType, ManagedObject) {
+    match ok(engine, ctx, V1_4, get(uid, None)).await {
+        ResponsePayload::Get(r) => (r.object_type, r.object.expect("object")),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+// ------------------------------------------------------------------ discovery
+
+#[tokio::test]
+async fn discover_versions_answers_shared_versions_in_the_clients_order() {
+    let f = fixture().await;
+    let t = tenant("tenant-a");
+    let all = ok(
+        &f.engine,
+        &t,
+        V1_2,
+        RequestPayload::DiscoverVersions(DiscoverVersionsRequest {
+            protocol_versions: vec![],
+        }),
+    )
+    .await;
+    let ResponsePayload::DiscoverVersions(all) = all else {
+        panic!()
+    };
+    assert_eq!(all.protocol_versions, ProtocolVersion::SUPPORTED.to_vec());
+    let asked = vec![ProtocolVersion::new(3, 0), V1_2, V2_1];
+    let some = ok(
+        &f.engine,
+        &t,
+        V1_2,
+        RequestPayload::DiscoverVersions(DiscoverVersionsRequest {
+            protocol_versions: asked,
+        }),
+    )
+    .await;
+    let ResponsePayload::DiscoverVersions(some) = some else {
+        panic!()
+    };
+    assert_eq!(some.protocol_versions, vec![V1_2, V2_1]);
+}
+
+#[tokio::test]
+async fn query_lists_operations_objects_and_server_information() {
+    let f = fixture().await;
+    let t = tenant("tenant-a");
+    let functions = vec![
+        QueryFunction::QueryOperations,
+        QueryFunction::QueryObjects,
+        QueryFunction::QueryServerInformation,
+    ];
+    let ResponsePayload::Query(q) = ok(
+        &f.engine,
+        &t,
+        V1_4,
+        RequestPayload::Query(QueryRequest {
+            query_functions: functions,
+        }),
+    )
+    .await
+    else {
+        panic!()
+    };
+    for op in [
+        Operation::Create,
+        Operation::Get,
+        Operation::Encrypt,
+        Operation::Locate,
+        Operation::RngRetrieve,
+    ] {
+        assert!(q.operations.contains(&op), "{op:?}");
+    }
+    assert!(q.object_types.contains(&ObjectType::SymmetricKey));
+    assert!(q
+        .vendor_identification
+        .expect("vendor")
+        .starts_with("OpenKCM"));
+    // A 1.0 client is not told about operations 1.0 does not define (Set Attribute is 2.0).
+    let ResponsePayload::Query(q10) = ok(
+        &f.engine,
+        &t,
+        V1_0,
+        RequestPayload::Query(QueryRequest {
+            query_functions: vec![QueryFunction::QueryOperations],
+        }),
+    )
+    .await
+    else {
+        panic!()
+    };
+    assert!(!q10.operations.contains(&Operation::SetAttribute));
+    assert!(!q10.operations.contains(&Operation::RngRetrieve));
+}
+
+// ------------------------------------------------------------------ create, register, get
+
+#[tokio::test]
+async fn create_makes_aes_and_hmac_keys_of_the_asked_size() {
+    let f = fixture().await;
+    let t = tenant("tenant-a");
+    for (algorithm, bits) in [
+        (CryptographicAlgorithm::Aes, 128),
+        (CryptographicAlgorithm::Aes, 192),
+        (CryptographicAlgorithm::Aes, 256),
+        (CryptographicAlgorithm::HmacSha256, 256),
+        (CryptographicAlgorithm::HmacSha384, 384),
+        (CryptographicAlgorithm::HmacSha512, 512),
+    ] {
+        let uid = new_key(
+            &f.engine,
+            &t,
+            V1_4,
+            key_attributes(algorithm, bits)
+                .with(Tag::NAME, &Name::text(format!("{algorithm:?}-{bits}"))),
+        )
+        .await;
+        let (object_type, object) = key_of(&f.engine, &t, &uid).await;
+        assert_eq!(object_type, ObjectType::SymmetricKey);
+        let block = object.key_block().expect("key block");
+        assert_eq!(block.key_format_type, KeyFormatType::Raw);
+        assert_eq!(block.cryptographic_algorithm, Some(algorithm));
+        assert_eq!(
+            block.key_bytes().expect("material").len() * 8,
+            bits as usize
+        );
+        assert_eq!(state_of(&f.engine, &t, &uid).await, State::PreActive);
+    }
+}
+
+#[tokio::test]
+async fn create_refuses_what_it_cannot_make() {
+    let f = fixture().await;
+    let t = tenant("tenant-a");
+    let no_algorithm = Attributes::new().with(Tag::CRYPTOGRAPHIC_LENGTH, &256i32);
+    assert_eq!(
+        fails(&f.engine, &t, V1_4, create(no_algorithm)).await.0,
+        ResultReason::InvalidField
+    );
+    let odd = key_attributes(CryptographicAlgorithm::Aes, 100);
+    assert_eq!(
+        fails(&f.engine, &t, V1_4, create(odd)).await.0,
+        ResultReason::InvalidField
+    );
+    let secret = RequestPayload::Create(CreateRequest {
+        object_type: ObjectType::SecretData,
+        attributes: Some(key_attributes(CryptographicAlgorithm::Aes, 256)),
+        protection_storage_masks: None,
+    });
+    assert_eq!(
+        fails(&f.engine, &t, V1_4, secret.clone()).await.0,
+        ResultReason::InvalidField
+    );
+    assert_eq!(
+        fails(&f.engine, &t, V2_0, secret).await.0,
+        ResultReason::InvalidObjectType
+    );
+    let read_only =
+        key_attributes(CryptographicAlgorithm::Aes, 256).with(Tag::STATE, &State::Active);
+    assert_eq!(
+        fails(&f.engine, &t, V1_4, create(read_only.clone()))
+            .await
+            .0,
+        ResultReason::PermissionDenied
+    );
+    assert_eq!(
+        fails(&f.engine, &t, V2_1, create(read_only)).await.0,
+        ResultReason::AttributeReadOnly
+    );
+}
+
+#[tokio::test]
+async fn registered_objects_come_back_byte_identical() {
+    let f = fixture().await;
+    let t = tenant("tenant-a");
+    let key = ManagedObject::SymmetricKey(SymmetricKey {
+        key_block: KeyBlock::raw(
+            (0u8..32).collect::<Vec<_>>(),
+            Some(CryptographicAlgorithm::Aes),
+            Some(256),
+        ),
+    });
+    let secret = ManagedObject::SecretData(SecretData {
+        secret_data_type: SecretDataType::Password,
+        key_block: KeyBlock {
+            key_format_type: KeyFormatType::Opaque,
+            ..KeyBlock::raw(b"correct horse battery staple".to_vec(), None, None)
+        },
+    });
+    let opaque = ManagedObject::OpaqueObject(OpaqueObject {
+        opaque_data_type: RawEnum(0x8000_0001),
+        opaque_data_value: ByteString::new(vec![9u8; 96]),
+    });
+    for (v, object) in [(V1_2, key), (V1_4, secret), (V2_0, opaque)] {
+        let register = RequestPayload::Register(RegisterRequest {
+            object_type: object.object_type().expect("type"),
+            attributes: Some(Attributes::new().with(Tag::NAME, &Name::text("registered"))),
+            object: Some(object.clone()),
+            protection_storage_masks: None,
+        });
+        let ResponsePayload::Register(r) = ok(&f.engine, &t, v, register).await else {
+            panic!()
+        };
+        let uid = r.unique_identifier.as_text().expect("uid").to_owned();
+        let ResponsePayload::Get(got) = ok(&f.engine, &t, v, get(&uid, None)).await else {
+            panic!()
+        };
+        assert_eq!(got.object, Some(object));
+    }
+}
+
+#[tokio::test]
+async fn register_refuses_a_key_whose_length_does_not_match() {
+    let f = fixture().await;
+    let t = tenant("tenant-a");
+    let key = ManagedObject::SymmetricKey(SymmetricKey {
+        key_block: KeyBlock::raw(vec![1u8; 16], Some(CryptographicAlgorithm::Aes), Some(256)),
+    });
+    let register = RequestPayload::Register(RegisterRequest {
+        object_type: ObjectType::SymmetricKey,
+        attributes: None,
+        object: Some(key),
+        protection_storage_masks: None,
+    });
+    assert_eq!(
+        fails(&f.engine, &t, V1_4, register).await.0,
+        ResultReason::InvalidField
+    );
+}
+
+#[tokio::test]
+async fn get_serves_raw_and_transparent_symmetric_keys_and_refuses_other_formats() {
+    let f = fixture().await;
+    let t = tenant("tenant-a");
+    let uid = new_key(
+        &f.engine,
+        &t,
+        V1_4,
+        key_attributes(CryptographicAlgorithm::Aes, 128),
+    )
+    .await;
+    let (_, raw) = key_of(&f.engine, &t, &uid).await;
+    let ResponsePayload::Get(transparent) = ok(
+        &f.engine,
+        &t,
+        V1_4,
+        get(&uid, Some(KeyFormatType::TransparentSymmetricKey)),
+    )
+    .await
+    else {
+        panic!()
+    };
+    let block = transparent
+        .object
+        .as_ref()
+        .and_then(|o| o.key_block())
+        .expect("block")
+        .clone();
+    assert_eq!(
+        block.key_format_type,
+        KeyFormatType::TransparentSymmetricKey
+    );
+    assert_eq!(
+        block.key_bytes(),
+        raw.key_block().and_then(|b| b.key_bytes())
+    );
+    let (reason, _) = fails(&f.engine, &t, V1_4, get(&uid, Some(KeyFormatType::Pkcs8))).await;
+    assert_eq!(reason, ResultReason::KeyFormatTypeNotSupported);
+}
+
+// ------------------------------------------------------------------ lifecycle
+
+#[tokio::test]
+async fn create_then_activate_in_one_batch_uses_the_id_placeholder() {
+    let f = fixture().await;
+    let t = tenant("tenant-a");
+    let request = RequestMessage::new(
+        V1_2,
+        vec![
+            create(key_attributes(CryptographicAlgorithm::Aes, 256)),
+            RequestPayload::Activate(IdRequest {
+                unique_identifier: None,
+            }),
+            RequestPayload::GetAttributes(GetAttributesRequest {
+                unique_identifier: None,
+                attribute_names: vec![AttributeName::Standard(Tag::STATE)],
+            }),
+        ],
+    );
+    let response = send(&f.engine, &t, &request).await;
+    assert!(
+        response
+            .batch_items
+            .iter()
+            .all(|b| b.result_status == ResultStatus::Success),
+        "{response:?}"
+    );
+    let Some(Ok(ResponsePayload::GetAttributes(attrs))) = &response.batch_items[2].payload else {
+        panic!()
+    };
+    assert_eq!(
+        attrs
+            .attributes
+            .as_ref()
+            .expect("attrs")
+            .state()
+            .expect("state"),
+        Some(State::Active)
+    );
+}
+
+#[tokio::test]
+async fn the_lifecycle_is_enforced() {
+    let f = fixture().await;
+    let t = tenant("tenant-a");
+    let uid = active_aes_key(&f.engine, &t).await;
+    // 2.x names the reason; 1.x answers Permission Denied (KMIP 1.4 §11.20, §11.22).
+    assert_eq!(
+        fails(&f.engine, &t, V2_0, activate(&uid)).await.0,
+        ResultReason::WrongKeyLifecycleState
+    );
+    assert_eq!(
+        fails(&f.engine, &t, V1_4, activate(&uid)).await.0,
+        ResultReason::PermissionDenied
+    );
+    let (reason, message) = fails(&f.engine, &t, V2_1, destroy(&uid)).await;
+    assert_eq!(reason, ResultReason::WrongKeyLifecycleState);
+    assert!(message.contains("Active"), "{message}");
+
+    ok(
+        &f.engine,
+        &t,
+        V1_4,
+        revoke(&uid, RevocationReasonCode::CessationOfOperation),
+    )
+    .await;
+    assert_eq!(state_of(&f.engine, &t, &uid).await, State::Deactivated);
+    ok(&f.engine, &t, V1_4, destroy(&uid)).await;
+    assert_eq!(state_of(&f.engine, &t, &uid).await, State::Destroyed);
+    // Material is gone, metadata stays: Get fails, Get Attributes still answers.
+    assert_eq!(
+        fails(&f.engine, &t, V1_4, get(&uid, None)).await.0,
+        ResultReason::ItemNotFound
+    );
+    assert_eq!(
+        fails(&f.engine, &t, V2_0, get(&uid, None)).await.0,
+        ResultReason::ObjectDestroyed
+    );
+    assert_eq!(
+        fails(&f.engine, &t, V1_4, destroy(&uid)).await.0,
+        ResultReason::PermissionDenied
+    );
+
+    let compromised = active_aes_key(&f.engine, &t).await;
+    ok(
+        &f.engine,
+        &t,
+        V1_4,
+        revoke(&compromised, RevocationReasonCode::KeyCompromise),
+    )
+    .await;
+    assert_eq!(
+        state_of(&f.engine, &t, &compromised).await,
+        State::Compromised
+    );
+    ok(&f.engine, &t, V1_4, destroy(&compromised)).await;
+    assert_eq!(
+        state_of(&f.engine, &t, &compromised).await,
+        State::DestroyedCompromised
+    );
+}
+
+#[tokio::test]
+async fn rekey_makes_a_linked_replacement_that_takes_the_names() {
+    let f = fixture().await;
+    let t = tenant("tenant-a");
+    let uid = new_key(
+        &f.engine,
+        &t,
+        V1_4,
+        key_attributes(CryptographicAlgorithm::Aes, 256).with(Tag::NAME, &Name::text("orders")),
+    )
+    .await;
+    ok(&f.engine, &t, V1_4, activate(&uid)).await;
+    let ResponsePayload::ReKey(r) = ok(
+        &f.engine,
+        &t,
+        V1_4,
+        RequestPayload::ReKey(ReKeyRequest {
+            unique_identifier: id(&uid),
+            offset: None,
+            attributes: None,
+            protection_storage_masks: None,
+        }),
+    )
+    .await
+    else {
+        panic!()
+    };
+    let new = r.unique_identifier.as_text().expect("uid").to_owned();
+    assert_ne!(new, uid);
+    let attrs = |uid: String| {
+        let engine = f.engine.clone();
+        let t = t.clone();
+        async move {
+            let ResponsePayload::GetAttributes(r) =
+                ok(&engine, &t, V1_4, get_attributes(&uid, &[])).await
+            else {
+                panic!()
+            };
+            r.attributes.expect("attributes")
+        }
+    };
+    let (old_attrs, new_attrs) = (attrs(uid.clone()).await, attrs(new.clone()).await);
+    let link = |a: &Attributes| {
+        a.typed::<kmip::message::Link>(Tag::LINK)
+            .expect("link")
+            .expect("present")
+    };
+    assert_eq!(link(&old_attrs).link_type, LinkType::ReplacementObjectLink);
+    assert_eq!(
+        link(&old_attrs).linked_object_identifier,
+        new.clone().into()
+    );
+    assert_eq!(link(&new_attrs).link_type, LinkType::ReplacedObjectLink);
+    assert_eq!(new_attrs.names().expect("names")[0].value, "orders");
+    assert!(old_attrs.names().expect("names").is_empty());
+    assert_eq!(new_attrs.state().expect("state"), Some(State::Active));
+    assert_ne!(
+        key_of(&f.engine, &t, &uid).await.1,
+        key_of(&f.engine, &t, &new).await.1
+    );
+}
+
+// ------------------------------------------------------------------ cryptographic services
+
+#[tokio::test]
+async fn mongodb_encrypt_with_only_uid_and_data_returns_data_and_iv() {
+    let f = fixture().await;
+    let t = tenant("tenant-a");
+    let uid = active_aes_key(&f.engine, &t).await;
+    let plain = b"the MongoDB master key, 96 bytes of it, as mongod sends: 0123456789abcdef0123456789abcdef!!";
+    let ResponsePayload::Encrypt(e) =
+        ok(&f.engine, &t, V1_2, encrypt(&uid, plain, None, None)).await
+    else {
+        panic!()
+    };
+    let iv = e.iv_counter_nonce.expect("the server chose an IV");
+    assert_eq!(iv.len(), 16);
+    let data = e.data.expect("ciphertext");
+    assert_ne!(&data[..], &plain[..]);
+    assert_eq!(data.len() % 16, 0);
+    let ResponsePayload::Decrypt(d) = ok(
+        &f.engine,
+        &t,
+        V1_2,
+        decrypt(&uid, &data, None, Some(&iv), None),
+    )
+    .await
+    else {
+        panic!()
+    };
+    assert_eq!(&d.data.expect("plaintext")[..], &plain[..]);
+    // A second encryption uses a fresh IV.
+    let ResponsePayload::Encrypt(again) =
+        ok(&f.engine, &t, V1_2, encrypt(&uid, plain, None, None)).await
+    else {
+        panic!()
+    };
+    assert_ne!(again.iv_counter_nonce.expect("iv")[..], iv[..]);
+}
+
+#[tokio::test]
+async fn gcm_ctr_and_key_wrap_round_trip_and_tampering_fails() {
+    let f = fixture().await;
+    let t = tenant("tenant-a");
+    let uid = active_aes_key(&f.engine, &t).await;
+    let gcm = CryptographicParameters {
+        block_cipher_mode: Some(BlockCipherMode::Gcm),
+        tag_length: Some(16),
+        ..Default::default()
+    };
+    let ResponsePayload::Encrypt(e) = ok(
+        &f.engine,
+        &t,
+        V1_4,
+        encrypt(&uid, b"attack at dawn", Some(gcm.clone()), None),
+    )
+    .await
+    else {
+        panic!()
+    };
+    let (data, iv, tag) = (
+        e.data.expect("data"),
+        e.iv_counter_nonce.expect("iv"),
+        e.authenticated_encryption_tag.expect("tag"),
+    );
+    assert_eq!(iv.len(), 12);
+    let ResponsePayload::Decrypt(d) = ok(
+        &f.engine,
+        &t,
+        V1_4,
+        decrypt(&uid, &data, Some(gcm.clone()), Some(&iv), Some(&tag)),
+    )
+    .await
+    else {
+        panic!()
+    };
+    assert_eq!(&d.data.expect("plain")[..], b"attack at dawn");
+    let mut bad_tag = tag.to_vec();
+    bad_tag[0] ^= 1;
+    let (reason, _) = fails(
+        &f.engine,
+        &t,
+        V1_4,
+        decrypt(&uid, &data, Some(gcm), Some(&iv), Some(&bad_tag)),
+    )
+    .await;
+    assert_eq!(reason, ResultReason::CryptographicFailure);
+
+    let ctr = CryptographicParameters {
+        block_cipher_mode: Some(BlockCipherMode::Ctr),
+        ..Default::default()
+    };
+    let counter = [7u8; 16];
+    let ResponsePayload::Encrypt(e) = ok(
+        &f.engine,
+        &t,
+        V1_4,
+        encrypt(
+            &uid,
+            b"seventeen bytes!!",
+            Some(ctr.clone()),
+            Some(&counter),
+        ),
+    )
+    .await
+    else {
+        panic!()
+    };
+    let ResponsePayload::Decrypt(d) = ok(
+        &f.engine,
+        &t,
+        V1_4,
+        decrypt(
+            &uid,
+            &e.data.expect("data"),
+            Some(ctr),
+            Some(&counter),
+            None,
+        ),
+    )
+    .await
+    else {
+        panic!()
+    };
+    assert_eq!(&d.data.expect("plain")[..], b"seventeen bytes!!");
+
+    let kw = CryptographicParameters {
+        block_cipher_mode: Some(BlockCipherMode::NistKeyWrap),
+        ..Default::default()
+    };
+    let ResponsePayload::Encrypt(e) = ok(
+        &f.engine,
+        &t,
+        V1_4,
+        encrypt(&uid, &[0x42; 32], Some(kw.clone()), None),
+    )
+    .await
+    else {
+        panic!()
+    };
+    let wrapped = e.data.expect("wrapped");
+    assert_eq!(wrapped.len(), 40);
+    let ResponsePayload::Decrypt(d) = ok(
+        &f.engine,
+        &t,
+        V1_4,
+        decrypt(&uid, &wrapped, Some(kw), None, None),
+    )
+    .await
+    else {
+        panic!()
+    };
+    assert_eq!(&d.data.expect("unwrapped")[..], &[0x42; 32]);
+}
+
+#[tokio::test]
+async fn crypto_needs_an_active_key_with_the_right_usage() {
+    let f = fixture().await;
+    let t = tenant("tenant-a");
+    let pre_active = new_key(
+        &f.engine,
+        &t,
+        V1_4,
+        key_attributes(CryptographicAlgorithm::Aes, 256),
+    )
+    .await;
+    assert_eq!(
+        fails(&f.engine, &t, V2_0, encrypt(&pre_active, b"x", None, None))
+            .await
+            .0,
+        ResultReason::WrongKeyLifecycleState
+    );
+    assert_eq!(
+        fails(&f.engine, &t, V1_2, encrypt(&pre_active, b"x", None, None))
+            .await
+            .0,
+        ResultReason::PermissionDenied
+    );
+    let decrypt_only = new_key(
+        &f.engine,
+        &t,
+        V1_4,
+        key_attributes(CryptographicAlgorithm::Aes, 256).with(
+            Tag::CRYPTOGRAPHIC_USAGE_MASK,
+            &CryptographicUsageMask::DECRYPT,
+        ),
+    )
+    .await;
+    ok(&f.engine, &t, V1_4, activate(&decrypt_only)).await;
+    assert_eq!(
+        fails(
+            &f.engine,
+            &t,
+            V2_0,
+            encrypt(&decrypt_only, b"x", None, None)
+        )
+        .await
+        .0,
+        ResultReason::IncompatibleCryptographicUsageMask
+    );
+    let revoked = active_aes_key(&f.engine, &t).await;
+    ok(
+        &f.engine,
+        &t,
+        V1_4,
+        revoke(&revoked, RevocationReasonCode::Superseded),
+    )
+    .await;
+    assert_eq!(
+        fails(&f.engine, &t, V2_0, encrypt(&revoked, b"x", None, None))
+            .await
+            .0,
+        ResultReason::WrongKeyLifecycleState
+    );
+    let ecb = CryptographicParameters {
+        block_cipher_mode: Some(BlockCipherMode::Ecb),
+        ..Default::default()
+    };
+    let active = active_aes_key(&f.engine, &t).await;
+    assert_eq!(
+        fails(&f.engine, &t, V1_4, encrypt(&active, b"x", Some(ecb), None))
+            .await
+            .0,
+        ResultReason::InvalidField
+    );
+    assert_eq!(
+        fails(
+            &f.engine,
+            &t,
+            V1_4,
+            decrypt(&active, &[0u8; 16], None, None, None)
+        )
+        .await
+        .0,
+        ResultReason::InvalidField
+    );
+}
+
+#[tokio::test]
+async fn mac_matches_rfc_4231_and_rng_is_bounded() {
+    let f = fixture().await;
+    let t = tenant("tenant-a");
+    // RFC 4231 test case 2: key "Jefe", data "what do ya want for nothing?".
+    let register = RequestPayload::Register(RegisterRequest {
+        object_type: ObjectType::SymmetricKey,
+        attributes: Some(Attributes::new().with(
+            Tag::CRYPTOGRAPHIC_USAGE_MASK,
+            &CryptographicUsageMask::MAC_GENERATE,
+        )),
+        object: Some(ManagedObject::SymmetricKey(SymmetricKey {
+            key_block: KeyBlock::raw(
+                b"Jefe".to_vec(),
+                Some(CryptographicAlgorithm::HmacSha256),
+                None,
+            ),
+        })),
+        protection_storage_masks: None,
+    });
+    let ResponsePayload::Register(r) = ok(&f.engine, &t, V1_4, register).await else {
+        panic!()
+    };
+    let uid = r.unique_identifier.as_text().expect("uid").to_owned();
+    ok(&f.engine, &t, V1_4, activate(&uid)).await;
+    let mac = RequestPayload::Mac(MacRequest {
+        unique_identifier: id(&uid),
+        cryptographic_parameters: None,
+        data: Some(b"what do ya want for nothing?".as_slice().into()),
+        correlation_value: None,
+        init_indicator: None,
+        final_indicator: None,
+    });
+    let ResponsePayload::Mac(m) = ok(&f.engine, &t, V1_4, mac).await else {
+        panic!()
+    };
+    assert_eq!(
+        hex::encode(&m.mac_data.expect("mac")[..]),
+        "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+    );
+
+    let ResponsePayload::RngRetrieve(rng) = ok(
+        &f.engine,
+        &t,
+        V1_4,
+        RequestPayload::RngRetrieve(RngRetrieveRequest { data_length: 32 }),
+    )
+    .await
+    else {
+        panic!()
+    };
+    assert_eq!(rng.data.len(), 32);
+    for bad in [0, -1, MAX_RNG_BYTES + 1] {
+        assert_eq!(
+            fails(
+                &f.engine,
+                &t,
+                V1_4,
+                RequestPayload::RngRetrieve(RngRetrieveRequest { data_length: bad })
+            )
+            .await
+            .0,
+            ResultReason::InvalidField
+        );
+    }
+}
+
+// ------------------------------------------------------------------ attributes and locate
+
+#[tokio::test]
+async fn attributes_can_be_added_modified_deleted_and_set_but_not_server_ones() {
+    let f = fixture().await;
+    let t = tenant("tenant-a");
+    let uid = new_key(
+        &f.engine,
+        &t,
+        V1_4,
+        key_attributes(CryptographicAlgorithm::Aes, 256),
+    )
+    .await;
+    let add = |a: Attribute| {
+        RequestPayload::AddAttribute(AddAttributeRequest {
+            unique_identifier: id(&uid),
+            attribute: Some(a),
+        })
+    };
+    ok(
+        &f.engine,
+        &t,
+        V1_4,
+        add(Attribute::typed(Tag::NAME, &Name::text("first"))),
+    )
+    .await;
+    let ResponsePayload::AddAttribute(second) = ok(
+        &f.engine,
+        &t,
+        V1_4,
+        add(Attribute::typed(Tag::NAME, &Name::text("second"))),
+    )
+    .await
+    else {
+        panic!()
+    };
+    assert_eq!(
+        second.attribute.expect("1.x echoes the attribute").index,
+        Some(1)
+    );
+    ok(
+        &f.engine,
+        &t,
+        V1_4,
+        add(Attribute::custom(
+            "x-owner",
+            Value::TextString("payments".into()),
+        )),
+    )
+    .await;
+    assert_eq!(
+        fails(
+            &f.engine,
+            &t,
+            V1_4,
+            add(Attribute::typed(Tag::STATE, &State::Active))
+        )
+        .await
+        .0,
+        ResultReason::PermissionDenied
+    );
+    assert_eq!(
+        fails(
+            &f.engine,
+            &t,
+            V2_1,
+            add(Attribute::typed(
+                Tag::UNIQUE_IDENTIFIER,
+                &UniqueIdentifier::from("mine")
+            ))
+        )
+        .await
+        .0,
+        ResultReason::AttributeReadOnly
+    );
+
+    let modify = RequestPayload::ModifyAttribute(ModifyAttributeRequest {
+        unique_identifier: id(&uid),
+        current_attribute: None,
+        attribute: Some(Attribute {
+            index: Some(1),
+            ..Attribute::typed(Tag::NAME, &Name::text("renamed"))
+        }),
+    });
+    ok(&f.engine, &t, V1_4, modify).await;
+    let delete = RequestPayload::DeleteAttribute(DeleteAttributeRequest {
+        unique_identifier: id(&uid),
+        current_attribute: None,
+        attribute_names: vec![AttributeName::Standard(Tag::NAME)],
+        attribute_index: Some(0),
+    });
+    ok(&f.engine, &t, V1_4, delete).await;
+    let missing = RequestPayload::DeleteAttribute(DeleteAttributeRequest {
+        unique_identifier: id(&uid),
+        current_attribute: None,
+        attribute_names: vec![AttributeName::Standard(Tag::CONTACT_INFORMATION)],
+        attribute_index: None,
+    });
+    assert_eq!(
+        fails(&f.engine, &t, V1_4, missing.clone()).await.0,
+        ResultReason::ItemNotFound
+    );
+    assert_eq!(
+        fails(&f.engine, &t, V2_0, missing).await.0,
+        ResultReason::AttributeNotFound
+    );
+    let set = RequestPayload::SetAttribute(SetAttributeRequest {
+        unique_identifier: id(&uid),
+        attribute: Some(Attribute::typed(
+            Tag::CONTACT_INFORMATION,
+            &"ops@example.com".to_string(),
+        )),
+    });
+    ok(&f.engine, &t, V2_0, set).await;
+
+    let ResponsePayload::GetAttributes(r) =
+        ok(&f.engine, &t, V1_4, get_attributes(&uid, &[])).await
+    else {
+        panic!()
+    };
+    let attrs = r.attributes.expect("attrs");
+    let names: Vec<String> = attrs
+        .names()
+        .expect("names")
+        .into_iter()
+        .map(|n| n.value)
+        .collect();
+    assert_eq!(names, ["renamed"]);
+    assert_eq!(
+        attrs
+            .typed::<String>(Tag::CONTACT_INFORMATION)
+            .expect("text"),
+        Some("ops@example.com".into())
+    );
+    assert!(attrs
+        .named(&AttributeName::Custom("x-owner".into()))
+        .next()
+        .is_some());
+
+    let ResponsePayload::GetAttributeList(list) = ok(
+        &f.engine,
+        &t,
+        V1_4,
+        RequestPayload::GetAttributeList(GetAttributeListRequest {
+            unique_identifier: id(&uid),
+        }),
+    )
+    .await
+    else {
+        panic!()
+    };
+    for expected in [
+        Tag::UNIQUE_IDENTIFIER,
+        Tag::STATE,
+        Tag::NAME,
+        Tag::CONTACT_INFORMATION,
+    ] {
+        assert!(
+            list.attribute_names
+                .contains(&AttributeName::Standard(expected)),
+            "{expected:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn responses_carry_only_attributes_the_clients_version_defines() {
+    let f = fixture().await;
+    let t = tenant("tenant-a");
+    let uid = new_key(
+        &f.engine,
+        &t,
+        V1_4,
+        key_attributes(CryptographicAlgorithm::Aes, 256),
+    )
+    .await;
+    // Sensitive is a KMIP 1.4 attribute.
+    let add = RequestPayload::AddAttribute(AddAttributeRequest {
+        unique_identifier: id(&uid),
+        attribute: Some(Attribute::typed(Tag::SENSITIVE, &true)),
+    });
+    ok(&f.engine, &t, V1_4, add).await;
+    for (v, expected) in [(V1_0, false), (V1_4, true), (V2_0, true)] {
+        let ResponsePayload::GetAttributes(r) =
+            ok(&f.engine, &t, v, get_attributes(&uid, &[])).await
+        else {
+            panic!()
+        };
+        // Decoding re-reads what went over the wire for version v.
+        assert_eq!(
+            r.attributes.expect("attrs").get(Tag::SENSITIVE).is_some(),
+            expected,
+            "{v}"
+        );
+        let ResponsePayload::GetAttributeList(l) = ok(
+            &f.engine,
+            &t,
+            v,
+            RequestPayload::GetAttributeList(GetAttributeListRequest {
+                unique_identifier: id(&uid),
+            }),
+        )
+        .await
+        else {
+            panic!()
+        };
+        assert_eq!(
+            l.attribute_names
+                .contains(&AttributeName::Standard(Tag::SENSITIVE)),
+            expected,
+            "{v}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn locate_filters_pages_and_sees_only_the_callers_tenant() {
+    let f = fixture().await;
+    let (a, b) = (tenant("tenant-a"), tenant("tenant-b"));
+    let mut aes = Vec::new();
+    for i in 0..5 {
+        let attrs = key_attributes(CryptographicAlgorithm::Aes, 256)
+            .with(Tag::NAME, &Name::text(format!("key-{i}")))
+            .with(Tag::OBJECT_GROUP, &"payments".to_string());
+        aes.push(new_key(&f.engine, &a, V1_4, attrs).await);
+    }
+    let hmac = new_key(
+        &f.engine,
+        &a,
+        V1_4,
+        key_attributes(CryptographicAlgorithm::HmacSha256, 256),
+    )
+    .await;
+    let other = new_key(
+        &f.engine,
+        &b,
+        V1_4,
+        key_attributes(CryptographicAlgorithm::Aes, 256).with(Tag::NAME, &Name::text("key-0")),
+    )
+    .await;
+
+    let found = |p: ResponsePayload| match p {
+        ResponsePayload::Locate(r) => r
+            .unique_identifiers
+            .into_iter()
+            .map(|u| u.as_text().expect("uid").to_owned())
+            .collect::<Vec<_>>(),
+        other => panic!("{other:?}"),
+    };
+    let by_name = found(
+        ok(
+            &f.engine,
+            &a,
+            V1_4,
+            locate(
+                Attributes::new().with(Tag::NAME, &Name::text("key-3")),
+                None,
+                None,
+            ),
+        )
+        .await,
+    );
+    assert_eq!(by_name, [aes[3].clone()]);
+    let by_alg = found(
+        ok(
+            &f.engine,
+            &a,
+            V1_4,
+            locate(
+                Attributes::new().with(
+                    Tag::CRYPTOGRAPHIC_ALGORITHM,
+                    &CryptographicAlgorithm::HmacSha256,
+                ),
+                None,
+                None,
+            ),
+        )
+        .await,
+    );
+    assert_eq!(by_alg, std::slice::from_ref(&hmac));
+    let group_page = found(
+        ok(
+            &f.engine,
+            &a,
+            V1_4,
+            locate(
+                Attributes::new().with(Tag::OBJECT_GROUP, &"payments".to_string()),
+                Some(2),
+                Some(1),
+            ),
+        )
+        .await,
+    );
+    assert_eq!(group_page, aes[1..3].to_vec());
+    // A KMIP 2.0 Locate with no attributes finds everything the tenant owns — and only that.
+    let everything = RequestPayload::Locate(LocateRequest {
+        maximum_items: None,
+        offset_items: None,
+        storage_status_mask: None,
+        object_group_member: None,
+        attributes: None,
+    });
+    let all = found(ok(&f.engine, &a, V2_0, everything.clone()).await);
+    assert_eq!(all.len(), 6);
+    assert!(!all.contains(&other));
+    assert_eq!(found(ok(&f.engine, &b, V2_0, everything).await), [other]);
+    // A filter the store cannot evaluate (State is indexed; Initial Date is not).
+    ok(&f.engine, &a, V1_4, activate(&aes[4])).await;
+    let active = found(
+        ok(
+            &f.engine,
+            &a,
+            V1_4,
+            locate(
+                Attributes::new().with(Tag::STATE, &State::Active),
+                None,
+                None,
+            ),
+        )
+        .await,
+    );
+    assert_eq!(active, [aes[4].clone()]);
+}
+
+// ------------------------------------------------------------------ isolation
+
+#[tokio::test]
+async fn another_tenants_object_is_indistinguishable_from_a_missing_one() {
+    let f = fixture().await;
+    let (a, b) = (tenant("tenant-a"), tenant("tenant-b"));
+    let uid = active_aes_key(&f.engine, &a).await;
+    let missing = uuid::Uuid::new_v4().to_string();
+    let probes: Vec<fn(&str) -> RequestPayload> = vec![
+        |u| get(u, None),
+        |u| get_attributes(u, &[]),
+        |u| {
+            RequestPayload::GetAttributeList(GetAttributeListRequest {
+                unique_identifier: id(u),
+            })
+        },
+        |u| activate(u),
+        |u| revoke(u, RevocationReasonCode::KeyCompromise),
+        |u| destroy(u),
+        |u| encrypt(u, b"data", None, None),
+        |u| decrypt(u, &[0u8; 16], None, Some(&[0u8; 16]), None),
+        |u| {
+            RequestPayload::AddAttribute(AddAttributeRequest {
+                unique_identifier: id(u),
+                attribute: Some(Attribute::typed(Tag::NAME, &Name::text("x"))),
+            })
+        },
+        |u| {
+            RequestPayload::ReKey(ReKeyRequest {
+                unique_identifier: id(u),
+                offset: None,
+                attributes: None,
+                protection_storage_masks: None,
+            })
+        },
+    ];
+    for probe in probes {
+        for v in [V1_2, V2_1] {
+            let theirs = fails(&f.engine, &b, v, probe(&uid)).await;
+            let nobodys = fails(&f.engine, &b, v, probe(&missing)).await;
+            assert_eq!(theirs.0, nobodys.0);
+            assert_eq!(
+                theirs.1.replace(&uid, "<uid>"),
+                nobodys.1.replace(&missing, "<uid>")
+            );
+            assert_eq!(theirs.0, ResultReason::ItemNotFound);
+        }
+    }
+    // And the owner's key is untouched.
+    assert_eq!(state_of(&f.engine, &a, &uid).await, State::Active);
+}
+
+// ------------------------------------------------------------------ batches and bad input
+
+#[tokio::test]
+async fn batch_error_continuation_stop_continue_and_undo() {
+    let f = fixture().await;
+    let t = tenant("tenant-a");
+    let batch = |option| {
+        let mut m = RequestMessage::new(
+            V1_4,
+            vec![
+                create(
+                    key_attributes(CryptographicAlgorithm::Aes, 256)
+                        .with(Tag::NAME, &Name::text(format!("{option:?}"))),
+                ),
+                get("no-such-object", None),
+                RequestPayload::RngRetrieve(RngRetrieveRequest { data_length: 8 }),
+            ],
+        );
+        m.header.batch_error_continuation_option = Some(option);
+        m
+    };
+    let stop = send(&f.engine, &t, &batch(BatchErrorContinuationOption::Stop)).await;
+    assert_eq!(stop.batch_items.len(), 2);
+    let cont = send(
+        &f.engine,
+        &t,
+        &batch(BatchErrorContinuationOption::Continue),
+    )
+    .await;
+    let statuses: Vec<_> = cont.batch_items.iter().map(|b| b.result_status).collect();
+    assert_eq!(
+        statuses,
+        [
+            ResultStatus::Success,
+            ResultStatus::OperationFailed,
+            ResultStatus::Success
+        ]
+    );
+    let undo = send(&f.engine, &t, &batch(BatchErrorContinuationOption::Undo)).await;
+    assert_eq!(
+        undo.batch_items[0].result_status,
+        ResultStatus::OperationUndone
+    );
+    // Stop and Continue kept their Create; Undo did not.
+    for (option, kept) in [("Stop", 1), ("Continue", 1), ("Undo", 0)] {
+        let ResponsePayload::Locate(l) = ok(
+            &f.engine,
+            &t,
+            V1_4,
+            locate(
+                Attributes::new().with(Tag::NAME, &Name::text(option)),
+                None,
+                None,
+            ),
+        )
+        .await
+        else {
+            panic!()
+        };
+        assert_eq!(l.unique_identifiers.len(), kept, "{option}");
+    }
+}
+
+#[tokio::test]
+async fn malformed_and_unknown_requests_get_kmip_errors() {
+    let f = fixture().await;
+    let t = tenant("tenant-a");
+    let decode = |bytes: Vec<u8>| {
+        ResponseMessage::from_ttlv(&bytes, &kmip::Limits::default()).expect("a KMIP response")
+    };
+    // Not TTLV at all.
+    let (bytes, _) = f.engine.handle(&t, b"GET / HTTP/1.1\r\n\r\n").await;
+    assert_eq!(
+        decode(bytes).batch_items[0].result_reason,
+        Some(ResultReason::InvalidMessage)
+    );
+    // A message that is not a request.
+    let (bytes, _) = f
+        .engine
+        .handle(
+            &t,
+            &Item::structure(Tag::RESPONSE_MESSAGE, vec![]).to_ttlv(),
+        )
+        .await;
+    assert_eq!(
+        decode(bytes).batch_items[0].result_reason,
+        Some(ResultReason::InvalidMessage)
+    );
+    // An unknown operation next to a valid one: the valid one is still served.
+    let mut m = RequestMessage::new(
+        V1_4,
+        vec![RequestPayload::RngRetrieve(RngRetrieveRequest {
+            data_length: 4,
+        })],
+    );
+    m.batch_items.insert(
+        0,
+        RequestBatchItem {
+            operation: 0x7777,
+            unique_batch_item_id: None,
+            payload: Err(kmip::message::UntypedPayload {
+                error: kmip::message::MessageError::UnsupportedOperation(0x7777),
+                raw: None,
+            }),
+            message_extension: None,
+        },
+    );
+    m.header.batch_count = 2;
+    m.header.batch_error_continuation_option = Some(BatchErrorContinuationOption::Continue);
+    let r = send(&f.engine, &t, &m).await;
+    assert_eq!(
+        r.batch_items[0].result_reason,
+        Some(ResultReason::OperationNotSupported)
+    );
+    assert_eq!(r.batch_items[1].result_status, ResultStatus::Success);
+    // A field of the wrong type, and a missing required field.
+    let wrong_type = Item::structure(
+        Tag::REQUEST_MESSAGE,
+        vec![
+            RequestMessage::new(V1_4, vec![])
+                .header
+                .encode(Tag::REQUEST_HEADER, V1_4),
+            Item::structure(
+                Tag::BATCH_ITEM,
+                vec![
+                    Item::enumeration(Tag::OPERATION, Operation::RngRetrieve.value()),
+                    Item::structure(
+                        Tag::REQUEST_PAYLOAD,
+                        vec![Item::text(Tag::DATA_LENGTH, "eight")],
+                    ),
+                ],
+            ),
+            Item::structure(
+                Tag::BATCH_ITEM,
+                vec![
+                    Item::enumeration(Tag::OPERATION, Operation::Revoke.value()),
+                    Item::structure(
+                        Tag::REQUEST_PAYLOAD,
+                        vec![Item::text(Tag::UNIQUE_IDENTIFIER, "x")],
+                    ),
+                ],
+            ),
+        ],
+    );
+    let mut bytes = wrong_type.to_ttlv();
+    let (answer, _) = f.engine.handle(&t, &bytes).await;
+    let answer = decode(answer);
+    assert_eq!(
+        answer.batch_items[0].result_reason,
+        Some(ResultReason::InvalidField)
+    );
+    // Truncated: never a panic, always an answer.
+    for cut in [1, 8, 20, bytes.len() - 1] {
+        let (answer, _) = f.engine.handle(&t, &bytes[..cut]).await;
+        assert_eq!(
+            decode(answer).batch_items[0].result_reason,
+            Some(ResultReason::InvalidMessage)
+        );
+    }
+    // Over the size limit.
+    bytes.resize(kmip::ttlv::DEFAULT_MAX_MESSAGE_SIZE + 8, 0);
+    let (answer, _) = f.engine.handle(&t, &bytes).await;
+    assert_eq!(
+        decode(answer).batch_items[0].result_reason,
+        Some(ResultReason::InvalidMessage)
+    );
+}
+
+#[tokio::test]
+async fn a_response_over_the_maximum_response_size_is_refused() {
+    let f = fixture().await;
+    let t = tenant("tenant-a");
+    let mut m = RequestMessage::new(
+        V2_1,
+        vec![RequestPayload::RngRetrieve(RngRetrieveRequest {
+            data_length: 512,
+        })],
+    );
+    m.header.maximum_response_size = Some(256);
+    let r = send(&f.engine, &t, &m).await;
+    assert_eq!(
+        r.batch_items[0].result_reason,
+        Some(ResultReason::ResponseTooLarge)
+    );
+}
+
+// ------------------------------------------------------------------ cache
+
+#[tokio::test]
+async fn a_revoke_through_one_engine_stops_encrypt_through_another_sharing_the_store() {
+    let f = fixture().await;
+    let t = tenant("tenant-a");
+    let other = Engine::new(
+        f.engine.store().clone(),
+        f.engine.keyring.clone(),
+        EngineConfig::default(),
+    );
+    let uid = active_aes_key(&f.engine, &t).await;
+    // Warm the second engine's cache.
+    ok(&other, &t, V1_4, encrypt(&uid, b"x", None, None)).await;
+    ok(&other, &t, V1_4, encrypt(&uid, b"x", None, None)).await;
+    assert!(other.cache().hits() >= 1);
+    ok(
+        &f.engine,
+        &t,
+        V1_4,
+        revoke(&uid, RevocationReasonCode::CessationOfOperation),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        let response = call(&other, &t, V2_0, encrypt(&uid, b"x", None, None)).await;
+        if response.batch_items[0].result_reason == Some(ResultReason::WrongKeyLifecycleState) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the second engine still encrypts with a revoked key"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -1,0 +1,226 @@
+//! Wiring: the store, the engine and both listeners, built from a [`ServeConfig`].
+//!
+//! ```text
+//! ServeConfig ─► open_store ─► Engine (+ cache) ─► Metrics
+//!                                   │
+//!            ┌──────────────────────┴──────────────────────┐
+//!   api listener (mTLS, api_router)          management listener (plain, management_router)
+//!            └──────────── one CancellationToken: stop accepting, drain, exit ────────────┘
+//! ```
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+use crate::cache::ObjectCache;
+use crate::config::{DatabaseConfig, LogFilter, ServeConfig};
+use crate::engine::{Engine, EngineConfig};
+use crate::envelope::Keyring;
+use crate::http::{self, AppState, Transport};
+use crate::metrics::Metrics;
+use crate::store::postgres::{PostgresOptions, PostgresStore};
+use crate::store::sqlite::SqliteStore;
+use crate::store::{Store, StoreError};
+
+/// How long open connections may take to finish their in-flight requests after a
+/// shutdown signal: below Kubernetes' default 30 s termination grace period, so keysvc
+/// exits on its own before the kubelet sends SIGKILL.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(25);
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    #[error("cannot open the database: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("TLS configuration: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+/// Opens the configured store. PostgreSQL in production refuses a role that could bypass
+/// Row-Level Security; `dev` connects as a superuser and runs as a derived app role.
+pub async fn open_store(database: &DatabaseConfig) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(match database {
+        DatabaseConfig::Sqlite { url } => Arc::new(SqliteStore::open(url).await?),
+        DatabaseConfig::Postgres {
+            url,
+            dev,
+            max_connections,
+            acquire_timeout,
+        } => {
+            let options = PostgresOptions {
+                max_connections: *max_connections,
+                acquire_timeout: *acquire_timeout,
+                ..PostgresOptions::default()
+            };
+            let store = if *dev {
+                PostgresStore::connect_dev_with(url.expose(), options).await?
+            } else {
+                PostgresStore::connect(url.expose(), options).await?
+            };
+            Arc::new(store)
+        }
+    })
+}
+
+/// A running keysvc: both listeners bound and serving.
+#[derive(Debug)]
+pub struct KeysvcServer {
+    api_addr: SocketAddr,
+    management_addr: SocketAddr,
+    engine: Engine,
+    shutdown: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+impl KeysvcServer {
+    /// Binds both listeners and starts serving with `store` (opened by [`open_store`], or
+    /// any other store in tests).
+    pub async fn start(config: &ServeConfig, store: Arc<dyn Store>) -> Result<Self, ServerError> {
+        let tls = http::server_tls_config(&config.tls)?;
+        let api = bind(config.api_addr).await?;
+        let management = bind(config.management_addr).await?;
+        let api_addr = local_addr(&api, config.api_addr)?;
+        let management_addr = local_addr(&management, config.management_addr)?;
+
+        let engine = engine(store, config.store.keyring.clone(), config);
+        let state = AppState {
+            metrics: Arc::new(Metrics::new(&engine)),
+            engine: engine.clone(),
+            gateways: Arc::new(config.gateways.clone()),
+            max_body_size: config.max_body_size,
+        };
+        let shutdown = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        tasks.spawn(http::serve(
+            api,
+            Transport::Tls(TlsAcceptor::from(tls)),
+            http::api_router(state.clone()),
+            shutdown.clone(),
+            SHUTDOWN_GRACE,
+        ));
+        tasks.spawn(http::serve(
+            management,
+            Transport::Plain,
+            http::management_router(state),
+            shutdown.clone(),
+            SHUTDOWN_GRACE,
+        ));
+        tracing::info!(
+            api = %api_addr,
+            management = %management_addr,
+            gateways = ?config.gateways.identities(),
+            root_key = config.store.keyring.current_id(),
+            "keysvc listening"
+        );
+        Ok(Self {
+            api_addr,
+            management_addr,
+            engine,
+            shutdown,
+            tasks,
+        })
+    }
+
+    pub fn api_addr(&self) -> SocketAddr {
+        self.api_addr
+    }
+
+    pub fn management_addr(&self) -> SocketAddr {
+        self.management_addr
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Cancelling this token starts a graceful shutdown.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Stops accepting, waits for in-flight requests (at most [`SHUTDOWN_GRACE`]).
+    pub async fn shutdown(mut self) {
+        self.shutdown.cancel();
+        while self.tasks.join_next().await.is_some() {}
+    }
+
+    /// Serves until `signal` completes, then shuts down gracefully.
+    pub async fn run_until(self, signal: impl std::future::Future<Output = ()>) {
+        let token = self.shutdown.clone();
+        tokio::select! {
+            _ = signal => tracing::info!("shutdown requested: draining"),
+            _ = token.cancelled() => {}
+        }
+        self.shutdown().await;
+        tracing::info!("keysvc stopped");
+    }
+}
+
+fn engine(store: Arc<dyn Store>, keyring: Arc<Keyring>, config: &ServeConfig) -> Engine {
+    let mut engine_config = EngineConfig::default();
+    // A body the HTTP layer accepted must not then be refused by the decoder for size.
+    engine_config.limits.max_message_size = config.max_body_size;
+    Engine::new(store, keyring, engine_config).with_cache(Arc::new(ObjectCache::new(config.cache)))
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { addr, source })
+}
+
+fn local_addr(listener: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, ServerError> {
+    listener
+        .local_addr()
+        .map_err(|source| ServerError::Bind { addr, source })
+}
+
+/// Completes on SIGTERM (Kubernetes) or Ctrl-C.
+pub async fn termination_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+/// JSON log lines on stderr: one object per event, fields flattened, the current span's
+/// fields (request_id, tenant) under `span`. Audit events (`target: "audit"`) always pass.
+pub fn init_logging(filter: &LogFilter) -> Result<(), String> {
+    let env_filter =
+        tracing_subscriber::EnvFilter::try_new(filter.directives()).map_err(|e| e.to_string())?;
+    tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_current_span(true)
+        .with_span_list(false)
+        .with_env_filter(env_filter)
+        .with_writer(std::io::stderr)
+        .try_init()
+        .map_err(|e| e.to_string())
+}

@@ -1,0 +1,86 @@
+//! How an [`ObjectRecord`](super::ObjectRecord) maps to SQL columns, shared by both stores.
+
+use crate::envelope::WrappedKey;
+
+use super::{LocateFilter, StoreError};
+
+/// Capacity of the in-process change channel. A subscriber that falls further behind gets
+/// `RecvError::Lagged` and must treat its whole cache as stale; 1024 changes is far more
+/// than a cache invalidator lags by in practice.
+pub(super) const CHANGES_CAPACITY: usize = 1024;
+
+/// Rows per multi-row `INSERT` of index pairs: SQLite allows 32,766 bound parameters per
+/// statement and each row binds five; records carry a handful of pairs.
+pub(super) const INDEX_ROWS_PER_INSERT: usize = 1000;
+
+/// KMIP enumerations are unsigned 32-bit; both databases store them as 64-bit integers.
+pub(super) fn enum_to_sql(value: u32) -> i64 {
+    i64::from(value)
+}
+
+pub(super) fn enum_from_sql(column: &str, value: i64) -> Result<u32, StoreError> {
+    u32::try_from(value).map_err(|_| {
+        StoreError::Database(format!(
+            "column {column} holds {value}, not a KMIP enumeration"
+        ))
+    })
+}
+
+pub(super) fn optional_enum_from_sql(
+    column: &str,
+    value: Option<i64>,
+) -> Result<Option<u32>, StoreError> {
+    value.map(|v| enum_from_sql(column, v)).transpose()
+}
+
+/// `(root_key_id, material)` columns of a record; both `NULL` once the object is destroyed.
+pub(super) fn material_to_sql(material: Option<&WrappedKey>) -> (Option<&str>, Option<&[u8]>) {
+    match material {
+        Some(wrapped) => (
+            Some(wrapped.root_key_id.as_str()),
+            Some(wrapped.blob.as_slice()),
+        ),
+        None => (None, None),
+    }
+}
+
+pub(super) fn material_from_sql(
+    uid: &str,
+    root_key_id: Option<String>,
+    blob: Option<Vec<u8>>,
+) -> Result<Option<WrappedKey>, StoreError> {
+    match (root_key_id, blob) {
+        (Some(root_key_id), Some(blob)) => Ok(Some(WrappedKey { root_key_id, blob })),
+        (None, None) => Ok(None),
+        // The schema's CHECK forbids this; reaching it means the row was edited by hand.
+        _ => Err(StoreError::Database(format!(
+            "object {uid}: material and root key id must be both present or both absent"
+        ))),
+    }
+}
+
+/// `(limit, offset)` of a Locate page, `None` for no limit.
+pub(super) fn page(filter: &LocateFilter) -> (Option<i64>, i64) {
+    let limit = filter.limit.map(|l| i64::try_from(l).unwrap_or(i64::MAX));
+    let offset = i64::try_from(filter.offset).unwrap_or(i64::MAX);
+    (limit, offset)
+}
+
+/// Index positions are stored as 32-bit integers; a record never has 2^31 pairs.
+pub(super) fn position(index: usize) -> Result<i32, StoreError> {
+    i32::try_from(index)
+        .map_err(|_| StoreError::Database(format!("index pair {index} out of range")))
+}
+
+/// Maps a driver error: lost connections and pool exhaustion are `Unavailable` (worth a
+/// retry), everything else is a database error.
+pub(super) fn db_error(error: sqlx::Error) -> StoreError {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Tls(_) => StoreError::Unavailable(error.to_string()),
+        other => StoreError::Database(other.to_string()),
+    }
+}

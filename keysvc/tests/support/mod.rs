@@ -1,0 +1,676 @@
+//! Shared harness for the keysvc HTTP tests (and, through `#[path]`, the root package's
+//! process tests): a throwaway PKI, an HTTP/2 + mTLS client, KMIP request builders, an
+//! in-process server on port 0, and throwaway PostgreSQL databases.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http2::SendRequest;
+use hyper::header::HeaderMap;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use keysvc::config::{self, ConfigFlags, ConfigSources, ServeConfig};
+use keysvc::envelope::RootKey;
+use keysvc::server::{self, KeysvcServer};
+use kmip::message::payloads::{
+    CreateRequest, EncryptRequest, GetRequest, IdRequest, RevocationReason, RevokeRequest,
+};
+use kmip::message::{
+    Attributes, ByteString, RequestMessage, RequestPayload, ResponseBatchItem, ResponseMessage,
+    UniqueIdentifier,
+};
+use kmip::spec::{
+    CryptographicAlgorithm, CryptographicUsageMask, ObjectType, ResultStatus, RevocationReasonCode,
+};
+use kmip::ttlv::Limits;
+use kmip::{ProtocolVersion, Tag};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose, SanType, PKCS_ECDSA_P256_SHA256,
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The gateway's SPIFFE id: the identity the test servers allow.
+pub const GATEWAY_ID: &str = "spiffe://cluster.local/ns/openkcm-system/sa/openkcm-gateway";
+/// Another client of the same CA, not on the allow-list.
+pub const INTRUDER_ID: &str = "spiffe://cluster.local/ns/tenant-a/sa/mongod";
+
+/// How long an asynchronous effect may take before a test fails (bounded retry loops).
+pub const EVENTUALLY: Duration = Duration::from_secs(10);
+
+// ---------------------------------------------------------------------------------- PKI
+
+pub struct Ca {
+    cert: rcgen::Certificate,
+    key: KeyPair,
+}
+
+impl Ca {
+    pub fn new(common_name: &str) -> Self {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("CA key");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let cert = params.self_signed(&key).expect("self-signed CA");
+        Self { cert, key }
+    }
+
+    pub fn cert_der(&self) -> CertificateDer<'static> {
+        self.cert.der().clone()
+    }
+
+    /// A leaf certificate. No Basic Constraints at all (rcgen's `ExplicitNoCa` encodes a
+    /// DER default some parsers refuse).
+    pub fn issue(
+        &self,
+        common_name: &str,
+        dns: &[&str],
+        uris: &[&str],
+        usage: ExtendedKeyUsagePurpose,
+    ) -> Leaf {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("leaf key");
+        let mut params =
+            CertificateParams::new(dns.iter().map(|d| d.to_string()).collect::<Vec<_>>())
+                .expect("leaf params");
+        for uri in uris {
+            params.subject_alt_names.push(SanType::URI(
+                rcgen::Ia5String::try_from(uri.to_string()).expect("IA5 URI"),
+            ));
+        }
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
+        params.is_ca = IsCa::NoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![usage];
+        params.use_authority_key_identifier_extension = true;
+        let cert = params
+            .signed_by(&key, &self.cert, &self.key)
+            .expect("CA-signed certificate");
+        Leaf {
+            cert_pem: cert.pem(),
+            cert_der: cert.der().clone(),
+            key_pem: key.serialize_pem(),
+            key_der: key.serialize_der(),
+        }
+    }
+}
+
+pub struct Leaf {
+    pub cert_pem: String,
+    pub cert_der: CertificateDer<'static>,
+    pub key_pem: String,
+    key_der: Vec<u8>,
+}
+
+impl Leaf {
+    pub fn key(&self) -> PrivateKeyDer<'static> {
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key_der.clone()))
+    }
+}
+
+/// Which certificate a test client presents.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Who {
+    Gateway,
+    Intruder,
+    NoCertificate,
+}
+
+/// CA, keysvc server certificate (localhost, 127.0.0.1), gateway and intruder client
+/// certificates, and a root key — all as files in a temporary directory.
+pub struct Pki {
+    pub dir: tempfile::TempDir,
+    pub ca: Ca,
+    pub server: Leaf,
+    pub gateway: Leaf,
+    pub intruder: Leaf,
+}
+
+impl Pki {
+    pub fn generate() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("keysvc-test-")
+            .tempdir()
+            .expect("temporary directory");
+        let ca = Ca::new("OpenKCM internal test CA");
+        let server = ca.issue(
+            "keysvc",
+            &["localhost", "127.0.0.1"],
+            &[],
+            ExtendedKeyUsagePurpose::ServerAuth,
+        );
+        let gateway = ca.issue(
+            "openkcm-gateway",
+            &["gateway.openkcm-system.svc"],
+            &[GATEWAY_ID],
+            ExtendedKeyUsagePurpose::ClientAuth,
+        );
+        let intruder = ca.issue(
+            "mongod",
+            &["mongod.tenant-a.svc"],
+            &[INTRUDER_ID],
+            ExtendedKeyUsagePurpose::ClientAuth,
+        );
+        let pki = Self {
+            dir,
+            ca,
+            server,
+            gateway,
+            intruder,
+        };
+        pki.write("ca.pem", &pki.ca.cert.pem());
+        pki.write("server.pem", &pki.server.cert_pem);
+        pki.write("server-key.pem", &pki.server.key_pem);
+        pki.write_root_key("root.key", "root-a");
+        pki
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn write(&self, name: &str, contents: &str) -> PathBuf {
+        let path = self.path(name);
+        std::fs::write(&path, contents).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        path
+    }
+
+    /// A fresh random root key written as base64 to `name`.
+    pub fn write_root_key(&self, name: &str, id: &str) -> PathBuf {
+        let key = RootKey::generate(id).expect("root key");
+        self.write(name, &key.to_base64())
+    }
+
+    /// The flags an in-process or spawned keysvc is started with: port 0 everywhere,
+    /// this PKI, the gateway allowed, root key `root-a`.
+    pub fn flags(&self, database: &str) -> ConfigFlags {
+        ConfigFlags {
+            listen_api: Some("127.0.0.1:0".into()),
+            listen_management: Some("127.0.0.1:0".into()),
+            tls_cert: Some(self.path_text("server.pem")),
+            tls_key: Some(self.path_text("server-key.pem")),
+            tls_client_ca: Some(self.path_text("ca.pem")),
+            allow_gateway: vec![GATEWAY_ID.into()],
+            database: Some(database.into()),
+            root_key_id: Some("root-a".into()),
+            root_key_file: Some(self.path_text("root.key")),
+            ..ConfigFlags::default()
+        }
+    }
+
+    /// The same flags as command-line arguments, for a spawned process.
+    pub fn args(&self, database: &str) -> Vec<String> {
+        let mut args: Vec<String> = [
+            "keysvc",
+            "--listen-api",
+            "127.0.0.1:0",
+            "--listen-management",
+            "127.0.0.1:0",
+            "--allow-gateway",
+            GATEWAY_ID,
+            "--database",
+            database,
+            "--root-key-id",
+            "root-a",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        for (flag, file) in [
+            ("--tls-cert", "server.pem"),
+            ("--tls-key", "server-key.pem"),
+            ("--tls-client-ca", "ca.pem"),
+            ("--root-key-file", "root.key"),
+        ] {
+            args.push(flag.into());
+            args.push(self.path_text(file));
+        }
+        args
+    }
+
+    pub fn path_text(&self, name: &str) -> String {
+        self.path(name).display().to_string()
+    }
+
+    fn client_config(&self, who: Who) -> rustls::ClientConfig {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.ca.cert_der()).expect("CA certificate");
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions")
+            .with_root_certificates(roots);
+        let mut config = match who {
+            Who::Gateway => builder
+                .with_client_auth_cert(vec![self.gateway.cert_der.clone()], self.gateway.key())
+                .expect("gateway certificate"),
+            Who::Intruder => builder
+                .with_client_auth_cert(vec![self.intruder.cert_der.clone()], self.intruder.key())
+                .expect("intruder certificate"),
+            Who::NoCertificate => builder.with_no_client_auth(),
+        };
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        config
+    }
+}
+
+// ------------------------------------------------------------------ HTTP/2 + mTLS client
+
+/// One HTTP/2 connection to the API listener.
+pub struct Http2 {
+    sender: SendRequest<Body>,
+    /// The ALPN protocol the server chose.
+    pub alpn: Option<Vec<u8>>,
+}
+
+/// A request body: whole (with Content-Length) or streamed.
+pub type Body = BoxBody<Bytes, std::convert::Infallible>;
+
+/// An HTTP answer, body read.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn kmip(&self) -> ResponseMessage {
+        assert_eq!(self.status, 200, "KMIP answer expected, got {self:?}");
+        ResponseMessage::from_ttlv(&self.body, &Limits::default()).expect("TTLV response")
+    }
+}
+
+impl Http2 {
+    /// Connects with `who`'s certificate; errors if the TLS handshake or the HTTP/2
+    /// preface fails.
+    pub async fn connect(addr: SocketAddr, pki: &Pki, who: Who) -> Result<Self, String> {
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(pki.client_config(who)));
+        let tcp = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let name = ServerName::try_from("localhost").expect("server name");
+        let tls = connector
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("TLS handshake: {e}"))?;
+        let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+        let (sender, connection) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+                .await
+                .map_err(|e| format!("HTTP/2 handshake: {e}"))?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(Self { sender, alpn })
+    }
+
+    pub async fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Result<Reply, String> {
+        self.request_body(method, path, headers, Full::new(Bytes::from(body)).boxed())
+            .await
+    }
+
+    pub async fn request_body(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Body,
+    ) -> Result<Reply, String> {
+        self.start(method, path, headers, body).await?.await
+    }
+
+    /// Sends the request's headers now (streams are opened in call order on the
+    /// connection) and returns the future of its reply.
+    pub async fn start(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Body,
+    ) -> Result<impl std::future::Future<Output = Result<Reply, String>> + Send + 'static, String>
+    {
+        let mut builder = hyper::Request::builder()
+            .method(method)
+            .uri(format!("https://localhost{path}"));
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        let request = builder.body(body).expect("request");
+        self.sender
+            .ready()
+            .await
+            .map_err(|e| format!("connection: {e}"))?;
+        let response = self.sender.send_request(request);
+        Ok(async move {
+            let response = response.await.map_err(|e| format!("request: {e}"))?;
+            let status = response.status().as_u16();
+            let headers = response.headers().clone();
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| format!("body: {e}"))?
+                .to_bytes();
+            Ok(Reply {
+                status,
+                headers,
+                body,
+            })
+        })
+    }
+
+    /// `POST /v1/kmip` as the gateway would send it for `tenant`.
+    pub async fn kmip(&mut self, tenant: &str, request: Vec<u8>) -> Reply {
+        self.request("POST", "/v1/kmip", &tenant_headers(tenant), request)
+            .await
+            .expect("POST /v1/kmip")
+    }
+
+    /// One operation for `tenant`; its single batch item.
+    pub async fn call(&mut self, tenant: &str, payload: RequestPayload) -> ResponseBatchItem {
+        let mut response = self.kmip(tenant, kmip_request(vec![payload])).await.kmip();
+        assert_eq!(response.batch_items.len(), 1, "{response:?}");
+        response.batch_items.remove(0)
+    }
+}
+
+pub fn tenant_headers(tenant: &str) -> Vec<(&str, &str)> {
+    vec![
+        ("x-openkcm-tenant", tenant),
+        ("x-openkcm-client", "CN=mongod,OU=tenant"),
+        ("content-type", "application/octet-stream"),
+    ]
+}
+
+/// `GET path` over plain HTTP/1.1 (the management listener): status and body.
+pub async fn http1_get(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
+    let mut tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    tcp.write_all(request.as_bytes())
+        .await
+        .map_err(|e| format!("write: {e}"))?;
+    let mut raw = Vec::new();
+    tcp.read_to_end(&mut raw)
+        .await
+        .map_err(|e| format!("read: {e}"))?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("no status line in {text:?}"))?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+// ------------------------------------------------------------------------ KMIP messages
+
+pub fn kmip_request(payloads: Vec<RequestPayload>) -> Vec<u8> {
+    RequestMessage::new(ProtocolVersion::V2_1, payloads).to_ttlv()
+}
+
+pub fn create_aes() -> RequestPayload {
+    RequestPayload::Create(CreateRequest {
+        object_type: ObjectType::SymmetricKey,
+        attributes: Some(
+            Attributes::new()
+                .with(Tag::CRYPTOGRAPHIC_ALGORITHM, &CryptographicAlgorithm::Aes)
+                .with(Tag::CRYPTOGRAPHIC_LENGTH, &256i32)
+                .with(
+                    Tag::CRYPTOGRAPHIC_USAGE_MASK,
+                    &CryptographicUsageMask(
+                        CryptographicUsageMask::ENCRYPT.0 | CryptographicUsageMask::DECRYPT.0,
+                    ),
+                ),
+        ),
+        protection_storage_masks: None,
+    })
+}
+
+pub fn get(uid: &str) -> RequestPayload {
+    RequestPayload::Get(GetRequest {
+        unique_identifier: Some(UniqueIdentifier::from(uid)),
+        key_format_type: None,
+        key_wrap_type: None,
+        key_compression_type: None,
+        key_wrapping_specification: None,
+    })
+}
+
+pub fn activate(uid: &str) -> RequestPayload {
+    RequestPayload::Activate(IdRequest {
+        unique_identifier: Some(UniqueIdentifier::from(uid)),
+    })
+}
+
+pub fn revoke(uid: &str) -> RequestPayload {
+    RequestPayload::Revoke(RevokeRequest {
+        unique_identifier: Some(UniqueIdentifier::from(uid)),
+        revocation_reason: RevocationReason {
+            code: RevocationReasonCode::CessationOfOperation,
+            message: Some("test".into()),
+        },
+        compromise_occurrence_date: None,
+    })
+}
+
+pub fn encrypt(uid: &str, data: &[u8]) -> RequestPayload {
+    RequestPayload::Encrypt(EncryptRequest {
+        unique_identifier: Some(UniqueIdentifier::from(uid)),
+        cryptographic_parameters: None,
+        data: Some(ByteString::from(data)),
+        iv_counter_nonce: None,
+        correlation_value: None,
+        init_indicator: None,
+        final_indicator: None,
+        authenticated_encryption_additional_data: None,
+    })
+}
+
+/// Asserts success and returns the item's Unique Identifier (Create, Get, Activate, …).
+pub fn success_uid(item: &ResponseBatchItem) -> String {
+    assert_eq!(item.result_status, ResultStatus::Success, "{item:?}");
+    use kmip::message::ResponsePayload as P;
+    let uid = match item.payload.as_ref() {
+        Some(Ok(P::Create(r))) => &r.unique_identifier,
+        Some(Ok(P::Get(r))) => &r.unique_identifier,
+        Some(Ok(P::Encrypt(r))) => &r.unique_identifier,
+        Some(Ok(P::Activate(r) | P::Revoke(r))) => &r.unique_identifier,
+        other => panic!("unexpected payload {other:?}"),
+    };
+    uid.as_text().expect("text uid").to_owned()
+}
+
+// --------------------------------------------------------------------- in-process server
+
+/// A keysvc started in this process on port 0.
+pub struct TestServer {
+    pub server: KeysvcServer,
+    pub config: ServeConfig,
+}
+
+impl TestServer {
+    pub async fn start(pki: &Pki, database: &str) -> Self {
+        Self::start_with(pki, pki.flags(database)).await
+    }
+
+    pub async fn start_with(pki: &Pki, flags: ConfigFlags) -> Self {
+        let _ = pki;
+        let (config, _) =
+            config::load_serve(&ConfigSources::new(flags)).unwrap_or_else(|e| panic!("{e}"));
+        let store = server::open_store(&config.store.database)
+            .await
+            .unwrap_or_else(|e| panic!("open store: {e}"));
+        let server = KeysvcServer::start(&config, store)
+            .await
+            .unwrap_or_else(|e| panic!("start: {e}"));
+        Self { server, config }
+    }
+
+    pub fn api(&self) -> SocketAddr {
+        self.server.api_addr()
+    }
+
+    pub fn management(&self) -> SocketAddr {
+        self.server.management_addr()
+    }
+
+    pub async fn gateway(&self, pki: &Pki) -> Http2 {
+        Http2::connect(self.api(), pki, Who::Gateway)
+            .await
+            .unwrap_or_else(|e| panic!("gateway connection: {e}"))
+    }
+}
+
+/// Retries `check` until it returns `Some`, failing the test after `deadline`.
+pub async fn eventually<T, F, Fut>(deadline: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            start.elapsed() < deadline,
+            "{what}: not within {deadline:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+// ------------------------------------------------------------------------ PostgreSQL
+
+/// The server the tests create throwaway databases on (trust authentication locally).
+pub fn postgres_admin_url() -> String {
+    std::env::var("OPENKCM_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A fresh database and a fresh runtime role, migrated with `keysvc::store::postgres::migrate`
+/// (or not, for tests that migrate through the binary). Dropped with [`PgDatabase::drop`].
+pub struct PgDatabase {
+    pub name: String,
+    pub role: String,
+}
+
+impl PgDatabase {
+    pub async fn create(migrate: bool) -> Self {
+        use sqlx::Connection;
+        let suffix = uuid_suffix();
+        let db = Self {
+            name: format!("keysvc_http_{suffix}"),
+            role: format!("keysvc_app_{suffix}"),
+        };
+        let mut admin = sqlx::PgConnection::connect(&postgres_admin_url())
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL at {}: {e}", postgres_admin_url()));
+        for statement in [
+            format!("CREATE ROLE {} LOGIN", db.role),
+            format!("CREATE DATABASE {}", db.name),
+        ] {
+            sqlx::query(&statement)
+                .execute(&mut admin)
+                .await
+                .unwrap_or_else(|e| panic!("{statement}: {e}"));
+        }
+        if migrate {
+            keysvc::store::postgres::migrate(&db.owner_url(), &db.role)
+                .await
+                .unwrap_or_else(|e| panic!("migrate: {e}"));
+        }
+        db
+    }
+
+    fn url_for(&self, user: &str) -> String {
+        let admin = postgres_admin_url();
+        let rest = admin
+            .split_once('@')
+            .map(|(_, r)| r)
+            .unwrap_or("127.0.0.1:5432/postgres");
+        let host = rest.split('/').next().unwrap_or("127.0.0.1:5432");
+        format!("postgres://{user}@{host}/{}", self.name)
+    }
+
+    /// The superuser's URL for this database (migrations).
+    pub fn owner_url(&self) -> String {
+        let admin = postgres_admin_url();
+        let user = admin
+            .trim_start_matches("postgres://")
+            .split('@')
+            .next()
+            .unwrap_or("postgres")
+            .to_owned();
+        self.url_for(&user)
+    }
+
+    /// The runtime role's URL (what keysvc connects with).
+    pub fn app_url(&self) -> String {
+        self.url_for(&self.role)
+    }
+
+    /// Drops the database (terminating its connections) and the role.
+    pub async fn drop(self) {
+        use sqlx::Connection;
+        let Ok(mut admin) = sqlx::PgConnection::connect(&postgres_admin_url()).await else {
+            return;
+        };
+        for statement in [
+            format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+            format!("DROP ROLE IF EXISTS {}", self.role),
+        ] {
+            let _ = sqlx::query(&statement).execute(&mut admin).await;
+        }
+    }
+
+    /// Makes the database unreachable for keysvc: terminates its sessions and drops it.
+    pub async fn vanish(&self) {
+        use sqlx::Connection;
+        let mut admin = sqlx::PgConnection::connect(&postgres_admin_url())
+            .await
+            .expect("admin connection");
+        sqlx::query(&format!("DROP DATABASE {} WITH (FORCE)", self.name))
+            .execute(&mut admin)
+            .await
+            .expect("drop database");
+    }
+}
+
+/// Unique across the tests of one run and across concurrent runs (process id).
+fn uuid_suffix() -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{}_{n}_{nanos}", std::process::id())
+}
