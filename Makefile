@@ -29,9 +29,11 @@ fmt:
 lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-# Placeholder until the benchmark suite lands (see docs/benchmarks.md).
+# Criterion benchmarks of the codec and the engine; figures go to docs/benchmarks.md.
+# (The full-stack `make bench` of the load-generator issue replaces this.)
 bench:
-	$(CARGO) bench -p kmip
+	$(CARGO) bench -p kmip --bench codec
+	$(CARGO) bench -p keysvc --bench engine
 
 # 60 s of libFuzzer on the TTLV decoder; FUZZ_TIME=600 make fuzz for longer.
 fuzz:

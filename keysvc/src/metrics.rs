@@ -7,6 +7,7 @@
 //! openkcm_http_requests_total{code}              every HTTP response, both listeners
 //! openkcm_keysvc_cache_{hits,misses}_total,
 //! openkcm_keysvc_cache_entries                    sampled from the engine's cache at scrape
+//! openkcm_keysvc_db_pool_connections{state}       sampled from the PostgreSQL pool at scrape
 //! ```
 
 use prometheus_client::collector::Collector;
@@ -152,6 +153,20 @@ impl Collector for CacheCollector {
             None,
             entries.metric_type(),
         )?;
-        entries.encode(metric)
+        entries.encode(metric)?;
+        if let Some(pool) = self.engine.store().pool_connections() {
+            let mut family = encoder.encode_descriptor(
+                "openkcm_keysvc_db_pool_connections",
+                "Connections of the main database pool, by state",
+                None,
+                prometheus_client::metrics::MetricType::Gauge,
+            )?;
+            for (state, value) in [("in_use", pool.in_use), ("idle", pool.idle)] {
+                let labels = [("state", state)];
+                let metric = family.encode_family(&labels)?;
+                ConstGauge::new(i64::from(value)).encode(metric)?;
+            }
+        }
+        Ok(())
     }
 }

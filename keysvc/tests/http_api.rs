@@ -350,6 +350,30 @@ async fn ready_turns_503_when_the_postgres_database_is_gone() {
         .await
         .expect("ready");
     assert_eq!(status, 200);
+    let (_, metrics) = http1_get(server.management(), "/metrics")
+        .await
+        .expect("metrics");
+    let pool_line = |state: &str| {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with(&format!(
+                    "openkcm_keysvc_db_pool_connections{{state=\"{state}\"}}"
+                ))
+            })
+            .map(str::to_owned)
+    };
+    assert!(
+        pool_line("in_use").is_some() && pool_line("idle").is_some(),
+        "{metrics}"
+    );
+    let idle: i64 = pool_line("idle")
+        .and_then(|l| l.rsplit(' ').next().and_then(|v| v.parse().ok()))
+        .expect("a number");
+    assert!(
+        idle >= 1,
+        "the Create returned its connection to the pool: {metrics}"
+    );
 
     db.vanish().await;
     eventually(EVENTUALLY, "/ready answers 503", || async {

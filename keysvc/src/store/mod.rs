@@ -103,6 +103,19 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Changes made by any process sharing this database (PostgreSQL LISTEN/NOTIFY), or by
     /// this process only (SQLite).
     fn subscribe(&self) -> broadcast::Receiver<ObjectChanged>;
+
+    /// The main connection pool's connections, for metrics; `None` for a store without a
+    /// pool worth reporting (SQLite has one writer connection).
+    fn pool_connections(&self) -> Option<PoolConnections> {
+        None
+    }
+}
+
+/// Connections of a pool at one moment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolConnections {
+    pub in_use: u32,
+    pub idle: u32,
 }
 
 /// One request's view of one tenant's objects.

@@ -382,6 +382,17 @@ impl Store for PostgresStore {
     fn subscribe(&self) -> broadcast::Receiver<ObjectChanged> {
         self.inner.changes.subscribe()
     }
+
+    fn pool_connections(&self) -> Option<super::PoolConnections> {
+        let size = self.inner.main.size();
+        let idle = u32::try_from(self.inner.main.num_idle())
+            .unwrap_or(u32::MAX)
+            .min(size);
+        Some(super::PoolConnections {
+            in_use: size - idle,
+            idle,
+        })
+    }
 }
 
 /// One request: a PostgreSQL transaction with `app.current_tenant` set.
