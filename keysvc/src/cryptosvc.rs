@@ -4,7 +4,7 @@
 //! Pure functions over byte slices: no store, no tenant, no KMIP parsing. The engine maps KMIP
 //! Cryptographic Parameters onto [`CipherParams`] and each [`CryptoError`] onto a Result Reason.
 //! Every primitive comes from the RustCrypto crates (`aes`, `cbc`, `ctr`, `aes-gcm`, `aes-kw`,
-//! `hmac`, `sha1`, `sha2`); randomness comes from `rand::fill` (the thread-local CSPRNG, seeded
+//! `chacha20`, `hmac`, `sha1`, `sha2`); randomness comes from `rand::fill` (the thread-local CSPRNG, seeded
 //! from the operating system).
 //!
 //! # What is supported
@@ -12,16 +12,22 @@
 //! | mode (`BlockCipherMode`) | key | IV | padding | notes |
 //! | --- | --- | --- | --- | --- |
 //! | `Cbc` | AES-128/192/256 | 16 bytes | `Pkcs5` (default) or `None` | `None` needs block-aligned data |
+//! | `Ecb` | AES-128/192/256 | none | `None` (default) or `Pkcs5` | see below |
 //! | `Ctr` | AES-128/192/256 | 16 bytes: the initial counter block | none | whole block is a 128-bit big-endian counter, wrapping mod 2^128 |
-//! | `Gcm` | AES-128/192/256 | 12 bytes | none | tag 12–16 bytes (default 16), optional AAD |
+//! | `Gcm` | AES-128/192/256 | 12 bytes (given: 8, 12 or 60) | none | tag 12–16 bytes (default 16), optional AAD |
 //! | `NistKeyWrap` | AES-128/192/256 | none | none | RFC 3394 / SP 800-38F KW: data is the key to wrap |
 //! | `AesKeyWrapPadding` | AES-128/192/256 | none | none | RFC 5649 / SP 800-38F KWP |
 //!
+//! **ECB** leaks equal plaintext blocks, and is accepted anyway, for two reasons: encrypting
+//! a single block under a key-encrypting key is how legacy clients wrap one-block keys (ECB
+//! of one block is the bare block cipher), and the KMIP Cryptographic Services Basic
+//! Cipher profile requires it (its mandatory test cases CS-BC-M-1…9 encrypt and decrypt
+//! AES-ECB, unpadded unless PKCS5 is named). Nothing in the service itself uses it.
+//!
 //! Refused on purpose:
-//! * **ECB** — it leaks equal plaintext blocks, and nothing that this service's clients send
-//!   needs it; it answers [`CryptoError::UnsupportedMode`].
-//! * **GCM IVs other than 96 bits** — SP 800-38D §8.2 recommends that implementations support
-//!   96-bit IVs only; other lengths go through GHASH and are rarely interoperable.
+//! * **GCM IVs other than 96, 64 and 480 bits** — SP 800-38D §8.2 recommends 96-bit IVs, and
+//!   the service generates only those; a client's 64- or 480-bit IV is accepted (the lengths
+//!   of the GCM test vectors, required by the CS-BC profile), others are refused.
 //! * **GCM tags shorter than 96 bits** — SP 800-38D Appendix C restricts 32- and 64-bit tags to
 //!   special applications with tight limits on the number of invocations.
 //! * **Padding methods other than PKCS5 / None** (ISO 10126, ANSI X9.23, zeros, ...).
@@ -48,10 +54,10 @@
 //! (the crates' `zeroize` features). Nothing here prints key bytes.
 
 use aes::cipher::block_padding::{NoPadding, Padding, Pkcs7};
-use aes::cipher::consts::{U12, U13, U14, U15, U16};
+use aes::cipher::consts::{U12, U13, U14, U15, U16, U60, U8};
 use aes::cipher::{
-    BlockCipherDecrypt, BlockCipherEncrypt, BlockModeDecrypt, BlockModeEncrypt, BlockSizeUser,
-    KeyInit, KeyIvInit, StreamCipher,
+    Block, BlockCipherDecrypt, BlockCipherEncrypt, BlockModeDecrypt, BlockModeEncrypt,
+    BlockSizeUser, KeyInit, KeyIvInit, StreamCipher,
 };
 use aes_gcm::aead::inout::InOutBuf;
 use aes_gcm::{AeadInOut, AesGcm};
@@ -62,8 +68,15 @@ use zeroize::Zeroizing;
 /// The AES block size in bytes (also the CBC IV and the CTR initial counter block length).
 pub const AES_BLOCK_LEN: usize = 16;
 
-/// The only GCM IV length accepted, in bytes (96 bits, SP 800-38D §8.2).
+/// The GCM IV length the service generates, in bytes (96 bits, SP 800-38D §8.2).
 pub const GCM_IV_LEN: usize = 12;
+
+/// The GCM IV lengths accepted from a client, in bytes: 96 bits, and the 64 and 480 bits of
+/// the GCM specification's test vectors (McGrew & Viega, test cases 5 and 6), which the KMIP
+/// CS-BC profile's mandatory case CS-BC-M-GCM-2 runs. GCM is defined for any IV length
+/// (SP 800-38D §7.1: other than 96 bits the pre-counter block is derived with GHASH); each
+/// length is its own instantiation here, so only these are compiled in.
+pub const GCM_CLIENT_IV_LENS: [usize; 3] = [8, GCM_IV_LEN, 60];
 
 /// The GCM tag length used when [`CipherParams::tag_length`] is unset, in bytes.
 pub const GCM_DEFAULT_TAG_LEN: usize = 16;
@@ -92,6 +105,14 @@ const KW_SEMIBLOCK: usize = 8;
 const KWP_MAX_LEN: usize = u32::MAX as usize;
 
 const AES_KEY_LENGTHS: &str = "128, 192 or 256 bits";
+const DES3_KEY_LENGTHS: &str = "168 bits (192 with parity)";
+
+/// A Triple DES key's strength-bearing bits (KMIP Cryptographic Length 168) ...
+pub const DES3_KEY_BITS: i32 = 168;
+/// ... and its size on the wire, one parity bit per byte (also accepted as the length).
+pub const DES3_KEY_BITS_WITH_PARITY: i32 = 192;
+/// One DES key of the three, in bytes.
+const DES_KEY_LEN: usize = 8;
 const HMAC_KEY_LENGTHS: &str = "a multiple of 8 bits from 8 to 4096";
 
 /// How to run a symmetric cipher: the part of KMIP Cryptographic Parameters this module uses.
@@ -103,7 +124,8 @@ pub struct CipherParams {
     /// Block cipher mode: `Cbc`, `Ctr`, `Gcm`, `NistKeyWrap` or `AesKeyWrapPadding`.
     pub mode: BlockCipherMode,
     /// Padding: for CBC `None` (unset) means PKCS5, `Some(PaddingMethod::None)` means no
-    /// padding (data must then be a multiple of 16 bytes). Other modes accept only unset or
+    /// padding (data must then be a multiple of 16 bytes). For ECB unset means no padding and
+    /// `Some(PaddingMethod::Pkcs5)` PKCS5. Other modes accept only unset or
     /// `Some(PaddingMethod::None)`.
     pub padding: Option<PaddingMethod>,
     /// GCM tag length in bytes, 12 to 16; unset means 16. Ignored by other modes. On decrypt
@@ -152,7 +174,7 @@ pub enum CryptoError {
     /// The algorithm is not one this operation implements.
     #[error("unsupported cryptographic algorithm {0}")]
     UnsupportedAlgorithm(CryptographicAlgorithm),
-    /// The block cipher mode is not one this service implements (ECB is refused on purpose).
+    /// The block cipher mode is not one this service implements (CFB, OFB, CCM, XTS, ...).
     #[error("unsupported block cipher mode {0}")]
     UnsupportedMode(BlockCipherMode),
     /// The padding method is not one this mode accepts.
@@ -241,23 +263,31 @@ macro_rules! with_aes {
     };
 }
 
-/// Calls `$f::<AesGcm<Aes*, U12, U$tag>>($args)` by key length and tag length.
+/// Calls `$f::<AesGcm<Aes*, U$iv, U$tag>>($args)` by key, IV and tag length.
 macro_rules! with_aes_gcm {
-    ($key:expr, $tag_len:expr, $f:ident ( $($arg:expr),* $(,)? )) => {
+    ($key:expr, $iv_len:expr, $tag_len:expr, $f:ident ( $($arg:expr),* $(,)? )) => {
         match $key.len() {
-            16 => with_aes_gcm!(@tag aes::Aes128, $tag_len, $f($($arg),*)),
-            24 => with_aes_gcm!(@tag aes::Aes192, $tag_len, $f($($arg),*)),
-            32 => with_aes_gcm!(@tag aes::Aes256, $tag_len, $f($($arg),*)),
+            16 => with_aes_gcm!(@iv aes::Aes128, $iv_len, $tag_len, $f($($arg),*)),
+            24 => with_aes_gcm!(@iv aes::Aes192, $iv_len, $tag_len, $f($($arg),*)),
+            32 => with_aes_gcm!(@iv aes::Aes256, $iv_len, $tag_len, $f($($arg),*)),
             n => Err(bad_aes_key(n)),
         }
     };
-    (@tag $aes:ty, $tag_len:expr, $f:ident ( $($arg:expr),* )) => {
+    (@iv $aes:ty, $iv_len:expr, $tag_len:expr, $f:ident ( $($arg:expr),* )) => {
+        match $iv_len {
+            8 => with_aes_gcm!(@tag $aes, U8, $tag_len, $f($($arg),*)),
+            12 => with_aes_gcm!(@tag $aes, U12, $tag_len, $f($($arg),*)),
+            60 => with_aes_gcm!(@tag $aes, U60, $tag_len, $f($($arg),*)),
+            n => Err(CryptoError::BadIvLength { expected: GCM_IV_LEN, got: n }),
+        }
+    };
+    (@tag $aes:ty, $iv:ty, $tag_len:expr, $f:ident ( $($arg:expr),* )) => {
         match $tag_len {
-            12 => $f::<AesGcm<$aes, U12, U12>>($($arg),*),
-            13 => $f::<AesGcm<$aes, U12, U13>>($($arg),*),
-            14 => $f::<AesGcm<$aes, U12, U14>>($($arg),*),
-            15 => $f::<AesGcm<$aes, U12, U15>>($($arg),*),
-            16 => $f::<AesGcm<$aes, U12, U16>>($($arg),*),
+            12 => $f::<AesGcm<$aes, $iv, U12>>($($arg),*),
+            13 => $f::<AesGcm<$aes, $iv, U13>>($($arg),*),
+            14 => $f::<AesGcm<$aes, $iv, U14>>($($arg),*),
+            15 => $f::<AesGcm<$aes, $iv, U15>>($($arg),*),
+            16 => $f::<AesGcm<$aes, $iv, U16>>($($arg),*),
             n => Err(CryptoError::BadTagLength { got: n }),
         }
     };
@@ -293,6 +323,24 @@ pub fn encrypt(
             let ct = with_aes!(key, cbc_encrypt(key, &iv, data, pad))?;
             Ok(sealed(ct, iv, generated, None))
         }
+        BlockCipherMode::Ecb => {
+            let pad = ecb_padding(p.padding)?;
+            refuse_aad(aad)?;
+            if iv.is_some() {
+                return Err(CryptoError::UnexpectedParameter("IV"));
+            }
+            if !pad && data.len() % AES_BLOCK_LEN != 0 {
+                return Err(CryptoError::BadLength(
+                    "ECB without padding needs a multiple of 16 bytes",
+                ));
+            }
+            let ct = with_aes!(key, ecb_encrypt(key, data, pad))?;
+            Ok(Sealed {
+                data: ct,
+                iv: None,
+                tag: None,
+            })
+        }
         BlockCipherMode::Ctr => {
             no_padding(p.padding)?;
             refuse_aad(aad)?;
@@ -304,9 +352,9 @@ pub fn encrypt(
         BlockCipherMode::Gcm => {
             no_padding(p.padding)?;
             let tag_len = p.tag_length.unwrap_or(GCM_DEFAULT_TAG_LEN);
-            let (iv, generated) = iv_for_encrypt(iv, p.iv_length, GCM_IV_LEN)?;
+            let (iv, generated) = gcm_iv_for_encrypt(iv, p.iv_length)?;
             let aad = aad.unwrap_or_default();
-            let (ct, tag) = with_aes_gcm!(key, tag_len, gcm_seal(key, &iv, aad, data))?;
+            let (ct, tag) = with_aes_gcm!(key, iv.len(), tag_len, gcm_seal(key, &iv, aad, data))?;
             Ok(sealed(ct, iv, generated, Some(tag)))
         }
         BlockCipherMode::NistKeyWrap | BlockCipherMode::AesKeyWrapPadding => {
@@ -364,6 +412,19 @@ pub fn decrypt(
             let iv = iv_for_decrypt(iv, p.iv_length, AES_BLOCK_LEN)?;
             with_aes!(key, cbc_decrypt(key, iv, data, pad))
         }
+        BlockCipherMode::Ecb => {
+            let pad = ecb_padding(p.padding)?;
+            refuse_aad(aad)?;
+            if iv.is_some() {
+                return Err(CryptoError::UnexpectedParameter("IV"));
+            }
+            if data.len() % AES_BLOCK_LEN != 0 || (pad && data.is_empty()) {
+                return Err(CryptoError::BadLength(
+                    "ECB ciphertext must be a non-empty multiple of 16 bytes",
+                ));
+            }
+            with_aes!(key, ecb_decrypt(key, data, pad))
+        }
         BlockCipherMode::Ctr => {
             no_padding(p.padding)?;
             refuse_aad(aad)?;
@@ -374,7 +435,7 @@ pub fn decrypt(
         }
         BlockCipherMode::Gcm => {
             no_padding(p.padding)?;
-            let iv = iv_for_decrypt(iv, p.iv_length, GCM_IV_LEN)?;
+            let iv = gcm_iv_for_decrypt(iv, p.iv_length)?;
             let tag = tag.ok_or(CryptoError::MissingTag)?;
             // The tag must have the length asked for (default 16): a tag cut short by an
             // attacker is refused, never checked as a shorter, weaker tag.
@@ -382,7 +443,7 @@ pub fn decrypt(
                 return Err(CryptoError::BadTagLength { got: tag.len() });
             }
             let aad = aad.unwrap_or_default();
-            with_aes_gcm!(key, tag.len(), gcm_open(key, iv, aad, data, tag))
+            with_aes_gcm!(key, iv.len(), tag.len(), gcm_open(key, iv, aad, data, tag))
         }
         BlockCipherMode::NistKeyWrap | BlockCipherMode::AesKeyWrapPadding => {
             no_padding(p.padding)?;
@@ -398,6 +459,74 @@ pub fn decrypt(
         }
         mode => Err(CryptoError::UnsupportedMode(mode)),
     }
+}
+
+/// The ChaCha20 key length in bytes (256 bits).
+pub const CHACHA20_KEY_LEN: usize = 32;
+
+/// The ChaCha20 nonce the service generates, in bytes (RFC 8439's 96 bits).
+pub const CHACHA20_NONCE_LEN: usize = 12;
+
+/// Encrypts `data` with the ChaCha20 stream cipher under a 256-bit key.
+///
+/// `nonce`: 8 bytes for the original ChaCha20 (64-bit nonce and block counter), 12 bytes for
+/// RFC 8439's (96-bit nonce, 32-bit counter); the counter starts at 0 either way. When `None`
+/// a random 12-byte nonce is generated and returned in [`Sealed::iv`]. ChaCha20 alone carries
+/// no integrity (ChaCha20-Poly1305 does; it is not offered).
+pub fn chacha20_encrypt(
+    key: &[u8],
+    nonce: Option<&[u8]>,
+    data: &[u8],
+) -> Result<Sealed, CryptoError> {
+    let (nonce, generated) = match nonce {
+        Some(n) => (n.to_vec(), false),
+        None => (random_bytes(CHACHA20_NONCE_LEN)?.to_vec(), true),
+    };
+    let mut out = vec![0u8; data.len()];
+    chacha20_apply(key, &nonce, data, &mut out)?;
+    Ok(sealed(out, nonce, generated, None))
+}
+
+/// Decrypts what [`chacha20_encrypt`] encrypted; the nonce is required.
+pub fn chacha20_decrypt(
+    key: &[u8],
+    nonce: Option<&[u8]>,
+    data: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+    let nonce = nonce.ok_or(CryptoError::MissingIv)?;
+    let mut out = Zeroizing::new(vec![0u8; data.len()]);
+    chacha20_apply(key, nonce, data, &mut out)?;
+    Ok(out)
+}
+
+fn chacha20_apply(
+    key: &[u8],
+    nonce: &[u8],
+    input: &[u8],
+    out: &mut [u8],
+) -> Result<(), CryptoError> {
+    if key.len() != CHACHA20_KEY_LEN {
+        return Err(CryptoError::BadKeyLength {
+            expected: "256 bits",
+            got: bits(key.len()),
+        });
+    }
+    let bad_nonce = || CryptoError::BadIvLength {
+        expected: CHACHA20_NONCE_LEN,
+        got: nonce.len(),
+    };
+    // The crates refuse only past the counter's end (2^70 bytes for the original, 256 GiB
+    // for RFC 8439's), which is data too long.
+    match nonce.len() {
+        8 => chacha20::ChaCha20Legacy::new_from_slices(key, nonce)
+            .map_err(|_| bad_nonce())?
+            .try_apply_keystream_b2b(input, out),
+        CHACHA20_NONCE_LEN => chacha20::ChaCha20::new_from_slices(key, nonce)
+            .map_err(|_| bad_nonce())?
+            .try_apply_keystream_b2b(input, out),
+        _ => return Err(bad_nonce()),
+    }
+    .map_err(|_| CryptoError::DataTooLong)
 }
 
 /// HMAC of `data` under `key`, for KMIP MAC: `HmacSha1`, `HmacSha224`, `HmacSha256`,
@@ -434,8 +563,10 @@ pub fn mac(
 
 /// Fresh random key material for `algorithm` of `length_bits` bits (KMIP Cryptographic Length).
 ///
-/// AES: 128, 192 or 256. HMAC-SHA1/224/256/384/512: a multiple of 8 from 8 to 4096 (use at
-/// least the hash output length, e.g. 256 for HMAC-SHA256). Any other algorithm answers
+/// AES: 128, 192 or 256. Triple DES: 168 or 192, either way 24 bytes with DES parity (the
+/// KMIP Symmetric Key Lifecycle profile §2.3 requires servers to create 3DES keys; this
+/// service does not encrypt with them). HMAC-SHA1/224/256/384/512: a multiple of 8 from 8 to
+/// 4096 (use at least the hash output length, e.g. 256 for HMAC-SHA256). Any other algorithm answers
 /// [`CryptoError::UnsupportedAlgorithm`], any other length [`CryptoError::BadKeyLength`].
 pub fn generate_key(
     algorithm: CryptographicAlgorithm,
@@ -443,6 +574,14 @@ pub fn generate_key(
 ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
     let (valid, expected) = if algorithm == CryptographicAlgorithm::Aes {
         (matches!(length_bits, 128 | 192 | 256), AES_KEY_LENGTHS)
+    } else if algorithm == CryptographicAlgorithm::Des3 {
+        if !matches!(length_bits, DES3_KEY_BITS | DES3_KEY_BITS_WITH_PARITY) {
+            return Err(CryptoError::BadKeyLength {
+                expected: DES3_KEY_LENGTHS,
+                got: i64::from(length_bits),
+            });
+        }
+        return generate_des3_key();
     } else if is_hmac(algorithm) {
         let in_range = (MIN_HMAC_KEY_BITS..=MAX_HMAC_KEY_BITS).contains(&length_bits);
         (in_range && length_bits % 8 == 0, HMAC_KEY_LENGTHS)
@@ -457,6 +596,31 @@ pub fn generate_key(
         return Err(bad());
     }
     random_bytes(usize::try_from(length_bits / 8).map_err(|_| bad())?)
+}
+
+/// SHA-256 of `data` (KMIP Digest and Short Unique Identifier attributes).
+pub fn sha256(data: &[u8]) -> Vec<u8> {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(data).to_vec()
+}
+
+/// A three-key Triple DES key (SP 800-67 keying option 1): 24 random bytes with the DES
+/// parity bit of every byte set (odd parity, FIPS 46-3 §2), and three distinct DES keys —
+/// with two equal it would degrade to single or two-key DES.
+fn generate_des3_key() -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+    loop {
+        let mut key = random_bytes(DES3_KEY_BITS_WITH_PARITY as usize / 8)?;
+        for byte in key.iter_mut() {
+            // The low bit is the parity bit: set it so each byte has an odd number of ones.
+            let high = *byte & 0xfe;
+            *byte = high | u8::from(high.count_ones() % 2 == 0);
+        }
+        let (k1, rest) = key.split_at(DES_KEY_LEN);
+        let (k2, k3) = rest.split_at(DES_KEY_LEN);
+        if k1 != k2 && k2 != k3 && k1 != k3 {
+            return Ok(key);
+        }
+    }
 }
 
 /// `n` bytes from the CSPRNG, for KMIP RNG Retrieve; at most [`MAX_RANDOM_BYTES`]
@@ -505,6 +669,17 @@ fn cbc_padding(padding: Option<PaddingMethod>) -> Result<bool, CryptoError> {
     }
 }
 
+/// ECB padding: `true` for PKCS5, `false` (the default) for none — unlike CBC, because ECB
+/// is used for whole blocks (single-block key wrapping) and the CS-BC test cases encrypt 16
+/// bytes to 16 bytes when no padding is named.
+fn ecb_padding(padding: Option<PaddingMethod>) -> Result<bool, CryptoError> {
+    match padding {
+        None | Some(PaddingMethod::None) => Ok(false),
+        Some(PaddingMethod::Pkcs5) => Ok(true),
+        Some(other) => Err(CryptoError::UnsupportedPadding(other)),
+    }
+}
+
 fn no_padding(padding: Option<PaddingMethod>) -> Result<(), CryptoError> {
     match padding {
         None | Some(PaddingMethod::None) => Ok(()),
@@ -549,6 +724,35 @@ fn iv_for_encrypt(
             rand::fill(iv.as_mut_slice());
             Ok((iv, true))
         }
+    }
+}
+
+/// A GCM IV given by the client must have one of [`GCM_CLIENT_IV_LENS`]; one the service
+/// generates has [`GCM_IV_LEN`] (or `iv_length`, when that is one of them).
+fn gcm_iv_for_encrypt(
+    given: Option<&[u8]>,
+    iv_length: Option<usize>,
+) -> Result<(Vec<u8>, bool), CryptoError> {
+    let len = gcm_iv_len(given.map_or(iv_length.unwrap_or(GCM_IV_LEN), <[u8]>::len))?;
+    iv_for_encrypt(given, iv_length, len)
+}
+
+fn gcm_iv_for_decrypt(
+    given: Option<&[u8]>,
+    iv_length: Option<usize>,
+) -> Result<&[u8], CryptoError> {
+    let len = gcm_iv_len(given.map_or(iv_length.unwrap_or(GCM_IV_LEN), <[u8]>::len))?;
+    iv_for_decrypt(given, iv_length, len)
+}
+
+fn gcm_iv_len(len: usize) -> Result<usize, CryptoError> {
+    if GCM_CLIENT_IV_LENS.contains(&len) {
+        Ok(len)
+    } else {
+        Err(CryptoError::BadIvLength {
+            expected: GCM_IV_LEN,
+            got: len,
+        })
     }
 }
 
@@ -619,6 +823,68 @@ where
     let n = res.map_err(|_| CryptoError::BadPadding)?.len();
     buf.truncate(n);
     Ok(buf)
+}
+
+/// ECB: each 16-byte block through the cipher on its own. `pad`: PKCS5 (1 to 16 bytes added).
+fn ecb_encrypt<C>(key: &[u8], data: &[u8], pad: bool) -> Result<Vec<u8>, CryptoError>
+where
+    C: BlockCipherEncrypt + BlockSizeUser<BlockSize = U16> + KeyInit,
+{
+    let cipher = C::new_from_slice(key).map_err(|_| bad_aes_key(key.len()))?;
+    let (blocks, tail) = data.split_at(data.len() - data.len() % AES_BLOCK_LEN);
+    let out_len = if pad {
+        blocks.len() + AES_BLOCK_LEN
+    } else {
+        blocks.len()
+    };
+    // Buffer-to-buffer, so the output never holds plaintext.
+    let mut out = vec![0u8; out_len];
+    for (input, output) in blocks
+        .chunks_exact(AES_BLOCK_LEN)
+        .zip(out.chunks_exact_mut(AES_BLOCK_LEN))
+    {
+        let input =
+            <&Block<C>>::try_from(input).map_err(|_| CryptoError::BadLength("ECB block"))?;
+        let output =
+            <&mut Block<C>>::try_from(output).map_err(|_| CryptoError::BadLength("ECB block"))?;
+        cipher.encrypt_block_b2b(input, output);
+    }
+    if pad {
+        let mut last = Zeroizing::new([0u8; AES_BLOCK_LEN]);
+        last[..tail.len()].copy_from_slice(tail);
+        Pkcs7::raw_pad(&mut last[..], tail.len());
+        let output = <&mut Block<C>>::try_from(&mut out[blocks.len()..])
+            .map_err(|_| CryptoError::BadLength("ECB block"))?;
+        cipher.encrypt_block_b2b((&*last).into(), output);
+    }
+    Ok(out)
+}
+
+fn ecb_decrypt<C>(key: &[u8], data: &[u8], pad: bool) -> Result<Zeroizing<Vec<u8>>, CryptoError>
+where
+    C: BlockCipherDecrypt + BlockSizeUser<BlockSize = U16> + KeyInit,
+{
+    let cipher = C::new_from_slice(key).map_err(|_| bad_aes_key(key.len()))?;
+    let mut out = Zeroizing::new(vec![0u8; data.len()]);
+    for (input, output) in data
+        .chunks_exact(AES_BLOCK_LEN)
+        .zip(out.chunks_exact_mut(AES_BLOCK_LEN))
+    {
+        let input =
+            <&Block<C>>::try_from(input).map_err(|_| CryptoError::BadLength("ECB block"))?;
+        let output =
+            <&mut Block<C>>::try_from(output).map_err(|_| CryptoError::BadLength("ECB block"))?;
+        cipher.decrypt_block_b2b(input, output);
+    }
+    if pad {
+        // The caller checked that there is at least one block.
+        let last = out.len() - AES_BLOCK_LEN;
+        let kept = Pkcs7::raw_unpad(&out[last..])
+            .map_err(|_| CryptoError::BadPadding)?
+            .len();
+        out.truncate(last + kept);
+    }
+    Ok(out)
 }
 
 /// CTR with a 128-bit big-endian counter: `iv` is the initial counter block (SP 800-38A
@@ -821,6 +1087,109 @@ mod tests {
             .expect("encrypt padded");
         assert_eq!(padded.data.len(), 80);
         assert_eq!(&padded.data[..64], &ct[..]);
+    }
+
+    /// NIST SP 800-38A F.1.1 / F.1.5 ECB-AES128 and ECB-AES256 (and F.1.2 / F.1.6 Decrypt).
+    #[test]
+    fn kat_sp800_38a_f1_ecb() {
+        let pt = h(SP800_38A_PT);
+        for (key, ct) in [
+            (
+                SP800_38A_K128,
+                "3ad77bb40d7a3660a89ecaf32466ef97 f5d3d58503b9699de785895a96fdbaaf
+                 43b1cd7f598ece23881b00e3ed030688 7b0c785e27e8ad3f8223207104725dd4",
+            ),
+            (
+                SP800_38A_K256,
+                "f3eed1bdb5d2a03c064b5a7e3db181f8 591ccb10d410ed26dc5ba74a31362870
+                 b6ed21b99ca6f4f9f153e7b1beafed1d 23304b7a39f9f3ff067d8d8f9e24ecc7",
+            ),
+        ] {
+            let (key, ct) = (h(key), h(ct));
+            // Unset padding is no padding in ECB: four blocks in, four out.
+            let p = params(BlockCipherMode::Ecb);
+            let sealed = encrypt(&key, &p, None, &pt, None).expect("encrypt");
+            assert_eq!(sealed.data, ct);
+            assert_eq!((sealed.iv, sealed.tag), (None, None));
+            assert_eq!(
+                *decrypt(&key, &p, None, &ct, None, None).expect("decrypt"),
+                pt
+            );
+            assert_eq!(
+                encrypt(&key, &no_pad(BlockCipherMode::Ecb), None, &pt, None)
+                    .expect("no padding")
+                    .data,
+                ct
+            );
+        }
+    }
+
+    #[test]
+    fn ecb_pkcs5_lengths_and_refusals() {
+        let key = h(SP800_38A_K128);
+        let pkcs5 = CipherParams {
+            padding: Some(PaddingMethod::Pkcs5),
+            ..params(BlockCipherMode::Ecb)
+        };
+        for len in [0usize, 1, 15, 16, 17, 33] {
+            let data = vec![0x5au8; len];
+            let sealed = encrypt(&key, &pkcs5, None, &data, None).expect("encrypt");
+            assert_eq!(sealed.data.len(), (len / 16 + 1) * 16, "{len}");
+            assert_eq!(
+                *decrypt(&key, &pkcs5, None, &sealed.data, None, None).expect("decrypt"),
+                data
+            );
+            // Unpadded, the same data must be whole blocks.
+            let unpadded = encrypt(&key, &params(BlockCipherMode::Ecb), None, &data, None);
+            assert_eq!(unpadded.is_ok(), len % 16 == 0, "{len}");
+        }
+        // The full blocks of a PKCS5 ciphertext are the unpadded ECB blocks: nothing chains.
+        let two = [7u8; 32];
+        let a = encrypt(&key, &pkcs5, None, &two, None).expect("a");
+        assert_eq!(&a.data[..16], &a.data[16..32], "ECB shows equal blocks");
+        // A wrong key is caught by the padding check here (fixed inputs).
+        let mut wrong = key.clone();
+        wrong[0] ^= 1;
+        assert_eq!(
+            decrypt(&wrong, &pkcs5, None, &a.data, None, None),
+            Err(CryptoError::BadPadding)
+        );
+        assert!(matches!(
+            decrypt(&key, &pkcs5, None, &[], None, None),
+            Err(CryptoError::BadLength(_))
+        ));
+        assert!(matches!(
+            decrypt(&key, &pkcs5, None, &[0u8; 17], None, None),
+            Err(CryptoError::BadLength(_))
+        ));
+        // ECB takes no IV, no AAD, no tag, and no other padding.
+        let ecb = params(BlockCipherMode::Ecb);
+        assert_eq!(
+            encrypt(&key, &ecb, Some(&[0u8; 16]), &[0u8; 16], None),
+            Err(CryptoError::UnexpectedParameter("IV"))
+        );
+        assert_eq!(
+            decrypt(&key, &ecb, Some(&[0u8; 16]), &[0u8; 16], None, None),
+            Err(CryptoError::UnexpectedParameter("IV"))
+        );
+        assert_eq!(
+            encrypt(&key, &ecb, None, &[0u8; 16], Some(b"aad")),
+            Err(CryptoError::UnexpectedParameter(
+                "additional authenticated data"
+            ))
+        );
+        assert_eq!(
+            decrypt(&key, &ecb, None, &[0u8; 16], None, Some(&[0u8; 16])),
+            Err(CryptoError::UnexpectedParameter("authentication tag"))
+        );
+        let iso = CipherParams {
+            padding: Some(PaddingMethod::Iso10126),
+            ..ecb
+        };
+        assert_eq!(
+            encrypt(&key, &iso, None, &[0u8; 16], None),
+            Err(CryptoError::UnsupportedPadding(PaddingMethod::Iso10126))
+        );
     }
 
     /// NIST SP 800-38A F.2.5 CBC-AES256.Encrypt.
@@ -1264,6 +1633,9 @@ mod tests {
                 "{mode}"
             );
             for bad in [0usize, 8, iv_len - 1, iv_len + 1, 32] {
+                if mode == BlockCipherMode::Gcm && GCM_CLIENT_IV_LENS.contains(&bad) {
+                    continue;
+                }
                 let iv = vec![0u8; bad];
                 let want = Err(CryptoError::BadIvLength {
                     expected: iv_len,
@@ -1299,6 +1671,52 @@ mod tests {
                 Err(CryptoError::UnexpectedParameter("IV"))
             );
         }
+    }
+
+    /// The GCM specification's test cases 5 and 6 (McGrew & Viega; also in the NIST GCM
+    /// validation set): AES-128 with a 64-bit and a 480-bit IV, both through GHASH.
+    #[test]
+    fn kat_gcm_64_and_480_bit_ivs() {
+        let key = h("feffe9928665731c6d6a8f9467308308");
+        let pt = h(
+            "d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a72
+                    1c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b39",
+        );
+        let aad = h("feedfacedeadbeeffeedfacedeadbeefabaddad2");
+        let p = params(BlockCipherMode::Gcm);
+        for (iv, ct, tag) in [
+            (
+                "cafebabefacedbad",
+                "61353b4c2806934a777ff51fa22a4755699b2a714fcdc6f83766e5f97b6c7423
+                 73806900e49f24b22b097544d4896b424989b5e1ebac0f07c23f4598",
+                "3612d2e79e3b0785561be14aaca2fccb",
+            ),
+            (
+                "9313225df88406e555909c5aff5269aa6a7a9538534f7da1e4c303d2a318a728
+                 c3c0c95156809539fcf0e2429a6b525416aedbf5a0de6a57a637b39b",
+                "8ce24998625615b603a033aca13fb894be9112a5c3a211a8ba262a3cca7e2ca7
+                 01e4a9a4fba43c90ccdcb281d48c7c6fd62875d2aca417034c34aee5",
+                "619cc5aefffe0bfa462af43c1699d050",
+            ),
+        ] {
+            let (iv, ct, tag) = (h(iv), h(ct), h(tag));
+            let sealed = encrypt(&key, &p, Some(&iv), &pt, Some(&aad)).expect("encrypt");
+            assert_eq!((&sealed.data, sealed.tag.as_ref()), (&ct, Some(&tag)));
+            assert_eq!(
+                *decrypt(&key, &p, Some(&iv), &ct, Some(&aad), Some(&tag)).expect("decrypt"),
+                pt
+            );
+        }
+        // Generated IVs stay 96 bits; other given lengths are refused.
+        let sealed = encrypt(&key, &p, None, b"x", None).expect("encrypt");
+        assert_eq!(sealed.iv.map(|iv| iv.len()), Some(GCM_IV_LEN));
+        assert_eq!(
+            encrypt(&key, &p, Some(&[0u8; 16]), b"x", None),
+            Err(CryptoError::BadIvLength {
+                expected: GCM_IV_LEN,
+                got: 16
+            })
+        );
     }
 
     #[test]
@@ -1523,7 +1941,6 @@ mod tests {
         }
         let key = [0u8; 16];
         for mode in [
-            BlockCipherMode::Ecb,
             BlockCipherMode::Cfb,
             BlockCipherMode::Ofb,
             BlockCipherMode::Ccm,
@@ -1637,7 +2054,6 @@ mod tests {
             }
         }
         for alg in [
-            CryptographicAlgorithm::Des3,
             CryptographicAlgorithm::Rsa,
             CryptographicAlgorithm::HmacMd5,
             CryptographicAlgorithm::ChaCha20,
@@ -1651,6 +2067,82 @@ mod tests {
         let a = generate_key(CryptographicAlgorithm::Aes, 256).expect("a");
         let b = generate_key(CryptographicAlgorithm::Aes, 256).expect("b");
         assert_ne!(*a, *b);
+    }
+
+    #[test]
+    fn des3_keys_have_parity_and_three_distinct_parts() {
+        for bits in [DES3_KEY_BITS, DES3_KEY_BITS_WITH_PARITY] {
+            let k = generate_key(CryptographicAlgorithm::Des3, bits).expect("3DES");
+            assert_eq!(k.len(), 24);
+            assert!(k.iter().all(|b| b.count_ones() % 2 == 1), "odd parity");
+            assert!(k[..8] != k[8..16] && k[8..16] != k[16..] && k[..8] != k[16..]);
+        }
+        for bits in [0, 56, 112, 128, 256] {
+            assert_eq!(
+                generate_key(CryptographicAlgorithm::Des3, bits),
+                Err(CryptoError::BadKeyLength {
+                    expected: DES3_KEY_LENGTHS,
+                    got: i64::from(bits)
+                })
+            );
+        }
+        let a = generate_key(CryptographicAlgorithm::Des3, 168).expect("a");
+        let b = generate_key(CryptographicAlgorithm::Des3, 168).expect("b");
+        assert_ne!(*a, *b);
+    }
+
+    /// ChaCha20 keystream test vectors (draft-agl-tls-chacha20poly1305-04 §7, the original
+    /// 64-bit-nonce cipher): all-zero key and nonce, then key ...01.
+    #[test]
+    fn kat_chacha20_original() {
+        let zero = [0u8; 64];
+        for (key, nonce, stream) in [
+            (
+                "0000000000000000000000000000000000000000000000000000000000000000",
+                "0000000000000000",
+                "76b8e0ada0f13d90405d6ae55386bd28bdd219b8a08ded1aa836efcc8b770dc7
+                 da41597c5157488d7724e03fb8d84a376a43b8f41518a11cc387b669b2ee6586",
+            ),
+            (
+                "0000000000000000000000000000000000000000000000000000000000000001",
+                "0000000000000000",
+                "4540f05a9f1fb296d7736e7b208e3c96eb4fe1834688d2604f450952ed432d41
+                 bbe2a0b6ea7566d2a5d1e7e20d42af2c53d792b1c43fea817e9ad275ae546963",
+            ),
+        ] {
+            let (key, nonce, stream) = (h(key), h(nonce), h(stream));
+            let sealed = chacha20_encrypt(&key, Some(&nonce), &zero).expect("encrypt");
+            assert_eq!(sealed.data, stream);
+            assert_eq!(sealed.iv, None);
+            assert_eq!(
+                *chacha20_decrypt(&key, Some(&nonce), &stream).expect("decrypt"),
+                zero
+            );
+        }
+        // Generated nonces are 96 bits and round-trip.
+        let key = [7u8; 32];
+        let sealed = chacha20_encrypt(&key, None, b"message").expect("encrypt");
+        let nonce = sealed.iv.clone().expect("nonce");
+        assert_eq!(nonce.len(), CHACHA20_NONCE_LEN);
+        assert_eq!(
+            *chacha20_decrypt(&key, Some(&nonce), &sealed.data).expect("decrypt"),
+            b"message"
+        );
+        assert_eq!(
+            chacha20_decrypt(&key, None, &sealed.data),
+            Err(CryptoError::MissingIv)
+        );
+        assert_eq!(
+            chacha20_encrypt(&key, Some(&[0u8; 16]), b"x"),
+            Err(CryptoError::BadIvLength {
+                expected: CHACHA20_NONCE_LEN,
+                got: 16
+            })
+        );
+        assert!(matches!(
+            chacha20_encrypt(&[0u8; 16], Some(&[0u8; 12]), b"x"),
+            Err(CryptoError::BadKeyLength { got: 128, .. })
+        ));
     }
 
     #[test]

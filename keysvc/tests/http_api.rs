@@ -186,7 +186,8 @@ async fn another_tenants_object_looks_exactly_like_a_missing_one() {
         );
         assert_eq!(
             item.result_reason,
-            Some(ResultReason::ItemNotFound),
+            // A 2.1 request: Object Not Found (1.x clients get Item Not Found).
+            Some(ResultReason::ObjectNotFound),
             "{item:?}"
         );
     }
@@ -313,7 +314,7 @@ async fn the_management_port_serves_probes_and_metrics_without_a_certificate() {
     for expected in [
         r#"kmip_requests_total{tenant="tenant-a",operation="Create",result="success"} 1"#,
         r#"kmip_requests_total{tenant="tenant-a",operation="Encrypt",result="success"} 3"#,
-        r#"kmip_requests_total{tenant="tenant-b",operation="Get",result="ItemNotFound"} 1"#,
+        r#"kmip_requests_total{tenant="tenant-b",operation="Get",result="ObjectNotFound"} 1"#,
         "kmip_request_duration_seconds_count 6",
         r#"openkcm_http_requests_total{code="200"}"#,
         "openkcm_keysvc_cache_hits_total",

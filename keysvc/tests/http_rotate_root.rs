@@ -164,9 +164,10 @@ async fn objects_wrapped_under_the_old_root_key_are_rewrapped_under_the_new_one(
     )
     .await
     .batch_items[0];
+    // A 2.1 request: Object Not Found (1.x clients get Item Not Found).
     assert_eq!(
         item.result_reason,
-        Some(ResultReason::ItemNotFound),
+        Some(ResultReason::ObjectNotFound),
         "{item:?}"
     );
 

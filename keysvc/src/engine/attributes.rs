@@ -2,14 +2,16 @@
 //! Attribute) and Locate.
 
 use kmip::message::payloads::*;
-use kmip::message::{Attribute, AttributeName, Attributes, DateTime, ResponsePayload, TtlvValue};
-use kmip::spec::{ResultReason, Tag};
-use kmip::ttlv::{self, Limits};
-use kmip::{ProtocolVersion, Value};
+use kmip::message::{Attribute, AttributeName, Attributes, DateTime, ResponsePayload, UsageLimits};
+use std::collections::HashSet;
 
-use super::object::{index_pair, SERVER_ATTRIBUTES};
+use kmip::spec::{ResultReason, State, StorageStatusMask, Tag};
+use kmip::Value;
+
+use super::maintained;
+use super::object::{index_pair, stored_attributes, KeyObject, SERVER_ATTRIBUTES};
 use super::{OpError, Request};
-use crate::store::{LocateFilter, ObjectRecord};
+use crate::store::LocateFilter;
 
 /// Attributes an object may carry several instances of (KMIP 1.4 §3, 2.1 §4).
 const MULTI_INSTANCE: [Tag; 6] = [
@@ -41,6 +43,68 @@ fn read_only(name: &AttributeName) -> Option<OpError> {
         )),
         _ => None,
     }
+}
+
+/// Attributes that "SHALL always have a value" and that a client may change but not delete
+/// (KMIP 2.1 §4.23, §4.55), and dates that are never deleted (§4.1, §4.40, §4.41).
+const NOT_DELETABLE: [Tag; 5] = [
+    Tag::SENSITIVE,
+    Tag::EXTRACTABLE,
+    Tag::ACTIVATION_DATE,
+    Tag::PROCESS_START_DATE,
+    Tag::PROTECT_STOP_DATE,
+];
+
+/// Lifecycle dates that stop being changeable once they matter: the Activation Date after
+/// Pre-Active (KMIP 2.1 §4.1); the Process Start and Protect Stop Dates outside Pre-Active
+/// and Active, or once reached (§4.40, §4.41).
+fn check_date_change(object: &KeyObject, name: &AttributeName) -> Result<(), OpError> {
+    let AttributeName::Standard(tag) = name else {
+        return Ok(());
+    };
+    let state = object.state();
+    let reached = || -> bool {
+        matches!(object.attributes.get(*tag).map(|a| &a.value),
+            Some(Value::DateTime(d)) if *d <= DateTime::now().seconds())
+    };
+    let refused = match *tag {
+        Tag::ACTIVATION_DATE => state != State::PreActive,
+        Tag::PROCESS_START_DATE | Tag::PROTECT_STOP_DATE => {
+            !matches!(state, State::PreActive | State::Active) || reached()
+        }
+        _ => false,
+    };
+    if refused {
+        return Err(OpError::new(
+            ResultReason::WrongKeyLifecycleState,
+            format!(
+                "{} of object {} cannot change in state {}",
+                name.to_text(),
+                object.uid,
+                state.name()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A client's Usage Limits with the server's Count (KMIP 2.1 §4.59: a client never sets
+/// it): what was already used of the current limits stays used. Other attributes pass.
+fn with_server_count(new: &Attribute, current: Option<&Attribute>) -> Result<Attribute, OpError> {
+    if new.tag() != Some(Tag::USAGE_LIMITS) {
+        return Ok(new.clone());
+    }
+    let bad = |e: kmip::message::MessageError| OpError::invalid_field(e.to_string());
+    let mut limits: UsageLimits = new.get().map_err(bad)?;
+    let used = match current.map(Attribute::get::<UsageLimits>).transpose() {
+        Ok(Some(old)) => old.total - old.count.unwrap_or(old.total),
+        _ => 0,
+    };
+    limits.count = Some((limits.total - used).max(0));
+    Ok(Attribute {
+        index: new.index,
+        ..Attribute::typed(Tag::USAGE_LIMITS, &limits)
+    })
 }
 
 pub(super) async fn get_attributes(
@@ -117,6 +181,7 @@ pub(super) async fn add_attribute(
         return Err(e);
     }
     let mut object = req.load_fresh(&uid).await?;
+    check_date_change(&object, &attribute.name)?;
     let existing = object.attributes.named(&attribute.name).count();
     if existing > 0 && !is_multi_instance(&attribute.name) {
         return Err(OpError::new(
@@ -127,9 +192,10 @@ pub(super) async fn add_attribute(
             ),
         ));
     }
-    let mut added = attribute.clone();
+    let mut added = with_server_count(attribute, None)?;
     added.index = None;
     object.attributes.push(added.clone());
+    maintained::follow_change(&mut object.attributes)?;
     object.touch(DateTime::now());
     req.update(&object, "attribute added").await?;
     added.index = (existing > 0).then_some(existing as i32);
@@ -151,6 +217,8 @@ pub(super) async fn modify_attribute(
         return Err(e);
     }
     let mut object = req.load_fresh(&uid).await?;
+    check_date_change(&object, &new.name)?;
+    let new = &with_server_count(new, object.attributes.named(&new.name).next())?;
     // Which instance: 2.x names it by value (Current Attribute), 1.x by index (default 0).
     let positions: Vec<usize> = object
         .attributes
@@ -196,6 +264,7 @@ pub(super) async fn modify_attribute(
         }
     }
     object.attributes = updated;
+    maintained::follow_change(&mut object.attributes)?;
     object.touch(DateTime::now());
     req.update(&object, "attribute modified").await?;
     let echoed = Attribute {
@@ -227,6 +296,12 @@ pub(super) async fn delete_attribute(
     };
     if let Some(e) = read_only(&name) {
         return Err(e);
+    }
+    if matches!(name, AttributeName::Standard(tag) if NOT_DELETABLE.contains(&tag)) {
+        return Err(OpError::new(
+            ResultReason::AttributeReadOnly,
+            format!("attribute {} cannot be deleted", name.to_text()),
+        ));
     }
     let mut object = req.load_fresh(&uid).await?;
     let instances: Vec<Attribute> = object.attributes.named(&name).cloned().collect();
@@ -280,6 +355,7 @@ pub(super) async fn set_attribute(
         return Err(e);
     }
     let mut object = req.load_fresh(&uid).await?;
+    check_date_change(&object, &new.name)?;
     if is_multi_instance(&new.name) && object.attributes.named(&new.name).count() > 1 {
         return Err(OpError::new(
             ResultReason::MultiValuedAttribute,
@@ -289,10 +365,9 @@ pub(super) async fn set_attribute(
             ),
         ));
     }
-    object.attributes.set(Attribute {
-        index: None,
-        ..new.clone()
-    });
+    let new = with_server_count(new, object.attributes.named(&new.name).next())?;
+    object.attributes.set(Attribute { index: None, ..new });
+    maintained::follow_change(&mut object.attributes)?;
     object.touch(DateTime::now());
     req.update(&object, "attribute set").await?;
     Ok(changed(req, uid, None, ResponsePayload::SetAttribute))
@@ -351,37 +426,78 @@ pub(super) async fn locate(
     }
     let offset = r.offset_items.unwrap_or(0).max(0) as usize;
     let limit = r.maximum_items.filter(|m| *m >= 0).map(|m| m as usize);
-    let uids: Vec<String> = if residual.is_empty() {
-        filter.offset = offset;
-        filter.limit = limit;
-        req.tx().await?.locate(&filter).await?
+    // Which storage the client searches (KMIP 2.1 §6.1.28; 1.4 §4.9: on-line only when
+    // omitted). Destroyed objects keep their metadata here but are not on-line.
+    let mask = r
+        .storage_status_mask
+        .map_or(StorageStatusMask::ON_LINE_STORAGE.0, |m| m as u32);
+    let want_online = mask & StorageStatusMask::ON_LINE_STORAGE.0 != 0;
+    let want_destroyed = mask & StorageStatusMask::DESTROYED_STORAGE.0 != 0;
+    // The store lists matches oldest first and knows one State per query, so the exclusion,
+    // the order (newest first) and the page are the engine's: every match's identifier is
+    // listed, plus the destroyed ones among them when both kinds are not wanted.
+    let candidates = req.tx().await?.locate(&filter).await?;
+    let destroyed: HashSet<String> = if want_online && want_destroyed {
+        HashSet::new()
+    } else if let Some(state) = filter.state {
+        if is_destroyed(state) {
+            candidates.iter().cloned().collect()
+        } else {
+            HashSet::new()
+        }
     } else {
-        let candidates = req.tx().await?.locate(&filter).await?;
-        let mut matched = Vec::new();
-        for uid in candidates {
+        let mut gone = HashSet::new();
+        for state in [State::Destroyed, State::DestroyedCompromised] {
+            let f = LocateFilter {
+                state: Some(state.value()),
+                ..filter.clone()
+            };
+            gone.extend(req.tx().await?.locate(&f).await?);
+        }
+        gone
+    };
+    let mut matched = Vec::new();
+    for uid in candidates {
+        let wanted = if destroyed.contains(&uid) {
+            want_destroyed
+        } else {
+            want_online
+        };
+        if !wanted {
+            continue;
+        }
+        if !residual.is_empty() {
             let Some(record) = req.tx().await?.get(&uid).await? else {
                 continue;
             };
             let attributes = stored_attributes(&record)?;
-            if residual
+            if !residual
                 .iter()
                 .all(|(name, wanted)| matches_in_memory(&attributes, name, wanted))
             {
-                matched.push(uid);
+                continue;
             }
         }
-        matched
-            .into_iter()
-            .skip(offset)
-            .take(limit.unwrap_or(usize::MAX))
-            .collect()
-    };
-    if let Some(first) = uids.first() {
-        req.placeholder = Some(first.clone());
+        matched.push(uid);
     }
+    // "Descending order of object creation (most recently created object first)".
+    matched.reverse();
+    let located = matched.len();
+    let uids: Vec<String> = matched
+        .into_iter()
+        .skip(offset)
+        .take(limit.unwrap_or(usize::MAX))
+        .collect();
+    // One identifier returned: it becomes the ID Placeholder. Several: the placeholder is
+    // emptied, so that batched operations naming no object fail rather than pick one
+    // (§6.1.28). None: emptied too, for the same reason.
+    req.placeholder = match uids.as_slice() {
+        [only] => Some(only.clone()),
+        _ => None,
+    };
     let located_items = Tag::LOCATED_ITEMS
         .is_defined_in(req.version)
-        .then_some(uids.len() as i32);
+        .then_some(located as i32);
     Ok(ResponsePayload::Locate(LocateResponse {
         located_items: located_items
             .filter(|_| r.maximum_items.is_some() || r.offset_items.is_some()),
@@ -389,10 +505,6 @@ pub(super) async fn locate(
     }))
 }
 
-/// The attributes of a stored record, without unwrapping its material.
-fn stored_attributes(record: &ObjectRecord) -> Result<Attributes, OpError> {
-    let item = ttlv::decode(&record.attributes, &Limits::default())
-        .map_err(|_| OpError::new(ResultReason::GeneralFailure, "stored object is unreadable"))?;
-    Attributes::decode(&item, ProtocolVersion::V2_1)
-        .map_err(|_| OpError::new(ResultReason::GeneralFailure, "stored object is unreadable"))
+fn is_destroyed(state: u32) -> bool {
+    state == State::Destroyed.value() || state == State::DestroyedCompromised.value()
 }

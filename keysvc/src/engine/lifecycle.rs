@@ -9,7 +9,7 @@
 use kmip::message::payloads::*;
 use kmip::message::{
     Attribute, Attributes, DateTime, Interval, KeyBlock, KeyMaterial, KeyValue, Link,
-    ManagedObject, ResponsePayload, SymmetricKey,
+    ManagedObject, ResponsePayload, SymmetricKey, UsageLimits,
 };
 use kmip::spec::{
     CryptographicAlgorithm, CryptographicUsageMask, KeyFormatType, LinkType, ObjectType,
@@ -17,6 +17,7 @@ use kmip::spec::{
 };
 use kmip::{Item, Tag};
 
+use super::maintained::{self, Origin};
 use super::object::{KeyObject, SERVER_ATTRIBUTES};
 use super::{OpError, Request};
 use crate::cryptosvc;
@@ -75,7 +76,20 @@ fn new_object_attributes(
     attrs.set_typed(Tag::STATE, &state);
     attrs.set_typed(Tag::INITIAL_DATE, &now);
     attrs.set_typed(Tag::LAST_CHANGE_DATE, &now);
+    if let Some(limits) = field(attrs.typed::<UsageLimits>(Tag::USAGE_LIMITS))? {
+        // The whole Total is available to a new object; a Count from the client is ignored
+        // (KMIP 2.1 §4.59), and Re-key starts the replacement afresh (§6.1.46).
+        attrs.set_typed(Tag::USAGE_LIMITS, &fresh_usage_limits(limits));
+    }
     Ok(attrs)
+}
+
+/// Usage Limits with the whole Total remaining.
+pub(super) fn fresh_usage_limits(limits: UsageLimits) -> UsageLimits {
+    UsageLimits {
+        count: Some(limits.total),
+        ..limits
+    }
 }
 
 fn new_uid() -> String {
@@ -84,7 +98,10 @@ fn new_uid() -> String {
 
 /// Default usage for a new key when the client names none.
 fn default_usage(algorithm: CryptographicAlgorithm) -> CryptographicUsageMask {
-    if algorithm == CryptographicAlgorithm::Aes {
+    if matches!(
+        algorithm,
+        CryptographicAlgorithm::Aes | CryptographicAlgorithm::Des3
+    ) {
         CryptographicUsageMask::ENCRYPT | CryptographicUsageMask::DECRYPT
     } else {
         CryptographicUsageMask::MAC_GENERATE | CryptographicUsageMask::MAC_VERIFY
@@ -113,6 +130,7 @@ pub(super) async fn create(
         &client,
         &[Tag::CRYPTOGRAPHIC_ALGORITHM, Tag::CRYPTOGRAPHIC_LENGTH],
     )?;
+    maintained::storage_acceptable(r.protection_storage_masks.as_ref())?;
     let algorithm = field(client.cryptographic_algorithm())?
         .ok_or_else(|| OpError::invalid_field("Cryptographic Algorithm is required"))?;
     let length = field(client.cryptographic_length())?
@@ -130,13 +148,15 @@ pub(super) async fn create(
     if field(attrs.cryptographic_usage_mask())?.is_none() {
         attrs.set_typed(Tag::CRYPTOGRAPHIC_USAGE_MASK, &default_usage(algorithm));
     }
+    let key = ManagedObject::SymmetricKey(SymmetricKey {
+        key_block: KeyBlock::raw(material.to_vec(), Some(algorithm), Some(length)),
+    });
+    maintained::set_on_new_object(&mut attrs, &uid, &key, Origin::Generated, now)?;
     let object = KeyObject {
         uid: uid.clone(),
         object_type: ObjectType::SymmetricKey,
         attributes: attrs,
-        object: Some(ManagedObject::SymmetricKey(SymmetricKey {
-            key_block: KeyBlock::raw(material.to_vec(), Some(algorithm), Some(length)),
-        })),
+        object: Some(key),
         created_at: now.seconds(),
     };
     req.insert(&object).await?;
@@ -174,10 +194,19 @@ pub(super) async fn register(
         ));
     }
     let client = r.attributes.clone().unwrap_or_default();
+    // A client may describe where and how it made the object (KMIP 2.1 §4.38, §4.46) and
+    // say it has already seen it (Fresh False, §4.24).
     check_client_attributes(
         &client,
-        &[Tag::CRYPTOGRAPHIC_ALGORITHM, Tag::CRYPTOGRAPHIC_LENGTH],
+        &[
+            Tag::CRYPTOGRAPHIC_ALGORITHM,
+            Tag::CRYPTOGRAPHIC_LENGTH,
+            Tag::ORIGINAL_CREATION_DATE,
+            Tag::RANDOM_NUMBER_GENERATOR,
+            Tag::FRESH,
+        ],
     )?;
+    maintained::storage_acceptable(r.protection_storage_masks.as_ref())?;
 
     let uid = new_uid();
     let now = DateTime::now();
@@ -204,12 +233,21 @@ pub(super) async fn register(
             let declared = block
                 .cryptographic_length
                 .or(field(attrs.cryptographic_length())?);
-            if declared.is_some_and(|d| d != bits) {
-                return Err(OpError::invalid_field(format!(
-                    "Cryptographic Length does not match the {bits}-bit key"
-                )));
-            }
-            attrs.set_typed(Tag::CRYPTOGRAPHIC_LENGTH, &bits);
+            // A Triple DES key is 192 bits on the wire and 168 in strength; either is its
+            // length.
+            let des3 = field(attrs.cryptographic_algorithm())?
+                == Some(CryptographicAlgorithm::Des3)
+                && bits == cryptosvc::DES3_KEY_BITS_WITH_PARITY;
+            let length = match declared {
+                Some(d) if d == bits || (des3 && d == cryptosvc::DES3_KEY_BITS) => d,
+                None => bits,
+                Some(_) => {
+                    return Err(OpError::invalid_field(format!(
+                        "Cryptographic Length does not match the {bits}-bit key"
+                    )))
+                }
+            };
+            attrs.set_typed(Tag::CRYPTOGRAPHIC_LENGTH, &length);
             if field(attrs.cryptographic_algorithm())?.is_none() {
                 return Err(OpError::invalid_field(
                     "Cryptographic Algorithm is required for a symmetric key",
@@ -217,6 +255,7 @@ pub(super) async fn register(
             }
         }
     }
+    maintained::set_on_new_object(&mut attrs, &uid, &object, Origin::Registered, now)?;
     let record = KeyObject {
         uid: uid.clone(),
         object_type: r.object_type,
@@ -247,6 +286,14 @@ pub(super) async fn get(req: &mut Request<'_>, r: &GetRequest) -> Result<Respons
         ));
     }
     let stored = req.load(&uid).await?;
+    if stored.object.is_some() {
+        maintained::refuse_get(&stored.attributes, &uid)?;
+        if maintained::is_fresh(&stored.attributes) {
+            // Served once: no longer Fresh (KMIP 2.1 §4.24).
+            req.update_attributes(&uid, "served", |a| a.set_typed(Tag::FRESH, &false))
+                .await?;
+        }
+    }
     let object = stored.object.as_ref().ok_or_else(|| {
         OpError::new(
             ResultReason::ObjectDestroyed,
@@ -446,6 +493,7 @@ pub(super) async fn rekey(
             inherited.push(a.clone());
         }
     }
+    maintained::storage_acceptable(r.protection_storage_masks.as_ref())?;
     if let Some(requested) = &r.attributes {
         check_client_attributes(requested, &[])?;
         for a in requested.iter() {
@@ -467,13 +515,15 @@ pub(super) async fn rekey(
             linked_object_identifier: uid.clone().into(),
         },
     ));
+    let key = ManagedObject::SymmetricKey(SymmetricKey {
+        key_block: KeyBlock::raw(material.to_vec(), Some(algorithm), Some(length)),
+    });
+    maintained::set_on_new_object(&mut attrs, &new_uid, &key, Origin::Generated, now)?;
     let replacement = KeyObject {
         uid: new_uid.clone(),
         object_type: ObjectType::SymmetricKey,
         attributes: attrs,
-        object: Some(ManagedObject::SymmetricKey(SymmetricKey {
-            key_block: KeyBlock::raw(material.to_vec(), Some(algorithm), Some(length)),
-        })),
+        object: Some(key),
         created_at: now.seconds(),
     };
     req.insert(&replacement).await?;

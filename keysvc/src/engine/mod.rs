@@ -13,6 +13,7 @@
 
 mod attributes;
 mod lifecycle;
+mod maintained;
 mod object;
 mod services;
 
@@ -20,7 +21,7 @@ use std::sync::Arc;
 
 use kmip::message::{
     DateTime, RequestMessage, RequestPayload, ResponseBatchItem, ResponseHeader, ResponseMessage,
-    ResponsePayload, UniqueIdentifier,
+    ResponsePayload, TtlvValue, UniqueIdentifier,
 };
 use kmip::spec::{BatchErrorContinuationOption, Operation, ResultReason, ResultStatus};
 use kmip::ttlv::{self, Limits};
@@ -44,6 +45,10 @@ pub struct EngineConfig {
     pub limits: Limits,
     /// Vendor Identification answered to Query.
     pub vendor: String,
+    /// Answer the Interop operation (interoperability test cases mark their start and end
+    /// with it). Off by default and never on in production: KMIP 2.1 §6.1.26 "SHALL NOT be
+    /// available in a production server"; off, Interop is Operation Not Supported.
+    pub interop: bool,
 }
 
 impl Default for EngineConfig {
@@ -51,6 +56,7 @@ impl Default for EngineConfig {
         Self {
             limits: Limits::default(),
             vendor: format!("OpenKCM {}", env!("CARGO_PKG_VERSION")),
+            interop: false,
         }
     }
 }
@@ -71,9 +77,11 @@ impl OpError {
     }
 
     /// The answer for a missing object — and, identically, for another tenant's object.
+    /// Object Not Found is the 2.x reason (KMIP 2.1 Tables 198, 216, 222, …); 1.x clients get
+    /// Item Not Found from [`OpError::for_version`].
     pub fn not_found(uid: &str) -> Self {
         Self::new(
-            ResultReason::ItemNotFound,
+            ResultReason::ObjectNotFound,
             format!("object {uid} not found"),
         )
     }
@@ -85,6 +93,13 @@ impl OpError {
     /// The reason as the client's version knows it: reasons added after the request's
     /// version fall back to the closest older one.
     pub fn for_version(&self, v: ProtocolVersion) -> ResultReason {
+        // KMIP 2.0 defines Wrong Key Lifecycle State, but its profile test cases (CS-BC-M-14,
+        // AKLC-M-2, CS-AC-M-8) expect Permission Denied where 2.1 expects it, and 2.0's error
+        // tables list Permission Denied for the same operations (Encrypt, Decrypt, Sign,
+        // Destroy, Activate); 2.0 clients get the reason they were written against.
+        if self.reason == ResultReason::WrongKeyLifecycleState && v < ProtocolVersion::V2_1 {
+            return ResultReason::PermissionDenied;
+        }
         if self.reason.is_defined_in(v) {
             return self.reason;
         }
@@ -98,7 +113,8 @@ impl OpError {
             // wrong usage (KMIP 1.4 §11.20-11.22, 11.30).
             ResultReason::AttributeReadOnly
             | ResultReason::WrongKeyLifecycleState
-            | ResultReason::IncompatibleCryptographicUsageMask => ResultReason::PermissionDenied,
+            | ResultReason::IncompatibleCryptographicUsageMask
+            | ResultReason::UsageLimitExceeded => ResultReason::PermissionDenied,
             ResultReason::AttributeSingleValued | ResultReason::MultiValuedAttribute => {
                 ResultReason::IllegalOperation
             }
@@ -215,6 +231,7 @@ impl Engine {
             ctx,
             version,
             tx: None,
+            wrote: false,
             placeholder: None,
         };
         let mut items: Vec<ResponseBatchItem> = Vec::with_capacity(message.batch_items.len());
@@ -248,12 +265,12 @@ impl Engine {
         }
 
         if failed && continuation == BatchErrorContinuationOption::Undo {
-            // Nothing of this request is kept: roll back and say so for each success.
+            // Nothing of this request is kept: roll back and say so for each success, whose
+            // response is otherwise "returned normally" (KMIP 2.1 §11.5, Undo).
             drop(req.tx.take());
             for item in &mut items {
                 if item.result_status == ResultStatus::Success {
                     item.result_status = ResultStatus::OperationUndone;
-                    item.payload = None;
                 }
             }
         } else if let Some(tx) = req.tx.take() {
@@ -359,6 +376,9 @@ struct Request<'e> {
     ctx: &'e TenantContext,
     version: ProtocolVersion,
     tx: Option<Box<dyn Transaction>>,
+    /// The transaction holds changes not yet committed (and perhaps never: Undo, a failed
+    /// commit), so reads go to it and nothing read is cached.
+    wrote: bool,
     placeholder: Option<String>,
 }
 
@@ -386,6 +406,9 @@ impl Request<'_> {
             P::Decrypt(r) => services::decrypt(self, r).await,
             P::Mac(r) => services::mac(self, r).await,
             P::RngRetrieve(r) => services::rng_retrieve(r),
+            P::Check(r) => services::check(self, r).await,
+            P::Log(r) => Ok(services::log(self, r)),
+            P::Interop(r) if self.engine.config.interop => Ok(services::interop(self, r)),
             other => Err(OpError::new(
                 ResultReason::OperationNotSupported,
                 format!("{:?} is not supported", other.operation()),
@@ -420,8 +443,12 @@ impl Request<'_> {
         }
     }
 
-    /// Reads an object for use (cache first).
+    /// Reads an object for use (cache first, unless this request has written: the cache holds
+    /// committed objects only).
     async fn load(&mut self, uid: &str) -> Result<Arc<KeyObject>, OpError> {
+        if self.wrote {
+            return Ok(Arc::new(self.load_fresh(uid).await?));
+        }
         let key = self.engine.cache.key(self.ctx, uid);
         if let Some(hit) = self.engine.cache.get(&key) {
             return Ok(hit);
@@ -447,6 +474,7 @@ impl Request<'_> {
 
     async fn insert(&mut self, object: &KeyObject) -> Result<(), OpError> {
         let record = object.to_record(&self.engine.keyring, &self.ctx.tenant);
+        self.wrote = true;
         self.tx().await?.insert(&record).await?;
         self.audit("created", &object.uid);
         Ok(())
@@ -454,10 +482,40 @@ impl Request<'_> {
 
     async fn update(&mut self, object: &KeyObject, event: &str) -> Result<(), OpError> {
         let record = object.to_record(&self.engine.keyring, &self.ctx.tenant);
+        self.wrote = true;
         self.tx().await?.update(&record).await?;
         let key = self.engine.cache.key(self.ctx, &object.uid);
         self.engine.cache.invalidate(&key);
         self.audit(event, &object.uid);
+        Ok(())
+    }
+
+    /// Changes only attributes, for a change a read causes (Fresh after Get): the stored
+    /// material is written back as it is, neither unwrapped nor rewrapped under the current
+    /// root key, so reading an object never rewraps it.
+    async fn update_attributes(
+        &mut self,
+        uid: &str,
+        event: &str,
+        change: impl FnOnce(&mut kmip::message::Attributes),
+    ) -> Result<(), OpError> {
+        let mut record = self
+            .tx()
+            .await?
+            .get(uid)
+            .await?
+            .ok_or_else(|| OpError::not_found(uid))?;
+        let mut attributes = object::stored_attributes(&record)?;
+        change(&mut attributes);
+        record.attributes = attributes
+            .encode(Tag::ATTRIBUTES, ProtocolVersion::V2_1)
+            .to_ttlv();
+        record.index = object::index_pairs(&attributes);
+        self.wrote = true;
+        self.tx().await?.update(&record).await?;
+        let key = self.engine.cache.key(self.ctx, uid);
+        self.engine.cache.invalidate(&key);
+        self.audit(event, uid);
         Ok(())
     }
 

@@ -14,7 +14,7 @@ use crate::store::ObjectRecord;
 use crate::tenant::TenantId;
 
 /// Attributes only the server sets: a client may read them, never add, modify or delete them.
-pub(crate) const SERVER_ATTRIBUTES: [Tag; 17] = [
+pub(crate) const SERVER_ATTRIBUTES: [Tag; 23] = [
     Tag::UNIQUE_IDENTIFIER,
     Tag::OBJECT_TYPE,
     Tag::CRYPTOGRAPHIC_ALGORITHM,
@@ -32,6 +32,12 @@ pub(crate) const SERVER_ATTRIBUTES: [Tag; 17] = [
     Tag::KEY_VALUE_LOCATION,
     Tag::RANDOM_NUMBER_GENERATOR,
     Tag::FRESH,
+    Tag::ALWAYS_SENSITIVE,
+    Tag::NEVER_EXTRACTABLE,
+    Tag::SHORT_UNIQUE_IDENTIFIER,
+    Tag::KEY_FORMAT_TYPE,
+    Tag::PROTECTION_STORAGE_MASK,
+    Tag::LEASE_TIME,
 ];
 
 /// A managed object in clear. Key material lives in `object` and is zeroized with it.
@@ -146,6 +152,14 @@ impl KeyObject {
             object_type: self.object_type.value(),
         }
     }
+}
+
+/// The attributes of a stored record, without unwrapping its material.
+pub(crate) fn stored_attributes(record: &ObjectRecord) -> Result<Attributes, OpError> {
+    let item = ttlv::decode(&record.attributes, &Limits::default())
+        .map_err(|_| OpError::new(ResultReason::GeneralFailure, "stored object is unreadable"))?;
+    Attributes::decode(&item, ProtocolVersion::V2_1)
+        .map_err(|_| OpError::new(ResultReason::GeneralFailure, "stored object is unreadable"))
 }
 
 /// The equality filters Locate can push down: every Name, Object Group and custom text

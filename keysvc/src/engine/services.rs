@@ -4,18 +4,19 @@
 use std::sync::Arc;
 
 use kmip::message::payloads::*;
-use kmip::message::{ByteString, CryptographicParameters, ResponsePayload};
+use kmip::message::{ByteString, CryptographicParameters, DateTime, ResponsePayload, UsageLimits};
 use kmip::spec::{
     BlockCipherMode, CryptographicAlgorithm, CryptographicUsageMask, ObjectType, Operation,
-    PaddingMethod, QueryFunction, ResultReason, State,
+    PaddingMethod, QueryFunction, ResultReason, State, UsageLimitsUnit,
 };
 use kmip::{Item, ProtocolVersion, Tag};
 
 use super::{KeyObject, OpError, Request, MAX_RNG_BYTES};
 use crate::cryptosvc::{self, CipherParams, CryptoError};
 
-/// The operations this server executes (answered to Query Operations).
-const OPERATIONS: [Operation; 20] = [
+/// The operations this server executes (answered to Query Operations; Interop is added when
+/// the engine is configured for interoperability tests).
+const OPERATIONS: [Operation; 22] = [
     Operation::DiscoverVersions,
     Operation::Query,
     Operation::Create,
@@ -36,7 +37,13 @@ const OPERATIONS: [Operation; 20] = [
     Operation::Mac,
     Operation::ReKey,
     Operation::RngRetrieve,
+    Operation::Check,
+    Operation::Log,
 ];
+
+/// Longest Log Message written to the audit log, in characters: a client cannot fill the log
+/// with one request (the message is cut, the operation still succeeds).
+const MAX_LOG_MESSAGE_CHARS: usize = 1024;
 
 const OBJECT_TYPES: [ObjectType; 3] = [
     ObjectType::SymmetricKey,
@@ -80,8 +87,10 @@ pub(super) fn query(req: &Request<'_>, r: &QueryRequest) -> ResponsePayload {
         protection_storage_masks: Vec::new(),
     };
     if asked(QueryFunction::QueryOperations) {
+        let interop = req.engine.config.interop.then_some(Operation::Interop);
         response.operations = OPERATIONS
             .into_iter()
+            .chain(interop)
             .filter(|o| o.is_defined_in(v))
             .collect();
     }
@@ -95,13 +104,50 @@ pub(super) fn query(req: &Request<'_>, r: &QueryRequest) -> ResponsePayload {
     ResponsePayload::Query(response)
 }
 
-/// Loads a key for a cryptographic operation and checks its state and usage.
+/// What a cryptographic operation does with its key, which decides the date attributes that
+/// apply: applying protection (encrypt, MAC) ends at the Protect Stop Date (KMIP 2.1 §4.41),
+/// processing protected data (decrypt) begins at the Process Start Date (§4.40).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Purpose {
+    Protect,
+    Process,
+}
+
+/// Refuses a key outside its protect or process window.
+fn check_dates(key: &KeyObject, uid: &str, purpose: Purpose) -> Result<(), OpError> {
+    let now = DateTime::now().seconds();
+    let date = |tag| -> Result<Option<i64>, OpError> {
+        let d: Option<DateTime> = key
+            .attributes
+            .typed(tag)
+            .map_err(|e| OpError::new(ResultReason::GeneralFailure, e.to_string()))?;
+        Ok(d.map(|d| d.seconds()))
+    };
+    let refused = match purpose {
+        Purpose::Protect => date(Tag::PROTECT_STOP_DATE)?
+            .filter(|stop| *stop <= now)
+            .map(|_| "is past its Protect Stop Date: it no longer protects"),
+        Purpose::Process => date(Tag::PROCESS_START_DATE)?
+            .filter(|start| *start > now)
+            .map(|_| "has not reached its Process Start Date: it does not process yet"),
+    };
+    match refused {
+        Some(why) => Err(OpError::new(
+            ResultReason::WrongKeyLifecycleState,
+            format!("object {uid} {why}"),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Loads a key for a cryptographic operation and checks its state, dates and usage.
 async fn usable_key(
     req: &mut Request<'_>,
     given: &Option<kmip::message::UniqueIdentifier>,
     allowed: &[State],
     usage: CryptographicUsageMask,
     operation: &str,
+    purpose: Purpose,
 ) -> Result<(String, Arc<KeyObject>), OpError> {
     let uid = req.target(given)?;
     let key = req.load(&uid).await?;
@@ -115,6 +161,7 @@ async fn usable_key(
             ),
         ));
     }
+    check_dates(&key, &uid, purpose)?;
     if !key.usage_mask().contains(usage) {
         return Err(OpError::new(
             ResultReason::IncompatibleCryptographicUsageMask,
@@ -131,12 +178,20 @@ async fn usable_key(
     Ok((uid, key))
 }
 
-/// The parameters to use: the request's, else the key's own Cryptographic Parameters
+/// The cipher a key encrypts and decrypts with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Cipher {
+    Aes(CipherParams),
+    /// The ChaCha20 stream cipher (KMIP 2.0+ Cryptographic Algorithm), no mode or padding.
+    ChaCha20,
+}
+
+/// The cipher to use: the request's parameters, else the key's own Cryptographic Parameters
 /// attribute, else AES-CBC with PKCS#5 padding (what MongoDB expects when it sends none).
 fn parameters(
     requested: &Option<CryptographicParameters>,
     key: &KeyObject,
-) -> Result<CipherParams, OpError> {
+) -> Result<Cipher, OpError> {
     let from_key: Option<CryptographicParameters> = key
         .attributes
         .typed(Tag::CRYPTOGRAPHIC_PARAMETERS)
@@ -145,23 +200,52 @@ fn parameters(
     let algorithm =
         p.cryptographic_algorithm
             .or(key.attributes.cryptographic_algorithm().ok().flatten());
-    if algorithm.is_some_and(|a| a != CryptographicAlgorithm::Aes) {
-        return Err(OpError::new(
-            ResultReason::CryptographicFailure,
-            "only AES keys encrypt and decrypt",
-        ));
+    match algorithm {
+        None | Some(CryptographicAlgorithm::Aes) => {}
+        Some(CryptographicAlgorithm::ChaCha20) => {
+            // A stream cipher: a block cipher mode or padding is a mistake, not a detail.
+            if p.block_cipher_mode.is_some()
+                || p.padding_method.is_some_and(|m| m != PaddingMethod::None)
+            {
+                return Err(OpError::invalid_field(
+                    "ChaCha20 takes no block cipher mode or padding",
+                ));
+            }
+            return Ok(Cipher::ChaCha20);
+        }
+        Some(_) => {
+            return Err(OpError::new(
+                ResultReason::CryptographicFailure,
+                "only AES and ChaCha20 keys encrypt and decrypt",
+            ))
+        }
     }
     let mode = p.block_cipher_mode.unwrap_or(BlockCipherMode::Cbc);
     let padding = match (mode, p.padding_method) {
         (BlockCipherMode::Cbc, None) => Some(PaddingMethod::Pkcs5),
         (_, padding) => padding,
     };
-    Ok(CipherParams {
+    Ok(Cipher::Aes(CipherParams {
         mode,
         padding,
         tag_length: p.tag_length.map(|t| t.max(0) as usize),
         iv_length: p.iv_length.map(|bits| (bits.max(0) / 8) as usize),
-    })
+    }))
+}
+
+/// ChaCha20 alone authenticates nothing: refuse AAD or a tag rather than ignore them.
+fn no_aead(aad: &Option<ByteString>, tag: &Option<ByteString>) -> Result<(), OpError> {
+    if aad.as_ref().is_some_and(|a| !a.is_empty()) {
+        return Err(crypto_error(CryptoError::UnexpectedParameter(
+            "additional authenticated data",
+        )));
+    }
+    if tag.is_some() {
+        return Err(crypto_error(CryptoError::UnexpectedParameter(
+            "authentication tag",
+        )));
+    }
+    Ok(())
 }
 
 /// Multi-part (streaming) operations are not supported; a single part is.
@@ -188,6 +272,10 @@ fn crypto_error(e: CryptoError) -> OpError {
         CryptoError::AuthenticationFailed | CryptoError::BadPadding => {
             ResultReason::CryptographicFailure
         }
+        // A field the mode requires is absent from the request: the message is incomplete
+        // (KMIP 1.4 §11.1; Invalid Message is among the Decrypt reasons of 2.1 Table 198),
+        // which is what the CS-BC test cases (M-11, M-12, M-13) expect in 1.4, 2.0 and 2.1.
+        CryptoError::MissingIv | CryptoError::MissingTag => ResultReason::InvalidMessage,
         _ => ResultReason::InvalidField,
     };
     OpError::new(reason, e.to_string())
@@ -209,6 +297,7 @@ pub(super) async fn encrypt(
         &[State::Active],
         CryptographicUsageMask::ENCRYPT,
         "Encrypt",
+        Purpose::Protect,
     )
     .await?;
     let params = parameters(&r.cryptographic_parameters, &key)?;
@@ -223,14 +312,26 @@ pub(super) async fn encrypt(
         r.iv_counter_nonce.as_deref()
     };
     let key_bytes = key.key_bytes().unwrap_or_default();
-    let sealed = cryptosvc::encrypt(
-        key_bytes,
-        &params,
-        iv,
-        data(&r.data)?,
-        r.authenticated_encryption_additional_data.as_deref(),
-    )
+    let plaintext = data(&r.data)?;
+    let sealed = match params {
+        Cipher::Aes(params) => cryptosvc::encrypt(
+            key_bytes,
+            &params,
+            iv,
+            plaintext,
+            r.authenticated_encryption_additional_data.as_deref(),
+        ),
+        Cipher::ChaCha20 => {
+            no_aead(&r.authenticated_encryption_additional_data, &None)?;
+            cryptosvc::chacha20_encrypt(key_bytes, iv, plaintext)
+        }
+    }
     .map_err(crypto_error)?;
+    // The ciphertext is returned only once the allocation is recorded in this request's
+    // transaction (KMIP 2.1 §6.1.17); computing it first is invisible to the client.
+    if key.attributes.get(Tag::USAGE_LIMITS).is_some() {
+        allocate_usage(req, &uid, plaintext.len()).await?;
+    }
     Ok(ResponsePayload::Encrypt(EncryptResponse {
         unique_identifier: uid.into(),
         data: Some(ByteString::new(sealed.data)),
@@ -252,17 +353,29 @@ pub(super) async fn decrypt(
         &[State::Active, State::Deactivated],
         CryptographicUsageMask::DECRYPT,
         "Decrypt",
+        Purpose::Process,
     )
     .await?;
     let params = parameters(&r.cryptographic_parameters, &key)?;
-    let plain = cryptosvc::decrypt(
-        key.key_bytes().unwrap_or_default(),
-        &params,
-        r.iv_counter_nonce.as_deref(),
-        data(&r.data)?,
-        r.authenticated_encryption_additional_data.as_deref(),
-        r.authenticated_encryption_tag.as_deref(),
-    )
+    let key_bytes = key.key_bytes().unwrap_or_default();
+    let iv = r.iv_counter_nonce.as_deref();
+    let plain = match params {
+        Cipher::Aes(params) => cryptosvc::decrypt(
+            key_bytes,
+            &params,
+            iv,
+            data(&r.data)?,
+            r.authenticated_encryption_additional_data.as_deref(),
+            r.authenticated_encryption_tag.as_deref(),
+        ),
+        Cipher::ChaCha20 => {
+            no_aead(
+                &r.authenticated_encryption_additional_data,
+                &r.authenticated_encryption_tag,
+            )?;
+            cryptosvc::chacha20_decrypt(key_bytes, iv, data(&r.data)?)
+        }
+    }
     .map_err(crypto_error)?;
     Ok(ResponsePayload::Decrypt(DecryptResponse {
         unique_identifier: uid.into(),
@@ -279,6 +392,7 @@ pub(super) async fn mac(req: &mut Request<'_>, r: &MacRequest) -> Result<Respons
         &[State::Active],
         CryptographicUsageMask::MAC_GENERATE,
         "MAC",
+        Purpose::Protect,
     )
     .await?;
     let algorithm = r
@@ -298,6 +412,107 @@ pub(super) async fn mac(req: &mut Request<'_>, r: &MacRequest) -> Result<Respons
         mac_data: Some(ByteString::new(tag)),
         correlation_value: None,
     }))
+}
+
+/// Takes one Encrypt's allocation from the key's Usage Limits (KMIP 2.1 §4.59, §6.1.17):
+/// `bytes` of plaintext for the Byte unit, one for the Object unit. Permission Denied when
+/// the remaining count does not cover it.
+async fn allocate_usage(req: &mut Request<'_>, uid: &str, bytes: usize) -> Result<(), OpError> {
+    // The cached copy may lag: count from the stored object, inside this transaction.
+    let mut key = req.load_fresh(uid).await?;
+    let Some(mut limits) = key
+        .attributes
+        .typed::<UsageLimits>(Tag::USAGE_LIMITS)
+        .map_err(|e| OpError::new(ResultReason::GeneralFailure, e.to_string()))?
+    else {
+        return Ok(());
+    };
+    let wanted = match limits.unit {
+        UsageLimitsUnit::Byte => i64::try_from(bytes).unwrap_or(i64::MAX),
+        // One Encrypt protects one object; units a later version may add count the same.
+        _ => 1,
+    };
+    let remaining = limits.count.unwrap_or(limits.total);
+    if wanted > remaining {
+        return Err(OpError::new(
+            ResultReason::PermissionDenied,
+            format!("the usage limits of object {uid} are exhausted"),
+        ));
+    }
+    limits.count = Some(remaining - wanted);
+    key.attributes.set_typed(Tag::USAGE_LIMITS, &limits);
+    key.touch(DateTime::now());
+    req.update(&key, "usage allocated").await
+}
+
+/// Check (KMIP 2.1 §6.1.7): whether the object may be used for the given usage, amount of
+/// protection and lease. A refusal empties the ID Placeholder, so the rest of the batch does
+/// not go on with the object.
+pub(super) async fn check(
+    req: &mut Request<'_>,
+    r: &CheckRequest,
+) -> Result<ResponsePayload, OpError> {
+    let uid = req.target(&r.unique_identifier)?;
+    let key = req.load(&uid).await?;
+    let refusal = if r
+        .cryptographic_usage_mask
+        .is_some_and(|wanted| !key.usage_mask().contains(wanted))
+    {
+        Some(OpError::new(
+            ResultReason::IncompatibleCryptographicUsageMask,
+            format!("the usage mask of object {uid} does not allow that use"),
+        ))
+    } else {
+        let limits: Option<UsageLimits> = key
+            .attributes
+            .typed(Tag::USAGE_LIMITS)
+            .map_err(|e| OpError::new(ResultReason::GeneralFailure, e.to_string()))?;
+        let remaining = limits.map(|l| l.count.unwrap_or(l.total));
+        match (r.usage_limits_count, remaining) {
+            (Some(wanted), Some(left)) if wanted > left => Some(OpError::new(
+                ResultReason::UsageLimitExceeded,
+                format!("object {uid} has {left} units of usage left"),
+            )),
+            // Every lease is granted: the Lease Time is zero, "no lease time limit".
+            _ => None,
+        }
+    };
+    if let Some(e) = refusal {
+        req.placeholder = None;
+        return Err(e);
+    }
+    req.placeholder = Some(uid.clone());
+    Ok(ResponsePayload::Check(CheckResponse {
+        unique_identifier: Some(uid.into()),
+        usage_limits_count: None,
+        cryptographic_usage_mask: None,
+        lease_time: None,
+    }))
+}
+
+/// Log (KMIP 2.1 §6.1.29): the client's message goes to the audit log, with who sent it.
+pub(super) fn log(req: &Request<'_>, r: &LogRequest) -> ResponsePayload {
+    let message: String = r.log_message.chars().take(MAX_LOG_MESSAGE_CHARS).collect();
+    tracing::info!(
+        target: "audit",
+        event = "client log",
+        tenant = %req.ctx.tenant,
+        client = %req.ctx.client_identity,
+        request_id = %req.ctx.request_id,
+        message,
+    );
+    ResponsePayload::Log(EmptyResponse {})
+}
+
+/// Interop (KMIP 2.1 §6.1.26), only when enabled: noted in the log, nothing else.
+pub(super) fn interop(req: &Request<'_>, r: &InteropRequest) -> ResponsePayload {
+    tracing::info!(
+        tenant = %req.ctx.tenant,
+        function = r.interop_function.name(),
+        identifier = %r.interop_identifier,
+        "interop test case",
+    );
+    ResponsePayload::Interop(EmptyResponse {})
 }
 
 pub(super) fn rng_retrieve(r: &RngRetrieveRequest) -> Result<ResponsePayload, OpError> {

@@ -564,15 +564,18 @@ async fn the_lifecycle_is_enforced() {
     let f = fixture().await;
     let t = tenant("tenant-a");
     let uid = active_aes_key(&f.engine, &t).await;
-    // 2.x names the reason; 1.x answers Permission Denied (KMIP 1.4 §11.20, §11.22).
+    // 2.1 names the reason; 1.x (KMIP 1.4 §11.20, §11.22) and 2.0 (its profile test cases)
+    // answer Permission Denied.
     assert_eq!(
-        fails(&f.engine, &t, V2_0, activate(&uid)).await.0,
+        fails(&f.engine, &t, V2_1, activate(&uid)).await.0,
         ResultReason::WrongKeyLifecycleState
     );
-    assert_eq!(
-        fails(&f.engine, &t, V1_4, activate(&uid)).await.0,
-        ResultReason::PermissionDenied
-    );
+    for v in [V1_4, V2_0] {
+        assert_eq!(
+            fails(&f.engine, &t, v, activate(&uid)).await.0,
+            ResultReason::PermissionDenied
+        );
+    }
     let (reason, message) = fails(&f.engine, &t, V2_1, destroy(&uid)).await;
     assert_eq!(reason, ResultReason::WrongKeyLifecycleState);
     assert!(message.contains("Active"), "{message}");
@@ -847,10 +850,16 @@ async fn crypto_needs_an_active_key_with_the_right_usage() {
     )
     .await;
     assert_eq!(
-        fails(&f.engine, &t, V2_0, encrypt(&pre_active, b"x", None, None))
+        fails(&f.engine, &t, V2_1, encrypt(&pre_active, b"x", None, None))
             .await
             .0,
         ResultReason::WrongKeyLifecycleState
+    );
+    assert_eq!(
+        fails(&f.engine, &t, V2_0, encrypt(&pre_active, b"x", None, None))
+            .await
+            .0,
+        ResultReason::PermissionDenied
     );
     assert_eq!(
         fails(&f.engine, &t, V1_2, encrypt(&pre_active, b"x", None, None))
@@ -889,7 +898,7 @@ async fn crypto_needs_an_active_key_with_the_right_usage() {
     )
     .await;
     assert_eq!(
-        fails(&f.engine, &t, V2_0, encrypt(&revoked, b"x", None, None))
+        fails(&f.engine, &t, V2_1, encrypt(&revoked, b"x", None, None))
             .await
             .0,
         ResultReason::WrongKeyLifecycleState
@@ -899,12 +908,14 @@ async fn crypto_needs_an_active_key_with_the_right_usage() {
         ..Default::default()
     };
     let active = active_aes_key(&f.engine, &t).await;
+    // ECB is unpadded unless PKCS5 is named: one byte is not a block.
     assert_eq!(
         fails(&f.engine, &t, V1_4, encrypt(&active, b"x", Some(ecb), None))
             .await
             .0,
         ResultReason::InvalidField
     );
+    // A mode that needs an IV, without one: the request is incomplete.
     assert_eq!(
         fails(
             &f.engine,
@@ -914,7 +925,7 @@ async fn crypto_needs_an_active_key_with_the_right_usage() {
         )
         .await
         .0,
-        ResultReason::InvalidField
+        ResultReason::InvalidMessage
     );
 }
 
@@ -1161,12 +1172,13 @@ async fn responses_carry_only_attributes_the_clients_version_defines() {
         key_attributes(CryptographicAlgorithm::Aes, 256),
     )
     .await;
-    // Sensitive is a KMIP 1.4 attribute.
-    let add = RequestPayload::AddAttribute(AddAttributeRequest {
+    // Sensitive is a KMIP 1.4 attribute, which every object has (False by default).
+    let modify = RequestPayload::ModifyAttribute(ModifyAttributeRequest {
         unique_identifier: id(&uid),
+        current_attribute: None,
         attribute: Some(Attribute::typed(Tag::SENSITIVE, &true)),
     });
-    ok(&f.engine, &t, V1_4, add).await;
+    ok(&f.engine, &t, V1_4, modify).await;
     for (v, expected) in [(V1_0, false), (V1_4, true), (V2_0, true)] {
         let ResponsePayload::GetAttributes(r) =
             ok(&f.engine, &t, v, get_attributes(&uid, &[])).await
@@ -1278,7 +1290,8 @@ async fn locate_filters_pages_and_sees_only_the_callers_tenant() {
         )
         .await,
     );
-    assert_eq!(group_page, aes[1..3].to_vec());
+    // Newest first (KMIP 2.1 §6.1.28): skip the newest, then two.
+    assert_eq!(group_page, [aes[3].clone(), aes[2].clone()]);
     // A KMIP 2.0 Locate with no attributes finds everything the tenant owns — and only that.
     let everything = RequestPayload::Locate(LocateRequest {
         maximum_items: None,
@@ -1354,7 +1367,13 @@ async fn another_tenants_object_is_indistinguishable_from_a_missing_one() {
                 theirs.1.replace(&uid, "<uid>"),
                 nobodys.1.replace(&missing, "<uid>")
             );
-            assert_eq!(theirs.0, ResultReason::ItemNotFound);
+            // 1.x names it Item Not Found, 2.x Object Not Found (KMIP 2.1 Table 222, …).
+            let expected = if v == V1_2 {
+                ResultReason::ItemNotFound
+            } else {
+                ResultReason::ObjectNotFound
+            };
+            assert_eq!(theirs.0, expected);
         }
     }
     // And the owner's key is untouched.
@@ -1572,7 +1591,7 @@ async fn a_revoke_through_one_engine_stops_encrypt_through_another_sharing_the_s
     .await;
     let deadline = Instant::now() + Duration::from_secs(1);
     loop {
-        let response = call(&other, &t, V2_0, encrypt(&uid, b"x", None, None)).await;
+        let response = call(&other, &t, V2_1, encrypt(&uid, b"x", None, None)).await;
         if response.batch_items[0].result_reason == Some(ResultReason::WrongKeyLifecycleState) {
             break;
         }
@@ -1583,3 +1602,5 @@ async fn a_revoke_through_one_engine_stops_encrypt_through_another_sharing_the_s
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+mod profiles;

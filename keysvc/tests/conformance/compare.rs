@@ -26,7 +26,8 @@
 //!   attributes whose value no request fixed (9), a literal Linked Object Identifier (10),
 //!   Vendor Identification in Query (27); the contents (not the presence) of the Random
 //!   Number Generator attribute of a generated object, which KMIP 2.1 §4.46 requires to
-//!   describe the server's own generator. Such values must still have the expected type;
+//!   describe the server's own generator: its fields are the server's, only the REQUIRED RNG
+//!   Algorithm (§7.36) must be there. Such values must still have the expected type;
 //! - Query lists (Operation, Object Type) are sets, extras tolerated (16, 17); Discover
 //!   Versions may list more versions when the request listed none (26).
 //!
@@ -449,6 +450,18 @@ impl Cmp<'_> {
     /// Compares two items with the same tag.
     fn item(&mut self, e: &Item, a: &Item, path: &str, ctx: Ctx, attr_name: Option<&str>) {
         match (&e.value, &a.value) {
+            (Value::Structure(_), Value::Structure(_)) if self.own_generator(e, attr_name) => {
+                match a.child(Tag::RNG_ALGORITHM).map(|r| &r.value) {
+                    Some(Value::Enumeration(_)) => {
+                        self.waive(path, "KMIP 2.1 §4.46, §7.36: the server's own generator")
+                    }
+                    _ => self.diff(
+                        path,
+                        format!("no RNG Algorithm (KMIP 2.1 §7.36), got {}", show(a, None)),
+                        false,
+                    ),
+                }
+            }
             (Value::Structure(_), Value::Structure(_)) => self.structure(e, a, path, ctx),
             (Value::Structure(_), _) | (_, Value::Structure(_)) => self.diff(
                 path,
@@ -494,13 +507,17 @@ impl Cmp<'_> {
         if self.op == "Query" && e.tag == Tag::VENDOR_IDENTIFICATION {
             return Some("item 27: vendor identification");
         }
-        if self.generated
-            && (path.contains("RandomNumberGenerator")
-                || path.contains("[Random Number Generator]"))
-        {
-            return Some("KMIP 2.1 §4.46: the server's own generator");
-        }
         None
+    }
+
+    /// Whether `e` is the Random Number Generator attribute of a generated object: KMIP 2.1
+    /// §4.46 has the server describe the generator it used, so only the structure's one
+    /// REQUIRED field (RNG Algorithm, §7.36) is checked — another generator is described
+    /// with other fields (a DRBG by its DRBG Algorithm, an unnamed one by Unspecified alone).
+    fn own_generator(&self, e: &Item, attr_name: Option<&str>) -> bool {
+        self.generated
+            && (e.tag == Tag::RANDOM_NUMBER_GENERATOR
+                || (e.tag == Tag::ATTRIBUTE_VALUE && attr_name == Some("Random Number Generator")))
     }
 
     fn leaf(&mut self, e: &Item, a: &Item, path: &str, attr_name: Option<&str>) {

@@ -18,8 +18,9 @@ use crate::ProtocolVersion;
 use super::codec::{fields, kmip_struct, wrong_type, ByteString, DateTime, TtlvValue};
 use super::MessageError;
 use crate::spec::{
-    BlockCipherMode, DigitalSignatureAlgorithm, HashingAlgorithm, KeyRoleType, MaskGenerator,
-    PaddingMethod,
+    BlockCipherMode, DigitalSignatureAlgorithm, DrbgAlgorithm, Fips186Variation, HashingAlgorithm,
+    KeyFormatType, KeyRoleType, MaskGenerator, PaddingMethod, RecommendedCurve, RngAlgorithm,
+    UsageLimitsUnit,
 };
 
 /// Which attribute: one the spec defines (by its tag) or a custom one (`x-…`/`y-…` in
@@ -54,10 +55,17 @@ impl AttributeName {
     pub fn defined_in(&self, v: ProtocolVersion) -> bool {
         match self {
             Self::Custom(_) => true,
-            Self::Standard(tag) => match tag.info() {
-                Some(info) => info.since <= v && info.removed_in.is_none_or(|r| v < r),
-                None => true,
-            },
+            Self::Standard(tag) => {
+                let became_attribute = ATTRIBUTES_SINCE
+                    .iter()
+                    .find(|(t, _)| t == tag)
+                    .is_none_or(|(_, since)| *since <= v);
+                became_attribute
+                    && match tag.info() {
+                        Some(info) => info.since <= v && info.removed_in.is_none_or(|r| v < r),
+                        None => true,
+                    }
+            }
         }
     }
 
@@ -108,6 +116,14 @@ impl AttributeName {
         }
     }
 }
+
+/// Tags older than their use as an attribute: 1.x has Key Format Type and Opaque Data Type
+/// only as fields of a Key Block and an Opaque Object; KMIP 2.0 made them attributes (2.0
+/// §4.26, §4.37; absent from the 1.4 §3 attribute list).
+const ATTRIBUTES_SINCE: [(Tag, ProtocolVersion); 2] = [
+    (Tag::KEY_FORMAT_TYPE, ProtocolVersion::V2_0),
+    (Tag::OPAQUE_DATA_TYPE, ProtocolVersion::V2_0),
+];
 
 fn read_field<T: TtlvValue>(item: &Item, tag: Tag) -> Result<T, MessageError> {
     super::codec::kind::req::read(item.tag, fields(item)?, tag, ProtocolVersion::V2_1)
@@ -580,6 +596,41 @@ kmip_struct! {
     }
 }
 
+kmip_struct! {
+    /// The Digest attribute (KMIP 2.1 §4.21): a hash of the Key Material (of the Opaque Data
+    /// Value, Certificate Value) in the named Key Format Type.
+    pub struct Digest {
+        hashing_algorithm: req HashingAlgorithm = HASHING_ALGORITHM,
+        digest_value: opt ByteString = DIGEST_VALUE,
+        key_format_type: opt KeyFormatType = KEY_FORMAT_TYPE,
+    }
+}
+
+kmip_struct! {
+    /// RNG Parameters (KMIP 2.1 §7.36), also the encoding of the Random Number Generator
+    /// attribute (§4.46).
+    pub struct RngParameters {
+        rng_algorithm: req RngAlgorithm = RNG_ALGORITHM,
+        cryptographic_algorithm: opt CryptographicAlgorithm = CRYPTOGRAPHIC_ALGORITHM,
+        cryptographic_length: opt i32 = CRYPTOGRAPHIC_LENGTH,
+        hashing_algorithm: opt HashingAlgorithm = HASHING_ALGORITHM,
+        drbg_algorithm: opt DrbgAlgorithm = DRBG_ALGORITHM,
+        recommended_curve: opt RecommendedCurve = RECOMMENDED_CURVE,
+        fips186_variation: opt Fips186Variation = FIPS186_VARIATION,
+        prediction_resistance: opt bool = PREDICTION_RESISTANCE,
+    }
+}
+
+kmip_struct! {
+    /// The Usage Limits attribute (KMIP 2.1 §4.59, §7.40). The Count is the server's: a
+    /// client sends Total and Unit only, so it may be absent in a request.
+    pub struct UsageLimits {
+        total: req i64 = USAGE_LIMITS_TOTAL,
+        count: opt i64 = USAGE_LIMITS_COUNT,
+        unit: req UsageLimitsUnit = USAGE_LIMITS_UNIT,
+    }
+}
+
 /// Attribute dates (Activation Date, ...) are Date-Time values.
 pub type AttributeDate = DateTime;
 
@@ -650,6 +701,17 @@ mod tests {
                 "Cryptographic Usage Mask"
             ]
         );
+    }
+
+    #[test]
+    fn fields_that_became_attributes_in_2_0_are_not_1_x_attributes() {
+        let kft = AttributeName::Standard(Tag::KEY_FORMAT_TYPE);
+        assert!(!kft.defined_in(ProtocolVersion::V1_4));
+        assert!(kft.defined_in(ProtocolVersion::V2_0));
+        let attrs = sample().with(Tag::KEY_FORMAT_TYPE, &crate::spec::KeyFormatType::Raw);
+        let mut out = Vec::new();
+        kinds::attr_list::write(&Some(attrs), Tag::ATTRIBUTES, V1, &mut out);
+        assert_eq!(out.len(), 3, "Key Format Type is left out for 1.4");
     }
 
     #[test]

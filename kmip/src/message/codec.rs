@@ -349,10 +349,11 @@ macro_rules! enum_values {
 
 use crate::spec::{
     BatchErrorContinuationOption, BlockCipherMode, CredentialType, CryptographicAlgorithm,
-    DigitalSignatureAlgorithm, EncodingOption, HashingAlgorithm, KeyCompressionType, KeyFormatType,
-    KeyRoleType, KeyWrapType, LinkType, MaskGenerator, NameType, ObjectGroupMember, ObjectType,
-    OpaqueDataType, Operation, PaddingMethod, QueryFunction, ResultReason, ResultStatus,
-    RevocationReasonCode, SecretDataType, State, WrappingMethod,
+    DigitalSignatureAlgorithm, DrbgAlgorithm, EncodingOption, Fips186Variation, HashingAlgorithm,
+    InteropFunction, KeyCompressionType, KeyFormatType, KeyRoleType, KeyWrapType, LinkType,
+    MaskGenerator, NameType, ObjectGroupMember, ObjectType, OpaqueDataType, Operation,
+    PaddingMethod, QueryFunction, RecommendedCurve, ResultReason, ResultStatus,
+    RevocationReasonCode, RngAlgorithm, SecretDataType, State, UsageLimitsUnit, WrappingMethod,
 };
 
 enum_values!(
@@ -382,6 +383,12 @@ enum_values!(
     WrappingMethod,
     CredentialType,
     EncodingOption,
+    DrbgAlgorithm,
+    Fips186Variation,
+    InteropFunction,
+    RecommendedCurve,
+    RngAlgorithm,
+    UsageLimitsUnit,
 );
 
 /// The Cryptographic Usage Mask travels as an Integer holding bit flags.

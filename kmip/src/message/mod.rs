@@ -25,7 +25,10 @@ use crate::spec::{
 use crate::ttlv::{self, Item, ItemType, Limits, TtlvError, Value};
 use crate::ProtocolVersion;
 
-pub use attributes::{Attribute, AttributeName, Attributes, CryptographicParameters, Link, Name};
+pub use attributes::{
+    Attribute, AttributeName, Attributes, CryptographicParameters, Digest, Link, Name,
+    RngParameters, UsageLimits,
+};
 use codec::{fields, kmip_struct, wrong_type};
 pub use codec::{ByteString, DateTime, Interval, TtlvValue};
 pub use objects::{

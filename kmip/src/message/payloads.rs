@@ -3,8 +3,8 @@
 //! [`super::attributes`].
 
 use crate::spec::{
-    KeyCompressionType, KeyFormatType, KeyWrapType, ObjectGroupMember, ObjectType, Operation,
-    QueryFunction, RevocationReasonCode,
+    CryptographicUsageMask, InteropFunction, KeyCompressionType, KeyFormatType, KeyWrapType,
+    ObjectGroupMember, ObjectType, Operation, QueryFunction, RevocationReasonCode,
 };
 use crate::ttlv::Item;
 
@@ -328,6 +328,48 @@ kmip_struct! {
     }
 }
 
+// ---------------------------------------------------------------- Check, Log, Interop
+
+kmip_struct! {
+    /// Check (KMIP 2.1 §6.1.7): whether the object may be used as described.
+    pub struct CheckRequest {
+        unique_identifier: opt UniqueIdentifier = UNIQUE_IDENTIFIER,
+        usage_limits_count: opt i64 = USAGE_LIMITS_COUNT,
+        cryptographic_usage_mask: opt CryptographicUsageMask = CRYPTOGRAPHIC_USAGE_MASK,
+        lease_time: opt Interval = LEASE_TIME,
+    }
+}
+
+kmip_struct! {
+    /// Check response: the identifier, and on a refusal the values that were refused.
+    pub struct CheckResponse {
+        unique_identifier: opt UniqueIdentifier = UNIQUE_IDENTIFIER,
+        usage_limits_count: opt i64 = USAGE_LIMITS_COUNT,
+        cryptographic_usage_mask: opt CryptographicUsageMask = CRYPTOGRAPHIC_USAGE_MASK,
+        lease_time: opt Interval = LEASE_TIME,
+    }
+}
+
+kmip_struct! {
+    /// Log (KMIP 2.0+): a message for the server's log.
+    pub struct LogRequest {
+        log_message: req String = LOG_MESSAGE,
+    }
+}
+
+kmip_struct! {
+    /// The empty response payload of Log and Interop.
+    pub struct EmptyResponse {}
+}
+
+kmip_struct! {
+    /// Interop (KMIP 2.0+): the start, end or reset of an interoperability test case.
+    pub struct InteropRequest {
+        interop_function: req InteropFunction = INTEROP_FUNCTION,
+        interop_identifier: req String = INTEROP_IDENTIFIER,
+    }
+}
+
 /// Declares the request and response payload enums: one variant per typed operation, the
 /// operation each variant belongs to, and the dispatch from operation code to decoder.
 macro_rules! payloads {
@@ -413,4 +455,7 @@ payloads! {
     Mac => MacRequest, MacResponse;
     ReKey => ReKeyRequest, ReKeyResponse;
     RngRetrieve => RngRetrieveRequest, RngRetrieveResponse;
+    Check => CheckRequest, CheckResponse;
+    Log => LogRequest, EmptyResponse;
+    Interop => InteropRequest, EmptyResponse;
 }
