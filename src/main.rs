@@ -1,14 +1,17 @@
 //! `openkcm`: one binary, one subcommand per component. This file is CLI and wiring only.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use gateway::identity::PeerIdentity;
+use gateway::routing::{is_valid_tenant_id, Decision, RoutingTable};
 use keysvc::config::{self, ConfigFlags, ConfigSources, SecretString};
 use keysvc::envelope::RootKey;
 use keysvc::server::{self, KeysvcServer};
+use pki::{CertSpec, CertificateAuthority};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -28,6 +31,62 @@ enum Command {
     /// The key service: KMIP engine behind the gateway (HTTP/2 + mTLS), or one of its
     /// maintenance commands.
     Keysvc(Box<KeysvcArgs>),
+    /// TenantRouting rules: which tenant a client certificate gets, and why.
+    #[command(subcommand)]
+    Routing(RoutingCommand),
+    /// Dev PKI: a local CA and tenant client certificates (ECDSA P-256, PEM files).
+    #[command(subcommand)]
+    Pki(PkiCommand),
+    /// The KMIP gateway: mTLS termination, TenantRouting, per-request forwarding to keysvc.
+    Gateway(Box<gateway::config::GatewayFlags>),
+}
+
+#[derive(Debug, Subcommand)]
+enum RoutingCommand {
+    /// Print a certificate's identity, the tenant the rules give it (or DENIED and why) and
+    /// how each rule judged it. Exit code 0: allowed, 3: denied, 2: bad rules or certificate.
+    Check {
+        /// A rule file, or a directory whose *.yaml / *.yml files are read (repeatable).
+        #[arg(long, value_name = "DIR_OR_FILE", required = true)]
+        policies: Vec<PathBuf>,
+        /// The client certificate, PEM (the first certificate in the file).
+        #[arg(long, value_name = "CERT.pem")]
+        cert: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PkiCommand {
+    /// Create a CA in DIR (ca.pem, ca-key.pem) unless one is there already.
+    Init {
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// Common name of a new CA.
+        #[arg(long, value_name = "NAME", default_value = "OpenKCM dev CA")]
+        cn: String,
+    },
+    /// Issue a tenant client certificate (OU=NAME, clientAuth) as OUT/NAME.pem and
+    /// OUT/NAME-key.pem.
+    Issue {
+        /// The CA directory (see `pki init`).
+        #[arg(long, value_name = "DIR")]
+        ca_dir: PathBuf,
+        /// The tenant: the certificate's OU, and the file names.
+        #[arg(long, value_name = "NAME")]
+        tenant: String,
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Common name [default: the tenant name].
+        #[arg(long, value_name = "CN")]
+        cn: Option<String>,
+        /// Days of validity.
+        #[arg(long, value_name = "N", default_value_t = pki::DEFAULT_VALIDITY_DAYS,
+              value_parser = clap::value_parser!(i64).range(1..=36500))]
+        days: i64,
+        /// Replace existing certificate and key files.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -75,6 +134,18 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+        Command::Routing(RoutingCommand::Check { policies, cert }) => {
+            routing_check(&policies, &cert)
+        }
+        Command::Pki(PkiCommand::Init { dir, cn }) => report(pki_init(&dir, &cn)),
+        Command::Pki(PkiCommand::Issue {
+            ca_dir,
+            tenant,
+            out,
+            cn,
+            days,
+            force,
+        }) => report(pki_issue(&ca_dir, &tenant, &out, cn, days, force)),
         Command::Keysvc(args) => match args.action {
             None => keysvc_serve(args.flags, started),
             Some(KeysvcAction::Migrate { database, app_role }) => {
@@ -89,6 +160,33 @@ fn main() -> ExitCode {
                 rotate_root(flags, new_key_file, &new_key_id)
             }
         },
+        Command::Gateway(flags) => gateway_serve(&flags),
+    }
+}
+
+fn gateway_serve(flags: &gateway::config::GatewayFlags) -> ExitCode {
+    let config = match flags.resolve() {
+        Ok(config) => config,
+        Err(errors) => {
+            eprintln!("openkcm gateway: {errors}");
+            return ExitCode::from(2);
+        }
+    };
+    let log = config::LogFilter::parse("info").expect("static log filter");
+    if let Err(e) = server::init_logging(&log) {
+        eprintln!("openkcm gateway: cannot set up logging: {e}");
+        return ExitCode::FAILURE;
+    }
+    match gateway::server::Gateway::build(&config) {
+        Ok(gateway) => {
+            tracing::info!(kmip = %config.kmip_addr, upstreams = ?config.upstreams, "gateway starting");
+            gateway.run(Box::new(gateway::server::UnixShutdownSignalWatch));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("openkcm gateway: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -217,4 +315,122 @@ fn new_root_key(file: Option<PathBuf>, id: &str) -> anyhow::Result<RootKey> {
         (None, Some(value)) => SecretString::new(value),
     };
     RootKey::from_base64(id, text.expose()).context("new root key")
+}
+
+/// `openkcm routing check`: exit 0 allowed, 3 denied, 2 bad rules or certificate.
+fn routing_check(policies: &[PathBuf], cert: &Path) -> ExitCode {
+    const DENIED: u8 = 3;
+    const UNUSABLE_INPUT: u8 = 2;
+    let table = match RoutingTable::load(policies) {
+        Ok(table) => table,
+        Err(e) => {
+            eprintln!("openkcm routing check: {e}");
+            return ExitCode::from(UNUSABLE_INPUT);
+        }
+    };
+    let peer = match std::fs::read(cert)
+        .map_err(anyhow::Error::from)
+        .and_then(|pem| Ok(PeerIdentity::from_pem(&pem)?))
+    {
+        Ok(peer) => peer,
+        Err(e) => {
+            eprintln!("openkcm routing check: {}: {e}", cert.display());
+            return ExitCode::from(UNUSABLE_INPUT);
+        }
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let days = |seconds: i64| (seconds.saturating_add(43_200)) / 86_400;
+    let expiry = if peer.not_after < now {
+        format!("EXPIRED {} days ago", days(now - peer.not_after))
+    } else {
+        format!("expires in {} days", days(peer.not_after - now))
+    };
+    println!("certificate: {}", peer.subject);
+    println!("  issuer:    {}", peer.issuer);
+    println!("  serial:    {}", peer.serial);
+    println!("  not after: {} (unix; {expiry})", peer.not_after);
+    println!(
+        "  CN {:?}  O {:?}  OU {:?}",
+        peer.subject_cn, peer.subject_o, peer.subject_ou
+    );
+    println!("  SAN DNS {:?}  SAN URI {:?}", peer.san_dns, peer.san_uri);
+    let decision = table.decide(&peer);
+    match &decision {
+        Decision::Allow(route) => match &route.database {
+            Some(db) => println!("tenant: {} (database {db})", route.tenant),
+            None => println!("tenant: {}", route.tenant),
+        },
+        Decision::Deny { reason } => println!("DENIED: {} ({reason})", reason.as_label()),
+    }
+    println!("\n{}", table.explain(&peer).trim_end());
+    match decision {
+        Decision::Allow(_) => ExitCode::SUCCESS,
+        Decision::Deny { .. } => ExitCode::from(DENIED),
+    }
+}
+
+fn pki_init(dir: &Path, common_name: &str) -> anyhow::Result<()> {
+    let (ca, created) = CertificateAuthority::load_or_create(dir, common_name)?;
+    let files = format!("{}, {}", pki::CA_CERT_FILE, pki::CA_KEY_FILE);
+    if created {
+        println!("created CA {} in {} ({files})", ca.subject(), dir.display());
+    } else {
+        println!(
+            "CA {} already in {} ({files}); kept",
+            ca.subject(),
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+fn pki_issue(
+    ca_dir: &Path,
+    tenant: &str,
+    out: &Path,
+    common_name: Option<String>,
+    days: i64,
+    force: bool,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        is_valid_tenant_id(tenant),
+        "--tenant {tenant:?} is not a valid tenant id (1-{} of A-Z a-z 0-9 . _ -)",
+        gateway::routing::MAX_TENANT_ID_LEN
+    );
+    let cert_path = out.join(format!("{tenant}.pem"));
+    let key_path = out.join(format!("{tenant}-key.pem"));
+    if !force {
+        for path in [&cert_path, &key_path] {
+            anyhow::ensure!(
+                !path.exists(),
+                "{} exists; pass --force to replace it",
+                path.display()
+            );
+        }
+    }
+    let ca = CertificateAuthority::load(ca_dir).with_context(|| {
+        format!(
+            "no usable CA in {} (create one with `openkcm pki init --dir {0}`)",
+            ca_dir.display()
+        )
+    })?;
+    let common_name = common_name.unwrap_or_else(|| tenant.to_owned());
+    let spec = CertSpec {
+        organizational_units: vec![tenant.to_owned()],
+        client: true,
+        validity: CertSpec::validity_days(days),
+        ..CertSpec::new(common_name.as_str())
+    };
+    let issued = ca.issue(&spec)?;
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    issued.write(&cert_path, &key_path)?;
+    println!(
+        "issued {} and {} (CN={common_name}, OU={tenant}, clientAuth, {days} days) signed by {}",
+        cert_path.display(),
+        key_path.display(),
+        ca.subject()
+    );
+    Ok(())
 }

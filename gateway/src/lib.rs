@@ -1,4 +1,28 @@
-//! The Pingora-based KMIP gateway: mTLS termination, TenantRouting and per-request
-//! forwarding to the keysvc pool.
+//! The KMIP gateway: mTLS termination, TenantRouting and per-request forwarding to the
+//! keysvc pool. The tenant decision:
 //!
-//! Built by the issue "Gateway on Pingora and `openkcm dev`".
+//! ```text
+//!  client cert (DER, verified by TLS)
+//!        │ identity::PeerIdentity::from_der
+//!        ▼
+//!  PeerIdentity ──routing::RoutingTable::decide──► Decision::Allow(Route { tenant, database, rule })
+//!                        ▲                          Decision::Deny { reason }
+//!                        │ current()
+//!              routing::RoutingWatcher (polls the TenantRouting rule files)
+//! ```
+//!
+//! - [`identity`]: the names in a peer certificate (subject CN/O/OU, SAN DNS/URI, issuer).
+//! - [`routing`]: TenantRouting rule files, the tenant decision, live reload.
+//! - [`tls`]: the KMIP listener's mTLS settings and the peer-identity capture.
+//! - [`kmip_app`]: the TTLV listener (Pingora `ServerApp`): framing, denial, forwarding.
+//! - [`upstream`]: the keysvc pool (HTTP/2 + mTLS, round robin, retry rules).
+//! - [`config`], [`server`], [`metrics`]: flags, Pingora wiring, Prometheus counters.
+
+pub mod config;
+pub mod identity;
+pub mod kmip_app;
+pub mod metrics;
+pub mod routing;
+pub mod server;
+pub mod tls;
+pub mod upstream;

@@ -1,0 +1,208 @@
+//! `openkcm gateway` configuration: the command-line flags, checked completely (every bad
+//! value reported at once) into a typed [`GatewayConfig`] with no parsing left in it.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Default KMIP listener (IANA port for KMIP over TLS).
+pub const DEFAULT_KMIP_ADDR: &str = "127.0.0.1:5696";
+/// Default idle time allowed between two requests on one KMIP connection: long enough for
+/// clients that keep a connection open between key fetches, short enough to free sockets
+/// held by clients that died without a FIN.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Largest KMIP request accepted (header included): keysvc's default body limit, so that
+/// anything the gateway forwards keysvc also accepts.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 1024 * 1024;
+/// The name checked against the keysvc server certificate when none is given.
+pub const DEFAULT_UPSTREAM_SERVER_NAME: &str = "keysvc";
+
+/// Command-line flags of `openkcm gateway`; values stay text so that every problem is
+/// reported together by [`GatewayFlags::resolve`].
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct GatewayFlags {
+    /// KMIP listener (TTLV over mutual TLS).
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_KMIP_ADDR)]
+    pub kmip_addr: String,
+    /// Server certificate chain for the KMIP listener (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key of the server certificate (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// CA bundle tenant client certificates must chain to (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub client_ca: Option<PathBuf>,
+    /// TenantRouting rule file or directory; repeatable.
+    #[arg(long = "policies", value_name = "PATH")]
+    pub policies: Vec<PathBuf>,
+    /// A keysvc replica (IP:PORT of its API listener); repeatable.
+    #[arg(long = "upstream", value_name = "ADDR")]
+    pub upstreams: Vec<String>,
+    /// CA bundle the keysvc server certificates chain to (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub upstream_ca: Option<PathBuf>,
+    /// The gateway's client certificate towards keysvc (PEM chain).
+    #[arg(long, value_name = "FILE")]
+    pub upstream_cert: Option<PathBuf>,
+    /// Private key of the upstream client certificate (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub upstream_key: Option<PathBuf>,
+    /// Name (SNI, and checked against the keysvc certificate) used for every replica.
+    #[arg(long, value_name = "NAME", default_value = DEFAULT_UPSTREAM_SERVER_NAME)]
+    pub upstream_server_name: String,
+    /// Seconds a KMIP connection may stay idle between requests.
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_IDLE_TIMEOUT.as_secs())]
+    pub idle_timeout: u64,
+}
+
+/// The gateway's configuration, every value checked.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    pub kmip_addr: SocketAddr,
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+    pub client_ca: PathBuf,
+    pub policies: Vec<PathBuf>,
+    pub upstreams: Vec<SocketAddr>,
+    pub upstream_ca: PathBuf,
+    pub upstream_cert: PathBuf,
+    pub upstream_key: PathBuf,
+    pub upstream_server_name: String,
+    pub idle_timeout: Duration,
+    pub max_message_size: usize,
+}
+
+/// Every problem found in the flags, one per line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<String>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            f.write_str(e)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl GatewayFlags {
+    /// Checks every flag; all problems are returned together.
+    pub fn resolve(&self) -> Result<GatewayConfig, ConfigErrors> {
+        let mut errors = Vec::new();
+        let kmip_addr = self
+            .kmip_addr
+            .parse::<SocketAddr>()
+            .map_err(|e| errors.push(format!("--kmip-addr {:?}: {e}", self.kmip_addr)))
+            .ok();
+        let mut file = |flag: &str, value: &Option<PathBuf>| match value {
+            None => {
+                errors.push(format!("--{flag} is required"));
+                None
+            }
+            Some(path) if !path.is_file() => {
+                errors.push(format!("--{flag} {}: not a readable file", path.display()));
+                None
+            }
+            Some(path) => Some(path.clone()),
+        };
+        let tls_cert = file("tls-cert", &self.tls_cert);
+        let tls_key = file("tls-key", &self.tls_key);
+        let client_ca = file("client-ca", &self.client_ca);
+        let upstream_ca = file("upstream-ca", &self.upstream_ca);
+        let upstream_cert = file("upstream-cert", &self.upstream_cert);
+        let upstream_key = file("upstream-key", &self.upstream_key);
+        if self.policies.is_empty() {
+            errors.push("--policies is required (a TenantRouting file or directory)".into());
+        }
+        if self.upstreams.is_empty() {
+            errors.push("--upstream is required (at least one keysvc replica)".into());
+        }
+        let mut upstreams = Vec::new();
+        for upstream in &self.upstreams {
+            match upstream.parse::<SocketAddr>() {
+                Ok(addr) => upstreams.push(addr),
+                Err(e) => errors.push(format!("--upstream {upstream:?}: {e} (IP:PORT)")),
+            }
+        }
+        if self.upstream_server_name.is_empty() {
+            // An empty SNI makes Pingora skip server-certificate verification.
+            errors.push("--upstream-server-name must not be empty".into());
+        }
+        if self.idle_timeout == 0 {
+            errors.push("--idle-timeout must be at least 1 second".into());
+        }
+        match (
+            kmip_addr,
+            tls_cert,
+            tls_key,
+            client_ca,
+            upstream_ca,
+            upstream_cert,
+            upstream_key,
+        ) {
+            (
+                Some(kmip_addr),
+                Some(tls_cert),
+                Some(tls_key),
+                Some(client_ca),
+                Some(upstream_ca),
+                Some(upstream_cert),
+                Some(upstream_key),
+            ) if errors.is_empty() => Ok(GatewayConfig {
+                kmip_addr,
+                tls_cert,
+                tls_key,
+                client_ca,
+                policies: self.policies.clone(),
+                upstreams,
+                upstream_ca,
+                upstream_cert,
+                upstream_key,
+                upstream_server_name: self.upstream_server_name.clone(),
+                idle_timeout: Duration::from_secs(self.idle_timeout),
+                max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            }),
+            _ => Err(ConfigErrors(errors)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_missing_flag_is_reported_at_once() {
+        let flags = GatewayFlags {
+            kmip_addr: "nowhere".into(),
+            upstreams: vec!["keysvc:9443".into()],
+            ..GatewayFlags::default()
+        };
+        let errors = flags.resolve().expect_err("invalid flags").0;
+        for needle in [
+            "--kmip-addr",
+            "--tls-cert",
+            "--tls-key",
+            "--client-ca",
+            "--policies",
+            "--upstream \"keysvc:9443\"",
+            "--upstream-ca",
+            "--upstream-cert",
+            "--upstream-key",
+            "--upstream-server-name",
+            "--idle-timeout",
+        ] {
+            assert!(
+                errors.iter().any(|e| e.contains(needle)),
+                "{needle} not in {errors:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,311 @@
+//! The KMIP TTLV listener: one tenant decision per connection (from the certificate
+//! captured in the handshake and the current TenantRouting table), then per request: frame
+//! the TTLV message (length checked before the body is read), forward it to keysvc, write
+//! the answer back. This is the one place where failures become KMIP responses.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use kmip::message::{RequestMessage, ResponseBatchItem, ResponseMessage};
+use kmip::spec::ResultReason;
+use kmip::ttlv::{self, HEADER_LEN};
+use kmip::{Item, Limits, ProtocolVersion, Tag, Value};
+use pingora::apps::ServerApp;
+use pingora::protocols::Stream;
+use pingora::server::ShutdownWatch;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::identity::PeerIdentity;
+use crate::metrics::GatewayMetrics;
+use crate::routing::{Decision, DenyReason, Route, RoutingWatcher};
+use crate::tls::peer_identity;
+use crate::upstream::{TenantHeaders, UpstreamError, UpstreamPool};
+
+/// Once a message header has arrived, its body must follow within this: a client that
+/// announces a message and stalls holds a buffer for nothing.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest `x-openkcm-client` value keysvc accepts.
+const MAX_CLIENT_HEADER_LEN: usize = 256;
+
+/// The KMIP listener's application logic (a Pingora [`ServerApp`]).
+#[derive(Debug)]
+pub struct KmipApp {
+    routing: Arc<RoutingWatcher>,
+    upstream: Arc<UpstreamPool>,
+    metrics: Arc<GatewayMetrics>,
+    idle_timeout: Duration,
+    max_message_size: usize,
+}
+
+impl KmipApp {
+    pub fn new(
+        routing: Arc<RoutingWatcher>,
+        upstream: Arc<UpstreamPool>,
+        metrics: Arc<GatewayMetrics>,
+        idle_timeout: Duration,
+        max_message_size: usize,
+    ) -> Self {
+        Self {
+            routing,
+            upstream,
+            metrics,
+            idle_timeout,
+            max_message_size,
+        }
+    }
+
+    /// Decides the tenant of a connection (denials are logged and counted here, once).
+    fn decide(&self, peer: Option<&PeerIdentity>) -> Decision {
+        let decision = match peer {
+            Some(peer) => self.routing.current().decide(peer),
+            None => Decision::Deny {
+                reason: DenyReason::UnreadableCertificate,
+            },
+        };
+        if let Decision::Deny { reason } = &decision {
+            self.metrics.denied(reason.as_label());
+            tracing::warn!(
+                subject = peer.map(|p| p.subject.as_str()).unwrap_or("-"),
+                serial = peer.map(|p| p.serial.as_str()).unwrap_or("-"),
+                issuer = peer.map(|p| p.issuer.as_str()).unwrap_or("-"),
+                reason = reason.as_label(),
+                detail = %reason,
+                "tenant denied"
+            );
+        }
+        decision
+    }
+
+    /// The answer to one framed request.
+    async fn answer(&self, request: Bytes, decision: &Decision, client: &str) -> Vec<u8> {
+        let route: &Route = match decision {
+            Decision::Allow(route) => route,
+            Decision::Deny { .. } => {
+                return error_response(
+                    &request,
+                    ResultReason::PermissionDenied,
+                    "the client certificate is not routed to a tenant",
+                )
+            }
+        };
+        let request_id = uuid::Uuid::new_v4().to_string();
+        let who = TenantHeaders {
+            tenant: &route.tenant,
+            database: route.database.as_deref(),
+            client,
+            request_id: &request_id,
+        };
+        match self.upstream.forward(&request, &who).await {
+            Ok(answer) => answer.to_vec(),
+            Err(e) => {
+                self.metrics.upstream_failed(match e {
+                    UpstreamError::Unavailable(_) => "unavailable",
+                    _ => "maybe_applied",
+                });
+                tracing::error!(tenant = %route.tenant, request_id, error = %e, "request not served");
+                let message = match e {
+                    UpstreamError::Unavailable(_) => {
+                        "no key service replica is reachable; the operation was not applied"
+                    }
+                    _ => "upstream failed; the operation may or may not have been applied",
+                };
+                error_response(&request, ResultReason::GeneralFailure, message)
+            }
+        }
+    }
+}
+
+/// What reading the next request produced.
+enum Next {
+    Request(Bytes),
+    /// Orderly end: EOF between messages, idle timeout, shutdown.
+    Close(&'static str),
+    /// The peer broke the framing or the limits; the connection is dropped.
+    Abort(String),
+}
+
+impl KmipApp {
+    async fn next_request(&self, io: &mut Stream, shutdown: &mut ShutdownWatch) -> Next {
+        let mut header = [0u8; HEADER_LEN];
+        // Shutdown and idleness are watched only between messages: a request that started
+        // is served to the end.
+        tokio::select! {
+            biased;
+            _ = shutdown.changed() => return Next::Close("shutdown"),
+            read = tokio::time::timeout(self.idle_timeout, io.read_exact(&mut header)) => match read {
+                Err(_) => return Next::Close("idle timeout"),
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Next::Close("closed by the client"),
+                Ok(Err(e)) => return Next::Abort(format!("read: {e}")),
+                Ok(Ok(_)) => {}
+            },
+        }
+        // The announced length is checked before anything is allocated for the body.
+        let len = match ttlv::message_len(&header, self.max_message_size) {
+            Ok(len) => len,
+            Err(e) => return Next::Abort(format!("message header: {e}")),
+        };
+        let mut message = vec![0u8; len];
+        message[..HEADER_LEN].copy_from_slice(&header);
+        match tokio::time::timeout(BODY_TIMEOUT, io.read_exact(&mut message[HEADER_LEN..])).await {
+            Ok(Ok(_)) => Next::Request(Bytes::from(message)),
+            Ok(Err(e)) => Next::Abort(format!("message body: {e}")),
+            Err(_) => Next::Abort("message body timed out".into()),
+        }
+    }
+}
+
+#[async_trait]
+impl ServerApp for KmipApp {
+    async fn process_new(
+        self: &Arc<Self>,
+        mut io: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let digest = io.get_ssl_digest();
+        let peer = digest.as_deref().and_then(peer_identity);
+        let decision = self.decide(peer);
+        let client = peer.map(client_header).unwrap_or_default();
+        let mut shutdown = shutdown.clone();
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            let request = match self.next_request(&mut io, &mut shutdown).await {
+                Next::Request(request) => request,
+                Next::Close(why) => {
+                    tracing::debug!(why, "KMIP connection closed");
+                    break;
+                }
+                Next::Abort(why) => {
+                    tracing::info!(why, client, "KMIP connection dropped");
+                    break;
+                }
+            };
+            let answer = self.answer(request, &decision, &client).await;
+            if let Err(e) = write_all(&mut io, &answer).await {
+                tracing::info!(error = %e, client, "KMIP answer not delivered");
+                break;
+            }
+        }
+        // KMIP connections are never handed back for reuse: this loop owns them to the end.
+        None
+    }
+}
+
+async fn write_all(io: &mut Stream, bytes: &[u8]) -> std::io::Result<()> {
+    io.write_all(bytes).await?;
+    io.flush().await
+}
+
+/// The tenant client's identity for keysvc's audit log: the subject DN and serial, in
+/// the characters the header admits.
+fn client_header(peer: &PeerIdentity) -> String {
+    let mut text: String = format!("{} serial={}", peer.subject, peer.serial)
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect();
+    text.truncate(MAX_CLIENT_HEADER_LEN);
+    text
+}
+
+/// A KMIP failure answer to `request` in the request's protocol version: one failed batch
+/// item per request batch item (operation and batch item id echoed), or a single one when
+/// the request does not decode.
+pub fn error_response(request: &[u8], reason: ResultReason, message: &str) -> Vec<u8> {
+    let limits = Limits {
+        max_message_size: request.len(),
+        ..Limits::default()
+    };
+    let response = match RequestMessage::from_ttlv(request, &limits) {
+        Ok(parsed) if !parsed.batch_items.is_empty() => ResponseMessage::new(
+            parsed.version(),
+            parsed
+                .batch_items
+                .iter()
+                .map(|item| ResponseBatchItem {
+                    unique_batch_item_id: item.unique_batch_item_id.clone(),
+                    ..ResponseBatchItem::failure(Some(item.operation), reason, message)
+                })
+                .collect(),
+        ),
+        _ => {
+            let version = ttlv::decode(request, &limits)
+                .map(|item| header_version(&item))
+                .unwrap_or(ProtocolVersion::V1_0);
+            ResponseMessage::new(
+                version,
+                vec![ResponseBatchItem::failure(None, reason, message)],
+            )
+        }
+    };
+    response.to_ttlv()
+}
+
+/// The protocol version in a request header, when it names a supported one.
+fn header_version(item: &Item) -> ProtocolVersion {
+    let int = |i: Option<&Item>| match i.map(|i| &i.value) {
+        Some(Value::Integer(v)) => Some(*v),
+        _ => None,
+    };
+    let pv = item
+        .child(Tag::REQUEST_HEADER)
+        .and_then(|h| h.child(Tag::PROTOCOL_VERSION));
+    match (
+        int(pv.and_then(|p| p.child(Tag::PROTOCOL_VERSION_MAJOR))),
+        int(pv.and_then(|p| p.child(Tag::PROTOCOL_VERSION_MINOR))),
+    ) {
+        (Some(major), Some(minor)) if ProtocolVersion::new(major, minor).is_supported() => {
+            ProtocolVersion::new(major, minor)
+        }
+        _ => ProtocolVersion::V1_0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kmip::message::payloads::GetRequest;
+    use kmip::message::{RequestPayload, UniqueIdentifier};
+    use kmip::spec::ResultStatus;
+
+    #[test]
+    fn denial_answers_every_batch_item_in_the_request_version() {
+        let get = || {
+            RequestPayload::Get(GetRequest {
+                unique_identifier: Some(UniqueIdentifier::Text("k".into())),
+                key_format_type: None,
+                key_wrap_type: None,
+                key_compression_type: None,
+                key_wrapping_specification: None,
+            })
+        };
+        let request = RequestMessage::new(ProtocolVersion::V2_0, vec![get(), get()]);
+        let answer = error_response(&request.to_ttlv(), ResultReason::PermissionDenied, "denied");
+        let response = ResponseMessage::from_ttlv(&answer, &Limits::default()).expect("TTLV");
+        assert_eq!(response.version(), ProtocolVersion::V2_0);
+        assert_eq!(response.batch_items.len(), 2);
+        for item in &response.batch_items {
+            assert_eq!(item.result_status, ResultStatus::OperationFailed);
+            assert_eq!(item.result_reason, Some(ResultReason::PermissionDenied));
+        }
+    }
+
+    #[test]
+    fn undecodable_request_still_gets_a_kmip_answer() {
+        let answer = error_response(b"garbage!", ResultReason::GeneralFailure, "x");
+        let response = ResponseMessage::from_ttlv(&answer, &Limits::default()).expect("TTLV");
+        assert_eq!(response.version(), ProtocolVersion::V1_0);
+        assert_eq!(
+            response.batch_items[0].result_reason,
+            Some(ResultReason::GeneralFailure)
+        );
+    }
+}

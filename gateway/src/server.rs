@@ -1,0 +1,101 @@
+//! Wiring: the Pingora server with the KMIP listener, the routing watcher and the keysvc
+//! pool, built from a [`GatewayConfig`].
+
+use std::sync::Arc;
+
+use pingora::server::configuration::ServerConf;
+pub use pingora::server::UnixShutdownSignalWatch;
+use pingora::server::{RunArgs, Server, ShutdownSignalWatch};
+use pingora::services::listening::Service;
+
+use crate::config::GatewayConfig;
+use crate::kmip_app::KmipApp;
+use crate::metrics::GatewayMetrics;
+use crate::routing::{RoutingError, RoutingWatcher};
+use crate::tls::{self, TlsError};
+use crate::upstream::{UpstreamPool, UpstreamTls};
+
+/// How long, after SIGTERM, in-flight requests get before the process stops: below
+/// Kubernetes' default `terminationGracePeriodSeconds` (30 s).
+pub const GRACE_PERIOD_SECONDS: u64 = 20;
+/// The last stage of a graceful stop: runtimes are then dropped.
+pub const GRACEFUL_SHUTDOWN_TIMEOUT_SECONDS: u64 = 5;
+
+/// Why the gateway cannot start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GatewayError {
+    #[error("TenantRouting rules: {0}")]
+    Routing(#[from] RoutingError),
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
+}
+
+/// A gateway ready to run: everything loaded and checked, nothing listening yet.
+pub struct Gateway {
+    server: Server,
+    routing: Arc<RoutingWatcher>,
+    metrics: Arc<GatewayMetrics>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("routing", &self.routing)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Gateway {
+    /// Loads the rules, certificates and keys; fails before anything listens.
+    pub fn build(config: &GatewayConfig) -> Result<Self, GatewayError> {
+        let routing =
+            RoutingWatcher::start(&config.policies, RoutingWatcher::DEFAULT_POLL_INTERVAL)?;
+        let upstream = Arc::new(UpstreamPool::new(
+            &config.upstreams,
+            &UpstreamTls {
+                ca: &config.upstream_ca,
+                cert: &config.upstream_cert,
+                key: &config.upstream_key,
+                server_name: &config.upstream_server_name,
+            },
+        )?);
+        let metrics = Arc::new(GatewayMetrics::new());
+        let tls_settings =
+            tls::kmip_listener_settings(&config.tls_cert, &config.tls_key, &config.client_ca)?;
+        let app = KmipApp::new(
+            routing.clone(),
+            upstream,
+            metrics.clone(),
+            config.idle_timeout,
+            config.max_message_size,
+        );
+        let mut kmip = Service::new("KMIP TTLV listener".to_owned(), app);
+        kmip.add_tls_with_settings(&config.kmip_addr.to_string(), None, tls_settings);
+
+        let conf = ServerConf {
+            grace_period_seconds: Some(GRACE_PERIOD_SECONDS),
+            graceful_shutdown_timeout_seconds: Some(GRACEFUL_SHUTDOWN_TIMEOUT_SECONDS),
+            ..ServerConf::default()
+        };
+        let mut server = Server::new_with_opt_and_conf(None, conf);
+        server.bootstrap();
+        server.add_service(kmip);
+        Ok(Self {
+            server,
+            routing,
+            metrics,
+        })
+    }
+
+    pub fn metrics(&self) -> Arc<GatewayMetrics> {
+        self.metrics.clone()
+    }
+
+    /// Serves until `shutdown_signal` fires (SIGTERM/SIGQUIT handling when it is Pingora's
+    /// own `UnixShutdownSignalWatch`), then stops the routing watcher.
+    pub fn run(self, shutdown_signal: Box<dyn ShutdownSignalWatch>) {
+        self.server.run(RunArgs { shutdown_signal });
+        self.routing.stop();
+    }
+}

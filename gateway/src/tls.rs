@@ -1,0 +1,123 @@
+//! TLS for the KMIP listener: the mTLS settings (client certificate mandatory, chained to
+//! the configured CA, TLS 1.2/1.3) and the capture of the verified peer certificate as a
+//! [`PeerIdentity`] at the end of the handshake.
+
+use std::any::Any;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use pingora::listeners::tls::TlsSettings;
+use pingora::listeners::TlsAccept;
+use pingora::protocols::tls::TlsRef;
+use rustls::pki_types::CertificateDer;
+use rustls::server::WebPkiClientVerifier;
+use rustls::RootCertStore;
+
+use crate::identity::PeerIdentity;
+
+/// Why the TLS material cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    #[error("{path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error("client certificate verifier: {0}")]
+    Verifier(String),
+    #[error("{0}")]
+    Pingora(String),
+}
+
+/// Stores the peer's [`PeerIdentity`] in the connection's `SslDigest` extension, read back
+/// with [`peer_identity`]. A certificate that does not parse leaves the extension empty:
+/// the routing decision then denies the connection (`unreadable_certificate`).
+#[derive(Debug, Default)]
+pub struct PeerIdentityCapture;
+
+#[async_trait]
+impl TlsAccept for PeerIdentityCapture {
+    async fn handshake_complete_callback(
+        &self,
+        tls: &TlsRef,
+    ) -> Option<Arc<dyn Any + Send + Sync>> {
+        let der = tls.peer_certificate_der()?;
+        match PeerIdentity::from_der(der) {
+            Ok(identity) => Some(Arc::new(identity)),
+            Err(e) => {
+                tracing::warn!(error = %e, "verified client certificate is unreadable");
+                None
+            }
+        }
+    }
+}
+
+/// The identity captured during the handshake of `digest`'s connection.
+pub fn peer_identity(digest: &pingora::protocols::tls::SslDigest) -> Option<&PeerIdentity> {
+    digest.extension.get::<PeerIdentity>()
+}
+
+/// Listener settings: the server certificate from `cert`/`key`, client certificates
+/// required and verified against the CAs in `client_ca`, the identity captured.
+pub fn kmip_listener_settings(
+    cert: &Path,
+    key: &Path,
+    client_ca: &Path,
+) -> Result<TlsSettings, TlsError> {
+    let roots = root_store(client_ca)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+        .build()
+        .map_err(|e| TlsError::Verifier(e.to_string()))?;
+    let mut settings = TlsSettings::with_callbacks(Box::new(PeerIdentityCapture))
+        .map_err(|e| TlsError::Pingora(e.to_string()))?;
+    settings
+        .set_certificate_chain_file(&path_text(cert)?)
+        .map_err(|e| file_error(cert, e))?;
+    settings
+        .set_private_key_file(&path_text(key)?)
+        .map_err(|e| file_error(key, e))?;
+    settings.set_client_cert_verifier(verifier);
+    Ok(settings)
+}
+
+/// Every certificate in a PEM file.
+pub fn certs_from_pem(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem = std::fs::read(path).map_err(|e| file_error(path, e))?;
+    let certs = rustls_pemfile::certs(&mut pem.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| file_error(path, e))?;
+    if certs.is_empty() {
+        return Err(file_error(path, "no certificate"));
+    }
+    Ok(certs)
+}
+
+/// The DER of the first private key (PKCS#8, PKCS#1 or SEC1) in a PEM file.
+pub fn key_der_from_pem(path: &Path) -> Result<Vec<u8>, TlsError> {
+    let pem = std::fs::read(path).map_err(|e| file_error(path, e))?;
+    let key = rustls_pemfile::private_key(&mut pem.as_slice())
+        .map_err(|e| file_error(path, e))?
+        .ok_or_else(|| file_error(path, "no private key"))?;
+    Ok(key.secret_der().to_vec())
+}
+
+fn root_store(path: &Path) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for cert in certs_from_pem(path)? {
+        roots.add(cert).map_err(|e| file_error(path, e))?;
+    }
+    Ok(roots)
+}
+
+fn path_text(path: &Path) -> Result<String, TlsError> {
+    path.to_str()
+        .map(str::to_owned)
+        .ok_or_else(|| file_error(path, "path is not UTF-8"))
+}
+
+fn file_error(path: &Path, e: impl std::fmt::Display) -> TlsError {
+    TlsError::File {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}

@@ -1,0 +1,324 @@
+//! The keysvc pool: one KMIP request = one `POST /v1/kmip` over HTTP/2 + mTLS, balanced
+//! round robin per request (not per connection: KMIP clients hold connections for hours),
+//! retried on another replica when that cannot change the outcome.
+//!
+//! Retry rules:
+//! - the connection to a replica fails (connect, TLS, or a pooled HTTP/2 connection that
+//!   died before the request headers left) → the next replica, whatever the operation;
+//!   the replica is then skipped for [`DOWN_FOR`] unless every replica is down;
+//! - the exchange fails after the request was sent (reset, timeout, non-200 status) → the
+//!   next replica only if every batch item is read-only ([`is_read_only`]); otherwise the
+//!   caller answers General Failure ("may or may not have been applied").
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use kmip::message::RequestMessage;
+use kmip::spec::Operation;
+use kmip::Limits;
+use pingora::connectors::http::Connector;
+use pingora::http::RequestHeader;
+use pingora::upstreams::peer::HttpPeer;
+use pingora::utils::tls::{parse_x509, CertKey, WrappedX509};
+
+use crate::tls::{self, TlsError};
+
+/// The whole exchange with one replica (connect, send, answer) must finish within this:
+/// keysvc answers in milliseconds; longer means the replica is stuck.
+pub const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connect (TCP + TLS) budget per replica, so a dead replica costs little before the next.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a replica whose connection failed is skipped.
+pub const DOWN_FOR: Duration = Duration::from_secs(5);
+/// How long an idle pooled HTTP/2 connection to a replica is kept.
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Largest keysvc answer read: a response carries at most a few keys, far below this.
+pub const MAX_RESPONSE_SIZE: usize = 16 * 1024 * 1024;
+
+/// Who is asking, forwarded as the headers keysvc trusts from the gateway only.
+#[derive(Debug, Clone)]
+pub struct TenantHeaders<'a> {
+    pub tenant: &'a str,
+    pub database: Option<&'a str>,
+    pub client: &'a str,
+    pub request_id: &'a str,
+}
+
+/// Why no replica answered.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum UpstreamError {
+    /// No replica could be reached; the request was never sent.
+    #[error("no keysvc replica reachable: {0}")]
+    Unavailable(String),
+    /// The request was sent and the exchange failed: it may or may not have been applied.
+    #[error("upstream failed after the request was sent: {0}")]
+    MaybeApplied(String),
+}
+
+/// How one attempt failed.
+enum Attempt {
+    /// Nothing reached the replica: always safe to try another.
+    NotSent(String),
+    /// The request (perhaps) reached the replica.
+    Sent(String),
+}
+
+struct Replica {
+    addr: SocketAddr,
+    peer: HttpPeer,
+    /// Milliseconds since the pool's epoch until which the replica is skipped.
+    down_until_ms: AtomicU64,
+}
+
+/// The keysvc replicas and the HTTP/2 connector that pools connections to them.
+pub struct UpstreamPool {
+    replicas: Vec<Replica>,
+    next: AtomicUsize,
+    connector: Connector,
+    epoch: Instant,
+}
+
+impl std::fmt::Debug for UpstreamPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let addrs: Vec<_> = self.replicas.iter().map(|r| r.addr).collect();
+        f.debug_struct("UpstreamPool")
+            .field("replicas", &addrs)
+            .finish()
+    }
+}
+
+/// TLS material for the upstream connections.
+#[derive(Debug, Clone)]
+pub struct UpstreamTls<'a> {
+    pub ca: &'a std::path::Path,
+    pub cert: &'a std::path::Path,
+    pub key: &'a std::path::Path,
+    /// SNI and the name checked in each replica's certificate. Never empty: an empty SNI
+    /// makes Pingora skip server-certificate verification.
+    pub server_name: &'a str,
+}
+
+impl UpstreamPool {
+    pub fn new(addrs: &[SocketAddr], tls_files: &UpstreamTls<'_>) -> Result<Self, TlsError> {
+        if tls_files.server_name.is_empty() {
+            return Err(TlsError::Verifier(
+                "the upstream server name must not be empty".into(),
+            ));
+        }
+        let ca: Arc<[WrappedX509]> = tls::certs_from_pem(tls_files.ca)?
+            .into_iter()
+            .map(|c| WrappedX509::new(c.to_vec(), parse_x509))
+            .collect::<Vec<_>>()
+            .into();
+        let chain: Vec<Vec<u8>> = tls::certs_from_pem(tls_files.cert)?
+            .into_iter()
+            .map(|c| c.to_vec())
+            .collect();
+        let cert_key = Arc::new(CertKey::new(chain, tls::key_der_from_pem(tls_files.key)?));
+        let replicas = addrs
+            .iter()
+            .map(|&addr| {
+                let mut peer =
+                    HttpPeer::new_mtls(addr, tls_files.server_name.to_owned(), cert_key.clone());
+                peer.options.ca = Some(ca.clone());
+                // HTTP/2 only: many requests multiplexed on one connection per replica.
+                peer.options.set_http_version(2, 2);
+                peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
+                peer.options.total_connection_timeout = Some(CONNECT_TIMEOUT);
+                peer.options.idle_timeout = Some(POOL_IDLE_TIMEOUT);
+                Replica {
+                    addr,
+                    peer,
+                    down_until_ms: AtomicU64::new(0),
+                }
+            })
+            .collect();
+        Ok(Self {
+            replicas,
+            next: AtomicUsize::new(0),
+            connector: Connector::new(None),
+            epoch: Instant::now(),
+        })
+    }
+
+    /// Sends one TTLV request and returns keysvc's TTLV answer, retrying per the module rules.
+    pub async fn forward(
+        &self,
+        request: &Bytes,
+        who: &TenantHeaders<'_>,
+    ) -> Result<Bytes, UpstreamError> {
+        let mut read_only: Option<bool> = None;
+        let mut last = String::from("no replica configured");
+        let mut sent = false;
+        for replica in self.order() {
+            let attempt =
+                tokio::time::timeout(EXCHANGE_TIMEOUT, self.exchange(replica, request, who))
+                    .await
+                    .unwrap_or_else(|_| Err(Attempt::Sent("timed out".into())));
+            match attempt {
+                Ok(answer) => {
+                    replica.down_until_ms.store(0, Ordering::Relaxed);
+                    return Ok(answer);
+                }
+                Err(Attempt::NotSent(e)) => {
+                    tracing::warn!(upstream = %replica.addr, request_id = who.request_id, error = %e, "keysvc replica unreachable");
+                    let until = self.now_ms() + DOWN_FOR.as_millis() as u64;
+                    replica.down_until_ms.store(until, Ordering::Relaxed);
+                    last = format!("{}: {e}", replica.addr);
+                }
+                Err(Attempt::Sent(e)) => {
+                    tracing::warn!(upstream = %replica.addr, request_id = who.request_id, error = %e, "keysvc exchange failed");
+                    last = format!("{}: {e}", replica.addr);
+                    sent = true;
+                    let retry = *read_only.get_or_insert_with(|| is_read_only(request));
+                    if !retry {
+                        return Err(UpstreamError::MaybeApplied(last));
+                    }
+                }
+            }
+        }
+        if sent {
+            Err(UpstreamError::MaybeApplied(last))
+        } else {
+            Err(UpstreamError::Unavailable(last))
+        }
+    }
+
+    /// Every replica once, starting at the next in round-robin order, the ones marked down
+    /// last (still tried: a replica that is back is better than no answer).
+    fn order(&self) -> Vec<&Replica> {
+        let n = self.replicas.len();
+        if n == 0 {
+            return Vec::new();
+        }
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
+        let now = self.now_ms();
+        let (mut up, down): (Vec<_>, Vec<_>) = (0..n)
+            .map(|i| &self.replicas[(start + i) % n])
+            .partition(|r| r.down_until_ms.load(Ordering::Relaxed) <= now);
+        up.extend(down);
+        up
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    async fn exchange(
+        &self,
+        replica: &Replica,
+        request: &Bytes,
+        who: &TenantHeaders<'_>,
+    ) -> Result<Bytes, Attempt> {
+        let peer = &replica.peer;
+        let (mut session, _reused) = self
+            .connector
+            .get_http_session(peer)
+            .await
+            .map_err(|e| Attempt::NotSent(e.to_string()))?;
+        let header = request_header(&peer.sni, request.len(), who)
+            .map_err(|e| Attempt::NotSent(e.to_string()))?;
+        session.set_read_timeout(Some(EXCHANGE_TIMEOUT));
+        session.set_write_timeout(Some(EXCHANGE_TIMEOUT));
+        // For HTTP/2 this only queues HEADERS on the stream: a failure means the pooled
+        // connection was already unusable and nothing of this request left.
+        session
+            .write_request_header(header)
+            .await
+            .map_err(|e| Attempt::NotSent(e.to_string()))?;
+        session
+            .write_request_body(request.clone(), true)
+            .await
+            .map_err(|e| Attempt::Sent(e.to_string()))?;
+        session
+            .finish_request_body()
+            .await
+            .map_err(|e| Attempt::Sent(e.to_string()))?;
+        session
+            .read_response_header()
+            .await
+            .map_err(|e| Attempt::Sent(e.to_string()))?;
+        let status = session
+            .response_header()
+            .map(|h| h.status.as_u16())
+            .unwrap_or(0);
+        let mut body = BytesMut::new();
+        while let Some(chunk) = session
+            .read_response_body()
+            .await
+            .map_err(|e| Attempt::Sent(e.to_string()))?
+        {
+            if body.len() + chunk.len() > MAX_RESPONSE_SIZE {
+                return Err(Attempt::Sent(format!(
+                    "answer larger than {MAX_RESPONSE_SIZE} bytes"
+                )));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        self.connector
+            .release_http_session(session, peer, Some(POOL_IDLE_TIMEOUT))
+            .await;
+        if status != 200 {
+            let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
+            return Err(Attempt::Sent(format!("HTTP {status}: {text}")));
+        }
+        Ok(body.freeze())
+    }
+}
+
+fn request_header(
+    authority: &str,
+    len: usize,
+    who: &TenantHeaders<'_>,
+) -> pingora::Result<Box<RequestHeader>> {
+    let mut header = RequestHeader::build("POST", b"/v1/kmip", Some(8))?;
+    header.insert_header("host", authority)?;
+    header.insert_header("content-type", "application/octet-stream")?;
+    header.insert_header("content-length", len.to_string())?;
+    header.insert_header("x-openkcm-tenant", who.tenant)?;
+    if let Some(database) = who.database {
+        header.insert_header("x-openkcm-database", database)?;
+    }
+    header.insert_header("x-openkcm-client", who.client)?;
+    header.insert_header("x-request-id", who.request_id)?;
+    Ok(Box::new(header))
+}
+
+/// Operations that change nothing on the server, so that sending one twice (after an
+/// exchange failed mid-way) cannot be told from sending it once. RNGRetrieve qualifies:
+/// the client never saw the first answer. Encrypt/Decrypt/MAC are stateless too, but are
+/// left out until keysvc guarantees they never touch usage counters.
+pub fn is_read_only_operation(op: Operation) -> bool {
+    matches!(
+        op,
+        Operation::Get
+            | Operation::GetAttributes
+            | Operation::GetAttributeList
+            | Operation::Locate
+            | Operation::Query
+            | Operation::DiscoverVersions
+            | Operation::RngRetrieve
+    )
+}
+
+/// Whether every batch item of a TTLV request is read-only (an undecodable request is not).
+pub fn is_read_only(request: &[u8]) -> bool {
+    let limits = Limits {
+        max_message_size: request.len(),
+        ..Limits::default()
+    };
+    match RequestMessage::from_ttlv(request, &limits) {
+        Ok(message) => {
+            !message.batch_items.is_empty()
+                && message
+                    .batch_items
+                    .iter()
+                    .all(|item| item.operation().is_some_and(is_read_only_operation))
+        }
+        Err(_) => false,
+    }
+}

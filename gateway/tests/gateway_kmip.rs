@@ -1,0 +1,298 @@
+//! The KMIP gateway end to end: real sockets, real certificates, keysvc in-process.
+
+mod support;
+
+use kmip::client::Client;
+use kmip::message::CryptographicParameters;
+use kmip::spec::{BlockCipherMode, CryptographicAlgorithm, PaddingMethod, ResultReason};
+use support::{start_keysvc, Pki, RunningGateway, EVENTUALLY};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+type TlsClient = Client<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+
+async fn client(pki: &Pki, gateway: &RunningGateway, who: &str) -> TlsClient {
+    let mut client = tokio::time::timeout(
+        EVENTUALLY,
+        Client::connect_tls(&gateway.addr_text(), "localhost", &pki.connector(who)),
+    )
+    .await
+    .expect("connect in time")
+    .unwrap_or_else(|e| panic!("{who} connects: {e}"));
+    client.set_timeout(EVENTUALLY);
+    client
+}
+
+fn aes_cbc_pkcs5() -> CryptographicParameters {
+    CryptographicParameters {
+        block_cipher_mode: Some(BlockCipherMode::Cbc),
+        padding_method: Some(PaddingMethod::Pkcs5),
+        cryptographic_algorithm: Some(CryptographicAlgorithm::Aes),
+        ..CryptographicParameters::default()
+    }
+}
+
+/// Reads until EOF or error; returns the bytes read. Bounded by [`EVENTUALLY`].
+async fn read_until_closed(
+    stream: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + EVENTUALLY;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Err(_) => panic!("connection still open after {EVENTUALLY:?}"),
+            Ok(Ok(0)) | Ok(Err(_)) => return out,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+async fn raw_tls(
+    pki: &Pki,
+    gateway: &RunningGateway,
+    who: &str,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let tcp = tokio::net::TcpStream::connect(gateway.addr)
+        .await
+        .expect("TCP connect");
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    tokio::time::timeout(EVENTUALLY, pki.connector(who).connect(name, tcp))
+        .await
+        .expect("handshake in time")
+        .expect("TLS handshake")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_are_served_through_the_gateway_and_isolated() {
+    let pki = Pki::generate();
+    let keysvc = start_keysvc(&pki).await;
+    let gateway = RunningGateway::start(&pki, &[keysvc.api_addr()]).await;
+
+    let mut a = client(&pki, &gateway, "tenant-a").await;
+    let uid = a
+        .create_aes_key(256, Some("tenant-a-key"))
+        .await
+        .expect("create");
+    a.activate(&uid).await.expect("activate");
+    a.get(&uid).await.expect("get");
+    let iv = [7u8; 16];
+    let plaintext = b"the quick brown fox".to_vec();
+    let encrypted = a
+        .encrypt(&uid, &plaintext, Some(aes_cbc_pkcs5()), Some(&iv))
+        .await
+        .expect("encrypt");
+    let ciphertext = encrypted.data.expect("ciphertext");
+    assert_ne!(ciphertext.0.as_slice(), plaintext.as_slice());
+    let decrypted = a
+        .decrypt(&uid, &ciphertext.0, Some(aes_cbc_pkcs5()), Some(&iv), None)
+        .await
+        .expect("decrypt");
+    assert_eq!(decrypted.0.as_slice(), plaintext.as_slice());
+
+    let mut b = client(&pki, &gateway, "tenant-b").await;
+    let err = b
+        .get(&uid)
+        .await
+        .expect_err("tenant-b must not see tenant-a's key");
+    assert_eq!(
+        err.result_reason(),
+        Some(ResultReason::ItemNotFound),
+        "{err}"
+    );
+    // And tenant-a still sees it on its long-lived connection.
+    a.get(&uid).await.expect("get again");
+    drop(gateway);
+    keysvc.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unrouted_certificate_is_denied_on_every_request() {
+    let pki = Pki::generate();
+    let keysvc = start_keysvc(&pki).await;
+    let gateway = RunningGateway::start(&pki, &[keysvc.api_addr()]).await;
+
+    let mut stranger = client(&pki, &gateway, "stranger").await;
+    for _ in 0..2 {
+        let err = stranger
+            .create_aes_key(128, None)
+            .await
+            .expect_err("stranger must be denied");
+        assert_eq!(
+            err.result_reason(),
+            Some(ResultReason::PermissionDenied),
+            "{err}"
+        );
+    }
+    let err = stranger.get("anything").await.expect_err("denied");
+    assert_eq!(
+        err.result_reason(),
+        Some(ResultReason::PermissionDenied),
+        "{err}"
+    );
+    assert_eq!(gateway.metrics.denials("no_matching_rule"), 1);
+    assert!(gateway
+        .metrics
+        .encode()
+        .contains("openkcm_tenant_denials_total{reason=\"no_matching_rule\"} 1"));
+    drop(gateway);
+    keysvc.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_without_certificate_is_refused() {
+    let pki = Pki::generate();
+    let keysvc = start_keysvc(&pki).await;
+    let gateway = RunningGateway::start(&pki, &[keysvc.api_addr()]).await;
+
+    let tcp = tokio::net::TcpStream::connect(gateway.addr)
+        .await
+        .expect("TCP connect");
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let connected = tokio::time::timeout(EVENTUALLY, pki.anonymous_connector().connect(name, tcp))
+        .await
+        .expect("handshake in time");
+    // With TLS 1.3 the client may finish its side before the server rejects it; then
+    // the first request must fail instead.
+    if let Ok(tls) = connected {
+        let mut client = Client::new(tls);
+        client.set_timeout(EVENTUALLY);
+        client
+            .discover_versions(&[])
+            .await
+            .expect_err("a client without a certificate must not be served");
+    }
+    drop(gateway);
+    keysvc.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_and_garbage_messages_close_only_their_connection() {
+    let pki = Pki::generate();
+    let keysvc = start_keysvc(&pki).await;
+    let gateway = RunningGateway::start(&pki, &[keysvc.api_addr()]).await;
+    let mut b = client(&pki, &gateway, "tenant-b").await;
+
+    // A Request Message header announcing 2 GiB: refused before any body is read.
+    let mut huge = raw_tls(&pki, &gateway, "tenant-a").await;
+    huge.write_all(&[0x42, 0x00, 0x78, 0x01, 0x80, 0x00, 0x00, 0x00])
+        .await
+        .expect("write header");
+    huge.flush().await.expect("flush");
+    assert!(read_until_closed(&mut huge).await.is_empty());
+
+    // Not TTLV at all.
+    let mut garbage = raw_tls(&pki, &gateway, "tenant-a").await;
+    garbage
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write garbage");
+    garbage.flush().await.expect("flush");
+    assert!(read_until_closed(&mut garbage).await.is_empty());
+
+    // A well-framed structure that is not a KMIP request: a KMIP error, connection kept.
+    let mut odd = Client::new(raw_tls(&pki, &gateway, "tenant-a").await);
+    odd.set_timeout(EVENTUALLY);
+    let answer = odd
+        .send_raw(vec![0x42, 0x00, 0x01, 0x01, 0x00, 0x00, 0x00, 0x00])
+        .await
+        .expect("a KMIP answer");
+    let response = kmip::message::ResponseMessage::from_ttlv(&answer, &kmip::Limits::default())
+        .expect("TTLV response");
+    assert!(response.batch_items[0].result_reason.is_some());
+
+    // Other tenants keep being served.
+    b.discover_versions(&[])
+        .await
+        .expect("tenant-b still served");
+    let mut a = client(&pki, &gateway, "tenant-a").await;
+    a.create_aes_key(128, None)
+        .await
+        .expect("tenant-a still served");
+    drop(gateway);
+    keysvc.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_replica_is_skipped_before_sending() {
+    let pki = Pki::generate();
+    let keysvc = start_keysvc(&pki).await;
+    // Nothing listens on the first upstream: every request must still succeed.
+    let dead = support::free_port();
+    let gateway = RunningGateway::start(&pki, &[dead, keysvc.api_addr()]).await;
+    let mut a = client(&pki, &gateway, "tenant-a").await;
+    for _ in 0..4 {
+        a.create_aes_key(128, None)
+            .await
+            .expect("served by the live replica");
+    }
+    drop(gateway);
+    keysvc.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_reachable_replica_is_a_kmip_general_failure() {
+    let pki = Pki::generate();
+    let gateway = RunningGateway::start(&pki, &[support::free_port()]).await;
+    let mut a = client(&pki, &gateway, "tenant-a").await;
+    let err = a
+        .create_aes_key(128, None)
+        .await
+        .expect_err("nothing can serve the request");
+    assert_eq!(
+        err.result_reason(),
+        Some(ResultReason::GeneralFailure),
+        "{err}"
+    );
+    // The connection survives: the next request gets the same answer.
+    let err = a.get("k").await.expect_err("still nothing");
+    assert_eq!(
+        err.result_reason(),
+        Some(ResultReason::GeneralFailure),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_read_only_requests_are_retried_after_the_request_was_sent() {
+    let pki = Pki::generate();
+    let keysvc = start_keysvc(&pki).await;
+    let broken = support::start_failing_replica(&pki).await;
+    // Round robin starts at the broken replica and alternates per request.
+    let gateway = RunningGateway::start(&pki, &[broken, keysvc.api_addr()]).await;
+    let mut a = client(&pki, &gateway, "tenant-a").await;
+
+    // 1st request, broken replica first: Create is not retried.
+    let err = a
+        .create_aes_key(128, None)
+        .await
+        .expect_err("Create must not be replayed");
+    assert_eq!(
+        err.result_reason(),
+        Some(ResultReason::GeneralFailure),
+        "{err}"
+    );
+    assert!(err.to_string().contains("may or may not"), "{err}");
+    // 2nd request starts at keysvc.
+    let uid = a.create_aes_key(128, None).await.expect("create");
+    // 3rd request, broken replica first again: Get is retried on keysvc.
+    a.get(&uid)
+        .await
+        .expect("read-only Get retried on the live replica");
+    drop(gateway);
+    keysvc.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed() {
+    let pki = Pki::generate();
+    let keysvc = start_keysvc(&pki).await;
+    let gateway =
+        RunningGateway::start_with(&pki, &[keysvc.api_addr()], |f| f.idle_timeout = 1).await;
+    let mut a = client(&pki, &gateway, "tenant-a").await;
+    a.discover_versions(&[]).await.expect("served");
+    // No request for longer than the idle timeout: the gateway closes the connection.
+    let mut idle = raw_tls(&pki, &gateway, "tenant-a").await;
+    assert!(read_until_closed(&mut idle).await.is_empty());
+    drop(gateway);
+    keysvc.shutdown().await;
+}

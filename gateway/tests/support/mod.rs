@@ -1,0 +1,308 @@
+//! Harness for the gateway integration tests: a dev PKI (the `pki` crate), a TenantRouting
+//! file, keysvc in-process on port 0, and the gateway's Pingora server on its own thread.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use gateway::config::GatewayFlags;
+use gateway::metrics::GatewayMetrics;
+use gateway::server::Gateway;
+use keysvc::config::{self, ConfigFlags, ConfigSources};
+use keysvc::envelope::RootKey;
+use keysvc::server::{self, KeysvcServer};
+use pingora::server::{ShutdownSignal, ShutdownSignalWatch};
+use pki::{CertSpec, CertificateAuthority};
+use tokio::sync::Notify;
+
+/// How long an asynchronous effect may take before a test fails.
+pub const EVENTUALLY: Duration = Duration::from_secs(15);
+/// The keysvc server name the gateway checks (its `--upstream-server-name` default).
+pub const KEYSVC_NAME: &str = "keysvc";
+/// The gateway's identity towards keysvc (on keysvc's allow-list).
+pub const GATEWAY_CN: &str = "openkcm-gateway";
+
+pub const ROUTING_YAML: &str = r#"apiVersion: platform-mesh.io/v1
+kind: TenantRouting
+metadata:
+  name: tenant-routing
+spec:
+  service: kmip-crypto-service
+  routing:
+    - match:
+        certificate:
+          subject:
+            organizationalUnit: "tenant-a"
+      route:
+        tenant: tenant-a
+    - match:
+        certificate:
+          subject:
+            organizationalUnit: "tenant-b"
+      route:
+        tenant: tenant-b
+"#;
+
+/// Certificates and keys as files in a temporary directory.
+pub struct Pki {
+    pub dir: tempfile::TempDir,
+}
+
+impl Pki {
+    pub fn generate() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("gateway-test-")
+            .tempdir()
+            .expect("temporary directory");
+        let ca = CertificateAuthority::create("OpenKCM gateway test CA").expect("CA");
+        std::fs::write(dir.path().join("ca.pem"), ca.cert_pem()).expect("ca.pem");
+        let pki = Self { dir };
+        let localhost = |mut spec: CertSpec| {
+            spec.dns_names.push("localhost".into());
+            spec.ip_addresses.push("127.0.0.1".parse().expect("IP"));
+            spec
+        };
+        let mut keysvc = localhost(CertSpec::new(KEYSVC_NAME));
+        keysvc.dns_names.push(KEYSVC_NAME.into());
+        keysvc.server = true;
+        pki.issue(&ca, "keysvc", &keysvc);
+        let mut upstream = CertSpec::new(GATEWAY_CN);
+        upstream.client = true;
+        pki.issue(&ca, "gateway-upstream", &upstream);
+        let mut gateway = localhost(CertSpec::new("openkcm-gateway-kmip"));
+        gateway.server = true;
+        pki.issue(&ca, "gateway", &gateway);
+        for tenant in ["tenant-a", "tenant-b"] {
+            let mut spec = CertSpec::new(format!("mongod.{tenant}"));
+            spec.organizational_units.push(tenant.into());
+            spec.client = true;
+            pki.issue(&ca, tenant, &spec);
+        }
+        let mut stranger = CertSpec::new("stranger");
+        stranger.organizational_units.push("nobody".into());
+        stranger.client = true;
+        pki.issue(&ca, "stranger", &stranger);
+        let root = RootKey::generate("root-a").expect("root key");
+        std::fs::write(pki.path("root.key"), root.to_base64()).expect("root key file");
+        std::fs::create_dir(pki.path("policies")).expect("policies dir");
+        std::fs::write(pki.path("policies/routing.yaml"), ROUTING_YAML).expect("routing");
+        pki
+    }
+
+    fn issue(&self, ca: &CertificateAuthority, name: &str, spec: &CertSpec) {
+        ca.issue(spec)
+            .expect("certificate")
+            .write(
+                &self.path(&format!("{name}.pem")),
+                &self.path(&format!("{name}-key.pem")),
+            )
+            .expect("write certificate");
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn text(&self, name: &str) -> String {
+        self.path(name).display().to_string()
+    }
+
+    /// A KMIP client connector presenting `who`'s certificate (`tenant-a`, `stranger`, …).
+    pub fn connector(&self, who: &str) -> tokio_rustls::TlsConnector {
+        kmip::client::tls::connector_from_pem_files(
+            self.path("ca.pem"),
+            self.path(&format!("{who}.pem")),
+            self.path(&format!("{who}-key.pem")),
+        )
+        .expect("client connector")
+    }
+
+    /// A TLS client that presents no certificate.
+    pub fn anonymous_connector(&self) -> tokio_rustls::TlsConnector {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in kmip::client::tls::certs_from_pem(self.path("ca.pem")).expect("CA") {
+            roots.add(cert).expect("CA certificate");
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        tokio_rustls::TlsConnector::from(Arc::new(config))
+    }
+
+    fn keysvc_flags(&self) -> ConfigFlags {
+        ConfigFlags {
+            listen_api: Some("127.0.0.1:0".into()),
+            listen_management: Some("127.0.0.1:0".into()),
+            tls_cert: Some(self.text("keysvc.pem")),
+            tls_key: Some(self.text("keysvc-key.pem")),
+            tls_client_ca: Some(self.text("ca.pem")),
+            allow_gateway: vec![GATEWAY_CN.into()],
+            database: Some(format!("sqlite://{}", self.path("keys.db").display())),
+            root_key_id: Some("root-a".into()),
+            root_key_file: Some(self.text("root.key")),
+            ..ConfigFlags::default()
+        }
+    }
+
+    /// The gateway's flags: KMIP on `kmip_addr`, forwarding to `upstreams`.
+    pub fn gateway_flags(&self, kmip_addr: SocketAddr, upstreams: &[SocketAddr]) -> GatewayFlags {
+        GatewayFlags {
+            kmip_addr: kmip_addr.to_string(),
+            tls_cert: Some(self.path("gateway.pem")),
+            tls_key: Some(self.path("gateway-key.pem")),
+            client_ca: Some(self.path("ca.pem")),
+            policies: vec![self.path("policies")],
+            upstreams: upstreams.iter().map(|a| a.to_string()).collect(),
+            upstream_ca: Some(self.path("ca.pem")),
+            upstream_cert: Some(self.path("gateway-upstream.pem")),
+            upstream_key: Some(self.path("gateway-upstream-key.pem")),
+            upstream_server_name: KEYSVC_NAME.into(),
+            idle_timeout: 300,
+        }
+    }
+}
+
+/// keysvc started in this process on port 0.
+pub async fn start_keysvc(pki: &Pki) -> KeysvcServer {
+    let (config, _) = config::load_serve(&ConfigSources::new(pki.keysvc_flags()))
+        .unwrap_or_else(|e| panic!("keysvc config: {e}"));
+    let store = server::open_store(&config.store.database)
+        .await
+        .unwrap_or_else(|e| panic!("open store: {e}"));
+    KeysvcServer::start(&config, store)
+        .await
+        .unwrap_or_else(|e| panic!("keysvc start: {e}"))
+}
+
+/// A port free right now (Pingora binds its listeners itself, so port 0 cannot be used).
+pub fn free_port() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+    listener.local_addr().expect("local address")
+}
+
+/// Tells a running Pingora server to stop.
+#[derive(Clone, Default)]
+pub struct StopSignal(Arc<Notify>);
+
+#[async_trait]
+impl ShutdownSignalWatch for StopSignal {
+    async fn recv(&self) -> ShutdownSignal {
+        self.0.notified().await;
+        ShutdownSignal::FastShutdown
+    }
+}
+
+/// The gateway running on its own thread; stopped on drop.
+pub struct RunningGateway {
+    pub addr: SocketAddr,
+    pub metrics: Arc<GatewayMetrics>,
+    stop: StopSignal,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl RunningGateway {
+    /// Starts the gateway and waits (bounded) until its KMIP port accepts connections.
+    pub async fn start(pki: &Pki, upstreams: &[SocketAddr]) -> Self {
+        Self::start_with(pki, upstreams, |_| {}).await
+    }
+
+    /// [`RunningGateway::start`] with some flags changed by `adjust`.
+    pub async fn start_with(
+        pki: &Pki,
+        upstreams: &[SocketAddr],
+        adjust: impl FnOnce(&mut GatewayFlags),
+    ) -> Self {
+        let addr = free_port();
+        let mut flags = pki.gateway_flags(addr, upstreams);
+        adjust(&mut flags);
+        let config = flags
+            .resolve()
+            .unwrap_or_else(|e| panic!("gateway flags: {e}"));
+        let gateway = Gateway::build(&config).unwrap_or_else(|e| panic!("gateway: {e}"));
+        let metrics = gateway.metrics();
+        let stop = StopSignal::default();
+        let signal = stop.clone();
+        let thread = std::thread::spawn(move || gateway.run(Box::new(signal)));
+        let deadline = Instant::now() + EVENTUALLY;
+        while tokio::net::TcpStream::connect(addr).await.is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "gateway never listened on {addr}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Self {
+            addr,
+            metrics,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn addr_text(&self) -> String {
+        self.addr.to_string()
+    }
+}
+
+impl Drop for RunningGateway {
+    fn drop(&mut self) {
+        // notify_one stores a permit if the server is not waiting yet.
+        self.stop.0.notify_one();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A stand-in keysvc replica that completes TLS and HTTP/2 and then fails every request
+/// with HTTP 500: the request reached it, so only read-only requests may be retried.
+pub async fn start_failing_replica(pki: &Pki) -> SocketAddr {
+    use http_body_util::Full;
+    use hyper::body::Incoming;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let certs = kmip::client::tls::certs_from_pem(pki.path("keysvc.pem")).expect("cert");
+    let key = kmip::client::tls::key_from_pem(pki.path("keysvc-key.pem")).expect("key");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("server config");
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(|_req: hyper::Request<Incoming>| async {
+                    Ok::<_, std::convert::Infallible>(
+                        hyper::Response::builder()
+                            .status(500)
+                            .body(Full::new(bytes::Bytes::from_static(b"broken replica")))
+                            .expect("response"),
+                    )
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
