@@ -39,9 +39,11 @@ bench:
 fuzz:
 	@bash scripts/fuzz.sh decode
 
-# Whole stack locally; the `dev` subcommand arrives with the gateway.
+# Whole stack locally (docs/dev.md): dev PKI + routing rules + root key in ./openkcm-dev,
+# keysvc and the gateway on loopback (KMIP 127.0.0.1:5696); Ctrl-C stops it.
+# Flags: make dev DEV_FLAGS="--kmip-addr 127.0.0.1:15696".
 dev:
-	$(CARGO) run --release -- dev
+	$(CARGO) run --release -- dev $(DEV_FLAGS)
 
 # Regenerate the PyKMIP wire fixtures in kmip/tests/pykmip/.
 pykmip-fixtures: bootstrap

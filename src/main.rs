@@ -4,6 +4,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
+mod dev;
+
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use gateway::identity::PeerIdentity;
@@ -39,6 +41,8 @@ enum Command {
     Pki(PkiCommand),
     /// The KMIP gateway: mTLS termination, TenantRouting, per-request forwarding to keysvc.
     Gateway(Box<gateway::config::GatewayFlags>),
+    /// The whole stack locally: dev PKI, routing rules, root key, keysvc and the gateway.
+    Dev(Box<dev::DevArgs>),
 }
 
 #[derive(Debug, Subcommand)]
@@ -161,6 +165,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Gateway(flags) => gateway_serve(&flags),
+        Command::Dev(args) => dev::run(&args),
     }
 }
 

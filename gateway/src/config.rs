@@ -8,6 +8,8 @@ use std::time::Duration;
 
 /// Default KMIP listener (IANA port for KMIP over TLS).
 pub const DEFAULT_KMIP_ADDR: &str = "127.0.0.1:5696";
+/// Default management + KMIP-over-HTTPS listener.
+pub const DEFAULT_HTTPS_ADDR: &str = "127.0.0.1:8443";
 /// Default idle time allowed between two requests on one KMIP connection: long enough for
 /// clients that keep a connection open between key fetches, short enough to free sockets
 /// held by clients that died without a FIN.
@@ -25,6 +27,10 @@ pub struct GatewayFlags {
     /// KMIP listener (TTLV over mutual TLS).
     #[arg(long, value_name = "ADDR", default_value = DEFAULT_KMIP_ADDR)]
     pub kmip_addr: String,
+    /// Management (/health, /ready, /metrics) and KMIP-over-HTTPS (POST /kmip) listener;
+    /// same server certificate, client certificate optional (required by /kmip).
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_HTTPS_ADDR)]
+    pub https_addr: String,
     /// Server certificate chain for the KMIP listener (PEM).
     #[arg(long, value_name = "FILE")]
     pub tls_cert: Option<PathBuf>,
@@ -61,6 +67,7 @@ pub struct GatewayFlags {
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
     pub kmip_addr: SocketAddr,
+    pub https_addr: SocketAddr,
     pub tls_cert: PathBuf,
     pub tls_key: PathBuf,
     pub client_ca: PathBuf,
@@ -101,6 +108,11 @@ impl GatewayFlags {
             .parse::<SocketAddr>()
             .map_err(|e| errors.push(format!("--kmip-addr {:?}: {e}", self.kmip_addr)))
             .ok();
+        let https_addr = self
+            .https_addr
+            .parse::<SocketAddr>()
+            .map_err(|e| errors.push(format!("--https-addr {:?}: {e}", self.https_addr)))
+            .ok();
         let mut file = |flag: &str, value: &Option<PathBuf>| match value {
             None => {
                 errors.push(format!("--{flag} is required"));
@@ -139,7 +151,7 @@ impl GatewayFlags {
             errors.push("--idle-timeout must be at least 1 second".into());
         }
         match (
-            kmip_addr,
+            kmip_addr.zip(https_addr),
             tls_cert,
             tls_key,
             client_ca,
@@ -148,7 +160,7 @@ impl GatewayFlags {
             upstream_key,
         ) {
             (
-                Some(kmip_addr),
+                Some((kmip_addr, https_addr)),
                 Some(tls_cert),
                 Some(tls_key),
                 Some(client_ca),
@@ -157,6 +169,7 @@ impl GatewayFlags {
                 Some(upstream_key),
             ) if errors.is_empty() => Ok(GatewayConfig {
                 kmip_addr,
+                https_addr,
                 tls_cert,
                 tls_key,
                 client_ca,
@@ -182,12 +195,14 @@ mod tests {
     fn every_missing_flag_is_reported_at_once() {
         let flags = GatewayFlags {
             kmip_addr: "nowhere".into(),
+            https_addr: "nowhere".into(),
             upstreams: vec!["keysvc:9443".into()],
             ..GatewayFlags::default()
         };
         let errors = flags.resolve().expect_err("invalid flags").0;
         for needle in [
             "--kmip-addr",
+            "--https-addr",
             "--tls-cert",
             "--tls-key",
             "--client-ca",

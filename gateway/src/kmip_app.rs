@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use kmip::message::{RequestMessage, ResponseBatchItem, ResponseMessage};
-use kmip::spec::ResultReason;
+use kmip::spec::{Operation, ResultReason};
 use kmip::ttlv::{self, HEADER_LEN};
 use kmip::{Item, Limits, ProtocolVersion, Tag, Value};
 use pingora::apps::ServerApp;
@@ -40,6 +40,11 @@ pub struct KmipApp {
 }
 
 impl KmipApp {
+    /// The largest request accepted.
+    pub fn max_message_size(&self) -> usize {
+        self.max_message_size
+    }
+
     pub fn new(
         routing: Arc<RoutingWatcher>,
         upstream: Arc<UpstreamPool>,
@@ -57,7 +62,7 @@ impl KmipApp {
     }
 
     /// Decides the tenant of a connection (denials are logged and counted here, once).
-    fn decide(&self, peer: Option<&PeerIdentity>) -> Decision {
+    pub fn decide(&self, peer: Option<&PeerIdentity>) -> Decision {
         let decision = match peer {
             Some(peer) => self.routing.current().decide(peer),
             None => Decision::Deny {
@@ -78,8 +83,39 @@ impl KmipApp {
         decision
     }
 
-    /// The answer to one framed request.
-    async fn answer(&self, request: Bytes, decision: &Decision, client: &str) -> Vec<u8> {
+    /// The answer to one framed request, counted in `kmip_requests_total` (one per answered
+    /// batch item, from the decoded response: operation and result status; tenant `-` for a
+    /// denied connection) and timed in `kmip_request_duration_seconds`.
+    pub async fn answer(&self, request: Bytes, decision: &Decision, client: &str) -> Vec<u8> {
+        let started = std::time::Instant::now();
+        let answer = self.answer_uncounted(request, decision, client).await;
+        self.metrics
+            .observe_duration(started.elapsed().as_secs_f64());
+        let tenant = match decision {
+            Decision::Allow(route) => route.tenant.as_str(),
+            Decision::Deny { .. } => "-",
+        };
+        let limits = Limits {
+            max_message_size: answer.len().max(HEADER_LEN),
+            ..Limits::default()
+        };
+        match ResponseMessage::from_ttlv(&answer, &limits) {
+            Ok(response) => {
+                for item in &response.batch_items {
+                    let operation = item
+                        .operation
+                        .and_then(Operation::from_value)
+                        .map_or("unknown", Operation::xml_name);
+                    self.metrics
+                        .request(tenant, operation, item.result_status.xml_name());
+                }
+            }
+            Err(_) => self.metrics.request(tenant, "unknown", "undecodable"),
+        }
+        answer
+    }
+
+    async fn answer_uncounted(&self, request: Bytes, decision: &Decision, client: &str) -> Vec<u8> {
         let route: &Route = match decision {
             Decision::Allow(route) => route,
             Decision::Deny { .. } => {
@@ -163,6 +199,7 @@ impl ServerApp for KmipApp {
         mut io: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        let _connection = self.metrics.connection();
         let digest = io.get_ssl_digest();
         let peer = digest.as_deref().and_then(peer_identity);
         let decision = self.decide(peer);
@@ -194,6 +231,17 @@ impl ServerApp for KmipApp {
     }
 }
 
+/// The KMIP listener's app when the [`KmipApp`] is shared with the HTTPS listener.
+#[derive(Debug, Clone)]
+pub struct SharedKmipApp(pub Arc<KmipApp>);
+
+#[async_trait]
+impl ServerApp for SharedKmipApp {
+    async fn process_new(self: &Arc<Self>, io: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+        self.0.process_new(io, shutdown).await
+    }
+}
+
 async fn write_all(io: &mut Stream, bytes: &[u8]) -> std::io::Result<()> {
     io.write_all(bytes).await?;
     io.flush().await
@@ -201,7 +249,7 @@ async fn write_all(io: &mut Stream, bytes: &[u8]) -> std::io::Result<()> {
 
 /// The tenant client's identity for keysvc's audit log: the subject DN and serial, in
 /// the characters the header admits.
-fn client_header(peer: &PeerIdentity) -> String {
+pub fn client_header(peer: &PeerIdentity) -> String {
     let mut text: String = format!("{} serial={}", peer.subject, peer.serial)
         .chars()
         .map(|c| {

@@ -15,13 +15,19 @@
 //! - [`routing`]: TenantRouting rule files, the tenant decision, live reload.
 //! - [`tls`]: the KMIP listener's mTLS settings and the peer-identity capture.
 //! - [`kmip_app`]: the TTLV listener (Pingora `ServerApp`): framing, denial, forwarding.
-//! - [`upstream`]: the keysvc pool (HTTP/2 + mTLS, round robin, retry rules).
+//! - [`upstream`]: the keysvc pool (HTTP/2 + mTLS, round robin, retry rules, `/ready`
+//!   health checks).
+//! - [`https_app`]: the management + KMIP-over-HTTPS listener (/health, /ready, /metrics,
+//!   POST /kmip).
+//! - [`reload`]: server certificate, client CA and upstream client certificate reload.
 //! - [`config`], [`server`], [`metrics`]: flags, Pingora wiring, Prometheus counters.
 
 pub mod config;
+pub mod https_app;
 pub mod identity;
 pub mod kmip_app;
 pub mod metrics;
+pub mod reload;
 pub mod routing;
 pub mod server;
 pub mod tls;

@@ -1,12 +1,21 @@
-//! The gateway's Prometheus metrics (prometheus-client). Exposing them over HTTP comes with
-//! the management listener; [`GatewayMetrics::encode`] already renders OpenMetrics text.
+//! The gateway's Prometheus metrics (prometheus-client), served as OpenMetrics text on the
+//! HTTPS listener's `/metrics` ([`GatewayMetrics::encode`]).
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 type Labels = Vec<(String, String)>;
+
+fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
 
 /// The gateway's metric families, registered once.
 #[derive(Debug)]
@@ -14,6 +23,11 @@ pub struct GatewayMetrics {
     registry: Registry,
     denials: Family<Labels, Counter>,
     upstream_failures: Family<Labels, Counter>,
+    requests: Family<Labels, Counter>,
+    duration: Histogram,
+    active: Gauge,
+    upstream_up: Family<Labels, Gauge>,
+    cert_expiry: Family<Labels, Gauge>,
 }
 
 impl Default for GatewayMetrics {
@@ -37,32 +51,116 @@ impl GatewayMetrics {
             "Failed exchanges with a keysvc replica, by stage",
             upstream_failures.clone(),
         );
+        let requests = Family::<Labels, Counter>::default();
+        registry.register(
+            "kmip_requests",
+            "KMIP batch items answered, by tenant, operation and result status",
+            requests.clone(),
+        );
+        let duration = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
+        registry.register(
+            "kmip_request_duration_seconds",
+            "Time from a complete KMIP request to its answer (upstream exchange included)",
+            duration.clone(),
+        );
+        let active = Gauge::default();
+        registry.register(
+            "kmip_active_connections",
+            "Open tenant connections (KMIP TTLV listener)",
+            active.clone(),
+        );
+        let upstream_up = Family::<Labels, Gauge>::default();
+        registry.register(
+            "openkcm_upstream_healthy",
+            "1 when the keysvc replica answered its last /ready check with 200",
+            upstream_up.clone(),
+        );
+        let cert_expiry = Family::<Labels, Gauge>::default();
+        registry.register(
+            "openkcm_certificate_expiry_timestamp_seconds",
+            "notAfter (Unix time) of the certificates in use (for a bundle: the earliest)",
+            cert_expiry.clone(),
+        );
         Self {
             registry,
             denials,
             upstream_failures,
+            requests,
+            duration,
+            active,
+            upstream_up,
+            cert_expiry,
         }
     }
 
     /// One connection denied for `reason` (a `DenyReason::as_label`).
     pub fn denied(&self, reason: &str) {
         self.denials
-            .get_or_create(&vec![("reason".to_owned(), reason.to_owned())])
+            .get_or_create(&labels(&[("reason", reason)]))
             .inc();
     }
 
     /// How many connections were denied for `reason`.
     pub fn denials(&self, reason: &str) -> u64 {
         self.denials
-            .get_or_create(&vec![("reason".to_owned(), reason.to_owned())])
+            .get_or_create(&labels(&[("reason", reason)]))
             .get()
     }
 
     /// One failed exchange with a replica (`stage`: `connect`, `exchange`, `status`).
     pub fn upstream_failed(&self, stage: &str) {
         self.upstream_failures
-            .get_or_create(&vec![("stage".to_owned(), stage.to_owned())])
+            .get_or_create(&labels(&[("stage", stage)]))
             .inc();
+    }
+
+    /// One answered batch item.
+    pub fn request(&self, tenant: &str, operation: &str, result: &str) {
+        self.requests
+            .get_or_create(&labels(&[
+                ("tenant", tenant),
+                ("operation", operation),
+                ("result", result),
+            ]))
+            .inc();
+    }
+
+    /// Answered batch items so far for this label set.
+    pub fn requests(&self, tenant: &str, operation: &str, result: &str) -> u64 {
+        self.requests
+            .get_or_create(&labels(&[
+                ("tenant", tenant),
+                ("operation", operation),
+                ("result", result),
+            ]))
+            .get()
+    }
+
+    pub fn observe_duration(&self, seconds: f64) {
+        self.duration.observe(seconds);
+    }
+
+    /// Counts an open connection until the guard drops.
+    pub fn connection(&self) -> ConnectionGuard {
+        self.active.inc();
+        ConnectionGuard(self.active.clone())
+    }
+
+    pub fn active_connections(&self) -> i64 {
+        self.active.get()
+    }
+
+    pub fn set_upstream_healthy(&self, upstream: &str, healthy: bool) {
+        self.upstream_up
+            .get_or_create(&labels(&[("upstream", upstream)]))
+            .set(i64::from(healthy));
+    }
+
+    /// `cert`: `server`, `client_ca` or `upstream_client`.
+    pub fn set_certificate_expiry(&self, cert: &str, not_after_unix: i64) {
+        self.cert_expiry
+            .get_or_create(&labels(&[("cert", cert)]))
+            .set(not_after_unix);
     }
 
     /// The OpenMetrics text of every family.
@@ -71,5 +169,15 @@ impl GatewayMetrics {
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// Decrements `kmip_active_connections` on drop.
+#[derive(Debug)]
+pub struct ConnectionGuard(Gauge);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }

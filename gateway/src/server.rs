@@ -1,5 +1,6 @@
-//! Wiring: the Pingora server with the KMIP listener, the routing watcher and the keysvc
-//! pool, built from a [`GatewayConfig`].
+//! Wiring: the Pingora server with the KMIP and HTTPS listeners, the routing watcher, the
+//! certificate watcher and the keysvc pool (with its health checks), built from a
+//! [`GatewayConfig`].
 
 use std::sync::Arc;
 
@@ -9,8 +10,10 @@ use pingora::server::{RunArgs, Server, ShutdownSignalWatch};
 use pingora::services::listening::Service;
 
 use crate::config::GatewayConfig;
-use crate::kmip_app::KmipApp;
+use crate::https_app::HttpsApp;
+use crate::kmip_app::{KmipApp, SharedKmipApp};
 use crate::metrics::GatewayMetrics;
+use crate::reload::{load_upstream_cert, TlsFiles, TlsMaterial};
 use crate::routing::{RoutingError, RoutingWatcher};
 use crate::tls::{self, TlsError};
 use crate::upstream::{UpstreamPool, UpstreamTls};
@@ -36,6 +39,9 @@ pub struct Gateway {
     server: Server,
     routing: Arc<RoutingWatcher>,
     metrics: Arc<GatewayMetrics>,
+    upstream: Arc<UpstreamPool>,
+    material: Arc<TlsMaterial>,
+    tasks: Vec<tokio::task::AbortHandle>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -47,7 +53,9 @@ impl std::fmt::Debug for Gateway {
 }
 
 impl Gateway {
-    /// Loads the rules, certificates and keys; fails before anything listens.
+    /// Loads the rules, certificates and keys; fails before anything listens. Starts the
+    /// routing watcher, the certificate watcher and the replica health checks (tokio tasks:
+    /// call it inside a runtime).
     pub fn build(config: &GatewayConfig) -> Result<Self, GatewayError> {
         let routing =
             RoutingWatcher::start(&config.policies, RoutingWatcher::DEFAULT_POLL_INTERVAL)?;
@@ -61,17 +69,45 @@ impl Gateway {
             },
         )?);
         let metrics = Arc::new(GatewayMetrics::new());
-        let tls_settings =
-            tls::kmip_listener_settings(&config.tls_cert, &config.tls_key, &config.client_ca)?;
-        let app = KmipApp::new(
+        let files = TlsFiles {
+            cert: config.tls_cert.clone(),
+            key: config.tls_key.clone(),
+            client_ca: config.client_ca.clone(),
+            upstream_cert: config.upstream_cert.clone(),
+            upstream_key: config.upstream_key.clone(),
+        };
+        let material = Arc::new(TlsMaterial::load(files.clone(), metrics.clone())?);
+        let (_, upstream_expiry) = load_upstream_cert(&files)?;
+        metrics.set_certificate_expiry("upstream_client", upstream_expiry);
+        for (addr, healthy) in upstream.health() {
+            metrics.set_upstream_healthy(&addr.to_string(), healthy);
+        }
+        let app = Arc::new(KmipApp::new(
             routing.clone(),
-            upstream,
+            upstream.clone(),
             metrics.clone(),
             config.idle_timeout,
             config.max_message_size,
+        ));
+        let mut kmip = Service::new("KMIP TTLV listener".to_owned(), SharedKmipApp(app.clone()));
+        kmip.add_tls_with_settings(
+            &config.kmip_addr.to_string(),
+            None,
+            tls::kmip_listener_settings(&material)?,
         );
-        let mut kmip = Service::new("KMIP TTLV listener".to_owned(), app);
-        kmip.add_tls_with_settings(&config.kmip_addr.to_string(), None, tls_settings);
+        let mut https = Service::new(
+            "management and KMIP-over-HTTPS listener".to_owned(),
+            HttpsApp::new(app, upstream.clone(), metrics.clone()),
+        );
+        https.add_tls_with_settings(
+            &config.https_addr.to_string(),
+            None,
+            tls::https_listener_settings(&material)?,
+        );
+        let tasks = vec![
+            material.start_watching(upstream.clone()),
+            upstream.start_health_checks(metrics.clone()),
+        ];
 
         let conf = ServerConf {
             grace_period_seconds: Some(GRACE_PERIOD_SECONDS),
@@ -81,10 +117,14 @@ impl Gateway {
         let mut server = Server::new_with_opt_and_conf(None, conf);
         server.bootstrap();
         server.add_service(kmip);
+        server.add_service(https);
         Ok(Self {
             server,
             routing,
             metrics,
+            upstream,
+            material,
+            tasks,
         })
     }
 
@@ -92,10 +132,21 @@ impl Gateway {
         self.metrics.clone()
     }
 
+    pub fn upstream(&self) -> Arc<UpstreamPool> {
+        self.upstream.clone()
+    }
+
+    pub fn tls_material(&self) -> Arc<TlsMaterial> {
+        self.material.clone()
+    }
+
     /// Serves until `shutdown_signal` fires (SIGTERM/SIGQUIT handling when it is Pingora's
     /// own `UnixShutdownSignalWatch`), then stops the routing watcher.
     pub fn run(self, shutdown_signal: Box<dyn ShutdownSignalWatch>) {
         self.server.run(RunArgs { shutdown_signal });
         self.routing.stop();
+        for task in &self.tasks {
+            task.abort();
+        }
     }
 }

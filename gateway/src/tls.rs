@@ -11,10 +11,10 @@ use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::TlsAccept;
 use pingora::protocols::tls::TlsRef;
 use rustls::pki_types::CertificateDer;
-use rustls::server::WebPkiClientVerifier;
 use rustls::RootCertStore;
 
 use crate::identity::PeerIdentity;
+pub use crate::reload::{ReloadingClientVerifier, ServerCertResolver, TlsMaterial};
 
 /// Why the TLS material cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -56,26 +56,25 @@ pub fn peer_identity(digest: &pingora::protocols::tls::SslDigest) -> Option<&Pee
     digest.extension.get::<PeerIdentity>()
 }
 
-/// Listener settings: the server certificate from `cert`/`key`, client certificates
-/// required and verified against the CAs in `client_ca`, the identity captured.
-pub fn kmip_listener_settings(
-    cert: &Path,
-    key: &Path,
-    client_ca: &Path,
+/// KMIP listener settings: the (reloadable) server certificate, client certificates
+/// required and verified against the (reloadable) client CA bundle, the identity captured.
+pub fn kmip_listener_settings(material: &TlsMaterial) -> Result<TlsSettings, TlsError> {
+    listener_settings(material, material.kmip_verifier.clone())
+}
+
+/// HTTPS listener settings: as [`kmip_listener_settings`] but a client certificate is
+/// optional (probes and Prometheus have none); `POST /kmip` requires one.
+pub fn https_listener_settings(material: &TlsMaterial) -> Result<TlsSettings, TlsError> {
+    listener_settings(material, material.https_verifier.clone())
+}
+
+fn listener_settings(
+    material: &TlsMaterial,
+    verifier: Arc<ReloadingClientVerifier>,
 ) -> Result<TlsSettings, TlsError> {
-    let roots = root_store(client_ca)?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-        .build()
-        .map_err(|e| TlsError::Verifier(e.to_string()))?;
     let mut settings = TlsSettings::with_callbacks(Box::new(PeerIdentityCapture))
         .map_err(|e| TlsError::Pingora(e.to_string()))?;
-    settings
-        .set_certificate_chain_file(&path_text(cert)?)
-        .map_err(|e| file_error(cert, e))?;
-    settings
-        .set_private_key_file(&path_text(key)?)
-        .map_err(|e| file_error(key, e))?;
+    settings.set_cert_resolver(material.server.clone());
     settings.set_client_cert_verifier(verifier);
     Ok(settings)
 }
@@ -101,7 +100,7 @@ pub fn key_der_from_pem(path: &Path) -> Result<Vec<u8>, TlsError> {
     Ok(key.secret_der().to_vec())
 }
 
-fn root_store(path: &Path) -> Result<RootCertStore, TlsError> {
+pub(crate) fn root_store(path: &Path) -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore::empty();
     for cert in certs_from_pem(path)? {
         roots.add(cert).map_err(|e| file_error(path, e))?;
@@ -109,13 +108,7 @@ fn root_store(path: &Path) -> Result<RootCertStore, TlsError> {
     Ok(roots)
 }
 
-fn path_text(path: &Path) -> Result<String, TlsError> {
-    path.to_str()
-        .map(str::to_owned)
-        .ok_or_else(|| file_error(path, "path is not UTF-8"))
-}
-
-fn file_error(path: &Path, e: impl std::fmt::Display) -> TlsError {
+pub(crate) fn file_error(path: &Path, e: impl std::fmt::Display) -> TlsError {
     TlsError::File {
         path: path.to_path_buf(),
         message: e.to_string(),

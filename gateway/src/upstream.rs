@@ -11,10 +11,11 @@
 //!   caller answers General Failure ("may or may not have been applied").
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
 use kmip::message::RequestMessage;
 use kmip::spec::Operation;
@@ -24,7 +25,15 @@ use pingora::http::RequestHeader;
 use pingora::upstreams::peer::HttpPeer;
 use pingora::utils::tls::{parse_x509, CertKey, WrappedX509};
 
+use crate::metrics::GatewayMetrics;
 use crate::tls::{self, TlsError};
+
+/// How often each replica's `/ready` is polled.
+pub const HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+/// Budget of one `/ready` check.
+pub const HEALTH_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+/// The gateway is ready while some replica answered (check or request) within this.
+pub const READY_WITHIN: Duration = Duration::from_secs(10);
 
 /// The whole exchange with one replica (connect, send, answer) must finish within this:
 /// keysvc answers in milliseconds; longer means the replica is stuck.
@@ -69,13 +78,21 @@ enum Attempt {
 
 struct Replica {
     addr: SocketAddr,
-    peer: HttpPeer,
+    /// Replaced when the upstream client certificate is reloaded.
+    peer: ArcSwap<HttpPeer>,
     /// Milliseconds since the pool's epoch until which the replica is skipped.
     down_until_ms: AtomicU64,
+    /// The last `/ready` check answered 200 (true until the first check).
+    healthy: AtomicBool,
+    /// Milliseconds since the pool's epoch of the last `/ready` 200 or served request
+    /// (0: never).
+    last_ok_ms: AtomicU64,
 }
 
 /// The keysvc replicas and the HTTP/2 connector that pools connections to them.
 pub struct UpstreamPool {
+    server_name: String,
+    ca: Arc<[WrappedX509]>,
     replicas: Vec<Replica>,
     next: AtomicUsize,
     connector: Connector,
@@ -119,25 +136,20 @@ impl UpstreamPool {
             .map(|c| c.to_vec())
             .collect();
         let cert_key = Arc::new(CertKey::new(chain, tls::key_der_from_pem(tls_files.key)?));
+        let server_name = tls_files.server_name.to_owned();
         let replicas = addrs
             .iter()
-            .map(|&addr| {
-                let mut peer =
-                    HttpPeer::new_mtls(addr, tls_files.server_name.to_owned(), cert_key.clone());
-                peer.options.ca = Some(ca.clone());
-                // HTTP/2 only: many requests multiplexed on one connection per replica.
-                peer.options.set_http_version(2, 2);
-                peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
-                peer.options.total_connection_timeout = Some(CONNECT_TIMEOUT);
-                peer.options.idle_timeout = Some(POOL_IDLE_TIMEOUT);
-                Replica {
-                    addr,
-                    peer,
-                    down_until_ms: AtomicU64::new(0),
-                }
+            .map(|&addr| Replica {
+                addr,
+                peer: ArcSwap::from_pointee(make_peer(addr, &server_name, &ca, cert_key.clone())),
+                down_until_ms: AtomicU64::new(0),
+                healthy: AtomicBool::new(true),
+                last_ok_ms: AtomicU64::new(0),
             })
             .collect();
         Ok(Self {
+            server_name,
+            ca,
             replicas,
             next: AtomicUsize::new(0),
             connector: Connector::new(None),
@@ -162,6 +174,9 @@ impl UpstreamPool {
             match attempt {
                 Ok(answer) => {
                     replica.down_until_ms.store(0, Ordering::Relaxed);
+                    replica
+                        .last_ok_ms
+                        .store(self.now_ms().max(1), Ordering::Relaxed);
                     return Ok(answer);
                 }
                 Err(Attempt::NotSent(e)) => {
@@ -189,7 +204,8 @@ impl UpstreamPool {
     }
 
     /// Every replica once, starting at the next in round-robin order, the ones marked down
-    /// last (still tried: a replica that is back is better than no answer).
+    /// or failing their health check last (still tried: a replica that is back is better
+    /// than no answer).
     fn order(&self) -> Vec<&Replica> {
         let n = self.replicas.len();
         if n == 0 {
@@ -199,9 +215,133 @@ impl UpstreamPool {
         let now = self.now_ms();
         let (mut up, down): (Vec<_>, Vec<_>) = (0..n)
             .map(|i| &self.replicas[(start + i) % n])
-            .partition(|r| r.down_until_ms.load(Ordering::Relaxed) <= now);
+            .partition(|r| {
+                r.healthy.load(Ordering::Relaxed) && r.down_until_ms.load(Ordering::Relaxed) <= now
+            });
         up.extend(down);
         up
+    }
+
+    /// Uses `cert_key` for new upstream connections (pooled ones keep theirs: the pool
+    /// key includes the certificate serial).
+    pub fn set_client_cert(&self, cert_key: Arc<CertKey>) {
+        for replica in &self.replicas {
+            replica.peer.store(Arc::new(make_peer(
+                replica.addr,
+                &self.server_name,
+                &self.ca,
+                cert_key.clone(),
+            )));
+        }
+    }
+
+    /// Whether some replica answered a health check or a request within [`READY_WITHIN`].
+    pub fn ready(&self) -> bool {
+        let now = self.now_ms();
+        self.replicas.iter().any(|r| {
+            let ok = r.last_ok_ms.load(Ordering::Relaxed);
+            ok != 0 && now.saturating_sub(ok) <= READY_WITHIN.as_millis() as u64
+        })
+    }
+
+    /// `(address, healthy)` of every replica, as the last health check saw it.
+    pub fn health(&self) -> Vec<(SocketAddr, bool)> {
+        self.replicas
+            .iter()
+            .map(|r| (r.addr, r.healthy.load(Ordering::Relaxed)))
+            .collect()
+    }
+
+    /// Polls every replica's `/ready` every [`HEALTH_CHECK_INTERVAL`] (a tokio task).
+    pub fn start_health_checks(
+        self: &Arc<Self>,
+        metrics: Arc<GatewayMetrics>,
+    ) -> tokio::task::AbortHandle {
+        let pool = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(HEALTH_CHECK_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(pool) = pool.upgrade() else {
+                    return;
+                };
+                pool.check_all(&metrics).await;
+            }
+        })
+        .abort_handle()
+    }
+
+    /// One round of health checks, all replicas concurrently.
+    pub async fn check_all(&self, metrics: &GatewayMetrics) {
+        let checks = self.replicas.iter().map(|replica| async move {
+            let ok = tokio::time::timeout(HEALTH_CHECK_TIMEOUT, self.check(replica))
+                .await
+                .unwrap_or_else(|_| Err("timed out".into()));
+            let was = replica.healthy.swap(ok.is_ok(), Ordering::Relaxed);
+            match &ok {
+                Ok(()) => {
+                    replica
+                        .last_ok_ms
+                        .store(self.now_ms().max(1), Ordering::Relaxed);
+                    if !was {
+                        tracing::info!(upstream = %replica.addr, "keysvc replica healthy again");
+                    }
+                }
+                Err(e) if was => {
+                    tracing::warn!(upstream = %replica.addr, error = %e, "keysvc replica failed its health check");
+                }
+                Err(_) => {}
+            }
+            metrics.set_upstream_healthy(&replica.addr.to_string(), ok.is_ok());
+        });
+        futures::future::join_all(checks).await;
+    }
+
+    async fn check(&self, replica: &Replica) -> Result<(), String> {
+        let peer = &*replica.peer.load_full();
+        let (mut session, _) = self
+            .connector
+            .get_http_session(peer)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut header =
+            RequestHeader::build("GET", b"/ready", Some(2)).map_err(|e| e.to_string())?;
+        header
+            .insert_header("host", &peer.sni)
+            .map_err(|e| e.to_string())?;
+        session.set_read_timeout(Some(HEALTH_CHECK_TIMEOUT));
+        session.set_write_timeout(Some(HEALTH_CHECK_TIMEOUT));
+        session
+            .write_request_header(Box::new(header))
+            .await
+            .map_err(|e| e.to_string())?;
+        session
+            .finish_request_body()
+            .await
+            .map_err(|e| e.to_string())?;
+        session
+            .read_response_header()
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = session
+            .response_header()
+            .map(|h| h.status.as_u16())
+            .unwrap_or(0);
+        while session
+            .read_response_body()
+            .await
+            .map_err(|e| e.to_string())?
+            .is_some()
+        {}
+        self.connector
+            .release_http_session(session, peer, Some(POOL_IDLE_TIMEOUT))
+            .await;
+        if status == 200 {
+            Ok(())
+        } else {
+            Err(format!("/ready answered HTTP {status}"))
+        }
     }
 
     fn now_ms(&self) -> u64 {
@@ -214,7 +354,7 @@ impl UpstreamPool {
         request: &Bytes,
         who: &TenantHeaders<'_>,
     ) -> Result<Bytes, Attempt> {
-        let peer = &replica.peer;
+        let peer = &*replica.peer.load_full();
         let (mut session, _reused) = self
             .connector
             .get_http_session(peer)
@@ -268,6 +408,22 @@ impl UpstreamPool {
         }
         Ok(body.freeze())
     }
+}
+
+fn make_peer(
+    addr: SocketAddr,
+    server_name: &str,
+    ca: &Arc<[WrappedX509]>,
+    cert_key: Arc<CertKey>,
+) -> HttpPeer {
+    let mut peer = HttpPeer::new_mtls(addr, server_name.to_owned(), cert_key);
+    peer.options.ca = Some(ca.clone());
+    // HTTP/2 only: many requests multiplexed on one connection per replica.
+    peer.options.set_http_version(2, 2);
+    peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
+    peer.options.total_connection_timeout = Some(CONNECT_TIMEOUT);
+    peer.options.idle_timeout = Some(POOL_IDLE_TIMEOUT);
+    peer
 }
 
 fn request_header(

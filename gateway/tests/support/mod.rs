@@ -50,6 +50,7 @@ spec:
 /// Certificates and keys as files in a temporary directory.
 pub struct Pki {
     pub dir: tempfile::TempDir,
+    pub ca: CertificateAuthority,
 }
 
 impl Pki {
@@ -60,7 +61,7 @@ impl Pki {
             .expect("temporary directory");
         let ca = CertificateAuthority::create("OpenKCM gateway test CA").expect("CA");
         std::fs::write(dir.path().join("ca.pem"), ca.cert_pem()).expect("ca.pem");
-        let pki = Self { dir };
+        let pki = Self { dir, ca };
         let localhost = |mut spec: CertSpec| {
             spec.dns_names.push("localhost".into());
             spec.ip_addresses.push("127.0.0.1".parse().expect("IP"));
@@ -69,28 +70,39 @@ impl Pki {
         let mut keysvc = localhost(CertSpec::new(KEYSVC_NAME));
         keysvc.dns_names.push(KEYSVC_NAME.into());
         keysvc.server = true;
-        pki.issue(&ca, "keysvc", &keysvc);
+        let ca = &pki.ca;
+        pki.issue(ca, "keysvc", &keysvc);
         let mut upstream = CertSpec::new(GATEWAY_CN);
         upstream.client = true;
-        pki.issue(&ca, "gateway-upstream", &upstream);
+        pki.issue(ca, "gateway-upstream", &upstream);
         let mut gateway = localhost(CertSpec::new("openkcm-gateway-kmip"));
         gateway.server = true;
-        pki.issue(&ca, "gateway", &gateway);
+        pki.issue(ca, "gateway", &gateway);
         for tenant in ["tenant-a", "tenant-b"] {
             let mut spec = CertSpec::new(format!("mongod.{tenant}"));
             spec.organizational_units.push(tenant.into());
             spec.client = true;
-            pki.issue(&ca, tenant, &spec);
+            pki.issue(ca, tenant, &spec);
         }
         let mut stranger = CertSpec::new("stranger");
         stranger.organizational_units.push("nobody".into());
         stranger.client = true;
-        pki.issue(&ca, "stranger", &stranger);
+        pki.issue(ca, "stranger", &stranger);
         let root = RootKey::generate("root-a").expect("root key");
         std::fs::write(pki.path("root.key"), root.to_base64()).expect("root key file");
         std::fs::create_dir(pki.path("policies")).expect("policies dir");
         std::fs::write(pki.path("policies/routing.yaml"), ROUTING_YAML).expect("routing");
         pki
+    }
+
+    /// Issues a new server certificate for the gateway's listeners into `name`.pem /
+    /// `name`-key.pem; returns its serial (hex, as `PeerIdentity` prints it).
+    pub fn issue_gateway_cert(&self, name: &str) {
+        let mut spec = CertSpec::new("openkcm-gateway-kmip");
+        spec.dns_names.push("localhost".into());
+        spec.ip_addresses.push("127.0.0.1".parse().expect("IP"));
+        spec.server = true;
+        self.issue(&self.ca, name, &spec);
     }
 
     fn issue(&self, ca: &CertificateAuthority, name: &str, spec: &CertSpec) {
@@ -107,7 +119,7 @@ impl Pki {
         self.dir.path().join(name)
     }
 
-    fn text(&self, name: &str) -> String {
+    pub fn text(&self, name: &str) -> String {
         self.path(name).display().to_string()
     }
 
@@ -136,7 +148,7 @@ impl Pki {
         tokio_rustls::TlsConnector::from(Arc::new(config))
     }
 
-    fn keysvc_flags(&self) -> ConfigFlags {
+    pub fn keysvc_flags(&self) -> ConfigFlags {
         ConfigFlags {
             listen_api: Some("127.0.0.1:0".into()),
             listen_management: Some("127.0.0.1:0".into()),
@@ -155,6 +167,7 @@ impl Pki {
     pub fn gateway_flags(&self, kmip_addr: SocketAddr, upstreams: &[SocketAddr]) -> GatewayFlags {
         GatewayFlags {
             kmip_addr: kmip_addr.to_string(),
+            https_addr: free_port().to_string(),
             tls_cert: Some(self.path("gateway.pem")),
             tls_key: Some(self.path("gateway-key.pem")),
             client_ca: Some(self.path("ca.pem")),
@@ -202,6 +215,9 @@ impl ShutdownSignalWatch for StopSignal {
 /// The gateway running on its own thread; stopped on drop.
 pub struct RunningGateway {
     pub addr: SocketAddr,
+    /// The management + KMIP-over-HTTPS listener.
+    pub https_addr: SocketAddr,
+    pub upstream: Arc<gateway::upstream::UpstreamPool>,
     pub metrics: Arc<GatewayMetrics>,
     stop: StopSignal,
     thread: Option<JoinHandle<()>>,
@@ -227,11 +243,15 @@ impl RunningGateway {
             .unwrap_or_else(|e| panic!("gateway flags: {e}"));
         let gateway = Gateway::build(&config).unwrap_or_else(|e| panic!("gateway: {e}"));
         let metrics = gateway.metrics();
+        let upstream = gateway.upstream();
+        let https_addr = config.https_addr;
         let stop = StopSignal::default();
         let signal = stop.clone();
         let thread = std::thread::spawn(move || gateway.run(Box::new(signal)));
         let deadline = Instant::now() + EVENTUALLY;
-        while tokio::net::TcpStream::connect(addr).await.is_err() {
+        while tokio::net::TcpStream::connect(addr).await.is_err()
+            || tokio::net::TcpStream::connect(https_addr).await.is_err()
+        {
             assert!(
                 Instant::now() < deadline,
                 "gateway never listened on {addr}"
@@ -240,6 +260,8 @@ impl RunningGateway {
         }
         Self {
             addr,
+            https_addr,
+            upstream,
             metrics,
             stop,
             thread: Some(thread),
@@ -261,8 +283,9 @@ impl Drop for RunningGateway {
     }
 }
 
-/// A stand-in keysvc replica that completes TLS and HTTP/2 and then fails every request
-/// with HTTP 500: the request reached it, so only read-only requests may be retried.
+/// A stand-in keysvc replica that completes TLS and HTTP/2, passes the gateway's `/ready`
+/// health checks and fails every other request with HTTP 500: the request reached it, so
+/// only read-only requests may be retried.
 pub async fn start_failing_replica(pki: &Pki) -> SocketAddr {
     use http_body_util::Full;
     use hyper::body::Incoming;
@@ -290,14 +313,21 @@ pub async fn start_failing_replica(pki: &Pki) -> SocketAddr {
                 let Ok(tls) = acceptor.accept(tcp).await else {
                     return;
                 };
-                let service = hyper::service::service_fn(|_req: hyper::Request<Incoming>| async {
-                    Ok::<_, std::convert::Infallible>(
-                        hyper::Response::builder()
-                            .status(500)
-                            .body(Full::new(bytes::Bytes::from_static(b"broken replica")))
-                            .expect("response"),
-                    )
-                });
+                // Healthy for the gateway's /ready checks, broken for requests.
+                let service =
+                    hyper::service::service_fn(|req: hyper::Request<Incoming>| async move {
+                        let status = if req.uri().path() == "/ready" {
+                            200
+                        } else {
+                            500
+                        };
+                        Ok::<_, std::convert::Infallible>(
+                            hyper::Response::builder()
+                                .status(status)
+                                .body(Full::new(bytes::Bytes::from_static(b"broken replica")))
+                                .expect("response"),
+                        )
+                    });
                 let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(tls), service)
                     .await;
@@ -305,4 +335,60 @@ pub async fn start_failing_replica(pki: &Pki) -> SocketAddr {
         }
     });
     addr
+}
+
+/// One HTTP/1.1 request over TLS (`connector` decides whether a client certificate is
+/// sent); returns the status and the body. `Connection: close`, read to EOF, bounded.
+pub async fn https_request(
+    connector: &tokio_rustls::TlsConnector,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> (u16, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+        let mut tls = connector.connect(name, tcp).await.expect("TLS handshake");
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\
+             content-type: application/octet-stream\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        );
+        tls.write_all(head.as_bytes()).await.expect("write head");
+        tls.write_all(body).await.expect("write body");
+        tls.flush().await.expect("flush");
+        let mut raw = Vec::new();
+        // A close_notify-less EOF is fine here: the framing is content-length.
+        let _ = tls.read_to_end(&mut raw).await;
+        raw
+    };
+    let raw = tokio::time::timeout(EVENTUALLY, exchange)
+        .await
+        .expect("HTTPS exchange in time");
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no HTTP head in {:?}", String::from_utf8_lossy(&raw)));
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line: {head}"));
+    (status, raw[split + 4..].to_vec())
+}
+
+/// Waits until `check` holds, failing after [`EVENTUALLY`].
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + EVENTUALLY;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -1,0 +1,142 @@
+//! The management + KMIP-over-HTTPS listener (HTTP/1.1 over TLS, a Pingora `ServeHttp` app):
+//!
+//! - `GET /health`: liveness, always 200 while the process serves;
+//! - `GET /ready`: 200 when the routing table is loaded (always, once started) and some
+//!   keysvc replica answered its `/ready` (or a request) within
+//!   [`crate::upstream::READY_WITHIN`], else 503;
+//! - `GET /metrics`: OpenMetrics text;
+//! - `POST /kmip`: a TTLV request as the body, the TTLV answer as the body
+//!   (`application/octet-stream`), routed and forwarded exactly like on the KMIP port.
+//!   A client certificate is required: none → 401; a certificate no rule routes → 403
+//!   with the KMIP *Permission Denied* answer as the body.
+//!
+//! The TLS layer asks for a client certificate but accepts connections without one
+//! (probes, Prometheus); a certificate that is sent must chain to the client CA.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use http::Response;
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+
+use crate::kmip_app::{client_header, KmipApp};
+use crate::metrics::GatewayMetrics;
+use crate::routing::Decision;
+use crate::tls::peer_identity;
+use crate::upstream::UpstreamPool;
+
+/// The HTTPS listener's application.
+#[derive(Debug)]
+pub struct HttpsApp {
+    kmip: Arc<KmipApp>,
+    upstream: Arc<UpstreamPool>,
+    metrics: Arc<GatewayMetrics>,
+}
+
+impl HttpsApp {
+    pub fn new(
+        kmip: Arc<KmipApp>,
+        upstream: Arc<UpstreamPool>,
+        metrics: Arc<GatewayMetrics>,
+    ) -> Self {
+        Self {
+            kmip,
+            upstream,
+            metrics,
+        }
+    }
+
+    async fn kmip(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let peer = session
+            .digest()
+            .and_then(|d| d.ssl_digest.as_deref())
+            .and_then(peer_identity)
+            .cloned();
+        let Some(peer) = peer else {
+            return text(401, "a client certificate is required for /kmip\n");
+        };
+        let max = self.kmip.max_message_size();
+        let mut body = BytesMut::new();
+        loop {
+            match session.read_request_body().await {
+                Ok(Some(chunk)) => {
+                    if body.len() + chunk.len() > max {
+                        return text(413, "KMIP request too large\n");
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => break,
+                Err(e) => return text(400, &format!("request body: {e}\n")),
+            }
+        }
+        let request: Bytes = body.freeze();
+        let header: Option<[u8; kmip::ttlv::HEADER_LEN]> = request
+            .get(..kmip::ttlv::HEADER_LEN)
+            .and_then(|h| h.try_into().ok());
+        match header.map(|h| kmip::ttlv::message_len(&h, max)) {
+            Some(Ok(len)) if len == request.len() => {}
+            Some(Err(e)) => return text(400, &format!("not a TTLV message: {e}\n")),
+            _ => return text(400, "the body is not exactly one TTLV message\n"),
+        }
+        // One decision per HTTP request (there is no long-lived KMIP connection here).
+        let decision = self.kmip.decide(Some(&peer));
+        let status = match decision {
+            Decision::Allow(_) => 200,
+            Decision::Deny { .. } => 403,
+        };
+        let answer = self
+            .kmip
+            .answer(request, &decision, &client_header(&peer))
+            .await;
+        Response::builder()
+            .status(status)
+            .header("content-type", "application/octet-stream")
+            .header("content-length", answer.len())
+            .body(answer)
+            .unwrap_or_else(|_| Response::new(Vec::new()))
+    }
+}
+
+#[async_trait]
+impl ServeHttp for HttpsApp {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let method = session.req_header().method.clone();
+        let path = session.req_header().uri.path().to_owned();
+        match (method.as_str(), path.as_str()) {
+            ("GET", "/health") => text(200, "ok\n"),
+            ("GET", "/ready") => {
+                if self.upstream.ready() {
+                    text(200, "ready\n")
+                } else {
+                    text(503, "no keysvc replica answered recently\n")
+                }
+            }
+            ("GET", "/metrics") => {
+                let body = self.metrics.encode().into_bytes();
+                Response::builder()
+                    .status(200)
+                    .header(
+                        "content-type",
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )
+                    .header("content-length", body.len())
+                    .body(body)
+                    .unwrap_or_else(|_| Response::new(Vec::new()))
+            }
+            ("POST", "/kmip") => self.kmip(session).await,
+            (_, "/health" | "/ready" | "/metrics" | "/kmip") => text(405, "method not allowed\n"),
+            _ => text(404, "not found\n"),
+        }
+    }
+}
+
+fn text(status: u16, body: &str) -> Response<Vec<u8>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "text/plain; charset=utf-8")
+        .header("content-length", body.len())
+        .body(body.as_bytes().to_vec())
+        .unwrap_or_else(|_| Response::new(Vec::new()))
+}

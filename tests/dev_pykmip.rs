@@ -1,0 +1,167 @@
+//! `openkcm dev` driven by the real PyKMIP 0.11 client (KMIP 1.2, 1.4 and 2.0): the tenant
+//! flow, tenant isolation, the unrouted certificate, SIGTERM, and keys surviving a restart.
+
+mod dev_support;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use dev_support::{pykmip_python, DevProcess};
+use serde_json::Value;
+
+/// Runs tests/pykmip/dev_flow.py; returns the JSON it printed.
+fn dev_flow(dev: &DevProcess, version: &str, extra: &[&str]) -> Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/pykmip/dev_flow.py");
+    let python = pykmip_python();
+    let mut child = Command::new(&python)
+        .arg(&script)
+        .arg(dev.kmip_addr.ip().to_string())
+        .arg(dev.kmip_addr.port().to_string())
+        .arg(dev.dir.join("pki"))
+        .arg(version)
+        .args(extra)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("run {}: {e}", python.display()));
+    // Bounded: PyKMIP's own socket timeout is 30 s per call; give the whole script 120 s.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while child.try_wait().expect("wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("dev_flow.py {version} did not finish in 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().expect("output");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "dev_flow.py {version} failed: {}\nstdout: {stdout}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("dev_flow.py {version} printed no JSON ({e}): {stdout}"))
+}
+
+fn ok<'a>(result: &'a Value, path: &str) -> &'a Value {
+    let step = result
+        .pointer(path)
+        .unwrap_or_else(|| panic!("{path} missing: {result}"));
+    assert_eq!(step["ok"], true, "{path} failed: {step}");
+    &step["value"]
+}
+
+/// `reasons`: the acceptable PyKMIP ResultReason names.
+fn failed_with(result: &Value, path: &str, reasons: &[&str]) {
+    let step = result
+        .pointer(path)
+        .unwrap_or_else(|| panic!("{path} missing: {result}"));
+    assert_eq!(step["ok"], false, "{path} must fail: {step}");
+    assert!(
+        reasons.iter().any(|r| step["reason"] == *r),
+        "{path}: {step}, expected one of {reasons:?}"
+    );
+}
+
+/// KMIP 1.x says Item Not Found, 2.x Object Not Found.
+const NOT_FOUND: &[&str] = &["ITEM_NOT_FOUND", "OBJECT_NOT_FOUND"];
+
+fn check_flow(result: &Value, version: &str) {
+    ok(result, "/tenant_a/open");
+    let uid = ok(result, "/tenant_a/create")
+        .as_str()
+        .unwrap_or_else(|| panic!("{version}: no uid: {result}"))
+        .to_owned();
+    assert_eq!(
+        ok(result, "/tenant_a/get"),
+        32,
+        "{version}: AES-256 key length"
+    );
+    ok(result, "/tenant_a/activate");
+    assert!(ok(result, "/tenant_a/encrypt").as_u64().unwrap_or(0) >= 16);
+    assert_eq!(
+        ok(result, "/tenant_a/decrypt"),
+        true,
+        "{version}: round trip"
+    );
+    assert_eq!(
+        ok(result, "/tenant_a/locate"),
+        &serde_json::json!([uid]),
+        "{version}: locate by name"
+    );
+    // tenant-b neither sees nor touches tenant-a's key.
+    assert_eq!(
+        ok(result, "/tenant_b/locate"),
+        &serde_json::json!([]),
+        "{version}"
+    );
+    for op in ["get", "activate", "destroy"] {
+        failed_with(result, &format!("/tenant_b/{op}"), NOT_FOUND);
+    }
+    // The certificate no rule matches is denied on every operation.
+    for op in ["create", "get", "locate", "destroy"] {
+        failed_with(result, &format!("/stranger/{op}"), &["PERMISSION_DENIED"]);
+    }
+    ok(result, "/tenant_a_end/revoke");
+    ok(result, "/tenant_a_end/destroy");
+    failed_with(
+        result,
+        "/tenant_a_end/get_after_destroy",
+        &["ITEM_NOT_FOUND", "OBJECT_NOT_FOUND", "OBJECT_DESTROYED"],
+    );
+}
+
+#[test]
+fn pykmip_against_openkcm_dev_then_restart_keeps_keys() {
+    let dir = tempfile::Builder::new()
+        .prefix("openkcm-dev-pykmip-")
+        .tempdir()
+        .expect("temporary directory");
+    let mut dev = DevProcess::start(dir.path());
+    eprintln!("openkcm dev ready in {:?}", dev.startup);
+    for file in [
+        "ca.pem",
+        "tenant-a.pem",
+        "tenant-a-key.pem",
+        "tenant-a-bundle.pem",
+        "tenant-b.pem",
+        "stranger.pem",
+    ] {
+        assert!(dev.pki(file).is_file(), "{file} missing");
+    }
+    assert!(
+        dev.banner.contains("enableEncryption: true"),
+        "{}",
+        dev.banner
+    );
+    assert!(dev.banner.contains("ProxyKmipClient("), "{}", dev.banner);
+
+    for version in ["1.2", "1.4", "2.0"] {
+        let result = dev_flow(&dev, version, &[]);
+        check_flow(&result, version);
+    }
+    let kept = dev_flow(&dev, "1.4", &["keep"]);
+    let uid = ok(&kept, "/create").as_str().expect("uid").to_owned();
+
+    let (status, took) = dev.terminate();
+    eprintln!("openkcm dev stopped {took:?} after SIGTERM");
+    assert!(status.success(), "exit after SIGTERM: {status}");
+    drop(dev);
+
+    // Second run on the same directory: same CA, same root key, same database.
+    let ca = std::fs::read(dir.path().join("pki/ca.pem")).expect("ca.pem");
+    let mut again = DevProcess::start(dir.path());
+    assert!(again.banner.contains("nothing created"), "{}", again.banner);
+    assert_eq!(
+        std::fs::read(dir.path().join("pki/ca.pem")).expect("ca.pem"),
+        ca,
+        "the CA is reused"
+    );
+    let found = dev_flow(&again, "2.0", &["get", &uid]);
+    assert_eq!(ok(&found, "/get"), 32, "key {uid} after restart");
+    let (status, _) = again.terminate();
+    assert!(status.success(), "exit after SIGTERM: {status}");
+}
