@@ -42,7 +42,8 @@ fuzz:
 # Whole stack locally (docs/dev.md): dev PKI + routing rules + root key in ./openkcm-dev,
 # keysvc and the gateway on loopback (KMIP 127.0.0.1:5696); Ctrl-C stops it.
 # Flags: make dev DEV_FLAGS="--kmip-addr 127.0.0.1:15696".
-dev:
+# Bootstraps first: a fresh machine needs cmake to build Pingora.
+dev: bootstrap
 	$(CARGO) run --release -- dev $(DEV_FLAGS)
 
 # Regenerate the PyKMIP wire fixtures in kmip/tests/pykmip/.
