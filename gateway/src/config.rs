@@ -19,6 +19,11 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 1024 * 1024;
 /// The name checked against the keysvc server certificate when none is given.
 pub const DEFAULT_UPSTREAM_SERVER_NAME: &str = "keysvc";
+/// Default total time a graceful stop (SIGTERM) may take: below Kubernetes' default
+/// `terminationGracePeriodSeconds` (30 s).
+pub const DEFAULT_GRACE_PERIOD_SECONDS: u64 = 25;
+/// Longest last stage of a graceful stop (Pingora's `graceful_shutdown_timeout_seconds`).
+pub const MAX_GRACEFUL_SHUTDOWN_TIMEOUT_SECONDS: u64 = 5;
 
 /// Command-line flags of `openkcm gateway`; values stay text so that every problem is
 /// reported together by [`GatewayFlags::resolve`].
@@ -61,6 +66,11 @@ pub struct GatewayFlags {
     /// Seconds a KMIP connection may stay idle between requests.
     #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_IDLE_TIMEOUT.as_secs())]
     pub idle_timeout: u64,
+    /// Seconds a graceful stop (SIGTERM) takes in total, at least 2 [default: 25]: split
+    /// into Pingora's grace period (N − 5) and shutdown timeout (5); below 10 s the timeout
+    /// shrinks first, each part at least 1 s.
+    #[arg(long, value_name = "SECONDS")]
+    pub grace_period: Option<u64>,
 }
 
 /// The gateway's configuration, every value checked.
@@ -79,6 +89,20 @@ pub struct GatewayConfig {
     pub upstream_server_name: String,
     pub idle_timeout: Duration,
     pub max_message_size: usize,
+    /// Pingora's `grace_period_seconds`: how long in-flight requests get after SIGTERM.
+    pub grace_period_seconds: u64,
+    /// Pingora's `graceful_shutdown_timeout_seconds`: the last stage, runtimes then dropped.
+    pub graceful_shutdown_timeout_seconds: u64,
+}
+
+/// Splits a total graceful-stop time of `total` seconds (≥ 2) into Pingora's
+/// (`grace_period_seconds`, `graceful_shutdown_timeout_seconds`): the timeout is 5 s, less
+/// when `total` is short; both are at least 1 s and they add up to `total`.
+pub fn split_grace_period(total: u64) -> (u64, u64) {
+    let timeout = total
+        .saturating_sub(1)
+        .clamp(1, MAX_GRACEFUL_SHUTDOWN_TIMEOUT_SECONDS);
+    (total.saturating_sub(timeout).max(1), timeout)
 }
 
 /// Every problem found in the flags, one per line.
@@ -150,6 +174,12 @@ impl GatewayFlags {
         if self.idle_timeout == 0 {
             errors.push("--idle-timeout must be at least 1 second".into());
         }
+        let grace_period = self.grace_period.unwrap_or(DEFAULT_GRACE_PERIOD_SECONDS);
+        if grace_period < 2 {
+            errors.push("--grace-period must be at least 2 seconds".into());
+        }
+        let (grace_period_seconds, graceful_shutdown_timeout_seconds) =
+            split_grace_period(grace_period);
         match (
             kmip_addr.zip(https_addr),
             tls_cert,
@@ -181,6 +211,8 @@ impl GatewayFlags {
                 upstream_server_name: self.upstream_server_name.clone(),
                 idle_timeout: Duration::from_secs(self.idle_timeout),
                 max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+                grace_period_seconds,
+                graceful_shutdown_timeout_seconds,
             }),
             _ => Err(ConfigErrors(errors)),
         }
@@ -197,6 +229,7 @@ mod tests {
             kmip_addr: "nowhere".into(),
             https_addr: "nowhere".into(),
             upstreams: vec!["keysvc:9443".into()],
+            grace_period: Some(1),
             ..GatewayFlags::default()
         };
         let errors = flags.resolve().expect_err("invalid flags").0;
@@ -213,11 +246,36 @@ mod tests {
             "--upstream-key",
             "--upstream-server-name",
             "--idle-timeout",
+            "--grace-period",
         ] {
             assert!(
                 errors.iter().any(|e| e.contains(needle)),
                 "{needle} not in {errors:?}"
             );
         }
+    }
+
+    #[test]
+    fn grace_period_is_split_into_pingora_stages() {
+        assert_eq!(split_grace_period(DEFAULT_GRACE_PERIOD_SECONDS), (20, 5));
+        assert_eq!(split_grace_period(60), (55, 5));
+        assert_eq!(split_grace_period(6), (1, 5));
+        assert_eq!(split_grace_period(4), (1, 3));
+        assert_eq!(split_grace_period(2), (1, 1));
+    }
+
+    #[test]
+    fn grace_period_flag_parses_with_a_default() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            flags: GatewayFlags,
+        }
+        let cli = Cli::try_parse_from(["gw"]).expect("no flags");
+        assert_eq!(cli.flags.grace_period, None);
+        let cli = Cli::try_parse_from(["gw", "--grace-period", "40"]).expect("flag");
+        assert_eq!(cli.flags.grace_period, Some(40));
+        assert!(Cli::try_parse_from(["gw", "--grace-period", "soon"]).is_err());
     }
 }

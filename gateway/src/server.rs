@@ -18,10 +18,11 @@ use crate::routing::{RoutingError, RoutingWatcher};
 use crate::tls::{self, TlsError};
 use crate::upstream::{UpstreamPool, UpstreamTls};
 
-/// How long, after SIGTERM, in-flight requests get before the process stops: below
-/// Kubernetes' default `terminationGracePeriodSeconds` (30 s).
+/// How long, after SIGTERM, in-flight requests get before the process stops by default
+/// (`--grace-period` 25 = this + [`GRACEFUL_SHUTDOWN_TIMEOUT_SECONDS`]): below Kubernetes'
+/// default `terminationGracePeriodSeconds` (30 s).
 pub const GRACE_PERIOD_SECONDS: u64 = 20;
-/// The last stage of a graceful stop: runtimes are then dropped.
+/// The last stage of a graceful stop by default: runtimes are then dropped.
 pub const GRACEFUL_SHUTDOWN_TIMEOUT_SECONDS: u64 = 5;
 
 /// Why the gateway cannot start.
@@ -110,8 +111,8 @@ impl Gateway {
         ];
 
         let conf = ServerConf {
-            grace_period_seconds: Some(GRACE_PERIOD_SECONDS),
-            graceful_shutdown_timeout_seconds: Some(GRACEFUL_SHUTDOWN_TIMEOUT_SECONDS),
+            grace_period_seconds: Some(config.grace_period_seconds),
+            graceful_shutdown_timeout_seconds: Some(config.graceful_shutdown_timeout_seconds),
             ..ServerConf::default()
         };
         let mut server = Server::new_with_opt_and_conf(None, conf);

@@ -178,6 +178,7 @@ impl Pki {
             upstream_key: Some(self.path("gateway-upstream-key.pem")),
             upstream_server_name: KEYSVC_NAME.into(),
             idle_timeout: 300,
+            grace_period: None,
         }
     }
 }
