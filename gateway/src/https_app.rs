@@ -105,7 +105,8 @@ impl ServeHttp for HttpsApp {
         let method = session.req_header().method.clone();
         let path = session.req_header().uri.path().to_owned();
         match (method.as_str(), path.as_str()) {
-            ("GET", "/health") => text(200, "ok\n"),
+            // `/management/health` is the seed deployment's probe path.
+            ("GET", "/health" | "/management/health") => text(200, "ok\n"),
             ("GET", "/ready") => {
                 if self.upstream.ready() {
                     text(200, "ready\n")
@@ -126,7 +127,9 @@ impl ServeHttp for HttpsApp {
                     .unwrap_or_else(|_| Response::new(Vec::new()))
             }
             ("POST", "/kmip") => self.kmip(session).await,
-            (_, "/health" | "/ready" | "/metrics" | "/kmip") => text(405, "method not allowed\n"),
+            (_, "/health" | "/management/health" | "/ready" | "/metrics" | "/kmip") => {
+                text(405, "method not allowed\n")
+            }
             _ => text(404, "not found\n"),
         }
     }

@@ -67,6 +67,8 @@ async fn management_endpoints_answer_without_a_client_certificate_and_kmip_requi
 
     let (status, body) = https_request(&anonymous, https, "GET", "/health", b"").await;
     assert_eq!((status, &body[..]), (200, &b"ok\n"[..]));
+    let (status, body) = https_request(&anonymous, https, "GET", "/management/health", b"").await;
+    assert_eq!((status, &body[..]), (200, &b"ok\n"[..]));
     // Ready once a health check of the replica succeeded (every 2 s, first one at once).
     eventually("gateway /ready", || async {
         https_request(&anonymous, https, "GET", "/ready", b"")
