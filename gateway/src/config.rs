@@ -19,6 +19,8 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 1024 * 1024;
 /// The name checked against the keysvc server certificate when none is given.
 pub const DEFAULT_UPSTREAM_SERVER_NAME: &str = "keysvc";
+/// How often `--upstream HOST:PORT` names are re-resolved by default.
+pub const DEFAULT_UPSTREAM_RESOLVE_INTERVAL: Duration = Duration::from_secs(10);
 /// Default total time a graceful stop (SIGTERM) may take: below Kubernetes' default
 /// `terminationGracePeriodSeconds` (30 s).
 pub const DEFAULT_GRACE_PERIOD_SECONDS: u64 = 25;
@@ -48,9 +50,13 @@ pub struct GatewayFlags {
     /// TenantRouting rule file or directory; repeatable.
     #[arg(long = "policies", value_name = "PATH")]
     pub policies: Vec<PathBuf>,
-    /// A keysvc replica (IP:PORT of its API listener); repeatable.
+    /// keysvc replicas: IP:PORT (one replica) or HOST:PORT (every address the name
+    /// resolves to, re-resolved every --upstream-resolve-interval); repeatable.
     #[arg(long = "upstream", value_name = "ADDR")]
     pub upstreams: Vec<String>,
+    /// Seconds between two resolutions of the HOST:PORT upstreams, at least 1 [default: 10].
+    #[arg(long, value_name = "SECONDS")]
+    pub upstream_resolve_interval: Option<u64>,
     /// CA bundle the keysvc server certificates chain to (PEM).
     #[arg(long, value_name = "FILE")]
     pub upstream_ca: Option<PathBuf>,
@@ -82,7 +88,9 @@ pub struct GatewayConfig {
     pub tls_key: PathBuf,
     pub client_ca: PathBuf,
     pub policies: Vec<PathBuf>,
-    pub upstreams: Vec<SocketAddr>,
+    pub upstreams: Vec<UpstreamAddr>,
+    /// How often the [`UpstreamAddr::Dns`] upstreams are re-resolved.
+    pub upstream_resolve_interval: Duration,
     pub upstream_ca: PathBuf,
     pub upstream_cert: PathBuf,
     pub upstream_key: PathBuf,
@@ -93,6 +101,63 @@ pub struct GatewayConfig {
     pub grace_period_seconds: u64,
     /// Pingora's `graceful_shutdown_timeout_seconds`: the last stage, runtimes then dropped.
     pub graceful_shutdown_timeout_seconds: u64,
+}
+
+/// One `--upstream` value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamAddr {
+    /// `IP:PORT`: one replica, for the gateway's lifetime.
+    Ip(SocketAddr),
+    /// `HOST:PORT`: one replica per address the name resolves to (e.g. a Kubernetes headless
+    /// Service), re-resolved periodically.
+    Dns { host: String, port: u16 },
+}
+
+impl UpstreamAddr {
+    /// Parses `IP:PORT` (IPv6 as `[IP]:PORT`) or `HOST:PORT`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if let Ok(addr) = text.parse::<SocketAddr>() {
+            return Ok(Self::Ip(addr));
+        }
+        let (host, port) = text
+            .rsplit_once(':')
+            .ok_or_else(|| "expected IP:PORT or HOST:PORT".to_owned())?;
+        let port = port
+            .parse::<u16>()
+            .map_err(|e| format!("port {port:?}: {e}"))?;
+        let host_ok = !host.is_empty()
+            && host.len() <= 253
+            && host.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+                    && label
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            });
+        // A trailing dot (fully qualified name) is allowed.
+        let host_ok = host_ok
+            || (host.ends_with('.')
+                && host.len() > 1
+                && Self::parse(&format!("{}:{port}", &host[..host.len() - 1])).is_ok());
+        if !host_ok || host.parse::<std::net::IpAddr>().is_ok() {
+            return Err(format!("{host:?} is neither an IP address nor a host name"));
+        }
+        Ok(Self::Dns {
+            host: host.to_owned(),
+            port,
+        })
+    }
+}
+
+impl fmt::Display for UpstreamAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Ip(addr) => write!(f, "{addr}"),
+            Self::Dns { host, port } => write!(f, "{host}:{port}"),
+        }
+    }
 }
 
 /// Splits a total graceful-stop time of `total` seconds (≥ 2) into Pingora's
@@ -162,10 +227,18 @@ impl GatewayFlags {
         }
         let mut upstreams = Vec::new();
         for upstream in &self.upstreams {
-            match upstream.parse::<SocketAddr>() {
+            match UpstreamAddr::parse(upstream) {
                 Ok(addr) => upstreams.push(addr),
-                Err(e) => errors.push(format!("--upstream {upstream:?}: {e} (IP:PORT)")),
+                Err(e) => errors.push(format!(
+                    "--upstream {upstream:?}: {e} (IP:PORT or HOST:PORT)"
+                )),
             }
+        }
+        let resolve_interval = self
+            .upstream_resolve_interval
+            .unwrap_or(DEFAULT_UPSTREAM_RESOLVE_INTERVAL.as_secs());
+        if resolve_interval == 0 {
+            errors.push("--upstream-resolve-interval must be at least 1 second".into());
         }
         if self.upstream_server_name.is_empty() {
             // An empty SNI makes Pingora skip server-certificate verification.
@@ -205,6 +278,7 @@ impl GatewayFlags {
                 client_ca,
                 policies: self.policies.clone(),
                 upstreams,
+                upstream_resolve_interval: Duration::from_secs(resolve_interval),
                 upstream_ca,
                 upstream_cert,
                 upstream_key,
@@ -228,7 +302,8 @@ mod tests {
         let flags = GatewayFlags {
             kmip_addr: "nowhere".into(),
             https_addr: "nowhere".into(),
-            upstreams: vec!["keysvc:9443".into()],
+            upstreams: vec!["keysvc".into()],
+            upstream_resolve_interval: Some(0),
             grace_period: Some(1),
             ..GatewayFlags::default()
         };
@@ -240,7 +315,8 @@ mod tests {
             "--tls-key",
             "--client-ca",
             "--policies",
-            "--upstream \"keysvc:9443\"",
+            "--upstream \"keysvc\"",
+            "--upstream-resolve-interval",
             "--upstream-ca",
             "--upstream-cert",
             "--upstream-key",
@@ -252,6 +328,51 @@ mod tests {
                 errors.iter().any(|e| e.contains(needle)),
                 "{needle} not in {errors:?}"
             );
+        }
+    }
+
+    #[test]
+    fn upstreams_are_ip_or_host_with_port() {
+        assert_eq!(
+            UpstreamAddr::parse("10.0.0.1:9443"),
+            Ok(UpstreamAddr::Ip("10.0.0.1:9443".parse().expect("addr")))
+        );
+        assert_eq!(
+            UpstreamAddr::parse("[::1]:9443"),
+            Ok(UpstreamAddr::Ip("[::1]:9443".parse().expect("addr")))
+        );
+        for (text, host) in [
+            ("keysvc:9443", "keysvc"),
+            (
+                "keysvc-headless.kcm.svc.cluster.local:9443",
+                "keysvc-headless.kcm.svc.cluster.local",
+            ),
+            (
+                "keysvc.kcm.svc.cluster.local.:9443",
+                "keysvc.kcm.svc.cluster.local.",
+            ),
+        ] {
+            assert_eq!(
+                UpstreamAddr::parse(text),
+                Ok(UpstreamAddr::Dns {
+                    host: host.into(),
+                    port: 9443
+                }),
+                "{text}"
+            );
+        }
+        for bad in [
+            "keysvc",
+            ":9443",
+            "keysvc:",
+            "keysvc:99999",
+            "key svc:9443",
+            "::1:9443",
+            "10.0.0.1",
+            "a..b:1",
+            "-a:1",
+        ] {
+            assert!(UpstreamAddr::parse(bad).is_err(), "{bad}");
         }
     }
 

@@ -105,10 +105,11 @@ impl Gateway {
             None,
             tls::https_listener_settings(&material)?,
         );
-        let tasks = vec![
+        let mut tasks = vec![
             material.start_watching(upstream.clone()),
             upstream.start_health_checks(metrics.clone()),
         ];
+        tasks.extend(upstream.start_resolver(config.upstream_resolve_interval, metrics.clone()));
 
         let conf = ServerConf {
             grace_period_seconds: Some(config.grace_period_seconds),

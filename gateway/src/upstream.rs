@@ -9,10 +9,19 @@
 //! - the exchange fails after the request was sent (reset, timeout, non-200 status) → the
 //!   next replica only if every batch item is read-only ([`is_read_only`]); otherwise the
 //!   caller answers General Failure ("may or may not have been applied").
+//!
+//! Replicas come from `--upstream`: an `IP:PORT` is one replica for the gateway's lifetime;
+//! a `HOST:PORT` (e.g. a Kubernetes headless Service) is one replica per address the name
+//! resolves to, re-resolved every `--upstream-resolve-interval` ([`UpstreamPool::start_resolver`]):
+//! new addresses become replicas, replicas whose address disappeared are dropped (requests
+//! in flight on them finish: each request holds the replica list it started with), and
+//! replicas whose address stays keep their health state. A failed or empty lookup keeps
+//! the addresses that name resolved to before. The gateway starts before the first lookup
+//! answers and is not ready until some replica has answered.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -25,6 +34,7 @@ use pingora::http::RequestHeader;
 use pingora::upstreams::peer::HttpPeer;
 use pingora::utils::tls::{parse_x509, CertKey, WrappedX509};
 
+use crate::config::UpstreamAddr;
 use crate::metrics::GatewayMetrics;
 use crate::tls::{self, TlsError};
 
@@ -42,6 +52,8 @@ pub const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a replica whose connection failed is skipped.
 pub const DOWN_FOR: Duration = Duration::from_secs(5);
+/// Budget of one DNS lookup of a `HOST:PORT` upstream.
+pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long an idle pooled HTTP/2 connection to a replica is kept.
 pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Largest keysvc answer read: a response carries at most a few keys, far below this.
@@ -93,7 +105,16 @@ struct Replica {
 pub struct UpstreamPool {
     server_name: String,
     ca: Arc<[WrappedX509]>,
-    replicas: Vec<Replica>,
+    /// The current replicas; replaced as a whole when DNS answers change. Each request
+    /// and health-check round works on the list it loaded.
+    replicas: ArcSwap<Vec<Arc<Replica>>>,
+    /// The upstream client certificate in force. Held while the replica list or the
+    /// peers are rebuilt, so that a reload and a DNS change cannot lose each other's work.
+    cert_key: Mutex<Arc<CertKey>>,
+    /// The `IP:PORT` upstreams.
+    static_addrs: Vec<SocketAddr>,
+    /// The `HOST:PORT` upstreams.
+    dns: Vec<(String, u16)>,
     next: AtomicUsize,
     connector: Connector,
     epoch: Instant,
@@ -101,9 +122,10 @@ pub struct UpstreamPool {
 
 impl std::fmt::Debug for UpstreamPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let addrs: Vec<_> = self.replicas.iter().map(|r| r.addr).collect();
+        let addrs: Vec<_> = self.replicas.load().iter().map(|r| r.addr).collect();
         f.debug_struct("UpstreamPool")
             .field("replicas", &addrs)
+            .field("dns", &self.dns)
             .finish()
     }
 }
@@ -120,7 +142,9 @@ pub struct UpstreamTls<'a> {
 }
 
 impl UpstreamPool {
-    pub fn new(addrs: &[SocketAddr], tls_files: &UpstreamTls<'_>) -> Result<Self, TlsError> {
+    /// The `IP:PORT` upstreams become replicas now; the `HOST:PORT` ones once
+    /// [`UpstreamPool::start_resolver`] has resolved them.
+    pub fn new(addrs: &[UpstreamAddr], tls_files: &UpstreamTls<'_>) -> Result<Self, TlsError> {
         if tls_files.server_name.is_empty() {
             return Err(TlsError::Verifier(
                 "the upstream server name must not be empty".into(),
@@ -137,20 +161,29 @@ impl UpstreamPool {
             .collect();
         let cert_key = Arc::new(CertKey::new(chain, tls::key_der_from_pem(tls_files.key)?));
         let server_name = tls_files.server_name.to_owned();
-        let replicas = addrs
+        let mut static_addrs = Vec::new();
+        let mut dns = Vec::new();
+        for addr in addrs {
+            match addr {
+                UpstreamAddr::Ip(addr) => {
+                    if !static_addrs.contains(addr) {
+                        static_addrs.push(*addr);
+                    }
+                }
+                UpstreamAddr::Dns { host, port } => dns.push((host.clone(), *port)),
+            }
+        }
+        let replicas = static_addrs
             .iter()
-            .map(|&addr| Replica {
-                addr,
-                peer: ArcSwap::from_pointee(make_peer(addr, &server_name, &ca, cert_key.clone())),
-                down_until_ms: AtomicU64::new(0),
-                healthy: AtomicBool::new(true),
-                last_ok_ms: AtomicU64::new(0),
-            })
+            .map(|&addr| Arc::new(new_replica(addr, &server_name, &ca, cert_key.clone())))
             .collect();
         Ok(Self {
             server_name,
             ca,
-            replicas,
+            replicas: ArcSwap::from_pointee(replicas),
+            cert_key: Mutex::new(cert_key),
+            static_addrs,
+            dns,
             next: AtomicUsize::new(0),
             connector: Connector::new(None),
             epoch: Instant::now(),
@@ -164,9 +197,10 @@ impl UpstreamPool {
         who: &TenantHeaders<'_>,
     ) -> Result<Bytes, UpstreamError> {
         let mut read_only: Option<bool> = None;
-        let mut last = String::from("no replica configured");
+        let mut last = String::from("no replica (upstream names not resolved yet?)");
         let mut sent = false;
         for replica in self.order() {
+            let replica = &*replica;
             let attempt =
                 tokio::time::timeout(EXCHANGE_TIMEOUT, self.exchange(replica, request, who))
                     .await
@@ -206,15 +240,16 @@ impl UpstreamPool {
     /// Every replica once, starting at the next in round-robin order, the ones marked down
     /// or failing their health check last (still tried: a replica that is back is better
     /// than no answer).
-    fn order(&self) -> Vec<&Replica> {
-        let n = self.replicas.len();
+    fn order(&self) -> Vec<Arc<Replica>> {
+        let replicas = self.replicas.load_full();
+        let n = replicas.len();
         if n == 0 {
             return Vec::new();
         }
         let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
         let now = self.now_ms();
         let (mut up, down): (Vec<_>, Vec<_>) = (0..n)
-            .map(|i| &self.replicas[(start + i) % n])
+            .map(|i| replicas[(start + i) % n].clone())
             .partition(|r| {
                 r.healthy.load(Ordering::Relaxed) && r.down_until_ms.load(Ordering::Relaxed) <= now
             });
@@ -225,7 +260,9 @@ impl UpstreamPool {
     /// Uses `cert_key` for new upstream connections (pooled ones keep theirs: the pool
     /// key includes the certificate serial).
     pub fn set_client_cert(&self, cert_key: Arc<CertKey>) {
-        for replica in &self.replicas {
+        let mut in_force = self.cert_key.lock().unwrap_or_else(|e| e.into_inner());
+        *in_force = cert_key.clone();
+        for replica in self.replicas.load().iter() {
             replica.peer.store(Arc::new(make_peer(
                 replica.addr,
                 &self.server_name,
@@ -238,7 +275,7 @@ impl UpstreamPool {
     /// Whether some replica answered a health check or a request within [`READY_WITHIN`].
     pub fn ready(&self) -> bool {
         let now = self.now_ms();
-        self.replicas.iter().any(|r| {
+        self.replicas.load().iter().any(|r| {
             let ok = r.last_ok_ms.load(Ordering::Relaxed);
             ok != 0 && now.saturating_sub(ok) <= READY_WITHIN.as_millis() as u64
         })
@@ -247,6 +284,7 @@ impl UpstreamPool {
     /// `(address, healthy)` of every replica, as the last health check saw it.
     pub fn health(&self) -> Vec<(SocketAddr, bool)> {
         self.replicas
+            .load()
             .iter()
             .map(|r| (r.addr, r.healthy.load(Ordering::Relaxed)))
             .collect()
@@ -274,7 +312,8 @@ impl UpstreamPool {
 
     /// One round of health checks, all replicas concurrently.
     pub async fn check_all(&self, metrics: &GatewayMetrics) {
-        let checks = self.replicas.iter().map(|replica| async move {
+        let replicas = self.replicas.load_full();
+        let checks = replicas.iter().map(|replica| async move {
             let ok = tokio::time::timeout(HEALTH_CHECK_TIMEOUT, self.check(replica))
                 .await
                 .unwrap_or_else(|_| Err("timed out".into()));
@@ -296,6 +335,102 @@ impl UpstreamPool {
             metrics.set_upstream_healthy(&replica.addr.to_string(), ok.is_ok());
         });
         futures::future::join_all(checks).await;
+    }
+
+    /// Makes the replicas exactly `desired` (order kept for the replicas that stay, new
+    /// ones appended); replicas that stay keep their health state. Returns what changed.
+    pub fn set_addresses(&self, desired: &[SocketAddr]) -> Reconciliation {
+        let cert_key = self.cert_key.lock().unwrap_or_else(|e| e.into_inner());
+        let current = self.replicas.load_full();
+        let addrs: Vec<SocketAddr> = current.iter().map(|r| r.addr).collect();
+        let change = reconcile(&addrs, desired);
+        if change.is_empty() {
+            return change;
+        }
+        let replicas: Vec<Arc<Replica>> = current
+            .iter()
+            .filter(|r| !change.removed.contains(&r.addr))
+            .cloned()
+            .chain(change.added.iter().map(|&addr| {
+                Arc::new(new_replica(
+                    addr,
+                    &self.server_name,
+                    &self.ca,
+                    cert_key.clone(),
+                ))
+            }))
+            .collect();
+        self.replicas.store(Arc::new(replicas));
+        change
+    }
+
+    /// Resolves the `HOST:PORT` upstreams now and every `interval` (a tokio task; the first
+    /// lookup starts at once), updating the replicas. `None` when every upstream is an
+    /// `IP:PORT`.
+    pub fn start_resolver(
+        self: &Arc<Self>,
+        interval: Duration,
+        metrics: Arc<GatewayMetrics>,
+    ) -> Option<tokio::task::AbortHandle> {
+        if self.dns.is_empty() {
+            return None;
+        }
+        let pool = Arc::downgrade(self);
+        let static_addrs = self.static_addrs.clone();
+        let dns = self.dns.clone();
+        let task = tokio::spawn(async move {
+            // What each name last resolved to (kept when a lookup fails or is empty).
+            let mut resolved: Vec<Vec<SocketAddr>> = vec![Vec::new(); dns.len()];
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                for ((host, port), last) in dns.iter().zip(resolved.iter_mut()) {
+                    let lookup = tokio::time::timeout(
+                        RESOLVE_TIMEOUT,
+                        tokio::net::lookup_host((host.as_str(), *port)),
+                    )
+                    .await;
+                    match lookup {
+                        Ok(Ok(addrs)) => {
+                            let mut addrs: Vec<SocketAddr> = addrs.collect();
+                            addrs.sort();
+                            addrs.dedup();
+                            if addrs.is_empty() {
+                                tracing::warn!(upstream = %host, "upstream name resolved to no address; keeping the previous ones");
+                            } else {
+                                *last = addrs;
+                            }
+                        }
+                        Ok(Err(e)) => {
+                            tracing::warn!(upstream = %host, error = %e, "cannot resolve upstream name; keeping the previous addresses");
+                        }
+                        Err(_) => {
+                            tracing::warn!(upstream = %host, "upstream name lookup timed out; keeping the previous addresses");
+                        }
+                    }
+                }
+                let Some(pool) = pool.upgrade() else {
+                    return;
+                };
+                let mut desired = static_addrs.clone();
+                for addr in resolved.iter().flatten() {
+                    if !desired.contains(addr) {
+                        desired.push(*addr);
+                    }
+                }
+                let change = pool.set_addresses(&desired);
+                for addr in &change.added {
+                    tracing::info!(upstream = %addr, "keysvc replica added (DNS)");
+                    metrics.set_upstream_healthy(&addr.to_string(), true);
+                }
+                for addr in &change.removed {
+                    tracing::info!(upstream = %addr, "keysvc replica removed (DNS)");
+                    metrics.set_upstream_healthy(&addr.to_string(), false);
+                }
+            }
+        });
+        Some(task.abort_handle())
     }
 
     async fn check(&self, replica: &Replica) -> Result<(), String> {
@@ -410,6 +545,52 @@ impl UpstreamPool {
     }
 }
 
+/// What [`reconcile`] found: addresses to add (in `desired` order, once each) and to
+/// remove (in `current` order).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reconciliation {
+    pub added: Vec<SocketAddr>,
+    pub removed: Vec<SocketAddr>,
+}
+
+impl Reconciliation {
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty()
+    }
+}
+
+/// The changes that turn the replica addresses `current` into `desired`.
+pub fn reconcile(current: &[SocketAddr], desired: &[SocketAddr]) -> Reconciliation {
+    let mut added: Vec<SocketAddr> = Vec::new();
+    for addr in desired {
+        if !current.contains(addr) && !added.contains(addr) {
+            added.push(*addr);
+        }
+    }
+    let mut removed: Vec<SocketAddr> = Vec::new();
+    for addr in current {
+        if !desired.contains(addr) && !removed.contains(addr) {
+            removed.push(*addr);
+        }
+    }
+    Reconciliation { added, removed }
+}
+
+fn new_replica(
+    addr: SocketAddr,
+    server_name: &str,
+    ca: &Arc<[WrappedX509]>,
+    cert_key: Arc<CertKey>,
+) -> Replica {
+    Replica {
+        addr,
+        peer: ArcSwap::from_pointee(make_peer(addr, server_name, ca, cert_key)),
+        down_until_ms: AtomicU64::new(0),
+        healthy: AtomicBool::new(true),
+        last_ok_ms: AtomicU64::new(0),
+    }
+}
+
 fn make_peer(
     addr: SocketAddr,
     server_name: &str,
@@ -476,5 +657,53 @@ pub fn is_read_only(request: &[u8]) -> bool {
                     .all(|item| item.operation().is_some_and(is_read_only_operation))
         }
         Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addrs(list: &[&str]) -> Vec<SocketAddr> {
+        list.iter()
+            .map(|a| a.parse().expect("socket address"))
+            .collect()
+    }
+
+    #[test]
+    fn reconcile_adds_new_and_removes_gone_addresses() {
+        let change = reconcile(
+            &addrs(&["10.0.0.1:9443", "10.0.0.2:9443"]),
+            &addrs(&["10.0.0.2:9443", "10.0.0.3:9443", "10.0.0.3:9443"]),
+        );
+        assert_eq!(
+            change,
+            Reconciliation {
+                added: addrs(&["10.0.0.3:9443"]),
+                removed: addrs(&["10.0.0.1:9443"]),
+            }
+        );
+    }
+
+    #[test]
+    fn reconcile_of_the_same_set_changes_nothing() {
+        let set = addrs(&["10.0.0.1:9443", "[::1]:9443"]);
+        let reversed: Vec<_> = set.iter().rev().copied().collect();
+        assert!(reconcile(&set, &reversed).is_empty());
+        assert!(reconcile(&[], &[]).is_empty());
+    }
+
+    #[test]
+    fn reconcile_from_and_to_nothing() {
+        let set = addrs(&["10.0.0.1:9443", "10.0.0.2:9443"]);
+        assert_eq!(reconcile(&[], &set).added, set);
+        assert_eq!(reconcile(&set, &[]).removed, set);
+        assert_eq!(
+            reconcile(&addrs(&["10.0.0.1:9443"]), &addrs(&["10.0.0.1:9444"])),
+            Reconciliation {
+                added: addrs(&["10.0.0.1:9444"]),
+                removed: addrs(&["10.0.0.1:9443"]),
+            }
+        );
     }
 }

@@ -173,6 +173,7 @@ impl Pki {
             client_ca: Some(self.path("ca.pem")),
             policies: vec![self.path("policies")],
             upstreams: upstreams.iter().map(|a| a.to_string()).collect(),
+            upstream_resolve_interval: None,
             upstream_ca: Some(self.path("ca.pem")),
             upstream_cert: Some(self.path("gateway-upstream.pem")),
             upstream_key: Some(self.path("gateway-upstream-key.pem")),
