@@ -568,3 +568,63 @@ async fn connections_that_died_in_the_pool_are_replaced() {
     common::insert(&store, &a, &[common::key("after-restart")]).await;
     assert!(common::get(&store, &a, "after-restart").await.is_some());
 }
+
+/// Two requests changing one object serialize: the second `get_for_update` waits for the
+/// first transaction and then reads what it committed, instead of the old version (which
+/// its update would silently overwrite).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_for_update_waits_for_the_transaction_holding_the_object() {
+    let db = TestDb::create().await;
+    let store = Arc::new(dev_store(&db).await);
+    let a = common::tenant("tenant-a");
+    common::insert(store.as_ref(), &a, &[common::key("contended")]).await;
+
+    let mut first = store.begin(&a).await.expect("begin");
+    let mut record = first
+        .get_for_update("contended")
+        .await
+        .expect("get")
+        .expect("present");
+
+    let second = {
+        let (store, a) = (store.clone(), a.clone());
+        tokio::spawn(async move {
+            let mut tx = store.begin(&a).await.expect("begin");
+            let seen = tx.get_for_update("contended").await.expect("get");
+            tx.commit().await.expect("commit");
+            seen.expect("present").state
+        })
+    };
+    // Bounded wait until the second transaction is blocked on the row lock.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'",
+        )
+        .bind(&db.name)
+        .fetch_one(&mut admin().await)
+        .await
+        .expect("pg_stat_activity");
+        if waiting >= 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the second reader never waited"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        !second.is_finished(),
+        "the second reader must wait for the first"
+    );
+
+    record.state += 1;
+    first.update(&record).await.expect("update");
+    first.commit().await.expect("commit");
+    let seen_by_second = tokio::time::timeout(Duration::from_secs(10), second)
+        .await
+        .expect("the second reader proceeds after the commit")
+        .expect("task");
+    assert_eq!(seen_by_second, record.state, "it read the committed change");
+}

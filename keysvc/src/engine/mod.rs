@@ -463,10 +463,11 @@ impl Request<'_> {
     async fn load_fresh(&mut self, uid: &str) -> Result<KeyObject, OpError> {
         let keyring = self.engine.keyring.clone();
         let tenant = self.ctx.tenant.clone();
+        // Locked until the request commits: concurrent changes to one object serialize.
         let record = self
             .tx()
             .await?
-            .get(uid)
+            .get_for_update(uid)
             .await?
             .ok_or_else(|| OpError::not_found(uid))?;
         KeyObject::from_record(record, &keyring, &tenant)

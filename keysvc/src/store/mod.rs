@@ -124,6 +124,14 @@ pub trait Transaction: Send {
     async fn insert(&mut self, record: &ObjectRecord) -> Result<(), StoreError>;
     /// `None` for a missing object and for another tenant's object alike.
     async fn get(&mut self, uid: &str) -> Result<Option<ObjectRecord>, StoreError>;
+    /// [`Transaction::get`] for a read that will be followed by an update: the row stays
+    /// locked until the transaction ends, so two requests changing one object (on any
+    /// replica) run one after the other instead of the later write silently undoing the
+    /// earlier one. The default suits a store whose transactions already exclude each other
+    /// (SQLite: one writer).
+    async fn get_for_update(&mut self, uid: &str) -> Result<Option<ObjectRecord>, StoreError> {
+        self.get(uid).await
+    }
     /// Replaces the record with the same uid; `NotFound` if it is not this tenant's.
     async fn update(&mut self, record: &ObjectRecord) -> Result<(), StoreError>;
     /// Uids matching the filter, in creation order.

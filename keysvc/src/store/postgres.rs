@@ -418,13 +418,21 @@ const INSERT_OBJECT: &str = "INSERT INTO objects (tenant_id, uid, object_type, s
 const UPDATE_OBJECT: &str = "UPDATE objects SET object_type = $3, state = $4, \
      cryptographic_algorithm = $5, cryptographic_length = $6, attributes = $7, \
      root_key_id = $8, material = $9, created_at = $10 WHERE tenant_id = $1 AND uid = $2";
-const GET_OBJECT: &str = "SELECT o.object_type, o.state, o.cryptographic_algorithm, \
-     o.cryptographic_length, o.attributes, o.root_key_id, o.material, o.created_at, \
-     ARRAY(SELECT i.name FROM object_index i WHERE i.tenant_id = o.tenant_id \
-           AND i.uid = o.uid ORDER BY i.position) AS index_names, \
-     ARRAY(SELECT i.value FROM object_index i WHERE i.tenant_id = o.tenant_id \
-           AND i.uid = o.uid ORDER BY i.position) AS index_values \
-     FROM objects o WHERE o.tenant_id = $1 AND o.uid = $2";
+/// One object with its index rows (a macro, so the locking variant can extend the text).
+macro_rules! get_object_sql {
+    () => {
+        "SELECT o.object_type, o.state, o.cryptographic_algorithm, \
+         o.cryptographic_length, o.attributes, o.root_key_id, o.material, o.created_at, \
+         ARRAY(SELECT i.name FROM object_index i WHERE i.tenant_id = o.tenant_id \
+               AND i.uid = o.uid ORDER BY i.position) AS index_names, \
+         ARRAY(SELECT i.value FROM object_index i WHERE i.tenant_id = o.tenant_id \
+               AND i.uid = o.uid ORDER BY i.position) AS index_values \
+         FROM objects o WHERE o.tenant_id = $1 AND o.uid = $2"
+    };
+}
+const GET_OBJECT: &str = get_object_sql!();
+/// [`GET_OBJECT`] locking the object's row until the transaction ends.
+const GET_OBJECT_FOR_UPDATE: &str = concat!(get_object_sql!(), " FOR UPDATE OF o");
 const DELETE_INDEX: &str = "DELETE FROM object_index WHERE tenant_id = $1 AND uid = $2";
 const INSERT_INDEX: &str = "INSERT INTO object_index (tenant_id, uid, position, name, value) \
      SELECT $1, $2, t.position, t.name, t.value \
@@ -466,6 +474,23 @@ async fn notify<'e>(
 }
 
 impl PgTransaction {
+    async fn fetch_object(
+        &mut self,
+        sql: &'static str,
+        uid: &str,
+    ) -> Result<Option<ObjectRecord>, StoreError> {
+        self.usable()?;
+        let row = sqlx::query(sql)
+            .bind(self.tenant.as_str())
+            .bind(uid)
+            .fetch_optional(&mut *self.tx)
+            .await;
+        match self.track(row)? {
+            Some(row) => Self::record_from_row(uid, &row).map(Some),
+            None => Ok(None),
+        }
+    }
+
     fn usable(&self) -> Result<(), StoreError> {
         if self.failed {
             return Err(StoreError::Database(
@@ -559,16 +584,11 @@ impl Transaction for PgTransaction {
     }
 
     async fn get(&mut self, uid: &str) -> Result<Option<ObjectRecord>, StoreError> {
-        self.usable()?;
-        let row = sqlx::query(GET_OBJECT)
-            .bind(self.tenant.as_str())
-            .bind(uid)
-            .fetch_optional(&mut *self.tx)
-            .await;
-        match self.track(row)? {
-            Some(row) => Self::record_from_row(uid, &row).map(Some),
-            None => Ok(None),
-        }
+        self.fetch_object(GET_OBJECT, uid).await
+    }
+
+    async fn get_for_update(&mut self, uid: &str) -> Result<Option<ObjectRecord>, StoreError> {
+        self.fetch_object(GET_OBJECT_FOR_UPDATE, uid).await
     }
 
     async fn update(&mut self, record: &ObjectRecord) -> Result<(), StoreError> {
