@@ -60,6 +60,23 @@ pub(super) fn material_from_sql(
 }
 
 /// `(limit, offset)` of a Locate page, `None` for no limit.
+/// The indexed columns a Locate filter constrains, with the value each must equal
+/// (`None`: not constrained). Both stores build their WHERE clause from this list.
+pub(super) fn filter_columns(filter: &LocateFilter) -> [(&'static str, Option<i64>); 4] {
+    [
+        ("object_type", filter.object_type.map(enum_to_sql)),
+        ("state", filter.state.map(enum_to_sql)),
+        (
+            "cryptographic_algorithm",
+            filter.cryptographic_algorithm.map(enum_to_sql),
+        ),
+        (
+            "cryptographic_length",
+            filter.cryptographic_length.map(i64::from),
+        ),
+    ]
+}
+
 pub(super) fn page(filter: &LocateFilter) -> (Option<i64>, i64) {
     let limit = filter.limit.map(|l| i64::try_from(l).unwrap_or(i64::MAX));
     let offset = i64::try_from(filter.offset).unwrap_or(i64::MAX);

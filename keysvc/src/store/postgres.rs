@@ -47,7 +47,7 @@ use tokio::task::JoinHandle;
 use self::lru::Lru;
 use self::roles::{parse_url, unavailable};
 use super::columns::{
-    db_error, enum_from_sql, enum_to_sql, material_from_sql, material_to_sql,
+    db_error, enum_from_sql, enum_to_sql, filter_columns, material_from_sql, material_to_sql,
     optional_enum_from_sql, page, position, CHANGES_CAPACITY,
 };
 use super::{LocateFilter, ObjectChanged, ObjectRecord, Store, StoreError, Transaction};
@@ -615,19 +615,7 @@ impl Transaction for PgTransaction {
         let tenant = self.tenant.as_str();
         let mut query = QueryBuilder::<Postgres>::new("SELECT uid FROM objects WHERE tenant_id = ");
         query.push_bind(tenant);
-        let columns = [
-            ("object_type", filter.object_type.map(enum_to_sql)),
-            ("state", filter.state.map(enum_to_sql)),
-            (
-                "cryptographic_algorithm",
-                filter.cryptographic_algorithm.map(enum_to_sql),
-            ),
-            (
-                "cryptographic_length",
-                filter.cryptographic_length.map(i64::from),
-            ),
-        ];
-        for (column, value) in columns {
+        for (column, value) in filter_columns(filter) {
             if let Some(value) = value {
                 query
                     .push(format_args!(" AND {column} = "))

@@ -39,7 +39,7 @@ use sqlx::{Connection, QueryBuilder, Row, Sqlite};
 use tokio::sync::{broadcast, watch, Mutex, OwnedMutexGuard};
 
 use super::columns::{
-    db_error, enum_from_sql, enum_to_sql, material_from_sql, material_to_sql,
+    db_error, enum_from_sql, enum_to_sql, filter_columns, material_from_sql, material_to_sql,
     optional_enum_from_sql, page, position, CHANGES_CAPACITY, INDEX_ROWS_PER_INSERT,
 };
 use super::{LocateFilter, ObjectChanged, ObjectRecord, Store, StoreError, Transaction};
@@ -588,19 +588,7 @@ impl TenantRows<'_> {
     async fn locate(&mut self, filter: &LocateFilter) -> Result<Vec<String>, StoreError> {
         let mut query = QueryBuilder::<Sqlite>::new("SELECT uid FROM objects WHERE tenant_id = ");
         query.push_bind(self.tenant);
-        let columns = [
-            ("object_type", filter.object_type.map(enum_to_sql)),
-            ("state", filter.state.map(enum_to_sql)),
-            (
-                "cryptographic_algorithm",
-                filter.cryptographic_algorithm.map(enum_to_sql),
-            ),
-            (
-                "cryptographic_length",
-                filter.cryptographic_length.map(i64::from),
-            ),
-        ];
-        for (column, value) in columns {
+        for (column, value) in filter_columns(filter) {
             if let Some(value) = value {
                 query
                     .push(format_args!(" AND {column} = "))
