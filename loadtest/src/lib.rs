@@ -18,6 +18,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
+pub mod chart;
 pub mod config;
 pub mod report;
 pub mod runner;

@@ -63,8 +63,8 @@ async fn call(
         .ok_or_else(|| RunError::Setup(format!("{op:?}: response without batch item")))?;
     if item.result_status != ResultStatus::Success {
         return Err(RunError::Setup(format!(
-            "{op:?} failed: {:?}: {}",
-            item.result_reason,
+            "{op:?} failed: {}: {}",
+            item.result_reason.map_or("no reason", |r| r.name()),
             item.result_message.unwrap_or_default()
         )));
     }
