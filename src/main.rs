@@ -43,6 +43,13 @@ enum Command {
     Gateway(Box<gateway::config::GatewayFlags>),
     /// The whole stack locally: dev PKI, routing rules, root key, keysvc and the gateway.
     Dev(Box<dev::DevArgs>),
+    /// The per-pod KMIP proxy: a local socket (Unix and TLS) for the workload, mTLS to the
+    /// gateway with the pod's tenant certificate.
+    Sidecar(Box<sidecar::SidecarArgs>),
+    /// The mutating admission webhook that adds the sidecar to tenant pods.
+    Injector(Box<sidecar::injector::InjectorArgs>),
+    /// KMIP load generator: drives any KMIP server over TTLV + mTLS.
+    Loadtest(Box<loadtest::LoadtestArgs>),
 }
 
 #[derive(Debug, Subcommand)]
@@ -166,6 +173,15 @@ fn main() -> ExitCode {
         },
         Command::Gateway(flags) => gateway_serve(&flags),
         Command::Dev(args) => dev::run(&args),
+        Command::Sidecar(args) => {
+            let level = args.log_level.clone();
+            with_logging("sidecar", &level, || sidecar::run(*args))
+        }
+        Command::Injector(args) => {
+            let level = args.log_level.clone();
+            with_logging("injector", &level, || sidecar::injector::run(*args))
+        }
+        Command::Loadtest(args) => loadtest::run(*args),
     }
 }
 
@@ -193,6 +209,22 @@ fn gateway_serve(flags: &gateway::config::GatewayFlags) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// JSON logs on stderr at `level` (tracing directives), then `serve`.
+fn with_logging(component: &str, level: &str, serve: impl FnOnce() -> ExitCode) -> ExitCode {
+    let filter = match config::LogFilter::parse(level) {
+        Ok(filter) => filter,
+        Err(e) => {
+            eprintln!("openkcm {component}: --log-level {level:?}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = server::init_logging(&filter) {
+        eprintln!("openkcm {component}: cannot set up logging: {e}");
+        return ExitCode::FAILURE;
+    }
+    serve()
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

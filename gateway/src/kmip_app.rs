@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use kmip::message::{RequestMessage, ResponseBatchItem, ResponseMessage};
+use kmip::message::ResponseMessage;
+use kmip::relay::error_response;
 use kmip::spec::{Operation, ResultReason};
 use kmip::ttlv::{self, HEADER_LEN};
-use kmip::{Item, Limits, ProtocolVersion, Tag, Value};
+use kmip::Limits;
 use pingora::apps::ServerApp;
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
@@ -262,98 +263,4 @@ pub fn client_header(peer: &PeerIdentity) -> String {
         .collect();
     text.truncate(MAX_CLIENT_HEADER_LEN);
     text
-}
-
-/// A KMIP failure answer to `request` in the request's protocol version: one failed batch
-/// item per request batch item (operation and batch item id echoed), or a single one when
-/// the request does not decode.
-pub fn error_response(request: &[u8], reason: ResultReason, message: &str) -> Vec<u8> {
-    let limits = Limits {
-        max_message_size: request.len(),
-        ..Limits::default()
-    };
-    let response = match RequestMessage::from_ttlv(request, &limits) {
-        Ok(parsed) if !parsed.batch_items.is_empty() => ResponseMessage::new(
-            parsed.version(),
-            parsed
-                .batch_items
-                .iter()
-                .map(|item| ResponseBatchItem {
-                    unique_batch_item_id: item.unique_batch_item_id.clone(),
-                    ..ResponseBatchItem::failure(Some(item.operation), reason, message)
-                })
-                .collect(),
-        ),
-        _ => {
-            let version = ttlv::decode(request, &limits)
-                .map(|item| header_version(&item))
-                .unwrap_or(ProtocolVersion::V1_0);
-            ResponseMessage::new(
-                version,
-                vec![ResponseBatchItem::failure(None, reason, message)],
-            )
-        }
-    };
-    response.to_ttlv()
-}
-
-/// The protocol version in a request header, when it names a supported one.
-fn header_version(item: &Item) -> ProtocolVersion {
-    let int = |i: Option<&Item>| match i.map(|i| &i.value) {
-        Some(Value::Integer(v)) => Some(*v),
-        _ => None,
-    };
-    let pv = item
-        .child(Tag::REQUEST_HEADER)
-        .and_then(|h| h.child(Tag::PROTOCOL_VERSION));
-    match (
-        int(pv.and_then(|p| p.child(Tag::PROTOCOL_VERSION_MAJOR))),
-        int(pv.and_then(|p| p.child(Tag::PROTOCOL_VERSION_MINOR))),
-    ) {
-        (Some(major), Some(minor)) if ProtocolVersion::new(major, minor).is_supported() => {
-            ProtocolVersion::new(major, minor)
-        }
-        _ => ProtocolVersion::V1_0,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use kmip::message::payloads::GetRequest;
-    use kmip::message::{RequestPayload, UniqueIdentifier};
-    use kmip::spec::ResultStatus;
-
-    #[test]
-    fn denial_answers_every_batch_item_in_the_request_version() {
-        let get = || {
-            RequestPayload::Get(GetRequest {
-                unique_identifier: Some(UniqueIdentifier::Text("k".into())),
-                key_format_type: None,
-                key_wrap_type: None,
-                key_compression_type: None,
-                key_wrapping_specification: None,
-            })
-        };
-        let request = RequestMessage::new(ProtocolVersion::V2_0, vec![get(), get()]);
-        let answer = error_response(&request.to_ttlv(), ResultReason::PermissionDenied, "denied");
-        let response = ResponseMessage::from_ttlv(&answer, &Limits::default()).expect("TTLV");
-        assert_eq!(response.version(), ProtocolVersion::V2_0);
-        assert_eq!(response.batch_items.len(), 2);
-        for item in &response.batch_items {
-            assert_eq!(item.result_status, ResultStatus::OperationFailed);
-            assert_eq!(item.result_reason, Some(ResultReason::PermissionDenied));
-        }
-    }
-
-    #[test]
-    fn undecodable_request_still_gets_a_kmip_answer() {
-        let answer = error_response(b"garbage!", ResultReason::GeneralFailure, "x");
-        let response = ResponseMessage::from_ttlv(&answer, &Limits::default()).expect("TTLV");
-        assert_eq!(response.version(), ProtocolVersion::V1_0);
-        assert_eq!(
-            response.batch_items[0].result_reason,
-            Some(ResultReason::GeneralFailure)
-        );
-    }
 }

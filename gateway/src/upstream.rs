@@ -7,7 +7,7 @@
 //!   died before the request headers left) → the next replica, whatever the operation;
 //!   the replica is then skipped for [`DOWN_FOR`] unless every replica is down;
 //! - the exchange fails after the request was sent (reset, timeout, non-200 status) → the
-//!   next replica only if every batch item is read-only ([`is_read_only`]); otherwise the
+//!   next replica only if every batch item is read-only ([`kmip::relay::is_read_only`]); otherwise the
 //!   caller answers General Failure ("may or may not have been applied").
 //!
 //! Replicas come from `--upstream`: an `IP:PORT` is one replica for the gateway's lifetime;
@@ -26,9 +26,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
-use kmip::message::RequestMessage;
-use kmip::spec::Operation;
-use kmip::Limits;
+use kmip::relay::is_read_only;
 use pingora::connectors::http::Connector;
 use pingora::http::RequestHeader;
 use pingora::upstreams::peer::HttpPeer;
@@ -623,41 +621,6 @@ fn request_header(
     header.insert_header("x-openkcm-client", who.client)?;
     header.insert_header("x-request-id", who.request_id)?;
     Ok(Box::new(header))
-}
-
-/// Operations that change nothing on the server, so that sending one twice (after an
-/// exchange failed mid-way) cannot be told from sending it once. RNGRetrieve qualifies:
-/// the client never saw the first answer. Encrypt/Decrypt/MAC are stateless too, but are
-/// left out until keysvc guarantees they never touch usage counters.
-pub fn is_read_only_operation(op: Operation) -> bool {
-    matches!(
-        op,
-        Operation::Get
-            | Operation::GetAttributes
-            | Operation::GetAttributeList
-            | Operation::Locate
-            | Operation::Query
-            | Operation::DiscoverVersions
-            | Operation::RngRetrieve
-    )
-}
-
-/// Whether every batch item of a TTLV request is read-only (an undecodable request is not).
-pub fn is_read_only(request: &[u8]) -> bool {
-    let limits = Limits {
-        max_message_size: request.len(),
-        ..Limits::default()
-    };
-    match RequestMessage::from_ttlv(request, &limits) {
-        Ok(message) => {
-            !message.batch_items.is_empty()
-                && message
-                    .batch_items
-                    .iter()
-                    .all(|item| item.operation().is_some_and(is_read_only_operation))
-        }
-        Err(_) => false,
-    }
 }
 
 #[cfg(test)]

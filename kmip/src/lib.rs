@@ -26,4 +26,5 @@ pub use version::ProtocolVersion;
 pub mod client;
 pub mod framing;
 pub mod json;
+pub mod relay;
 pub mod xml;

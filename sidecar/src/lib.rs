@@ -1,3 +1,370 @@
 //! The per-pod KMIP sidecar proxy and the admission webhook that injects it.
 //!
-//! Built by the issue "Sidecar and automatic injection".
+//! `openkcm sidecar` ([`run`]) gives the workload a local KMIP endpoint — a Unix socket with
+//! plain TTLV and a localhost TLS port with a pod-local CA — and forwards every request to the
+//! gateway over mTLS with the pod's tenant certificate. `openkcm injector`
+//! ([`injector::run`]) is the mutating admission webhook that adds it to tenant pods.
+
+use std::net::SocketAddr;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use tokio::net::{TcpListener, UnixListener};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub mod injector;
+pub mod local_tls;
+mod management;
+pub mod metrics;
+mod proxy;
+pub mod upstream;
+
+use metrics::SidecarMetrics;
+use upstream::{IdentityFiles, Upstream};
+
+/// Default path of the workload's Unix socket (plain TTLV).
+pub const DEFAULT_SOCKET: &str = "/run/openkcm/kmip.sock";
+/// Default directory of the pod-local CA and client pair (shared with the workload).
+pub const DEFAULT_LOCAL_DIR: &str = "/run/openkcm";
+/// Default local TLS listener.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:5696";
+/// Default management listener (`/health`, `/ready`, `/metrics`; plain HTTP for kubelet probes).
+pub const DEFAULT_MANAGEMENT: &str = "0.0.0.0:15696";
+/// Where the tenant certificate Secret is mounted (cert-manager's `tls.crt`, `tls.key`,
+/// `ca.crt`).
+pub const DEFAULT_TENANT_DIR: &str = "/etc/openkcm/tenant";
+
+/// `openkcm sidecar` flags (each also read from the environment variable shown in `--help`).
+#[derive(Debug, Clone, Args)]
+pub struct SidecarArgs {
+    /// The gateway's KMIP endpoint.
+    #[arg(long, value_name = "HOST:PORT", env = "OPENKCM_SIDECAR_GATEWAY")]
+    pub gateway: String,
+    /// The name the gateway's certificate must carry [default: HOST of --gateway].
+    #[arg(long, value_name = "NAME", env = "OPENKCM_SIDECAR_GATEWAY_SERVER_NAME")]
+    pub gateway_server_name: Option<String>,
+    /// CA bundle that signs the gateway's certificate.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "OPENKCM_SIDECAR_GATEWAY_CA",
+        default_value = "/etc/openkcm/tenant/ca.crt"
+    )]
+    pub gateway_ca: PathBuf,
+    /// The pod's tenant client certificate (PEM; reloaded when the file changes).
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "OPENKCM_SIDECAR_CERT",
+        default_value = "/etc/openkcm/tenant/tls.crt"
+    )]
+    pub cert: PathBuf,
+    /// The tenant certificate's private key (PEM).
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "OPENKCM_SIDECAR_KEY",
+        default_value = "/etc/openkcm/tenant/tls.key"
+    )]
+    pub key: PathBuf,
+    /// The workload's Unix socket (plain TTLV, mode 0660); `none` disables it.
+    #[arg(long, value_name = "PATH", env = "OPENKCM_SIDECAR_SOCKET", default_value = DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// The workload's TLS listener (pod-local certificate for localhost / 127.0.0.1).
+    #[arg(long, value_name = "ADDR", env = "OPENKCM_SIDECAR_LISTEN", default_value = DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+    /// Where the pod-local CA (`ca.pem`) and the local client pair (`client.pem`,
+    /// `client-key.pem`) are written for the workload.
+    #[arg(long, value_name = "DIR", env = "OPENKCM_SIDECAR_LOCAL_DIR", default_value = DEFAULT_LOCAL_DIR)]
+    pub local_dir: PathBuf,
+    /// Management listener: `/health`, `/ready`, `/metrics` (plain HTTP).
+    #[arg(long, value_name = "ADDR", env = "OPENKCM_SIDECAR_MANAGEMENT", default_value = DEFAULT_MANAGEMENT)]
+    pub management: SocketAddr,
+    /// Upstream (gateway) connections kept open.
+    #[arg(long, value_name = "N", env = "OPENKCM_SIDECAR_UPSTREAM_CONNECTIONS", default_value_t = 4,
+          value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub upstream_connections: u16,
+    /// Longest wait for the gateway's answer (connect included) before the workload gets a
+    /// KMIP error response.
+    #[arg(long, value_name = "DURATION", env = "OPENKCM_SIDECAR_TIMEOUT", default_value = "5s",
+          value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Log level (tracing directives, e.g. `info` or `sidecar=debug`).
+    #[arg(
+        long,
+        value_name = "LEVEL",
+        env = "OPENKCM_LOG_LEVEL",
+        default_value = "info"
+    )]
+    pub log_level: String,
+}
+
+/// `500ms`, `5s`, `2m` or plain seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (e.g. 500ms, 5s, 2m)"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n.saturating_mul(60))),
+        _ => Err(format!("{text:?}: unknown unit (ms, s or m)")),
+    }
+}
+
+/// How long open workload connections get to finish their request at shutdown.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// File mode of the Unix socket: the pod's containers share a group (fsGroup).
+const SOCKET_MODE: u32 = 0o660;
+
+/// Why the sidecar cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum SidecarError {
+    #[error("--gateway {0:?}: expected HOST:PORT")]
+    GatewayAddress(String),
+    #[error("{0}")]
+    Config(String),
+    #[error("pod-local PKI: {0}")]
+    LocalPki(String),
+    #[error("{what} {addr}: {error}")]
+    Listen {
+        what: &'static str,
+        addr: String,
+        error: std::io::Error,
+    },
+}
+
+/// A started sidecar: its bound addresses, and the handle that stops it.
+#[derive(Debug)]
+pub struct RunningSidecar {
+    pub tls_addr: SocketAddr,
+    pub management_addr: SocketAddr,
+    pub socket: Option<PathBuf>,
+    pub metrics: Arc<SidecarMetrics>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl RunningSidecar {
+    /// Binds the listeners (port 0 takes a free port), writes the pod-local CA files and
+    /// starts serving on the current tokio runtime.
+    pub async fn start(args: &SidecarArgs) -> Result<Self, SidecarError> {
+        let server_name = match &args.gateway_server_name {
+            Some(name) => name.clone(),
+            None => gateway_host(&args.gateway)?,
+        };
+        let metrics = Arc::new(SidecarMetrics::new());
+        let upstream = Arc::new(
+            Upstream::new(
+                args.gateway.clone(),
+                &server_name,
+                IdentityFiles {
+                    gateway_ca: args.gateway_ca.clone(),
+                    cert: args.cert.clone(),
+                    key: args.key.clone(),
+                },
+                usize::from(args.upstream_connections),
+                args.timeout,
+                metrics.clone(),
+            )
+            .map_err(SidecarError::Config)?,
+        );
+        let acceptor = TlsAcceptor::from(local_tls::prepare(&args.local_dir)?);
+        let listen = |what: &'static str, addr: String| {
+            move |error| SidecarError::Listen { what, addr, error }
+        };
+        let tls = TcpListener::bind(args.listen)
+            .await
+            .map_err(listen("local TLS listener", args.listen.to_string()))?;
+        let management = TcpListener::bind(args.management)
+            .await
+            .map_err(listen("management listener", args.management.to_string()))?;
+        let socket = (args.socket.as_os_str() != "none").then(|| args.socket.clone());
+        let unix = match &socket {
+            Some(path) => {
+                Some(bind_unix(path).map_err(listen("Unix socket", path.display().to_string()))?)
+            }
+            None => None,
+        };
+        let tls_addr = tls
+            .local_addr()
+            .map_err(listen("local TLS listener", args.listen.to_string()))?;
+        let management_addr = management
+            .local_addr()
+            .map_err(listen("management listener", args.management.to_string()))?;
+
+        let shutdown = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let relay = proxy::Relay {
+            upstream: upstream.clone(),
+            metrics: metrics.clone(),
+            shutdown: shutdown.clone(),
+            tasks: tasks.clone(),
+        };
+        tasks.spawn(relay.clone().serve_tls(tls, acceptor));
+        if let Some(unix) = unix {
+            tasks.spawn(relay.serve_unix(unix));
+        }
+        tasks.spawn(management::serve(
+            management,
+            upstream.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        ));
+        tasks.spawn(watch(upstream, shutdown.clone()));
+        tracing::info!(
+            gateway = %args.gateway,
+            tls = %tls_addr,
+            socket = socket.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+            management = %management_addr,
+            "sidecar serving"
+        );
+        Ok(Self {
+            tls_addr,
+            management_addr,
+            socket,
+            metrics,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// Stops accepting, lets open connections finish the request they are in (at most
+    /// [`DRAIN_TIMEOUT`]), removes the socket file.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(DRAIN_TIMEOUT, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("workload connections still open after the drain timeout");
+        }
+        if let Some(path) = &self.socket {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// Certificate reload and gateway probes, until shutdown.
+async fn watch(upstream: Arc<Upstream>, shutdown: CancellationToken) {
+    let mut reload = tokio::time::interval(upstream::RELOAD_INTERVAL);
+    reload.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = reload.tick() => {}
+            () = shutdown.cancelled() => return,
+        }
+        upstream.reload_if_changed();
+        if upstream.needs_probe() {
+            upstream.probe().await;
+        }
+    }
+}
+
+/// The HOST part of HOST:PORT (brackets of an IPv6 literal removed).
+fn gateway_host(addr: &str) -> Result<String, SidecarError> {
+    let (host, port) = addr
+        .rsplit_once(':')
+        .ok_or_else(|| SidecarError::GatewayAddress(addr.to_owned()))?;
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(SidecarError::GatewayAddress(addr.to_owned()));
+    }
+    Ok(host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned())
+}
+
+/// Binds the workload's socket, replacing a stale one left by a previous run.
+fn bind_unix(path: &Path) -> std::io::Result<UnixListener> {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if meta.file_type().is_socket() {
+            std::fs::remove_file(path)?;
+        }
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(SOCKET_MODE))?;
+    Ok(listener)
+}
+
+/// `openkcm sidecar`: serves until SIGTERM / Ctrl-C.
+pub fn run(args: SidecarArgs) -> ExitCode {
+    // One thread: a sidecar relays one pod's requests; this keeps its memory small.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("openkcm sidecar: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let sidecar = match RunningSidecar::start(&args).await {
+            Ok(sidecar) => sidecar,
+            Err(e) => {
+                tracing::error!(error = %e, "sidecar cannot start");
+                eprintln!("openkcm sidecar: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        termination_signal().await;
+        tracing::info!("sidecar stopping");
+        sidecar.shutdown().await;
+        ExitCode::SUCCESS
+    })
+}
+
+async fn termination_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gateway_host_is_the_name_before_the_port() {
+        assert_eq!(gateway_host("gw.example:5696").unwrap(), "gw.example");
+        assert_eq!(gateway_host("[::1]:5696").unwrap(), "::1");
+        assert!(gateway_host("gw.example").is_err());
+        assert!(gateway_host(":5696").is_err());
+        assert!(gateway_host("gw:http").is_err());
+    }
+
+    #[test]
+    fn durations_read_like_kubernetes_flags() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("5h").is_err());
+        assert!(parse_duration("fast").is_err());
+    }
+}
