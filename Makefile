@@ -29,11 +29,11 @@ fmt:
 lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-# Criterion benchmarks of the codec and the engine; figures go to docs/benchmarks.md.
-# (The full-stack `make bench` of the load-generator issue replaces this.)
-bench:
-	$(CARGO) bench -p kmip --bench codec
-	$(CARGO) bench -p keysvc --bench engine
+# The whole stack under `openkcm loadtest` (scripts/bench.sh, docs/loadtest.md): ~20 min,
+# BENCH_QUICK=1 ~3 min; writes its section of docs/benchmarks.md and docs/img/*.svg itself.
+# The criterion benchmarks stay separate: cargo bench -p kmip --bench codec, -p keysvc --bench engine.
+bench: bootstrap
+	PYKMIP_PYTHON=$(PYKMIP_PYTHON) CARGO=$(CARGO) bash scripts/bench.sh
 
 # 60 s of libFuzzer on the TTLV decoder; FUZZ_TIME=600 make fuzz for longer.
 fuzz:

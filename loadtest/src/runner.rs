@@ -427,6 +427,8 @@ pub async fn run(config: Config) -> Result<Report, RunError> {
     let mut summary = schedule::DispatchSummary::default();
     let mut left_in_queue = 0;
     if config.op == Op::Idle {
+        // Scripts wait for this line before measuring the server's memory.
+        eprintln!("loadtest: holding {held} connections");
         let wait = tokio::time::sleep_until(end.into());
         tokio::pin!(wait);
         while !stop.load(Ordering::Relaxed) {

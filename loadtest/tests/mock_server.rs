@@ -1,0 +1,345 @@
+//! The generator end to end over real mutual TLS, against a small KMIP server in the test
+//! (tokio-rustls, client certificate required) that answers at once: set-up, closed and
+//! open loop, `--requests`, errors by Result Reason, idle connections. The full stack is
+//! covered by the root crate's tests/loadtest_dev.rs; these run in the crate's own tests.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use kmip::message::payloads::{CreateResponse, EncryptResponse, IdResponse};
+use kmip::message::{
+    ByteString, RequestMessage, RequestPayload, ResponseBatchItem, ResponseMessage,
+    ResponsePayload, UniqueIdentifier,
+};
+use kmip::spec::{ObjectType, ResultReason};
+use kmip::Limits;
+use loadtest::config::Config;
+use loadtest::report::Report;
+use loadtest::LoadtestArgs;
+use pki::{CertSpec, CertificateAuthority};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Every test is bounded: a hang fails instead of stalling the suite.
+const TEST_BUDGET: Duration = Duration::from_secs(30);
+
+#[derive(Parser)]
+struct Cli {
+    #[command(flatten)]
+    args: LoadtestArgs,
+}
+
+struct Files {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+impl Files {
+    fn get(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+}
+
+fn pki() -> Files {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().to_path_buf();
+    let (ca, _) = CertificateAuthority::load_or_create(&path, "loadtest test CA").expect("CA");
+    let mut server = CertSpec::new("server");
+    server.dns_names.push("localhost".into());
+    server.server = true;
+    ca.issue(&server)
+        .expect("server cert")
+        .write(&path.join("server.pem"), &path.join("server-key.pem"))
+        .expect("write");
+    let mut client = CertSpec::new("client");
+    client.client = true;
+    ca.issue(&client)
+        .expect("client cert")
+        .write(&path.join("client.pem"), &path.join("client-key.pem"))
+        .expect("write");
+    Files { _dir: dir, path }
+}
+
+/// Answers Create with a new identifier, Activate/Get with Success, Encrypt with 48 bytes,
+/// and Decrypt with Cryptographic Failure (so a mix has a known error share).
+struct MockServer {
+    addr: String,
+    connections: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for MockServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn start_server(files: &Files) -> MockServer {
+    let ca = kmip::client::tls::certs_from_pem(files.get("ca.pem")).expect("ca");
+    let chain = kmip::client::tls::certs_from_pem(files.get("server.pem")).expect("cert");
+    let key = kmip::client::tls::key_from_pem(files.get("server-key.pem")).expect("key");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca[0].clone()).expect("root");
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .expect("verifier");
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .expect("server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let connections = Arc::new(AtomicU64::new(0));
+    let counter = connections.clone();
+    let next_uid = Arc::new(AtomicU64::new(0));
+    let task = tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, counter, next_uid) =
+                (acceptor.clone(), counter.clone(), next_uid.clone());
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                loop {
+                    let mut header = [0u8; 8];
+                    if tls.read_exact(&mut header).await.is_err() {
+                        return;
+                    }
+                    let len = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
+                    let mut message = header.to_vec();
+                    message.resize(8 + len as usize, 0);
+                    if tls.read_exact(&mut message[8..]).await.is_err() {
+                        return;
+                    }
+                    let request =
+                        RequestMessage::from_ttlv(&message, &Limits::default()).expect("request");
+                    let item = answer(&request, &next_uid);
+                    let response = ResponseMessage::new(request.version(), vec![item]).to_ttlv();
+                    if tls.write_all(&response).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    MockServer {
+        addr,
+        connections,
+        task,
+    }
+}
+
+fn answer(request: &RequestMessage, next_uid: &AtomicU64) -> ResponseBatchItem {
+    let uid = |p: &Option<UniqueIdentifier>| p.clone().unwrap_or(UniqueIdentifier::from("?"));
+    let payload = match request.batch_items[0].payload.as_ref().expect("typed") {
+        RequestPayload::Create(_) => ResponsePayload::Create(CreateResponse {
+            object_type: ObjectType::SymmetricKey,
+            unique_identifier: UniqueIdentifier::from(format!(
+                "key-{}",
+                next_uid.fetch_add(1, Ordering::Relaxed)
+            )),
+            attributes: None,
+        }),
+        RequestPayload::Activate(r) => ResponsePayload::Activate(IdResponse {
+            unique_identifier: uid(&r.unique_identifier),
+        }),
+        // A Success is all the generator reads of a Get.
+        RequestPayload::Get(r) => ResponsePayload::Activate(IdResponse {
+            unique_identifier: uid(&r.unique_identifier),
+        }),
+        RequestPayload::Encrypt(r) => ResponsePayload::Encrypt(EncryptResponse {
+            unique_identifier: uid(&r.unique_identifier),
+            data: Some(ByteString::from(vec![1u8; 48])),
+            iv_counter_nonce: None,
+            correlation_value: None,
+            authenticated_encryption_tag: None,
+        }),
+        RequestPayload::Decrypt(_) => {
+            return ResponseBatchItem::failure(
+                Some(request.batch_items[0].operation),
+                ResultReason::CryptographicFailure,
+                "mock",
+            )
+        }
+        other => panic!("unexpected {:?}", other.operation()),
+    };
+    ResponseBatchItem::success(payload)
+}
+
+fn config(files: &Files, server: &MockServer, extra: &[&str]) -> Config {
+    let p = |name: &str| files.get(name).display().to_string();
+    let mut argv = vec![
+        "loadtest".to_owned(),
+        "--addr".into(),
+        server.addr.clone(),
+        "--ca".into(),
+        p("ca.pem"),
+        "--cert".into(),
+        p("client.pem"),
+        "--key".into(),
+        p("client-key.pem"),
+        "--quiet".into(),
+    ];
+    argv.extend(extra.iter().map(|s| s.to_string()));
+    Config::from_args(&Cli::try_parse_from(argv).expect("flags").args).expect("valid config")
+}
+
+async fn run(config: Config) -> Report {
+    tokio::time::timeout(TEST_BUDGET, loadtest::runner::run(config))
+        .await
+        .expect("run in time")
+        .expect("run succeeds")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_loop_mix_counts_each_operation_and_failures_by_reason() {
+    let files = pki();
+    let server = start_server(&files).await;
+    let report = run(config(
+        &files,
+        &server,
+        &[
+            "--op",
+            "mix",
+            "--connections",
+            "4",
+            "--duration",
+            "1s",
+            "--keys",
+            "3",
+        ],
+    ))
+    .await;
+    let get = &report.by_op["get"];
+    let encrypt = &report.by_op["encrypt"];
+    let decrypt = &report.by_op["decrypt"];
+    assert!(get.ok > 0 && encrypt.ok > 0, "{report:#?}");
+    assert_eq!(decrypt.ok, 0);
+    // Every Decrypt failed with the server's reason, and nothing else failed.
+    assert_eq!(report.errors_by_reason.len(), 1, "{report:#?}");
+    assert_eq!(
+        report.errors_by_reason["Cryptographic Failure"],
+        decrypt.latency.count
+    );
+    assert_eq!(report.errors, decrypt.latency.count);
+    // 3 Gets per Encrypt and per Decrypt in the pattern (± one pattern per connection).
+    assert!(get.ok.abs_diff(3 * encrypt.ok) <= 3 * 4, "{report:#?}");
+    assert_eq!(report.ok, get.ok + encrypt.ok);
+    assert!(report.p50_ms > 0.0 && report.p50_ms <= report.p99_ms);
+    assert_eq!(report.duration_s, 1.0);
+    // Set-up used its own connections; the load used exactly 4.
+    assert_eq!(report.connected, 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_loop_sends_exactly_the_schedule() {
+    let files = pki();
+    let server = start_server(&files).await;
+    let report = run(config(
+        &files,
+        &server,
+        &[
+            "--op",
+            "get",
+            "--connections",
+            "8",
+            "--rate",
+            "2000",
+            "--duration",
+            "1s",
+        ],
+    ))
+    .await;
+    // 2,000 requests are due in one second at 2,000/s; the mock keeps up.
+    assert_eq!(report.ok, 2000, "{report:#?}");
+    assert_eq!(report.errors, 0, "{report:#?}");
+    assert_eq!(report.ops_per_sec, 2000.0);
+    assert_eq!(report.rate, Some(2000));
+    let lag = report.send_lag.expect("open loop has a send lag");
+    assert_eq!(lag.count, 2000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_limit_and_warmup() {
+    let files = pki();
+    let server = start_server(&files).await;
+    let report = run(config(
+        &files,
+        &server,
+        &[
+            "--op",
+            "create",
+            "--connections",
+            "3",
+            "--requests",
+            "250",
+            "--duration",
+            "30s",
+        ],
+    ))
+    .await;
+    assert_eq!(report.ok, 250, "{report:#?}");
+    assert!(report.duration_s < 30.0);
+
+    // A warm-up's requests are not counted: with it the same run reports fewer.
+    let warm = run(config(
+        &files,
+        &server,
+        &[
+            "--op",
+            "create",
+            "--requests",
+            "250",
+            "--warmup",
+            "10s",
+            "--duration",
+            "10s",
+        ],
+    ))
+    .await;
+    assert_eq!(warm.ok, 0, "{warm:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_holds_connections_and_sends_nothing() {
+    let files = pki();
+    let server = start_server(&files).await;
+    let report = run(config(
+        &files,
+        &server,
+        &["--op", "idle", "--connections", "50", "--duration", "200ms"],
+    ))
+    .await;
+    assert_eq!(report.connected, 50);
+    assert_eq!(report.ok, 0);
+    assert_eq!(server.connections.load(Ordering::Relaxed), 50);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_server_is_an_error_not_a_report() {
+    let files = pki();
+    let server = start_server(&files).await;
+    let mut c = config(&files, &server, &["--duration", "1s"]);
+    drop(server);
+    // Nothing listens on a port released a moment ago (the mock's task is aborted).
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    drop(listener);
+    c.target = loadtest::config::Target::Kmip { addr };
+    let result = tokio::time::timeout(TEST_BUDGET, loadtest::runner::run(c))
+        .await
+        .expect("in time");
+    assert!(result.is_err());
+}
