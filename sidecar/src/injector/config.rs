@@ -1,0 +1,489 @@
+//! The injection configuration (`--config`, YAML): parsed completely, every bad value
+//! reported at once, then held as a typed [`InjectorConfig`] with no parsing left in it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::settings::{
+    consistency_problems, parse_port, LogLevel, Quantity, SettingNames, SidecarSettings,
+};
+
+/// Default management port of the injected sidecar (`/health`, `/ready`, `/metrics`).
+pub const DEFAULT_MANAGEMENT_PORT: u16 = 15696;
+
+/// The configuration file is a few kilobytes even with hundreds of tenants; a file larger
+/// than this is a mistake (a wrong path, a binary), refused before the YAML parser sees it.
+const MAX_CONFIG_BYTES: u64 = 4 << 20;
+
+/// Longest Kubernetes namespace name (a DNS-1123 label).
+const MAX_NAMESPACE_LEN: usize = 63;
+/// Longest Kubernetes Secret name (a DNS-1123 subdomain).
+const MAX_SECRET_NAME_LEN: usize = 253;
+
+/// What the injector adds to pods; see docs/injector.md for the file format.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InjectorConfig {
+    pub image: String,
+    pub image_pull_policy: Option<PullPolicy>,
+    /// The gateway's KMIP endpoint, `HOST:PORT`.
+    pub gateway: String,
+    pub gateway_server_name: Option<String>,
+    pub management_port: u16,
+    /// What a pod without configuration annotations gets.
+    pub defaults: SidecarSettings,
+    tenants: BTreeMap<String, TenantBinding>,
+}
+
+/// Which tenant identity the pods of one namespace carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantBinding {
+    /// The cert-manager Secret (in the pod's namespace) holding the tenant certificate.
+    pub secret: String,
+}
+
+/// The container image pull policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullPolicy {
+    Always,
+    IfNotPresent,
+    Never,
+}
+
+impl PullPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Always => "Always",
+            Self::IfNotPresent => "IfNotPresent",
+            Self::Never => "Never",
+        }
+    }
+
+    fn parse(text: &str) -> Result<Self, String> {
+        [Self::Always, Self::IfNotPresent, Self::Never]
+            .into_iter()
+            .find(|p| p.as_str() == text)
+            .ok_or_else(|| format!("{text:?} is not Always, IfNotPresent or Never"))
+    }
+}
+
+/// Why a configuration file is not used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("{}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: larger than {MAX_CONFIG_BYTES} bytes", path.display())]
+    TooLarge { path: PathBuf },
+    #[error("{}: {message}", path.display())]
+    Syntax { path: PathBuf, message: String },
+    #[error("{}: {}", path.display(), problems.join("; "))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<String>,
+    },
+}
+
+impl InjectorConfig {
+    /// Reads and checks the file at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let read = |source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        };
+        let size = std::fs::metadata(path).map_err(read)?.len();
+        if size > MAX_CONFIG_BYTES {
+            return Err(ConfigError::TooLarge {
+                path: path.to_path_buf(),
+            });
+        }
+        let text = std::fs::read_to_string(path).map_err(read)?;
+        Self::parse(&text).map_err(|e| e.at(path))
+    }
+
+    /// Parses YAML text; errors carry an empty path (see [`InjectorConfig::load`]).
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let file: ConfigFile = serde_norway::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: PathBuf::new(),
+            message: e.to_string(),
+        })?;
+        file.check().map_err(|problems| ConfigError::Invalid {
+            path: PathBuf::new(),
+            problems,
+        })
+    }
+
+    /// The tenant identity of pods in `namespace`, if the namespace is configured.
+    pub fn tenant(&self, namespace: &str) -> Option<&TenantBinding> {
+        self.tenants.get(namespace)
+    }
+
+    pub fn tenant_count(&self) -> usize {
+        self.tenants.len()
+    }
+}
+
+impl ConfigError {
+    fn at(self, path: &Path) -> Self {
+        let path = path.to_path_buf();
+        match self {
+            Self::Syntax { message, .. } => Self::Syntax { path, message },
+            Self::Invalid { problems, .. } => Self::Invalid { path, problems },
+            other => other,
+        }
+    }
+}
+
+/// The file as written. Unknown keys are refused: a misspelt `memoryLimt` silently
+/// ignored would leave every pod on the default.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ConfigFile {
+    image: String,
+    image_pull_policy: Option<String>,
+    gateway: String,
+    gateway_server_name: Option<String>,
+    management_port: Option<Scalar>,
+    #[serde(default)]
+    defaults: DefaultsFile,
+    #[serde(default)]
+    tenants: BTreeMap<String, TenantFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct DefaultsFile {
+    port: Option<Scalar>,
+    cpu_request: Option<Scalar>,
+    memory_request: Option<Scalar>,
+    memory_limit: Option<Scalar>,
+    log_level: Option<Scalar>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TenantFile {
+    secret: String,
+}
+
+/// A YAML scalar read as its text: `cpuRequest: 1` and `cpuRequest: "1"` mean the same,
+/// as they do in a Kubernetes manifest.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Scalar {
+    Text(String),
+    Integer(i64),
+    Float(f64),
+}
+
+impl Scalar {
+    fn text(&self) -> String {
+        match self {
+            Self::Text(text) => text.clone(),
+            Self::Integer(n) => n.to_string(),
+            Self::Float(x) => x.to_string(),
+        }
+    }
+}
+
+impl ConfigFile {
+    fn check(self) -> Result<InjectorConfig, Vec<String>> {
+        let mut problems = Vec::new();
+        let p = &mut problems;
+
+        checked(p, "image", Some(&self.image), image_reference);
+        let image_pull_policy = checked(
+            p,
+            "imagePullPolicy",
+            self.image_pull_policy.as_deref(),
+            PullPolicy::parse,
+        );
+        checked(p, "gateway", Some(&self.gateway), gateway_address);
+        checked(
+            p,
+            "gatewayServerName",
+            self.gateway_server_name.as_deref(),
+            |name| dns_subdomain(name, MAX_SECRET_NAME_LEN),
+        );
+        let management_port = checked(
+            p,
+            "managementPort",
+            text(&self.management_port).as_deref(),
+            parse_port,
+        )
+        .unwrap_or(DEFAULT_MANAGEMENT_PORT);
+
+        let mut defaults = SidecarSettings::default();
+        let d = &self.defaults;
+        if let Some(port) = checked(p, "defaults.port", text(&d.port).as_deref(), parse_port) {
+            defaults.port = port;
+        }
+        let quantity = Quantity::parse;
+        if let Some(q) = checked(
+            p,
+            "defaults.cpuRequest",
+            text(&d.cpu_request).as_deref(),
+            quantity,
+        ) {
+            defaults.cpu_request = q;
+        }
+        let memory_request = text(&d.memory_request);
+        if let Some(q) = checked(
+            p,
+            "defaults.memoryRequest",
+            memory_request.as_deref(),
+            quantity,
+        ) {
+            defaults.memory_request = q;
+        }
+        let memory_limit = text(&d.memory_limit);
+        if let Some(q) = checked(p, "defaults.memoryLimit", memory_limit.as_deref(), quantity) {
+            defaults.memory_limit = q;
+        }
+        let log_level = text(&d.log_level);
+        if let Some(level) = checked(
+            p,
+            "defaults.logLevel",
+            log_level.as_deref(),
+            LogLevel::parse,
+        ) {
+            defaults.log_level = level;
+        }
+
+        for (namespace, tenant) in &self.tenants {
+            checked(p, &format!("tenants.{namespace}"), Some(namespace), |ns| {
+                dns_label(ns, MAX_NAMESPACE_LEN).map_err(|e| format!("namespace {e}"))
+            });
+            checked(
+                p,
+                &format!("tenants.{namespace}.secret"),
+                Some(&tenant.secret),
+                |name| dns_subdomain(name, MAX_SECRET_NAME_LEN),
+            );
+        }
+
+        let names = SettingNames {
+            port: "defaults.port",
+            memory_request: "defaults.memoryRequest",
+            memory_limit: "defaults.memoryLimit",
+        };
+        for (key, problem) in consistency_problems(&defaults, management_port, &names) {
+            problems.push(format!("{key}: {problem}"));
+        }
+
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(InjectorConfig {
+            image: self.image,
+            image_pull_policy,
+            gateway: self.gateway,
+            gateway_server_name: self.gateway_server_name,
+            management_port,
+            defaults,
+            tenants: self
+                .tenants
+                .into_iter()
+                .map(|(namespace, t)| (namespace, TenantBinding { secret: t.secret }))
+                .collect(),
+        })
+    }
+}
+
+fn text(value: &Option<Scalar>) -> Option<String> {
+    value.as_ref().map(Scalar::text)
+}
+
+/// Parses an optional value; a bad one is added to `problems` as `key: why`.
+fn checked<T>(
+    problems: &mut Vec<String>,
+    key: &str,
+    value: Option<&str>,
+    parse: impl FnOnce(&str) -> Result<T, String>,
+) -> Option<T> {
+    match parse(value?) {
+        Ok(parsed) => Some(parsed),
+        Err(e) => {
+            problems.push(format!("{key}: {e}"));
+            None
+        }
+    }
+}
+
+/// Non-empty and without whitespace or control characters: the value lands verbatim in
+/// every injected pod, where the kubelet would only fail at pull time.
+fn image_reference(image: &str) -> Result<(), String> {
+    if image.is_empty() {
+        return Err("empty".into());
+    }
+    if image.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("{image:?} contains whitespace"));
+    }
+    Ok(())
+}
+
+/// `HOST:PORT` (`[v6]:PORT` for an IPv6 address), as `openkcm sidecar --gateway` takes it.
+fn gateway_address(address: &str) -> Result<(), String> {
+    let invalid = || format!("{address:?} is not HOST:PORT");
+    let (host, port) = address.rsplit_once(':').ok_or_else(invalid)?;
+    if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(invalid());
+    }
+    parse_port(port).map(|_| ()).map_err(|_| invalid())
+}
+
+/// A DNS-1123 label: lower-case alphanumerics and `-`, starting and ending alphanumeric.
+fn dns_label(name: &str, max_len: usize) -> Result<(), String> {
+    let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    let ok = !name.is_empty()
+        && name.len() <= max_len
+        && name.chars().all(|c| alnum(c) || c == '-')
+        && name.starts_with(alnum)
+        && name.ends_with(alnum);
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?} is not a DNS-1123 label (a-z, 0-9, '-', at most {max_len} characters)"
+        ))
+    }
+}
+
+/// A DNS-1123 subdomain: dot-separated DNS-1123 labels.
+fn dns_subdomain(name: &str, max_len: usize) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= max_len
+        && name.split('.').all(|label| dns_label(label, 63).is_ok());
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?} is not a DNS-1123 name (a-z, 0-9, '-', '.', at most {max_len} characters)"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"
+image: ghcr.io/openkcm/openkcm:0.1.0
+imagePullPolicy: IfNotPresent
+gateway: openkcm-gateway.openkcm-system.svc.cluster.local:5696
+gatewayServerName: openkcm-gateway.openkcm-system.svc
+managementPort: 15696
+defaults:
+  port: 5696
+  cpuRequest: 10m
+  memoryRequest: 16Mi
+  memoryLimit: 64Mi
+  logLevel: info
+tenants:
+  tenant-a: { secret: openkcm-tenant-cert }
+"#;
+
+    #[test]
+    fn the_documented_example_parses() {
+        let config = InjectorConfig::parse(EXAMPLE).unwrap();
+        assert_eq!(config.image, "ghcr.io/openkcm/openkcm:0.1.0");
+        assert_eq!(config.image_pull_policy, Some(PullPolicy::IfNotPresent));
+        assert_eq!(config.management_port, 15696);
+        assert_eq!(config.defaults, SidecarSettings::default());
+        assert_eq!(
+            config.tenant("tenant-a").map(|t| t.secret.as_str()),
+            Some("openkcm-tenant-cert")
+        );
+        assert!(config.tenant("tenant-b").is_none());
+    }
+
+    #[test]
+    fn the_minimal_file_takes_the_defaults() {
+        let config = InjectorConfig::parse("image: img\ngateway: gw:5696\n").unwrap();
+        assert_eq!(config.management_port, DEFAULT_MANAGEMENT_PORT);
+        assert_eq!(config.defaults, SidecarSettings::default());
+        assert_eq!(config.image_pull_policy, None);
+        assert_eq!(config.tenant_count(), 0);
+    }
+
+    #[test]
+    fn numbers_may_be_written_as_yaml_numbers() {
+        let config = InjectorConfig::parse(
+            "image: i\ngateway: g:1\ndefaults: { cpuRequest: 1, port: \"7000\" }\n",
+        )
+        .unwrap();
+        assert_eq!(config.defaults.cpu_request.as_str(), "1");
+        assert_eq!(config.defaults.port, 7000);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let e = InjectorConfig::parse("image: i\ngateway: g:1\nmemoryLimt: 1Gi\n").unwrap_err();
+        assert!(e.to_string().contains("memoryLimt"), "{e}");
+        let e =
+            InjectorConfig::parse("image: i\ngateway: g:1\ndefaults: { cpu: 1 }\n").unwrap_err();
+        assert!(e.to_string().contains("cpu"), "{e}");
+        let e =
+            InjectorConfig::parse("image: i\ngateway: g:1\ntenants: { a: { secret: s, ns: b } }\n")
+                .unwrap_err();
+        assert!(e.to_string().contains("ns"), "{e}");
+    }
+
+    #[test]
+    fn every_bad_value_is_reported() {
+        let text = r#"
+image: "bad image"
+imagePullPolicy: Sometimes
+gateway: no-port
+managementPort: 70000
+defaults: { port: 0, cpuRequest: lots, memoryRequest: 1Gi, memoryLimit: 64Mi, logLevel: loud }
+tenants:
+  Tenant_A: { secret: "a/b" }
+"#;
+        let ConfigError::Invalid { problems, .. } = InjectorConfig::parse(text).unwrap_err() else {
+            panic!("expected Invalid");
+        };
+        let keys: Vec<&str> = problems
+            .iter()
+            .map(|p| p.split(':').next().unwrap())
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "image",
+                "imagePullPolicy",
+                "gateway",
+                "managementPort",
+                "defaults.port",
+                "defaults.cpuRequest",
+                "defaults.logLevel",
+                "tenants.Tenant_A",
+                "tenants.Tenant_A.secret",
+                "defaults.memoryRequest",
+            ],
+            "{problems:#?}"
+        );
+    }
+
+    #[test]
+    fn missing_required_keys_are_named() {
+        let e = InjectorConfig::parse("gateway: g:1\n").unwrap_err();
+        assert!(e.to_string().contains("image"), "{e}");
+    }
+
+    #[test]
+    fn load_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yaml");
+        std::fs::write(&path, "image: i\n").unwrap();
+        let e = InjectorConfig::load(&path).unwrap_err();
+        assert!(
+            e.to_string().starts_with(&path.display().to_string()),
+            "{e}"
+        );
+    }
+}

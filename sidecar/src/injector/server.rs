@@ -1,0 +1,438 @@
+//! The listeners: HTTPS `POST /mutate` (AdmissionReview in, AdmissionReview out) and the
+//! plain-HTTP management endpoints; the file watcher; graceful shutdown. The decision
+//! itself is [`super::mutate::mutate`]: this module only moves bytes to and from it.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+use super::admission::{parse_review, ReviewError};
+use super::config::{ConfigError, InjectorConfig};
+use super::metrics::{InjectorMetrics, RESULT_ERROR};
+use super::mutate::mutate;
+use super::reload::FileWatch;
+use super::tls::{server_config, CertificateResolver, ServingCertificate, TlsError};
+use super::InjectorArgs;
+
+/// Largest AdmissionReview accepted. A review carries the Pod twice at most (object and
+/// oldObject); the API server caps an object at about 1.5 MiB (etcd's request limit), so 3
+/// MiB admits every real review and bounds what one request can make us buffer.
+pub const MAX_REVIEW_BYTES: usize = 3 << 20;
+
+/// A client that has not finished its TLS handshake by then is dropped: the API server
+/// takes milliseconds, and a stalled handshake holds a socket and a task.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long open connections may finish their requests after SIGTERM. The API server's
+/// webhook timeout is at most 30 s and usually 10 s; answers take microseconds, so a few
+/// seconds drain everything and stay well inside the pod's termination grace period.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// How often the certificate and configuration files are compared with what is in force.
+pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Why the injector cannot start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum InjectorError {
+    #[error("configuration {0}")]
+    Config(#[from] ConfigError),
+    #[error("serving certificate: {0}")]
+    Tls(#[from] TlsError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// What the handlers share.
+#[derive(Debug)]
+struct InjectorState {
+    config: ArcSwap<InjectorConfig>,
+    certificate: Arc<CertificateResolver>,
+    metrics: InjectorMetrics,
+    /// Set on SIGTERM: `/ready` fails so the Service stops sending reviews here.
+    draining: AtomicBool,
+}
+
+/// A started injector: configuration and certificate loaded, both listeners bound.
+pub struct Injector {
+    webhook: TcpListener,
+    management: TcpListener,
+    webhook_addr: SocketAddr,
+    management_addr: SocketAddr,
+    tls: TlsAcceptor,
+    state: Arc<InjectorState>,
+    files: WatchedFiles,
+}
+
+impl std::fmt::Debug for Injector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Injector")
+            .field("webhook_addr", &self.webhook_addr)
+            .field("management_addr", &self.management_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The reloadable files, their content as of the initial load.
+#[derive(Debug)]
+struct WatchedFiles {
+    args: InjectorArgs,
+    certificate: FileWatch<2>,
+    config: FileWatch<1>,
+}
+
+impl Injector {
+    /// Loads the configuration and the serving certificate and binds both listeners; any
+    /// problem is reported before anything listens.
+    pub async fn bind(args: &InjectorArgs) -> Result<Self, InjectorError> {
+        let files = WatchedFiles {
+            args: args.clone(),
+            certificate: FileWatch::new([args.cert.clone(), args.key.clone()]),
+            config: FileWatch::new([args.config.clone()]),
+        };
+        let config = InjectorConfig::load(&args.config)?;
+        let certificate = ServingCertificate::load(&args.cert, &args.key)?;
+        let resolver = Arc::new(CertificateResolver::new(&certificate));
+        let tls = TlsAcceptor::from(server_config(resolver.clone())?);
+        let metrics = InjectorMetrics::new();
+        metrics.set_certificate_expiry(certificate.not_after);
+
+        let webhook = bind(args.listen).await?;
+        let management = bind(args.management).await?;
+        let webhook_addr = local_addr(&webhook, args.listen)?;
+        let management_addr = local_addr(&management, args.management)?;
+        tracing::info!(
+            %webhook_addr,
+            %management_addr,
+            tenants = config.tenant_count(),
+            certificate_not_after = certificate.not_after,
+            "injector listening"
+        );
+        Ok(Self {
+            webhook,
+            management,
+            webhook_addr,
+            management_addr,
+            tls,
+            state: Arc::new(InjectorState {
+                config: ArcSwap::from_pointee(config),
+                certificate: resolver,
+                metrics,
+                draining: AtomicBool::new(false),
+            }),
+            files,
+        })
+    }
+
+    /// The HTTPS listener's address (the real port when `--listen` asked for port 0).
+    pub fn webhook_addr(&self) -> SocketAddr {
+        self.webhook_addr
+    }
+
+    pub fn management_addr(&self) -> SocketAddr {
+        self.management_addr
+    }
+
+    /// Serves until `signal` completes, then stops accepting and lets open connections
+    /// finish (at most [`SHUTDOWN_GRACE`]).
+    pub async fn run_until(self, signal: impl Future<Output = ()>) {
+        let shutdown = CancellationToken::new();
+        let watcher = tokio::spawn(watch_files(
+            self.state.clone(),
+            self.files,
+            shutdown.clone(),
+        ));
+        let webhook = tokio::spawn(serve_webhook(
+            self.webhook,
+            self.tls,
+            webhook_router(self.state.clone()),
+            shutdown.clone(),
+        ));
+        let management = axum::serve(self.management, management_router(self.state.clone()))
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+        let management = tokio::spawn(async move {
+            if let Err(e) = management.await {
+                tracing::warn!(error = %e, "management listener failed");
+            }
+        });
+
+        signal.await;
+        tracing::info!("shutdown requested: draining");
+        self.state.draining.store(true, Ordering::Relaxed);
+        shutdown.cancel();
+        let _ = tokio::join!(watcher, webhook, management);
+        tracing::info!("injector stopped");
+    }
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, InjectorError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| InjectorError::Bind { addr, source })
+}
+
+fn local_addr(listener: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, InjectorError> {
+    listener
+        .local_addr()
+        .map_err(|source| InjectorError::Bind { addr, source })
+}
+
+fn webhook_router(state: Arc<InjectorState>) -> Router {
+    Router::new()
+        .route("/mutate", post(review))
+        .with_state(state)
+}
+
+fn management_router(state: Arc<InjectorState>) -> Router {
+    Router::new()
+        .route("/health", get(|| async { "ok" }))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+/// `POST /mutate`: one AdmissionReview answered.
+async fn review(State(state): State<Arc<InjectorState>>, body: Body) -> Response {
+    let answer = async {
+        let bytes = Limited::new(body, MAX_REVIEW_BYTES)
+            .collect()
+            .await
+            .map_err(|e| {
+                if e.downcast_ref::<LengthLimitError>().is_some() {
+                    WebhookError::TooLarge
+                } else {
+                    WebhookError::Unreadable(e.to_string())
+                }
+            })?
+            .to_bytes();
+        let request = parse_review(&bytes)?;
+        let config = state.config.load();
+        let admission = mutate(&request, &config);
+        tracing::info!(
+            uid = %request.uid,
+            namespace = request.namespace.as_deref().unwrap_or_default(),
+            pod = request.name.as_deref().unwrap_or_default(),
+            operation = %request.operation,
+            outcome = ?admission.outcome,
+            message = admission.response.status.as_ref().map(|s| s.message.as_str()).unwrap_or_default(),
+            "admission review answered"
+        );
+        Ok::<_, WebhookError>(admission)
+    }
+    .await;
+    match answer {
+        Ok(admission) => {
+            state.metrics.admission(admission.outcome.label());
+            let json = admission.response.into_review().to_string();
+            ([(header::CONTENT_TYPE, "application/json")], json).into_response()
+        }
+        Err(e) => {
+            state.metrics.admission(RESULT_ERROR);
+            tracing::warn!(error = %e, "admission review refused");
+            e.into_response()
+        }
+    }
+}
+
+/// A request that never reached the decision. The API server counts any non-200 answer as
+/// a webhook failure (the pod is rejected under `failurePolicy: Fail`), and shows this text.
+#[derive(Debug, thiserror::Error)]
+enum WebhookError {
+    #[error("the AdmissionReview is larger than {MAX_REVIEW_BYTES} bytes")]
+    TooLarge,
+    #[error("the request body could not be read: {0}")]
+    Unreadable(String),
+    #[error(transparent)]
+    Review(#[from] ReviewError),
+}
+
+/// The one place where a failed request becomes an HTTP answer.
+impl IntoResponse for WebhookError {
+    fn into_response(self) -> Response {
+        let status = match self {
+            Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Unreadable(_) | Self::Review(_) => StatusCode::BAD_REQUEST,
+        };
+        (status, format!("openkcm-injector: {self}\n")).into_response()
+    }
+}
+
+/// Ready once the certificate and configuration are loaded (they are, or `bind` would have
+/// failed) and until shutdown starts.
+async fn ready(State(state): State<Arc<InjectorState>>) -> Response {
+    if state.draining.load(Ordering::Relaxed) {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
+    } else {
+        "ready\n".into_response()
+    }
+}
+
+async fn metrics(State(state): State<Arc<InjectorState>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+        .into_response()
+}
+
+/// Accepts TLS connections until `shutdown`, then lets open ones finish for at most
+/// [`SHUTDOWN_GRACE`].
+async fn serve_webhook(
+    listener: TcpListener,
+    tls: TlsAcceptor,
+    app: Router,
+    shutdown: CancellationToken,
+) {
+    let graceful = GracefulShutdown::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new());
+    builder.http2().timer(TokioTimer::new());
+    loop {
+        let (stream, remote) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning; the listener stays.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let watcher = graceful.watcher();
+        let builder = builder.clone();
+        let tls = tls.clone();
+        let service = TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let Some(stream) = handshake(&tls, stream, remote).await else {
+                return;
+            };
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = watcher.watch(connection).await {
+                tracing::debug!(%remote, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("webhook connections still open after the grace period; closing");
+    }
+}
+
+async fn handshake(
+    tls: &TlsAcceptor,
+    stream: TcpStream,
+    remote: SocketAddr,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(e)) => {
+            tracing::info!(%remote, error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::info!(%remote, "TLS handshake timed out");
+            None
+        }
+    }
+}
+
+/// Every [`POLL_INTERVAL`], reloads the certificate or the configuration whose files
+/// changed. A new file that does not load keeps the one in force (logged and counted) and
+/// is retried when the files change again.
+async fn watch_files(state: Arc<InjectorState>, files: WatchedFiles, shutdown: CancellationToken) {
+    let WatchedFiles {
+        args,
+        mut certificate,
+        mut config,
+    } = files;
+    let mut tick = tokio::time::interval(POLL_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if certificate.changed() {
+            match ServingCertificate::load(&args.cert, &args.key) {
+                Ok(loaded) => {
+                    state.certificate.replace(&loaded);
+                    state.metrics.set_certificate_expiry(loaded.not_after);
+                    state.metrics.reload("certificate", true);
+                    tracing::info!(not_after = loaded.not_after, "serving certificate reloaded");
+                }
+                Err(e) => {
+                    state.metrics.reload("certificate", false);
+                    tracing::warn!(error = %e, "new serving certificate not loaded; the previous one stays");
+                }
+            }
+        }
+        if config.changed() {
+            match InjectorConfig::load(&args.config) {
+                Ok(loaded) => {
+                    let tenants = loaded.tenant_count();
+                    state.config.store(Arc::new(loaded));
+                    state.metrics.reload("config", true);
+                    tracing::info!(tenants, "configuration reloaded");
+                }
+                Err(e) => {
+                    state.metrics.reload("config", false);
+                    tracing::warn!(error = %e, "new configuration not loaded; the previous one stays");
+                }
+            }
+        }
+    }
+}
+
+/// Completes on SIGTERM (Kubernetes) or Ctrl-C.
+pub(crate) async fn termination_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
