@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use super::admission::{AdmissionRequest, AdmissionResponse};
 use super::config::{InjectorConfig, TenantBinding};
 use super::settings::{
-    consistency_problems, parse_port, LogLevel, Quantity, SettingNames, SidecarSettings,
+    consistency_problems, parse_port, quoted, LogLevel, Quantity, SettingNames, SidecarSettings,
 };
 use super::shape::{
     kmip_volume, tenant_volume, workload_mount, SidecarPlan, KMIP_MOUNT_PATH, KMIP_VOLUME,
@@ -256,7 +256,7 @@ impl PodOptions {
             Some(other) => {
                 invalid(
                     NATIVE_SIDECAR_ANNOTATION,
-                    format!("{other:?} is not \"true\" or \"false\""),
+                    format!("{} is not \"true\" or \"false\"", quoted(other)),
                 );
                 true
             }

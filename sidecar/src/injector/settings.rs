@@ -12,6 +12,18 @@ const MAX_QUANTITY_LEN: usize = 32;
 /// ceiling (the `E` suffix); anything larger is a typo, not a resource amount.
 const MAX_QUANTITY_EXPONENT: i32 = 18;
 
+/// Most characters of a rejected value quoted back in a message: annotations can be large,
+/// and a denial message is shown by kubectl and stored in events.
+const MAX_QUOTED_CHARS: usize = 40;
+
+/// `text` quoted for a message, cut at [`MAX_QUOTED_CHARS`].
+pub(crate) fn quoted(text: &str) -> String {
+    match text.char_indices().nth(MAX_QUOTED_CHARS) {
+        None => format!("{text:?}"),
+        Some((cut, _)) => format!("{:?}…", &text[..cut]),
+    }
+}
+
 /// What the sidecar of one pod runs with.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SidecarSettings {
@@ -53,7 +65,10 @@ impl Quantity {
     /// Accepts the non-negative forms of Kubernetes' quantity grammar: a decimal number and
     /// one suffix of `m k M G T P E`, `Ki Mi Gi Ti Pi Ei`, or `e<exponent>`.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let invalid = || format!("{text:?} is not a Kubernetes quantity (e.g. 10m, 16Mi, 0.5)");
+        let invalid = || {
+            let text = quoted(text);
+            format!("{text} is not a Kubernetes quantity (e.g. 10m, 16Mi, 0.5)")
+        };
         if text.is_empty() || text.len() > MAX_QUANTITY_LEN {
             return Err(invalid());
         }
@@ -151,7 +166,10 @@ impl LogLevel {
         Self::ALL
             .into_iter()
             .find(|level| level.as_str() == text)
-            .ok_or_else(|| format!("{text:?} is not a log level (error, warn, info, debug, trace)"))
+            .ok_or_else(|| {
+                let text = quoted(text);
+                format!("{text} is not a log level (error, warn, info, debug, trace)")
+            })
     }
 
     pub fn as_str(self) -> &'static str {
@@ -169,7 +187,7 @@ impl LogLevel {
 pub fn parse_port(text: &str) -> Result<u16, String> {
     match text.parse::<u16>() {
         Ok(port) if port > 0 => Ok(port),
-        _ => Err(format!("{text:?} is not a port (1-65535)")),
+        _ => Err(format!("{} is not a port (1-65535)", quoted(text))),
     }
 }
 
@@ -253,6 +271,15 @@ mod tests {
         assert!(LogLevel::parse("DEBUG").is_err());
         assert!(LogLevel::parse("info,sidecar=trace").is_err());
         assert!(LogLevel::parse("info --gateway evil:1").is_err());
+    }
+
+    #[test]
+    fn long_values_are_cut_in_messages() {
+        let long = "x".repeat(10_000);
+        assert!(parse_port(&long).unwrap_err().len() < 100);
+        assert!(LogLevel::parse(&long).unwrap_err().len() < 100);
+        assert!(Quantity::parse(&long).unwrap_err().len() < 100);
+        assert_eq!(quoted("5696"), "\"5696\"");
     }
 
     #[test]
