@@ -101,3 +101,35 @@ fn server_config(
         .map_err(|e| tls(&e))?;
     Ok(Arc::new(config))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        fs::metadata(path).expect("metadata").permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn a_restarted_sidecar_keeps_the_ca_the_workload_trusts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        prepare(dir.path()).expect("first start");
+        let ca = fs::read(dir.path().join(CA_FILE)).expect("ca.pem");
+        let client = fs::read(dir.path().join(CLIENT_CERT_FILE)).expect("client.pem");
+        prepare(dir.path()).expect("restart");
+        assert_eq!(fs::read(dir.path().join(CA_FILE)).expect("ca.pem"), ca);
+        assert_ne!(
+            fs::read(dir.path().join(CLIENT_CERT_FILE)).expect("client.pem"),
+            client,
+            "the local client pair is re-issued"
+        );
+        assert_eq!(mode(&dir.path().join(CA_DIR)), 0o700);
+        assert_eq!(mode(&dir.path().join(CA_DIR).join(pki::CA_KEY_FILE)), 0o600);
+        assert_eq!(mode(&dir.path().join(CLIENT_KEY_FILE)), 0o640);
+        assert_eq!(mode(&dir.path().join(CA_FILE)), 0o644);
+        assert!(
+            !dir.path().join(pki::CA_KEY_FILE).exists(),
+            "the CA key never lands in the shared directory"
+        );
+    }
+}

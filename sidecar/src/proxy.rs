@@ -95,7 +95,10 @@ impl Relay {
                     self.metrics.request(listener, false);
                     if let Some(answer) = answer {
                         let _ = stream.write_all(&answer).await;
-                        let _ = stream.flush().await;
+                        let _ = stream.shutdown().await;
+                        // Closing with unread input would reset the connection and could
+                        // destroy the answer before the workload reads it.
+                        drain(&mut stream).await;
                     }
                     return;
                 }
@@ -163,6 +166,22 @@ async fn read_request<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Option<Vec
         Ok(Err(e)) => Err(gone(e.to_string())),
         Err(_) => Err(gone("request body timed out".into())),
     }
+}
+
+/// Reads and discards what the peer still sends (bounded in bytes and time).
+async fn drain<S: AsyncRead + Unpin>(stream: &mut S) {
+    const MAX_DRAIN: usize = 64 * 1024;
+    let mut scratch = [0u8; 4096];
+    let mut total = 0;
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        while total < MAX_DRAIN {
+            match stream.read(&mut scratch).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    })
+    .await;
 }
 
 /// Accept errors (e.g. too many open files) must not spin the loop.

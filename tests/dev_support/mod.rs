@@ -41,7 +41,12 @@ impl DevProcess {
     /// Starts `openkcm dev --dir DIR --kmip-addr <free port> --https-addr <free port>` and waits (bounded) until it
     /// prints that it is ready.
     pub fn start(dir: &Path) -> Self {
-        let kmip_addr = free_port();
+        Self::start_with(dir, free_port(), Stdio::inherit())
+    }
+
+    /// [`DevProcess::start`] on a given KMIP address (a restart on the same port), with
+    /// its stderr (JSON logs, audit events included) going to `stderr`.
+    pub fn start_with(dir: &Path, kmip_addr: SocketAddr, stderr: Stdio) -> Self {
         let started = Instant::now();
         let mut child = Command::new(env!("CARGO_BIN_EXE_openkcm"))
             .args(["dev", "--dir"])
@@ -49,7 +54,7 @@ impl DevProcess {
             .args(["--kmip-addr", &kmip_addr.to_string()])
             .args(["--https-addr", &free_port().to_string()])
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("spawn openkcm dev");
         let stdout = child.stdout.take().expect("stdout");

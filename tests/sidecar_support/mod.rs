@@ -1,0 +1,144 @@
+//! `openkcm sidecar` as a child process in front of `openkcm dev`, as a pod would run it.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Longest start-up accepted (the target is well under a second).
+pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A running `openkcm sidecar`; killed on drop.
+pub struct SidecarProcess {
+    pub child: Child,
+    pub tls_addr: SocketAddr,
+    pub management_addr: SocketAddr,
+    pub socket: PathBuf,
+    pub local_dir: PathBuf,
+}
+
+impl SidecarProcess {
+    /// Starts the sidecar for `gateway` with the tenant certificate files in `tenant_dir`
+    /// (`tls.crt`, `tls.key`, `ca.crt`, as cert-manager mounts them) and its socket and
+    /// pod-local CA in `run_dir`; waits until `/health` answers.
+    pub fn start(gateway: SocketAddr, tenant_dir: &Path, run_dir: &Path, extra: &[&str]) -> Self {
+        let tls_addr = free_port();
+        let management_addr = free_port();
+        let socket = run_dir.join("kmip.sock");
+        let child = Command::new(env!("CARGO_BIN_EXE_openkcm"))
+            .arg("sidecar")
+            .args(["--gateway", &gateway.to_string()])
+            .args(["--gateway-server-name", "localhost"])
+            .arg("--gateway-ca")
+            .arg(tenant_dir.join("ca.crt"))
+            .arg("--cert")
+            .arg(tenant_dir.join("tls.crt"))
+            .arg("--key")
+            .arg(tenant_dir.join("tls.key"))
+            .arg("--socket")
+            .arg(&socket)
+            .args(["--listen", &tls_addr.to_string()])
+            .arg("--local-dir")
+            .arg(run_dir)
+            .args(["--management", &management_addr.to_string()])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn openkcm sidecar");
+        let mut sidecar = Self {
+            child,
+            tls_addr,
+            management_addr,
+            socket,
+            local_dir: run_dir.to_path_buf(),
+        };
+        let deadline = Instant::now() + START_TIMEOUT;
+        while sidecar.http_get("/health").0 != 200 {
+            if let Ok(Some(status)) = sidecar.child.try_wait() {
+                panic!("openkcm sidecar exited at start: {status}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "sidecar not serving after {START_TIMEOUT:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        sidecar
+    }
+
+    /// Status code and body of a GET on the management listener (0 when it does not answer).
+    pub fn http_get(&self, path: &str) -> (u16, String) {
+        let Ok(mut stream) = TcpStream::connect(self.management_addr) else {
+            return (0, String::new());
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        if stream.write_all(request.as_bytes()).is_err() {
+            return (0, String::new());
+        }
+        let mut response = String::new();
+        let _ = stream.read_to_string(&mut response);
+        let status = response
+            .split_whitespace()
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or(0);
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, body)| body.to_owned())
+            .unwrap_or_default();
+        (status, body)
+    }
+
+    /// Waits (bounded) until `/ready` says `want`.
+    pub fn wait_ready(&self, want: bool, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let (status, body) = self.http_get("/ready");
+            if (status == 200) == want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "/ready still {status} {body:?} after {within:?} (wanted ready={want})"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn local(&self, name: &str) -> PathBuf {
+        self.local_dir.join(name)
+    }
+}
+
+impl Drop for SidecarProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port free right now.
+pub fn free_port() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+    listener.local_addr().expect("local address")
+}
+
+/// Copies a tenant's certificate from the dev PKI into `dir` under cert-manager's names, by
+/// writing new files and renaming them into place (as the kubelet swaps a Secret volume).
+pub fn install_tenant_cert(pki: &Path, tenant: &str, dir: &Path) {
+    std::fs::create_dir_all(dir).expect("tenant dir");
+    for (from, to) in [
+        (format!("{tenant}.pem"), "tls.crt"),
+        (format!("{tenant}-key.pem"), "tls.key"),
+        ("ca.pem".to_owned(), "ca.crt"),
+    ] {
+        let temp = dir.join(format!(".{to}.new"));
+        std::fs::copy(pki.join(from), &temp).expect("copy certificate file");
+        std::fs::rename(&temp, dir.join(to)).expect("rename certificate file");
+    }
+}
