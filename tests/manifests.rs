@@ -37,9 +37,9 @@ fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The validation script's output directory, run once per test binary.
+/// The validation script's output, run once per test binary (into Cargo's per-target
+/// scratch directory, so that nothing is left behind in /tmp).
 struct Rendered {
-    _dir: tempfile::TempDir,
     containers: Vec<Value>,
     metrics: BTreeMap<String, Vec<String>>,
 }
@@ -47,13 +47,12 @@ struct Rendered {
 fn rendered() -> &'static Rendered {
     static RENDERED: OnceLock<Rendered> = OnceLock::new();
     RENDERED.get_or_init(|| {
-        let dir = tempfile::Builder::new()
-            .prefix("openkcm-manifests-")
-            .tempdir()
-            .expect("temporary directory");
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("manifests");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("scratch directory");
         let out = Command::new("bash")
             .arg(repo().join("scripts/validate-manifests.sh"))
-            .arg(dir.path())
+            .arg(&dir)
             .output()
             .expect("run scripts/validate-manifests.sh");
         assert!(
@@ -64,7 +63,7 @@ fn rendered() -> &'static Rendered {
             String::from_utf8_lossy(&out.stderr)
         );
         let read = |name: &str| -> Value {
-            let path = dir.path().join(name);
+            let path = dir.join(name);
             let text = std::fs::read_to_string(&path)
                 .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
@@ -75,7 +74,6 @@ fn rendered() -> &'static Rendered {
             .clone();
         let metrics = serde_json::from_value(read("metrics.json")).expect("metrics.json");
         Rendered {
-            _dir: dir,
             containers,
             metrics,
         }
