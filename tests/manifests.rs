@@ -539,6 +539,65 @@ fn start_dev() -> Dev {
     }
 }
 
+/// `openkcm injector` on loopback with `manifests/base/injector/config.yaml` and a
+/// certificate from `openkcm pki`; killed on drop.
+struct Injector {
+    child: Child,
+    management: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Injector {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_injector() -> Injector {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let path = |p: PathBuf| p.display().to_string();
+    let ca = path(dir.path().join("ca"));
+    let out = path(dir.path().join("certs"));
+    for args in [
+        vec!["pki", "init", "--dir", ca.as_str()],
+        vec![
+            "pki", "issue", "--ca-dir", &ca, "--tenant", "webhook", "--out", &out,
+        ],
+    ] {
+        let done = openkcm(&args);
+        assert!(done.status.success(), "openkcm {args:?}: {done:?}");
+    }
+    let management = free_port();
+    let child = Command::new(BIN)
+        .arg("injector")
+        .args(["--listen", &free_port().to_string()])
+        .args(["--management", &management.to_string()])
+        .args(["--cert", &format!("{out}/webhook.pem")])
+        .args(["--key", &format!("{out}/webhook-key.pem")])
+        .arg("--config")
+        .arg(repo().join("manifests/base/injector/config.yaml"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn openkcm injector");
+    let injector = Injector {
+        child,
+        management,
+        _dir: dir,
+    };
+    let deadline = std::time::Instant::now() + DEV_START_TIMEOUT;
+    while std::net::TcpStream::connect(management).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "openkcm injector did not listen on {management} within {DEV_START_TIMEOUT:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    injector
+}
+
 /// GET over HTTPS (HTTP/1.1, no client certificate), as the kubelet and Prometheus do.
 async fn https_get(addr: SocketAddr, ca: &Path, path: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -632,6 +691,17 @@ async fn alert_dashboard_and_autoscaler_series_exist_and_probe_paths_answer() {
     assert_eq!(status, 200, "gateway /metrics: {page}");
     served.extend(series(&page));
 
+    // The injector, with the manifests' own configuration file.
+    let injector = start_injector();
+    for path in ["/health", "/ready"] {
+        let (status, body) = http1_get(injector.management, path).await.expect(path);
+        assert_eq!(status, 200, "injector {path}: {body}");
+    }
+    let (_, page) = http1_get(injector.management, "/metrics")
+        .await
+        .expect("injector metrics");
+    served.extend(series(&page));
+
     let missing: Vec<String> = wanted
         .iter()
         .filter(|(name, _)| !served.contains(*name) && !registered_counter(name))
@@ -642,6 +712,7 @@ async fn alert_dashboard_and_autoscaler_series_exist_and_probe_paths_answer() {
         "series the manifests read but no binary serves:\n{}\nserved: {served:?}",
         missing.join("\n")
     );
+    drop(injector);
     drop(dev);
     keysvc.terminate(Duration::from_secs(30));
     db.drop().await;

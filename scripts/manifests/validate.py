@@ -17,7 +17,7 @@ issue hold (replicas, probes, security context, rollout, spread, PDBs...).
 
 Writes OUT_DIR/containers.json: every container of every overlay with its args, env,
 ports and probes, for tests/manifests.rs to compare with `openkcm <cmd> --help`; and
-OUT_DIR/metrics.json: every kmip_* / openkcm_* series the expressions read, with where,
+OUT_DIR/metrics.json: every kmip_* / openkcm_* / injector_* series the expressions read, with where,
 which tests/manifests.rs compares with the /metrics the binaries serve.
 Exit 0 when everything holds; 1 with one line per problem otherwise.
 """
@@ -38,6 +38,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 SCHEMAS = os.path.join(ROOT, "scripts", "manifests", "schemas")
 # The oldest Kubernetes the manifests support and a current one.
 K8S_VERSIONS = ["1.29.0", "1.33.0"]
+# Series of our binaries (gateway, keysvc: kmip_/openkcm_; the injector: injector_), checked
+# by tests/manifests.rs against what the running binaries serve.
+OWN_METRIC_PREFIXES = ("kmip_", "openkcm_", "injector_")
 # Series from other exporters the alerts and the dashboard may read.
 EXTERNAL_METRIC_PREFIXES = ("container_", "kube_", "certmanager_", "cnpg_")
 EXTERNAL_METRICS = {"up"}
@@ -158,7 +161,7 @@ def check_promql(where, expr, exported):
 
     promql_parser.walk(ast, visit)
     for name in seen:
-        if name.startswith(("kmip_", "openkcm_")):
+        if name.startswith(OWN_METRIC_PREFIXES):
             exported.setdefault(name, []).append(where)
         elif not (name.startswith(EXTERNAL_METRIC_PREFIXES) or name in EXTERNAL_METRICS):
             problem(where, f"metric {name} comes from no known exporter")
