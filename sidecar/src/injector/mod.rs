@@ -25,13 +25,14 @@ mod reload;
 mod server;
 mod settings;
 mod shape;
-pub mod tls;
+mod tls;
 
 pub use config::{ConfigError, InjectorConfig, PullPolicy, TenantBinding};
 pub use mutate::{mutate, Admission, Outcome, SkipReason};
 pub use server::{Injector, InjectorError, MAX_REVIEW_BYTES, POLL_INTERVAL};
 pub use settings::{LogLevel, Quantity, SidecarSettings};
 pub use shape::{KMIP_MOUNT_PATH, KMIP_VOLUME, SIDECAR_CONTAINER, TENANT_VOLUME};
+pub use tls::TlsError;
 
 /// `openkcm injector` flags (each also read from the environment variable shown in `--help`).
 #[derive(Debug, Clone, Args)]
