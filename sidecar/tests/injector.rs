@@ -729,3 +729,31 @@ async fn an_invalid_configuration_is_refused_at_start() {
     assert!(matches!(error, InjectorError::Tls(_)), "{error:?}");
     assert!(error.to_string().contains("tls.crt"), "{error}");
 }
+
+#[tokio::test]
+async fn the_documented_pod_shape_is_what_is_injected() {
+    let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/injector.md");
+    let docs = std::fs::read_to_string(docs).unwrap();
+    let section = docs.split("## The injected pod").nth(1).unwrap();
+    let yaml = section.split("```yaml\n").nth(1).unwrap();
+    let yaml = yaml.split("```").next().unwrap();
+    let documented: Value = serde_norway::from_str(yaml).unwrap();
+
+    let injector = TestInjector::start().await;
+    let review = fixture("pod-plain.json");
+    let pod = patched_pod(&review, &injector.review(&review).await);
+    assert_eq!(
+        pod["spec"]["initContainers"],
+        documented["spec"]["initContainers"]
+    );
+    assert_eq!(pod["spec"]["volumes"], documented["spec"]["volumes"]);
+    assert_eq!(
+        pod["metadata"]["annotations"],
+        documented["metadata"]["annotations"]
+    );
+    assert_eq!(
+        pod["spec"]["containers"][0]["volumeMounts"],
+        documented["spec"]["containers"][0]["volumeMounts"]
+    );
+    injector.stop().await;
+}
