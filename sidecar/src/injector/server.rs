@@ -154,10 +154,12 @@ impl Injector {
         self.management_addr
     }
 
-    /// Serves until `signal` completes, then stops accepting and lets open connections
-    /// finish (at most [`SHUTDOWN_GRACE`]).
+    /// Serves until `signal` completes, then stops accepting reviews and lets open
+    /// connections finish (at most [`SHUTDOWN_GRACE`]). The management listener stays up
+    /// until the drain is over, answering `/ready` with 503.
     pub async fn run_until(self, signal: impl Future<Output = ()>) {
         let shutdown = CancellationToken::new();
+        let management_stop = CancellationToken::new();
         let watcher = tokio::spawn(watch_files(
             self.state.clone(),
             self.files,
@@ -170,7 +172,7 @@ impl Injector {
             shutdown.clone(),
         ));
         let management = axum::serve(self.management, management_router(self.state.clone()))
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+            .with_graceful_shutdown(management_stop.clone().cancelled_owned());
         let management = tokio::spawn(async move {
             if let Err(e) = management.await {
                 tracing::warn!(error = %e, "management listener failed");
@@ -181,7 +183,9 @@ impl Injector {
         tracing::info!("shutdown requested: draining");
         self.state.draining.store(true, Ordering::Relaxed);
         shutdown.cancel();
-        let _ = tokio::join!(watcher, webhook, management);
+        let _ = tokio::join!(watcher, webhook);
+        management_stop.cancel();
+        let _ = management.await;
         tracing::info!("injector stopped");
     }
 }
