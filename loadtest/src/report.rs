@@ -99,7 +99,11 @@ impl Report {
             send_lag: (!merged.send_lag.is_empty()).then(|| Percentiles::of(&merged.send_lag)),
             target: config.target.addr().to_owned(),
             kmip_version: config.version.to_string(),
-            keys: config.keys,
+            keys: if config.op.needs_keys() {
+                config.keys
+            } else {
+                0
+            },
             warmup_s: config.warmup.as_secs_f64(),
             setup_s: round(setup.as_secs_f64()),
             connected,
