@@ -10,6 +10,9 @@
 //! - Every request has one deadline (`--timeout`) covering the wait, the connect and the
 //!   exchange. When it passes, or the gateway cannot be reached, the caller answers the
 //!   workload with a KMIP error ([`ForwardError`]).
+//! - Connects back off after failures: while the gateway refuses connections, a new attempt
+//!   is made at most every 100 ms, doubling to [`MAX_BACKOFF`]; requests in between get
+//!   their KMIP error at once. A successful connect or probe ends the backoff.
 //! - A pooled connection the gateway has closed is noticed before it is used; a read-only
 //!   request that fails on a reused connection before any answer byte arrived is sent once
 //!   more on a new connection (the gateway's own retry rule, [`kmip::relay::is_read_only`]).
@@ -17,7 +20,7 @@
 use std::collections::hash_map::DefaultHasher;
 use std::hash::Hasher;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -40,6 +43,9 @@ use crate::metrics::SidecarMetrics;
 pub const RELOAD_INTERVAL: Duration = Duration::from_secs(2);
 /// How often the gateway is probed when no request proved it reachable.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(5);
+/// First and longest pause between connect attempts after failures.
+pub const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+pub const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// Why a request got no answer from the gateway.
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +123,10 @@ pub struct Upstream {
     reachable: AtomicBool,
     /// Milliseconds since `started` of the last answer or connect (0: none yet).
     last_ok_ms: AtomicU64,
+    /// Consecutive failed connects, and the time (ms since `started`) before which no new
+    /// connect is attempted.
+    connect_failures: AtomicU32,
+    next_connect_ms: AtomicU64,
     started: Instant,
     metrics: Arc<SidecarMetrics>,
 }
@@ -144,6 +154,8 @@ impl Upstream {
             max_message_size: ttlv::DEFAULT_MAX_MESSAGE_SIZE,
             reachable: AtomicBool::new(false),
             last_ok_ms: AtomicU64::new(0),
+            connect_failures: AtomicU32::new(0),
+            next_connect_ms: AtomicU64::new(0),
             started: Instant::now(),
             metrics,
         };
@@ -316,7 +328,38 @@ impl Upstream {
         true
     }
 
+    /// A new connection, unless connects are backing off after failures.
     async fn connect(&self, identity: &Identity) -> Result<Conn, String> {
+        let wait = self
+            .next_connect_ms
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.now_ms());
+        if wait > 0 {
+            return Err(format!(
+                "backing off after failed connects ({wait} ms left)"
+            ));
+        }
+        match self.connect_now(identity).await {
+            Ok(conn) => {
+                self.connect_failures.store(0, Ordering::Relaxed);
+                self.next_connect_ms.store(0, Ordering::Relaxed);
+                Ok(conn)
+            }
+            Err(e) => {
+                let failures = self.connect_failures.fetch_add(1, Ordering::Relaxed);
+                let backoff = FIRST_BACKOFF
+                    .saturating_mul(1 << failures.min(8))
+                    .min(MAX_BACKOFF);
+                self.next_connect_ms.store(
+                    self.now_ms() + backoff.as_millis() as u64,
+                    Ordering::Relaxed,
+                );
+                Err(e)
+            }
+        }
+    }
+
+    async fn connect_now(&self, identity: &Identity) -> Result<Conn, String> {
         let tcp = TcpStream::connect(&self.addr)
             .await
             .map_err(|e| format!("connect {}: {e}", self.addr))?;
