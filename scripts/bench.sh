@@ -8,6 +8,8 @@
 #   BENCH_MAX_KEYS=N stored-keys scaling goes up to N (default 1000000, quick 10000)
 #   BENCH_OUT=DIR    raw JSON reports and logs (default target/bench/<time>)
 #   BENCH_NO_DOCS=1  do not touch docs/ (results stay in BENCH_OUT)
+#   BENCH_SECTIONS   which parts to run (default all): stack keysvc open sidecar keys postgres
+#                    pykmip memory
 #   PYKMIP_PYTHON    Python with PyKMIP 0.11 (default .venv/bin/python)
 #   BENCH_PG_URL     PostgreSQL superuser URL (default postgres://postgres@127.0.0.1:5432/postgres)
 #
@@ -35,6 +37,8 @@ else
     OPEN_RATES="2000 5000 10000 15000 20000 25000 30000 40000"; OPEN_LONG=60s
     PYKMIP_CONNS="1 8"; POPULATE_BUDGET=420
 fi
+SECTIONS=" ${BENCH_SECTIONS:-stack keysvc open sidecar keys postgres pykmip memory} "
+want() { [[ "$SECTIONS" == *" $1 "* ]]; }
 OUT="${BENCH_OUT:-$ROOT/target/bench/$(date -u +%Y%m%d-%H%M%S)}"
 mkdir -p "$OUT/runs"
 WORK="$(mktemp -d /tmp/openkcm-bench.XXXXXX)"
@@ -91,9 +95,10 @@ fact commit "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff
 
 # --- openkcm dev ---------------------------------------------------------------------------
 DEV_PID=""; KMIP=""; KEYSVC_API=""
-start_dev() { # NAME [dev flags...]
+start_dev() { # NAME [DIR] [dev flags...]
     local name=$1; shift
     local dir="$WORK/$name" kport hport
+    if [ $# -gt 0 ] && [ "${1#--}" = "$1" ]; then dir=$1; shift; fi
     kport=$(free_port); hport=$(free_port)
     mkdir -p "$dir"
     "$BIN" dev --dir "$dir" --kmip-addr "127.0.0.1:$kport" --https-addr "127.0.0.1:$hport" "$@" \
@@ -136,38 +141,39 @@ say "openkcm dev on SQLite"
 start_dev sqlite
 SQLITE_DIR="$DEV_DIR"
 read -r -a TA <<<"$(tenant_flags "$SQLITE_DIR")"
-for op in get encrypt create; do
+want stack && for op in get encrypt create; do
     for c in $CONNS; do
         row "gw-$op-$c" stack "$op, gateway, SQLite, $c conn" \
             --addr "$KMIP" "${TA[@]}" --op "$op" --connections "$c" --duration "$DUR" --warmup "$WARM" --keys 64
     done
 done
-say "keysvc directly (HTTP/2, no gateway)"
-for c in $CONNS; do
+want keysvc && say "keysvc directly (HTTP/2, no gateway)"
+want keysvc && for c in $CONNS; do
     row "ks-get-$c" keysvc "get, keysvc HTTP/2 (no gateway), $c conn" \
         --http2-keysvc "https://$KEYSVC_API" --server-name keysvc --ca "$SQLITE_DIR/pki/ca.pem" \
         --cert "$SQLITE_DIR/pki/gateway-upstream.pem" --key "$SQLITE_DIR/pki/gateway-upstream-key.pem" \
         --op get --connections "$c" --duration "$DUR" --warmup "$WARM" --keys 64
 done
 
-say "scaling: connections"
-for c in $SCALE_CONNS; do
+want stack && for c in $SCALE_CONNS; do
     row "gw-get-$c" stack "get, gateway, SQLite, $c conn" \
         --addr "$KMIP" "${TA[@]}" --op get --connections "$c" --duration "$DUR" --warmup "$WARM" --keys 64
 done
 
-say "open loop: latency against offered load"
-for r in $OPEN_RATES; do
+want open && say "open loop: latency against offered load"
+want open && for r in $OPEN_RATES; do
     row "open-$r" open "get, open loop $r/s, 64 conn" \
         --addr "$KMIP" "${TA[@]}" --op get --connections 64 --rate "$r" --duration "$DUR" --warmup "$WARM" --keys 64
 done
 RUNS_SAVED=$RUNS; RUNS=1
-row "open-long" openlong "get, open loop 10000/s for $OPEN_LONG, 64 conn" \
+want open && row "open-long" openlong "get, open loop 10000/s for $OPEN_LONG, 64 conn" \
     --addr "$KMIP" "${TA[@]}" --op get --connections 64 --rate 10000 --duration "$OPEN_LONG" --warmup "$WARM" --keys 64
 RUNS=$RUNS_SAVED
 
 # === 2. the sidecar, when this build has it ==================================================
-if "$BIN" sidecar --help >/dev/null 2>&1; then
+if ! want sidecar; then
+    :
+elif "$BIN" sidecar --help >/dev/null 2>&1; then
     say "sidecar"
     SC="$WORK/sidecar"; mkdir -p "$SC/local"
     sport=$(free_port); mport=$(free_port)
@@ -193,6 +199,7 @@ fi
 stop_pid "$DEV_PID"
 
 # === 3. stored keys: Get and Create as the store grows =======================================
+if want keys; then
 say "scaling: stored keys (up to $MAX_KEYS, populate budget ${POPULATE_BUDGET}s)"
 start_dev keys
 read -r -a TK <<<"$(tenant_flags "$DEV_DIR")"
@@ -223,9 +230,12 @@ for level in 10 1000 10000 100000 1000000; do
     [ "$populate_left" -gt 0 ] || break
 done
 stop_pid "$DEV_PID"
+fi
 
 # === 4. PostgreSQL ===========================================================================
-if psql "$PG_URL" -qAtc "select 1" >/dev/null 2>&1; then
+if ! want postgres; then
+    :
+elif psql "$PG_URL" -qAtc "select 1" >/dev/null 2>&1; then
     PG_DB="openkcm_bench_$$"
     psql "$PG_URL" -qAtc "CREATE DATABASE $PG_DB" >/dev/null
     say "openkcm dev on PostgreSQL ($PG_DB)"
@@ -246,7 +256,9 @@ else
 fi
 
 # === 5. PyKMIP 0.11 server, same generator ===================================================
-if [ -x "$PYKMIP_PYTHON" ] && "$PYKMIP_PYTHON" -c 'import kmip' 2>/dev/null; then
+if ! want pykmip; then
+    :
+elif [ -x "$PYKMIP_PYTHON" ] && "$PYKMIP_PYTHON" -c 'import kmip' 2>/dev/null; then
     say "PyKMIP 0.11 server"
     PK="$WORK/pykmip"; mkdir -p "$PK/policies"
     pport=$(free_port)
@@ -289,6 +301,7 @@ else
 fi
 
 # === 6. separate processes: start-up time and memory per idle connection =====================
+if want memory; then
 say "keysvc and gateway as separate processes: start-up, memory"
 D="$SQLITE_DIR"
 kapi=$(free_port); kmgmt=$(free_port); gk=$(free_port); gh=$(free_port)
@@ -301,7 +314,7 @@ KS_PID=$!; PIDS+=("$KS_PID")
 if ms=$(wait_for "$t0" 10000 curl -sf "http://127.0.0.1:$kmgmt/ready"); then
     fact keysvc_ready_ms "$ms"
 else
-    fact keysvc_ready_ms "not ready in 10 s"
+    fact keysvc_ready_ms "not ready in 10 s (see keysvc.err)"
 fi
 t0=$(now_ms)
 "$BIN" gateway --kmip-addr "127.0.0.1:$gk" --https-addr "127.0.0.1:$gh" \
@@ -310,31 +323,46 @@ t0=$(now_ms)
     --upstream-cert "$D/pki/gateway-upstream.pem" --upstream-key "$D/pki/gateway-upstream-key.pem" \
     --upstream-server-name keysvc >"$OUT/gateway.out" 2>"$OUT/gateway.err" &
 GW_PID=$!; PIDS+=("$GW_PID")
-if ms=$(wait_for "$t0" 10000 curl -sf --cacert "$D/pki/ca.pem" --cert "$D/pki/tenant-a.pem" \
-    --key "$D/pki/tenant-a-key.pem" "https://localhost:$gh/ready" --resolve "localhost:$gh:127.0.0.1"); then
+# Ready, or gone (then there is nothing to wait for).
+gateway_settled() {
+    ! kill -0 "$GW_PID" 2>/dev/null ||
+        curl -sf --cacert "$D/pki/ca.pem" --cert "$D/pki/tenant-a.pem" --key "$D/pki/tenant-a-key.pem" \
+            --resolve "localhost:$gh:127.0.0.1" "https://localhost:$gh/ready"
+}
+if ms=$(wait_for "$t0" 10000 gateway_settled) && kill -0 "$GW_PID" 2>/dev/null; then
     fact gateway_ready_ms "$ms"
+    MEM_MODE=separate; MEM_ADDR="127.0.0.1:$gk"; GW_MEM_PID=$GW_PID; KS_MEM_PID=$KS_PID
 else
-    fact gateway_ready_ms "not ready in 10 s"
+    # Memory per connection is then measured on `openkcm dev` (both in one process).
+    fact gateway_ready_ms "did not start (see gateway.err: $(grep -m1 -o "panicked at [^ ]*" "$OUT/gateway.err" || echo "no answer on /ready"))"
+    stop_pid "$GW_PID"; stop_pid "$KS_PID"
+    start_dev mem "$SQLITE_DIR"
+    MEM_MODE=dev; MEM_ADDR="$KMIP"; GW_MEM_PID=$DEV_PID; KS_MEM_PID=""
 fi
+fact memory_mode "$MEM_MODE"
 sleep 1
-fact rss_idle_gateway_kib "$(rss_kib "$GW_PID")"
-fact rss_idle_keysvc_kib "$(rss_kib "$KS_PID")"
+fact rss_idle_gateway_kib "$(rss_kib "$GW_MEM_PID")"
+[ -n "$KS_MEM_PID" ] && fact rss_idle_keysvc_kib "$(rss_kib "$KS_MEM_PID")"
+idle_settled() { grep -q holding "$1" || ! kill -0 "$2" 2>/dev/null; }
 for n in $IDLE_COUNTS; do
-    "$BIN" loadtest --addr "127.0.0.1:$gk" "${TA[@]}" --op idle --connections "$n" --duration 8s \
+    "$BIN" loadtest --addr "$MEM_ADDR" "${TA[@]}" --op idle --connections "$n" --duration 8s \
         --quiet >"$OUT/idle-$n.out" 2>&1 &
     IDLE_PID=$!; PIDS+=("$IDLE_PID")
-    if wait_for "$(now_ms)" 120000 grep -q "holding" "$OUT/idle-$n.out" >/dev/null; then
+    # Until every connection is open, or the client gave up.
+    wait_for "$(now_ms)" 120000 idle_settled "$OUT/idle-$n.out" "$IDLE_PID" >/dev/null || true
+    if grep -q holding "$OUT/idle-$n.out"; then
         sleep 2
-        fact "rss_${n}_gateway_kib" "$(rss_kib "$GW_PID")"
-        fact "rss_${n}_keysvc_kib" "$(rss_kib "$KS_PID")"
+        fact "rss_${n}_gateway_kib" "$(rss_kib "$GW_MEM_PID")"
+        [ -n "$KS_MEM_PID" ] && fact "rss_${n}_keysvc_kib" "$(rss_kib "$KS_MEM_PID")"
         fact "idle_${n}_held" "$(sed -n 's/.*holding \([0-9]*\) connections/\1/p' "$OUT/idle-$n.out")"
     else
-        fact "rss_${n}_gateway_kib" "connections not open in 120 s"
+        fact "idle_${n}" "failed: $(tail -1 "$OUT/idle-$n.out")"
     fi
     wait "$IDLE_PID" 2>/dev/null || true
     sleep 1
 done
-stop_pid "$GW_PID"; stop_pid "$KS_PID"
+if [ "$MEM_MODE" = separate ]; then stop_pid "$GW_PID"; stop_pid "$KS_PID"; else stop_pid "$DEV_PID"; fi
+fi
 fact load_after "$(cut -d' ' -f1-3 /proc/loadavg)"
 fact elapsed_s "$(( $(date +%s) - START_TS ))"
 
