@@ -21,6 +21,7 @@ pub mod config;
 pub mod cryptosvc;
 pub mod engine;
 pub mod envelope;
+pub mod health;
 pub mod http;
 pub mod metrics;
 pub mod rotate;

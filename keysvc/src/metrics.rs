@@ -8,17 +8,25 @@
 //! openkcm_keysvc_cache_{hits,misses}_total,
 //! openkcm_keysvc_cache_entries                    sampled from the engine's cache at scrape
 //! openkcm_keysvc_db_pool_connections{state}       sampled from the PostgreSQL pool at scrape
+//! openkcm_keysvc_database_up                      1/0: the last store operation or probe
+//!                                                 (every 10 s) reached the database
+//! openkcm_keysvc_certificate_expiry_timestamp_seconds
+//!                                                 notAfter (Unix s) of the API listener's
+//!                                                 server certificate in force
+//! openkcm_keysvc_tls_reloads_total{result}        "ok" | "failed": changed certificate,
+//!                                                 key or client CA files, once per change
 //! ```
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use crate::engine::{Engine, ItemOutcome};
+use crate::health::DatabaseHealth;
 use crate::tenant::TenantId;
 
 /// Content type of [`Metrics::encode`]'s output.
@@ -41,6 +49,77 @@ struct CodeLabels {
     code: u16,
 }
 
+/// The outcome of loading changed TLS files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsReload {
+    Ok,
+    Failed,
+}
+
+impl TlsReload {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    result: &'static str,
+}
+
+/// The API listener's certificate metrics, written by the reloader (`http::ApiTls`).
+#[derive(Clone, Debug)]
+pub struct CertificateMetrics {
+    expiry: Gauge,
+    reloads: Family<ReloadLabels, Counter>,
+}
+
+impl Default for CertificateMetrics {
+    fn default() -> Self {
+        let reloads = Family::<ReloadLabels, Counter>::default();
+        // Both series exist from the start, so increase() sees the first failure.
+        for result in [TlsReload::Ok, TlsReload::Failed] {
+            drop(reloads.get_or_create(&ReloadLabels {
+                result: result.label(),
+            }));
+        }
+        Self {
+            expiry: Gauge::default(),
+            reloads,
+        }
+    }
+}
+
+impl CertificateMetrics {
+    /// notAfter of the server certificate now in force, Unix seconds.
+    pub fn set_expiry(&self, not_after: i64) {
+        self.expiry.set(not_after);
+    }
+
+    pub fn expiry(&self) -> i64 {
+        self.expiry.get()
+    }
+
+    pub fn record_reload(&self, result: TlsReload) {
+        self.reloads
+            .get_or_create(&ReloadLabels {
+                result: result.label(),
+            })
+            .inc();
+    }
+
+    pub fn reloads(&self, result: TlsReload) -> u64 {
+        self.reloads
+            .get_or_create(&ReloadLabels {
+                result: result.label(),
+            })
+            .get()
+    }
+}
+
 /// The process's metrics. Shared by both listeners.
 #[derive(Debug)]
 pub struct Metrics {
@@ -48,10 +127,11 @@ pub struct Metrics {
     kmip_requests: Family<KmipLabels, Counter>,
     kmip_duration: Histogram,
     http_requests: Family<CodeLabels, Counter>,
+    certificates: CertificateMetrics,
 }
 
 impl Metrics {
-    pub fn new(engine: &Engine) -> Self {
+    pub fn new(engine: &Engine, database: &DatabaseHealth) -> Self {
         let mut registry = Registry::default();
         let kmip_requests = Family::<KmipLabels, Counter>::default();
         registry.register(
@@ -75,6 +155,22 @@ impl Metrics {
             "HTTP responses by status code (API and management listeners)",
             http_requests.clone(),
         );
+        registry.register(
+            "openkcm_keysvc_database_up",
+            "Whether the last store operation or periodic probe reached the database (1) or not (0)",
+            database.gauge(),
+        );
+        let certificates = CertificateMetrics::default();
+        registry.register(
+            "openkcm_keysvc_certificate_expiry_timestamp_seconds",
+            "notAfter of the API listener's server certificate in force, Unix seconds",
+            certificates.expiry.clone(),
+        );
+        registry.register(
+            "openkcm_keysvc_tls_reloads",
+            "Loads of changed server certificate, key or client CA files, by result",
+            certificates.reloads.clone(),
+        );
         registry.register_collector(Box::new(CacheCollector {
             engine: engine.clone(),
         }));
@@ -83,6 +179,7 @@ impl Metrics {
             kmip_requests,
             kmip_duration,
             http_requests,
+            certificates,
         }
     }
 
@@ -110,6 +207,11 @@ impl Metrics {
 
     pub fn record_http(&self, code: u16) {
         self.http_requests.get_or_create(&CodeLabels { code }).inc();
+    }
+
+    /// The handle the certificate reloader writes to.
+    pub fn certificates(&self) -> CertificateMetrics {
+        self.certificates.clone()
     }
 
     /// The OpenMetrics text exposition.

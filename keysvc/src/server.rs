@@ -1,11 +1,13 @@
 //! Wiring: the store, the engine and both listeners, built from a [`ServeConfig`].
 //!
 //! ```text
-//! ServeConfig ─► open_store ─► Engine (+ cache) ─► Metrics
-//!                                   │
+//! ServeConfig ─► open_store ─► ObservedStore ─► Engine (+ cache) ─► Metrics
+//!                              (database_up: every store call, and a probe every 10 s)
 //!            ┌──────────────────────┴──────────────────────┐
 //!   api listener (mTLS, api_router)          management listener (plain, management_router)
-//!            └──────────── one CancellationToken: stop accepting, drain, exit ────────────┘
+//!   ApiTls: certificate, key and client CA
+//!   re-read when their files change (2 s)
+//!            └─ one CancellationToken: stop accepting, watching, probing; drain; exit ─┘
 //! ```
 
 use std::net::SocketAddr;
@@ -21,7 +23,8 @@ use crate::cache::ObjectCache;
 use crate::config::{DatabaseConfig, LogFilter, ServeConfig};
 use crate::engine::{Engine, EngineConfig};
 use crate::envelope::Keyring;
-use crate::http::{self, AppState, Transport};
+use crate::health::{DatabaseHealth, ObservedStore};
+use crate::http::{self, ApiTls, AppState, TlsError, Transport};
 use crate::metrics::Metrics;
 use crate::store::postgres::{PostgresOptions, PostgresStore};
 use crate::store::sqlite::SqliteStore;
@@ -43,7 +46,7 @@ pub enum ServerError {
         source: std::io::Error,
     },
     #[error("TLS configuration: {0}")]
-    Tls(#[from] rustls::Error),
+    Tls(#[from] TlsError),
 }
 
 /// Opens the configured store. PostgreSQL in production refuses a role that could bypass
@@ -84,17 +87,23 @@ pub struct KeysvcServer {
 
 impl KeysvcServer {
     /// Binds both listeners and starts serving with `store` (opened by [`open_store`], or
-    /// any other store in tests).
+    /// any other store in tests), watching the TLS files and probing the database until
+    /// shutdown.
     pub async fn start(config: &ServeConfig, store: Arc<dyn Store>) -> Result<Self, ServerError> {
-        let tls = http::server_tls_config(&config.tls)?;
+        let database = DatabaseHealth::new();
+        let store: Arc<dyn Store> = Arc::new(ObservedStore::new(store, database.clone()));
+        let engine = engine(store.clone(), config.store.keyring.clone(), config);
+        let metrics = Arc::new(Metrics::new(&engine, &database));
+        let tls = Arc::new(ApiTls::new(&config.tls, metrics.certificates())?);
+        let acceptor = TlsAcceptor::from(tls.server_config()?);
+
         let api = bind(config.api_addr).await?;
         let management = bind(config.management_addr).await?;
         let api_addr = local_addr(&api, config.api_addr)?;
         let management_addr = local_addr(&management, config.management_addr)?;
 
-        let engine = engine(store, config.store.keyring.clone(), config);
         let state = AppState {
-            metrics: Arc::new(Metrics::new(&engine)),
+            metrics,
             engine: engine.clone(),
             gateways: Arc::new(config.gateways.clone()),
             max_body_size: config.max_body_size,
@@ -103,7 +112,7 @@ impl KeysvcServer {
         let mut tasks = JoinSet::new();
         tasks.spawn(http::serve(
             api,
-            Transport::Tls(TlsAcceptor::from(tls)),
+            Transport::Tls(acceptor),
             http::api_router(state.clone()),
             shutdown.clone(),
             SHUTDOWN_GRACE,
@@ -115,6 +124,8 @@ impl KeysvcServer {
             shutdown.clone(),
             SHUTDOWN_GRACE,
         ));
+        tasks.spawn(tls.watch(shutdown.clone()));
+        tasks.spawn(database.probe_until(store, shutdown.clone()));
         tracing::info!(
             api = %api_addr,
             management = %management_addr,

@@ -400,6 +400,32 @@ async fn ready_turns_503_when_the_postgres_database_is_gone() {
 }
 
 #[tokio::test]
+async fn database_up_follows_the_postgres_database() {
+    let pki = Pki::generate();
+    let db = PgDatabase::create(true).await;
+    let server = TestServer::start(&pki, &db.app_url()).await;
+    let management = server.management();
+    let up = || metric(management, "openkcm_keysvc_database_up");
+    assert_eq!(up().await, Some(1.0));
+
+    // Nothing asks the database meanwhile: the periodic probe notices on its own.
+    let probe_deadline =
+        keysvc::health::PROBE_INTERVAL + keysvc::health::PROBE_TIMEOUT + EVENTUALLY;
+    db.vanish().await;
+    eventually(probe_deadline, "database_up drops to 0", || async {
+        (up().await? == 0.0).then_some(())
+    })
+    .await;
+    db.recreate().await;
+    eventually(probe_deadline, "database_up back to 1", || async {
+        (up().await? == 1.0).then_some(())
+    })
+    .await;
+    server.server.shutdown().await;
+    db.drop().await;
+}
+
+#[tokio::test]
 async fn shutdown_stops_accepting_and_returns() {
     let pki = Pki::generate();
     let server = sqlite_server(&pki).await;

@@ -8,9 +8,9 @@ use std::time::Duration;
 use figment::providers::{Data, Format, Toml};
 use figment::value::{Dict, Value};
 use figment::{Figment, Profile, Provider};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use zeroize::Zeroizing;
 
+use super::pem::{self, PemError, PemFile};
 use super::sources::{defaults_layer, env_layer, flags_layer, unknown_keys};
 use super::{
     key_spec, ConfigError, ConfigErrors, ConfigSources, DatabaseConfig, DatabaseUrl, LogFilter,
@@ -224,47 +224,23 @@ impl Loader {
     }
 
     pub(super) fn tls(&mut self) -> Option<TlsFiles> {
-        let cert_path = self.path("tls.cert");
-        let key_path = self.path("tls.key");
-        let ca_path = self.path("tls.client_ca");
-        let cert_chain = cert_path
-            .as_ref()
-            .and_then(|p| self.read_pem("tls.cert", p, read_certs));
-        let key = key_path
-            .as_ref()
-            .and_then(|p| self.read_pem("tls.key", p, read_key));
-        let client_roots = ca_path
-            .as_ref()
-            .and_then(|p| self.read_pem("tls.client_ca", p, read_certs));
+        let cert = self.pem("tls.cert", pem::certificates);
+        let key = self.pem("tls.key", pem::private_key);
+        let client_ca = self.pem("tls.client_ca", pem::certificates);
         Some(TlsFiles {
-            cert_path: cert_path?,
-            cert_chain: cert_chain?,
-            key: Arc::new(key?),
-            client_ca_path: ca_path?,
-            client_roots: client_roots?,
+            cert: cert?,
+            key: key?,
+            client_ca: client_ca?,
         })
     }
 
-    fn read_pem<T>(
+    fn pem<T>(
         &mut self,
         key: &str,
-        path: &Path,
-        read: fn(&[u8]) -> Result<T, String>,
-    ) -> Option<T> {
-        let bytes = match std::fs::read(path) {
-            Ok(b) => Zeroizing::new(b),
-            Err(e) => {
-                self.error(key, format!("cannot read {}: {e}", path.display()));
-                return None;
-            }
-        };
-        match read(&bytes) {
-            Ok(v) => Some(v),
-            Err(why) => {
-                self.error(key, format!("{}: {why}", path.display()));
-                None
-            }
-        }
+        read: fn(&Path) -> Result<PemFile<T>, PemError>,
+    ) -> Option<PemFile<T>> {
+        let path = self.path(key)?;
+        read(&path).map_err(|e| self.error(key, e.to_string())).ok()
     }
 
     pub(super) fn gateways(&mut self) -> Option<GatewayAllowList> {
@@ -494,22 +470,6 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         other => return Err(format!("unknown unit {other:?}: use ms, s, m or h")),
     };
     Ok(d)
-}
-
-fn read_certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs = rustls_pemfile::certs(&mut &pem[..])
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("not PEM: {e}"))?;
-    if certs.is_empty() {
-        return Err("no CERTIFICATE in the file".into());
-    }
-    Ok(certs)
-}
-
-fn read_key(pem: &[u8]) -> Result<PrivateKeyDer<'static>, String> {
-    rustls_pemfile::private_key(&mut &pem[..])
-        .map_err(|e| format!("not PEM: {e}"))?
-        .ok_or_else(|| "no PRIVATE KEY in the file".to_owned())
 }
 
 /// The TOML file as a figment provider, and an error for each key in it that no

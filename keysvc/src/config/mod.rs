@@ -29,10 +29,12 @@ use crate::envelope::{Keyring, RootKey};
 use crate::http::GatewayAllowList;
 
 mod loader;
+pub mod pem;
 mod sources;
 
 pub use loader::parse_duration;
 use loader::Loader;
+pub use pem::{FileDigest, PemError, PemFile};
 
 /// Prefix of the environment variables read as configuration (`OPENKCM_LISTEN__API`).
 pub const ENV_PREFIX: &str = "OPENKCM_";
@@ -320,24 +322,25 @@ pub enum DatabaseConfig {
     },
 }
 
-/// Certificates and keys for the mTLS listener, read and parsed.
+/// Certificates and keys for the mTLS listener, read and parsed; the files are re-read
+/// when their content changes (`http::ApiTls`).
 #[derive(Clone)]
 pub struct TlsFiles {
-    pub cert_path: PathBuf,
-    pub cert_chain: Vec<CertificateDer<'static>>,
-    pub key: Arc<PrivateKeyDer<'static>>,
-    pub client_ca_path: PathBuf,
-    pub client_roots: Vec<CertificateDer<'static>>,
+    /// The server certificate chain, leaf first.
+    pub cert: PemFile<Vec<CertificateDer<'static>>>,
+    pub key: PemFile<Arc<PrivateKeyDer<'static>>>,
+    /// The CA bundle client (gateway) certificates must chain to.
+    pub client_ca: PemFile<Vec<CertificateDer<'static>>>,
 }
 
 impl fmt::Debug for TlsFiles {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TlsFiles")
-            .field("cert_path", &self.cert_path)
-            .field("certificates", &self.cert_chain.len())
-            .field("key", &"<redacted>")
-            .field("client_ca_path", &self.client_ca_path)
-            .field("client_roots", &self.client_roots.len())
+            .field("cert", &self.cert.path)
+            .field("certificates", &self.cert.content.len())
+            .field("key", &self.key.path)
+            .field("client_ca", &self.client_ca.path)
+            .field("client_roots", &self.client_ca.content.len())
             .finish()
     }
 }

@@ -11,8 +11,6 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
-use rustls::server::WebPkiClientVerifier;
-use rustls::{RootCertStore, ServerConfig};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
@@ -20,7 +18,6 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use super::PeerIdentity;
-use crate::config::TlsFiles;
 
 /// A client that has not finished its TLS handshake by then is dropped: handshakes take
 /// milliseconds, and a stalled one holds a socket and a task.
@@ -59,25 +56,6 @@ pub struct ConnectionInfo {
     pub remote: SocketAddr,
     /// The verified client certificate's identities (TLS listener only).
     pub peer: Option<Arc<PeerIdentity>>,
-}
-
-/// The API listener's TLS settings: TLS 1.2/1.3, ring, client certificates required and
-/// verified against `tls.client_roots`, ALPN h2 preferred (http/1.1 for curl).
-pub fn server_tls_config(tls: &TlsFiles) -> Result<Arc<ServerConfig>, rustls::Error> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = RootCertStore::empty();
-    for cert in &tls.client_roots {
-        roots.add(cert.clone())?;
-    }
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .build()
-        .map_err(|e| rustls::Error::General(format!("client CA bundle: {e}")))?;
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(tls.cert_chain.clone(), tls.key.clone_key())?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
 }
 
 /// Serves `app` on `listener` until `shutdown` fires, then stops accepting, lets open

@@ -17,6 +17,7 @@
 
 mod identity;
 mod listener;
+mod tls;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,7 +38,8 @@ use crate::metrics::{self, Metrics};
 use crate::tenant::{DatabaseName, TenantContext, TenantId};
 
 pub use identity::{BadCertificate, GatewayAllowList, PeerIdentity};
-pub use listener::{serve, server_tls_config, ConnectionInfo, Transport};
+pub use listener::{serve, ConnectionInfo, Transport};
+pub use tls::{ApiTls, TlsError, POLL_INTERVAL};
 
 /// The tenant the request is for (required from the gateway).
 pub const TENANT_HEADER: HeaderName = HeaderName::from_static("x-openkcm-tenant");

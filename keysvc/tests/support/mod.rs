@@ -68,6 +68,10 @@ impl Ca {
         self.cert.der().clone()
     }
 
+    pub fn cert_pem(&self) -> String {
+        self.cert.pem()
+    }
+
     /// A leaf certificate. No Basic Constraints at all (rcgen's `ExplicitNoCa` encodes a
     /// DER default some parsers refuse).
     pub fn issue(
@@ -76,6 +80,19 @@ impl Ca {
         dns: &[&str],
         uris: &[&str],
         usage: ExtendedKeyUsagePurpose,
+    ) -> Leaf {
+        self.issue_until(common_name, dns, uris, usage, None)
+    }
+
+    /// [`Ca::issue`], valid until `not_after` Unix seconds (rcgen's default, year 4096, when
+    /// `None`).
+    pub fn issue_until(
+        &self,
+        common_name: &str,
+        dns: &[&str],
+        uris: &[&str],
+        usage: ExtendedKeyUsagePurpose,
+        not_after: Option<u64>,
     ) -> Leaf {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("leaf key");
         let mut params =
@@ -93,6 +110,9 @@ impl Ca {
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![usage];
         params.use_authority_key_identifier_extension = true;
+        if let Some(secs) = not_after {
+            params.not_after = rcgen::date_time_ymd(1970, 1, 1) + Duration::from_secs(secs);
+        }
         let cert = params
             .signed_by(&key, &self.cert, &self.key)
             .expect("CA-signed certificate");
@@ -243,6 +263,15 @@ impl Pki {
     }
 
     fn client_config(&self, who: Who) -> rustls::ClientConfig {
+        match who {
+            Who::Gateway => self.client_config_as(Some(&self.gateway)),
+            Who::Intruder => self.client_config_as(Some(&self.intruder)),
+            Who::NoCertificate => self.client_config_as(None),
+        }
+    }
+
+    /// A client trusting this PKI's CA for the server, presenting `leaf` (any CA's).
+    pub fn client_config_as(&self, leaf: Option<&Leaf>) -> rustls::ClientConfig {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = rustls::RootCertStore::empty();
         roots.add(self.ca.cert_der()).expect("CA certificate");
@@ -250,14 +279,11 @@ impl Pki {
             .with_safe_default_protocol_versions()
             .expect("protocol versions")
             .with_root_certificates(roots);
-        let mut config = match who {
-            Who::Gateway => builder
-                .with_client_auth_cert(vec![self.gateway.cert_der.clone()], self.gateway.key())
-                .expect("gateway certificate"),
-            Who::Intruder => builder
-                .with_client_auth_cert(vec![self.intruder.cert_der.clone()], self.intruder.key())
-                .expect("intruder certificate"),
-            Who::NoCertificate => builder.with_no_client_auth(),
+        let mut config = match leaf {
+            Some(leaf) => builder
+                .with_client_auth_cert(vec![leaf.cert_der.clone()], leaf.key())
+                .expect("client certificate"),
+            None => builder.with_no_client_auth(),
         };
         config.alpn_protocols = vec![b"h2".to_vec()];
         config
@@ -271,6 +297,8 @@ pub struct Http2 {
     sender: SendRequest<Body>,
     /// The ALPN protocol the server chose.
     pub alpn: Option<Vec<u8>>,
+    /// The leaf certificate the server presented.
+    pub server_certificate: Option<CertificateDer<'static>>,
 }
 
 /// A request body: whole (with Content-Length) or streamed.
@@ -299,7 +327,15 @@ impl Http2 {
     /// Connects with `who`'s certificate; errors if the TLS handshake or the HTTP/2
     /// preface fails.
     pub async fn connect(addr: SocketAddr, pki: &Pki, who: Who) -> Result<Self, String> {
-        let connector = tokio_rustls::TlsConnector::from(Arc::new(pki.client_config(who)));
+        Self::connect_with(addr, pki.client_config(who)).await
+    }
+
+    /// Connects with a client configuration of the caller's (see [`Pki::client_config_as`]).
+    pub async fn connect_with(
+        addr: SocketAddr,
+        config: rustls::ClientConfig,
+    ) -> Result<Self, String> {
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
         let tcp = tokio::net::TcpStream::connect(addr)
             .await
             .map_err(|e| format!("connect: {e}"))?;
@@ -309,6 +345,12 @@ impl Http2 {
             .await
             .map_err(|e| format!("TLS handshake: {e}"))?;
         let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+        let server_certificate = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .map(|leaf| leaf.clone().into_owned());
         let (sender, connection) =
             hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
                 .await
@@ -316,7 +358,11 @@ impl Http2 {
         tokio::spawn(async move {
             let _ = connection.await;
         });
-        Ok(Self { sender, alpn })
+        Ok(Self {
+            sender,
+            alpn,
+            server_certificate,
+        })
     }
 
     pub async fn request(
@@ -427,6 +473,19 @@ pub async fn http1_get(addr: SocketAddr, path: &str) -> Result<(u16, String), St
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
     Ok((status, body))
+}
+
+/// The value of one series (name and labels exactly as exposed, e.g.
+/// `openkcm_keysvc_tls_reloads_total{result="ok"}`) on `addr`'s plain `/metrics`.
+pub async fn metric(addr: SocketAddr, series: &str) -> Option<f64> {
+    let (_, page) = http1_get(addr, "/metrics").await.ok()?;
+    page.lines().find_map(|line| {
+        line.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
 }
 
 // ------------------------------------------------------------------------ KMIP messages
@@ -649,6 +708,21 @@ impl PgDatabase {
         ] {
             let _ = sqlx::query(&statement).execute(&mut admin).await;
         }
+    }
+
+    /// Brings a vanished database back, empty and migrated (as after a restore).
+    pub async fn recreate(&self) {
+        use sqlx::Connection;
+        let mut admin = sqlx::PgConnection::connect(&postgres_admin_url())
+            .await
+            .expect("admin connection");
+        sqlx::query(&format!("CREATE DATABASE {}", self.name))
+            .execute(&mut admin)
+            .await
+            .expect("create database");
+        keysvc::store::postgres::migrate(&self.owner_url(), &self.role)
+            .await
+            .unwrap_or_else(|e| panic!("migrate: {e}"));
     }
 
     /// Makes the database unreachable for keysvc: terminates its sessions and drops it.
