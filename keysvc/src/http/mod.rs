@@ -10,6 +10,9 @@
 //!   allow-list (peer certificate) → tenant headers → body limit → TTLV header → Engine
 //! ```
 //!
+//! The mTLS listener's server certificate and client CA bundle follow their files
+//! ([`ApiTls`]: re-read on change, new handshakes only).
+//!
 //! Tenant identity arrives in headers set by the gateway and is believed only when the
 //! connection's verified client certificate is on the gateway allow-list. Every refusal
 //! before the engine becomes an HTTP status in one place, [`ApiError`]; everything the

@@ -127,7 +127,7 @@ impl ClientCertVerifier for ReloadingClientVerifier {
 
 /// The file contents the material in force came from (or that last failed to load, so a
 /// broken file is reported once, not every poll).
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 struct Seen {
     server: [Option<FileDigest>; 2],
     client_ca: Option<FileDigest>,
