@@ -77,7 +77,7 @@ pub fn svg(title: &str, points: &[Point]) -> String {
             r##"<line x1="{xx:.1}" y1="{TOP}" x2="{xx:.1}" y2="{:.1}" stroke="#eee"/><text x="{xx:.1}" y="{:.1}" text-anchor="middle">{}</text>"##,
             TOP + plot_h,
             TOP + plot_h + 18.0,
-            r.round()
+            format_rate(r)
         );
     }
     let _ = writeln!(
@@ -146,6 +146,14 @@ fn nice_ceiling(v: f64) -> f64 {
     10.0 * magnitude
 }
 
+fn format_rate(r: f64) -> String {
+    if r >= 1000.0 {
+        format!("{}k", (r / 100.0).round() / 10.0)
+    } else {
+        format!("{}", r.round())
+    }
+}
+
 fn format_ms(ms: f64) -> String {
     if ms < 1.0 {
         format!("{ms} ms")
@@ -210,5 +218,8 @@ mod tests {
         assert_eq!(nice_ceiling(18_000.0), 20_000.0);
         assert_eq!(nice_ceiling(26_000.0), 50_000.0);
         assert_eq!(nice_ceiling(1_000.0), 1_000.0);
+        assert_eq!(format_rate(25_000.0), "25k");
+        assert_eq!(format_rate(2_500.0), "2.5k");
+        assert_eq!(format_rate(500.0), "500");
     }
 }
