@@ -18,7 +18,8 @@ pub const MAX_CONNECTIONS: u32 = 20_000;
 /// A load test is a measurement, not a soak: an hour bounds a forgotten run.
 pub const MAX_DURATION: Duration = Duration::from_secs(3600);
 /// Keys the set-up phase may create (or `--uid` may name): a million covers the
-/// stored-keys scaling benchmark, and the pre-encoded requests stay under ~300 MB.
+/// stored-keys scaling benchmark; its pre-encoded requests (~150 B per key and operation
+/// used) then take ~150 MB for Get, ~500 MB for a mix.
 pub const MAX_KEYS: u32 = 1_000_000;
 /// Open-loop rates above this are beyond what one generator process can schedule.
 pub const MAX_RATE: u32 = 1_000_000;

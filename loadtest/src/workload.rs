@@ -184,7 +184,7 @@ pub fn decrypt_request(version: ProtocolVersion, uid: &str, ciphertext: &[u8]) -
 }
 
 /// Every request a run can send, encoded once (only those its operation uses: a million
-/// keys of Get requests is ~100 MB). Cloning a [`Bytes`] is a reference count.
+/// keys of Get requests is ~150 MB). Cloning a [`Bytes`] is a reference count.
 #[derive(Debug)]
 pub struct Requests {
     op: Op,
