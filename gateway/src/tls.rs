@@ -10,7 +10,8 @@ use async_trait::async_trait;
 use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::TlsAccept;
 use pingora::protocols::tls::TlsRef;
-use rustls::pki_types::CertificateDer;
+use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::server::danger::ClientCertVerifier;
 use rustls::RootCertStore;
 
 use crate::identity::PeerIdentity;
@@ -31,8 +32,17 @@ pub enum TlsError {
 /// Stores the peer's [`PeerIdentity`] in the connection's `SslDigest` extension, read back
 /// with [`peer_identity`]. A certificate that does not parse leaves the extension empty:
 /// the routing decision then denies the connection (`unreadable_certificate`).
-#[derive(Debug, Default)]
-pub struct PeerIdentityCapture;
+///
+/// The chain is verified once more, against the client CA bundle in force now: a resumed
+/// TLS session (Pingora's rustls listener keeps rustls' session cache, which this gateway
+/// cannot turn off) skips the handshake's certificate verification, so without this a
+/// client could resume a session made under a CA that has since been removed from the
+/// bundle, or with a certificate that has expired since. Such a connection is left without
+/// an identity, and is denied like an unreadable certificate.
+#[derive(Debug)]
+pub struct PeerIdentityCapture {
+    verifier: Arc<ReloadingClientVerifier>,
+}
 
 #[async_trait]
 impl TlsAccept for PeerIdentityCapture {
@@ -40,8 +50,16 @@ impl TlsAccept for PeerIdentityCapture {
         &self,
         tls: &TlsRef,
     ) -> Option<Arc<dyn Any + Send + Sync>> {
-        let der = tls.peer_certificate_der()?;
-        match PeerIdentity::from_der(der) {
+        let chain = tls.peer_cert_chain_der()?;
+        let (end_entity, intermediates) = chain.split_first()?;
+        if let Err(e) = self
+            .verifier
+            .verify_client_cert(end_entity, intermediates, UnixTime::now())
+        {
+            tracing::warn!(error = %e, "client certificate no longer verifies (resumed TLS session?)");
+            return None;
+        }
+        match PeerIdentity::from_der(end_entity) {
             Ok(identity) => Some(Arc::new(identity)),
             Err(e) => {
                 tracing::warn!(error = %e, "verified client certificate is unreadable");
@@ -72,7 +90,10 @@ fn listener_settings(
     material: &TlsMaterial,
     verifier: Arc<ReloadingClientVerifier>,
 ) -> Result<TlsSettings, TlsError> {
-    let mut settings = TlsSettings::with_callbacks(Box::new(PeerIdentityCapture))
+    let capture = PeerIdentityCapture {
+        verifier: verifier.clone(),
+    };
+    let mut settings = TlsSettings::with_callbacks(Box::new(capture))
         .map_err(|e| TlsError::Pingora(e.to_string()))?;
     settings.set_cert_resolver(material.server.clone());
     settings.set_client_cert_verifier(verifier);

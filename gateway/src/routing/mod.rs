@@ -257,7 +257,8 @@ pub enum DenyReason {
     /// tenants or databases: picking one would be a guess.
     Ambiguous { rules: Vec<RuleRef> },
     /// The verified certificate did not yield a [`PeerIdentity`] (for the gateway, which
-    /// parses the certificate before asking for a decision).
+    /// parses the certificate before asking for a decision): it does not parse, or — on a
+    /// resumed TLS session — it no longer verifies against the client CA bundle in force.
     UnreadableCertificate,
 }
 
