@@ -95,6 +95,11 @@ pub struct SidecarArgs {
     #[arg(long, value_name = "DURATION", env = "OPENKCM_SIDECAR_TIMEOUT", default_value = "5s",
           value_parser = parse_duration)]
     pub timeout: Duration,
+    /// Gateway connections are replaced after this long (between requests), so that new
+    /// gateway replicas get their share of a long-running workload's requests.
+    #[arg(long, value_name = "DURATION", env = "OPENKCM_SIDECAR_UPSTREAM_MAX_AGE",
+          default_value = "5m", value_parser = parse_duration)]
+    pub upstream_max_age: Duration,
     /// Log level (tracing directives, e.g. `info` or `sidecar=debug`).
     #[arg(
         long,
@@ -176,6 +181,7 @@ impl RunningSidecar {
                 },
                 usize::from(args.upstream_connections),
                 args.timeout,
+                args.upstream_max_age,
                 metrics.clone(),
             )
             .map_err(SidecarError::Config)?,

@@ -10,6 +10,9 @@
 //! - Every request has one deadline (`--timeout`) covering the wait, the connect and the
 //!   exchange. When it passes, or the gateway cannot be reached, the caller answers the
 //!   workload with a KMIP error ([`ForwardError`]).
+//! - A connection older than `--upstream-max-age` is closed after its answer, so a long-lived
+//!   workload spreads over gateway replicas added since (the gateway Service balances per
+//!   connection).
 //! - Connects back off after failures: while the gateway refuses connections, a new attempt
 //!   is made at most every 100 ms, doubling to [`MAX_BACKOFF`]; requests in between get
 //!   their KMIP error at once. A successful connect or probe ends the backoff.
@@ -105,6 +108,7 @@ impl std::fmt::Debug for Identity {
 struct Conn {
     stream: TlsStream<TcpStream>,
     generation: u64,
+    opened: Instant,
 }
 
 /// The gateway, as the listeners see it.
@@ -119,6 +123,9 @@ pub struct Upstream {
     idle: Mutex<Vec<Conn>>,
     permits: Semaphore,
     timeout: Duration,
+    /// Connections older than this are closed after their answer (so that new gateway
+    /// replicas get their share of a long-running workload's requests).
+    max_age: Duration,
     max_message_size: usize,
     reachable: AtomicBool,
     /// Milliseconds since `started` of the last answer or connect (0: none yet).
@@ -138,6 +145,7 @@ impl Upstream {
         files: IdentityFiles,
         connections: usize,
         timeout: Duration,
+        max_age: Duration,
         metrics: Arc<SidecarMetrics>,
     ) -> Result<Self, String> {
         let server_name = ServerName::try_from(server_name.to_owned())
@@ -151,6 +159,7 @@ impl Upstream {
             idle: Mutex::new(Vec::with_capacity(connections)),
             permits: Semaphore::new(connections),
             timeout,
+            max_age,
             max_message_size: ttlv::DEFAULT_MAX_MESSAGE_SIZE,
             reachable: AtomicBool::new(false),
             last_ok_ms: AtomicU64::new(0),
@@ -372,6 +381,7 @@ impl Upstream {
         Ok(Conn {
             stream,
             generation: identity.generation,
+            opened: Instant::now(),
         })
     }
 
@@ -388,7 +398,7 @@ impl Upstream {
 
     fn checkin(&self, conn: Conn) {
         let current = self.identity.load().as_ref().map(|i| i.generation);
-        if current == Some(conn.generation) {
+        if current == Some(conn.generation) && conn.opened.elapsed() < self.max_age {
             self.idle.lock().expect("idle lock").push(conn);
         }
     }

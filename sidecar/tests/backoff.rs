@@ -7,31 +7,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Parser;
 use kmip::client::Client;
 use kmip::spec::ResultReason;
-use pki::{CertSpec, CertificateAuthority};
-use sidecar::{RunningSidecar, SidecarArgs};
+use sidecar::RunningSidecar;
 
-#[derive(Debug, Parser)]
-struct Cli {
-    #[command(flatten)]
-    args: SidecarArgs,
-}
+mod support;
 
 #[tokio::test]
 async fn a_failing_gateway_gets_few_connects_and_the_workload_gets_kmip_errors() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let ca = CertificateAuthority::create("test CA").expect("CA");
-    std::fs::write(dir.path().join("ca.crt"), ca.cert_pem()).expect("ca");
-    ca.issue(&CertSpec {
-        client: true,
-        organizational_units: vec!["tenant-a".into()],
-        ..CertSpec::new("tenant-a")
-    })
-    .expect("client certificate")
-    .write(&dir.path().join("tls.crt"), &dir.path().join("tls.key"))
-    .expect("write");
+    support::tenant_files(dir.path());
 
     let gateway = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -46,31 +31,8 @@ async fn a_failing_gateway_gets_few_connects_and_the_workload_gets_kmip_errors()
         }
     });
 
-    let path = |name: &str| dir.path().join(name).display().to_string();
-    let cli = Cli::parse_from([
-        "sidecar".to_owned(),
-        "--gateway".into(),
-        gateway_addr.to_string(),
-        "--gateway-server-name".into(),
-        "localhost".into(),
-        "--gateway-ca".into(),
-        path("ca.crt"),
-        "--cert".into(),
-        path("tls.crt"),
-        "--key".into(),
-        path("tls.key"),
-        "--socket".into(),
-        path("kmip.sock"),
-        "--listen".into(),
-        "127.0.0.1:0".into(),
-        "--local-dir".into(),
-        path("run"),
-        "--management".into(),
-        "127.0.0.1:0".into(),
-        "--timeout".into(),
-        "2s".into(),
-    ]);
-    let sidecar = RunningSidecar::start(&cli.args).await.expect("start");
+    let args = support::sidecar_args(dir.path(), gateway_addr, &["--timeout", "2s"]);
+    let sidecar = RunningSidecar::start(&args).await.expect("start");
     let stream = tokio::net::UnixStream::connect(dir.path().join("kmip.sock"))
         .await
         .expect("connect");

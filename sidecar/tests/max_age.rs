@@ -1,0 +1,53 @@
+//! Gateway connections are replaced after `--upstream-max-age`, between requests: a
+//! long-running workload spreads over gateway replicas added since, and none of its
+//! requests fails for it.
+
+mod support;
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use kmip::client::Client;
+use kmip::spec::ResultReason;
+use sidecar::RunningSidecar;
+
+async fn connections_for_one_second_of_requests(extra: &[&str]) -> usize {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = support::tenant_files(dir.path());
+    let (gateway, accepted) = support::start_gateway(dir.path(), &ca).await;
+    let args = support::sidecar_args(dir.path(), gateway, extra);
+    let sidecar = RunningSidecar::start(&args).await.expect("start");
+    let stream = tokio::net::UnixStream::connect(support::socket(dir.path()))
+        .await
+        .expect("connect");
+    let mut workload = Client::new(stream);
+    let until = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < until {
+        // The stand-in answers Item Not Found: the answer came from the gateway.
+        let err = workload.get("k").await.expect_err("stand-in answer");
+        assert_eq!(
+            err.result_reason(),
+            Some(ResultReason::ItemNotFound),
+            "{err}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    sidecar.shutdown().await;
+    accepted.load(Ordering::Relaxed)
+}
+
+#[tokio::test]
+async fn old_gateway_connections_are_replaced_between_requests() {
+    // One connection serves a sequential workload (plus, at most, the one the start-up
+    // probe opened while the first request was connecting).
+    let default = connections_for_one_second_of_requests(&[]).await;
+    assert!(
+        (1..=2).contains(&default),
+        "{default} connections in 1 s with the default maximum age"
+    );
+    let replaced = connections_for_one_second_of_requests(&["--upstream-max-age", "200ms"]).await;
+    assert!(
+        (4..=12).contains(&replaced),
+        "{replaced} connections in 1 s with a 200 ms maximum age"
+    );
+}
