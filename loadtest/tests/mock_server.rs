@@ -77,6 +77,11 @@ impl Drop for MockServer {
 }
 
 async fn start_server(files: &Files) -> MockServer {
+    start_slow_server(files, Duration::ZERO).await
+}
+
+/// The mock, answering each request after `delay`.
+async fn start_slow_server(files: &Files, delay: Duration) -> MockServer {
     let ca = kmip::client::tls::certs_from_pem(files.get("ca.pem")).expect("ca");
     let chain = kmip::client::tls::certs_from_pem(files.get("server.pem")).expect("cert");
     let key = kmip::client::tls::key_from_pem(files.get("server-key.pem")).expect("key");
@@ -125,6 +130,9 @@ async fn start_server(files: &Files) -> MockServer {
                     }
                     let request =
                         RequestMessage::from_ttlv(&message, &Limits::default()).expect("request");
+                    if !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                    }
                     let item = answer(&request, &next_uid);
                     let response = ResponseMessage::new(request.version(), vec![item]).to_ttlv();
                     if tls.write_all(&response).await.is_err() {
@@ -342,4 +350,39 @@ async fn no_server_is_an_error_not_a_report() {
         .await
         .expect("in time");
     assert!(result.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_loop_abandons_requests_the_server_cannot_take() {
+    let files = pki();
+    // One connection to a server taking 20 ms per request: at most 50/s against 400/s
+    // offered, so requests fall more than 1 s behind and are given up, not queued for ever.
+    let server = start_slow_server(&files, Duration::from_millis(20)).await;
+    let report = run(config(
+        &files,
+        &server,
+        &[
+            "--op",
+            "get",
+            "--rate",
+            "400",
+            "--duration",
+            "3s",
+            "--keys",
+            "1",
+        ],
+    ))
+    .await;
+    assert!(report.ok > 0, "{report:#?}");
+    let late = report
+        .errors_by_reason
+        .get("not sent: more than 1 s behind schedule")
+        .copied()
+        .unwrap_or_default();
+    assert!(late > 0, "{report:#?}");
+    // Whatever was sent waited at most ~1 s for a connection.
+    let lag = report.send_lag.expect("open loop");
+    assert!(lag.max_ms < 1100.0, "{lag:?}");
+    // Every due request is accounted for: answered, or counted as not sent.
+    assert_eq!(report.ok + report.errors, 1200, "{report:#?}");
 }
