@@ -198,10 +198,24 @@ fn gateway_serve(flags: &gateway::config::GatewayFlags) -> ExitCode {
         eprintln!("openkcm gateway: cannot set up logging: {e}");
         return ExitCode::FAILURE;
     }
-    match gateway::server::Gateway::build(&config) {
+    // The routing and certificate watchers, health checks and DNS re-resolution are tokio
+    // tasks: they run on this runtime's workers while Pingora's own runtimes serve.
+    let background = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("openkcm gateway: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let built = {
+        let _entered = background.enter();
+        gateway::server::Gateway::build(&config)
+    };
+    match built {
         Ok(gateway) => {
             tracing::info!(kmip = %config.kmip_addr, upstreams = ?config.upstreams, "gateway starting");
             gateway.run(Box::new(gateway::server::UnixShutdownSignalWatch));
+            background.shutdown_background();
             ExitCode::SUCCESS
         }
         Err(e) => {
