@@ -77,6 +77,9 @@ pub struct GatewayFlags {
     /// shrinks first, each part at least 1 s.
     #[arg(long, value_name = "SECONDS")]
     pub grace_period: Option<u64>,
+    /// Worker threads of each listener (KMIP, HTTPS) [default: the CPUs available].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub threads: Option<u16>,
 }
 
 /// The gateway's configuration, every value checked.
@@ -99,6 +102,8 @@ pub struct GatewayConfig {
     pub max_message_size: usize,
     /// Pingora's `grace_period_seconds`: how long in-flight requests get after SIGTERM.
     pub grace_period_seconds: u64,
+    /// Worker threads of each listener's runtime.
+    pub threads: usize,
     /// Pingora's `graceful_shutdown_timeout_seconds`: the last stage, runtimes then dropped.
     pub graceful_shutdown_timeout_seconds: u64,
 }
@@ -287,6 +292,10 @@ impl GatewayFlags {
                 max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
                 grace_period_seconds,
                 graceful_shutdown_timeout_seconds,
+                threads: self.threads.map_or_else(
+                    || std::thread::available_parallelism().map_or(1, |n| n.get()),
+                    usize::from,
+                ),
             }),
             _ => Err(ConfigErrors(errors)),
         }
@@ -398,5 +407,8 @@ mod tests {
         let cli = Cli::try_parse_from(["gw", "--grace-period", "40"]).expect("flag");
         assert_eq!(cli.flags.grace_period, Some(40));
         assert!(Cli::try_parse_from(["gw", "--grace-period", "soon"]).is_err());
+        let cli = Cli::try_parse_from(["gw", "--threads", "4"]).expect("flag");
+        assert_eq!(cli.flags.threads, Some(4));
+        assert!(Cli::try_parse_from(["gw", "--threads", "0"]).is_err());
     }
 }

@@ -113,6 +113,7 @@ impl Gateway {
 
         let conf = ServerConf {
             grace_period_seconds: Some(config.grace_period_seconds),
+            threads: config.threads,
             graceful_shutdown_timeout_seconds: Some(config.graceful_shutdown_timeout_seconds),
             ..ServerConf::default()
         };

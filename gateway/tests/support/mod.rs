@@ -180,6 +180,7 @@ impl Pki {
             upstream_server_name: KEYSVC_NAME.into(),
             idle_timeout: 300,
             grace_period: None,
+            threads: None,
         }
     }
 }
