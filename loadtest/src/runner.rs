@@ -144,18 +144,23 @@ async fn prepare_key(
     } else {
         None
     };
-    // The first Get of an object may write (e.g. a server-maintained attribute): do it
-    // before measuring.
+    // The first Get of an object may write (e.g. a server-maintained attribute such as
+    // Fresh), which drops it from a server's cache; the second finds the object unchanged
+    // and leaves it cached. Both before measuring: otherwise every connection misses every
+    // key at once at the start (connections walk the keys in the same order).
     let get = workload::get_request(config.version, &uid);
-    let answer = tokio::time::timeout(config.timeout, conn.exchange(&get))
-        .await
-        .map_err(|_| TransportError::Timeout)??;
-    let outcome = workload::scan_response(answer).map_err(|e| RunError::Setup(e.to_string()))?;
-    if !outcome.is_success() {
-        return Err(RunError::Setup(format!(
-            "warm-up Get of {uid}: {}",
-            outcome.describe()
-        )));
+    for _ in 0..2 {
+        let answer = tokio::time::timeout(config.timeout, conn.exchange(&get))
+            .await
+            .map_err(|_| TransportError::Timeout)??;
+        let outcome =
+            workload::scan_response(answer).map_err(|e| RunError::Setup(e.to_string()))?;
+        if !outcome.is_success() {
+            return Err(RunError::Setup(format!(
+                "warm-up Get of {uid}: {}",
+                outcome.describe()
+            )));
+        }
     }
     Ok(PreparedKey { uid, ciphertext })
 }
@@ -268,7 +273,12 @@ async fn one_request(
         }
         return;
     };
-    let (op, request) = shared.requests.nth(n, index as u64);
+    // Connections start evenly spread over the keys: walking them side by side would have
+    // every connection ask for the same key at the same moment (all missing a cold cache
+    // together, or all contending for one object).
+    let stride =
+        (shared.requests.keys() as u64 / u64::from(shared.config.connections.max(1))).max(1);
+    let (op, request) = shared.requests.nth(n, index as u64 * stride);
     let sent = Instant::now();
     let started = due.unwrap_or(sent);
     let measured = started >= shared.measure_from;

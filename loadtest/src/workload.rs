@@ -225,6 +225,14 @@ impl Requests {
         })
     }
 
+    /// Keys the request tables cycle through.
+    pub fn keys(&self) -> usize {
+        self.get
+            .len()
+            .max(self.encrypt.len())
+            .max(self.decrypt.len())
+    }
+
     /// The `n`-th request of a connection: the operation (for mix, from [`MIX_PATTERN`]) and
     /// its bytes, cycling through the keys from `offset` so that connections spread over
     /// them.
