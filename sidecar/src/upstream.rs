@@ -284,14 +284,11 @@ impl Upstream {
     /// now in force.
     pub fn reload_if_changed(&self) -> bool {
         let files = &self.files;
-        let mut hasher = DefaultHasher::new();
+        // Each file is read once: the fingerprint and the identity come from the same bytes.
+        let mut contents = Vec::with_capacity(3);
         for path in [&files.gateway_ca, &files.cert, &files.key] {
             match std::fs::read(path) {
-                Ok(bytes) => {
-                    let bytes = zeroize::Zeroizing::new(bytes);
-                    hasher.write(&bytes);
-                    hasher.write_u8(0xff);
-                }
+                Ok(bytes) => contents.push(zeroize::Zeroizing::new(bytes)),
                 Err(e) => {
                     let mut seen = self.fingerprint.lock().expect("fingerprint lock");
                     if seen.is_none() && self.identity.load().is_none() {
@@ -302,6 +299,14 @@ impl Upstream {
                 }
             }
         }
+        let [ca, cert, key] = &contents[..] else {
+            unreachable!("three files were read")
+        };
+        let mut hasher = DefaultHasher::new();
+        for bytes in [ca, cert, key] {
+            hasher.write(bytes);
+            hasher.write_u8(0xff);
+        }
         let fingerprint = hasher.finish();
         {
             let mut seen = self.fingerprint.lock().expect("fingerprint lock");
@@ -310,18 +315,14 @@ impl Upstream {
             }
             *seen = Some(fingerprint);
         }
-        let connector = match kmip::client::tls::connector_from_pem_files(
-            &files.gateway_ca,
-            &files.cert,
-            &files.key,
-        ) {
-            Ok(connector) => connector,
+        let (connector, leaf) = match identity_from_pem(ca, cert, key) {
+            Ok(loaded) => loaded,
             Err(e) => {
                 tracing::warn!(cert = %files.cert.display(), error = %e, "tenant certificate files do not load; keeping the one in force");
                 return false;
             }
         };
-        let (serial, not_after) = describe(&files.cert);
+        let (serial, not_after) = describe(&leaf);
         let generation = self
             .identity
             .load()
@@ -468,15 +469,37 @@ fn still_open(stream: &mut TlsStream<TcpStream>) -> bool {
     stream.read(&mut byte).now_or_never().is_none()
 }
 
-/// Serial (hex) and notAfter (Unix seconds) of the first certificate in a PEM file, for logs
-/// and the expiry metric.
-fn describe(cert: &std::path::Path) -> (String, i64) {
-    let parsed = std::fs::read(cert).ok().and_then(|pem| {
-        let der = rustls_pemfile::certs(&mut pem.as_slice()).next()?.ok()?;
-        x509_cert::Certificate::from_der(&der).ok()
-    });
-    match parsed {
-        Some(cert) => {
+/// The connector presenting `cert` (PEM chain) with `key`, trusting the CAs in `ca`, and
+/// the chain's first certificate (DER).
+fn identity_from_pem(
+    ca: &[u8],
+    cert: &[u8],
+    key: &[u8],
+) -> Result<(TlsConnector, Vec<u8>), String> {
+    let certs = |pem: &[u8], what: &str| {
+        let certs = rustls_pemfile::certs(&mut &pem[..])
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("{what}: {e}"))?;
+        if certs.is_empty() {
+            return Err(format!("{what}: no certificate"));
+        }
+        Ok(certs)
+    };
+    let chain = certs(cert, "tenant certificate")?;
+    let leaf = chain[0].to_vec();
+    let key = rustls_pemfile::private_key(&mut &key[..])
+        .map_err(|e| format!("tenant key: {e}"))?
+        .ok_or_else(|| "tenant key: no private key".to_owned())?;
+    let connector = kmip::client::tls::connector(certs(ca, "gateway CA")?, chain, key)
+        .map_err(|e| e.to_string())?;
+    Ok((connector, leaf))
+}
+
+/// Serial (hex) and notAfter (Unix seconds) of a DER certificate, for logs and the expiry
+/// metric.
+fn describe(der: &[u8]) -> (String, i64) {
+    match x509_cert::Certificate::from_der(der) {
+        Ok(cert) => {
             let tbs = &cert.tbs_certificate;
             let serial = tbs
                 .serial_number
@@ -487,6 +510,6 @@ fn describe(cert: &std::path::Path) -> (String, i64) {
             let not_after = tbs.validity.not_after.to_unix_duration().as_secs();
             (serial, i64::try_from(not_after).unwrap_or(i64::MAX))
         }
-        None => (String::new(), 0),
+        Err(_) => (String::new(), 0),
     }
 }
