@@ -78,6 +78,9 @@ pub struct DevArgs {
     /// Log filter (JSON log lines on stderr).
     #[arg(long, value_name = "FILTER", default_value = "warn")]
     pub log_level: String,
+    /// Worker threads of each gateway listener [default: the CPUs available].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub gateway_threads: Option<u16>,
 }
 
 /// Every file `openkcm dev` uses, under one directory.
@@ -306,6 +309,7 @@ async fn serve(args: &DevArgs, started: Instant) -> anyhow::Result<()> {
         upstream_key: Some(files.key("gateway-upstream")),
         upstream_server_name: KEYSVC_NAME.into(),
         idle_timeout: gateway::config::DEFAULT_IDLE_TIMEOUT.as_secs(),
+        threads: args.gateway_threads,
         ..GatewayFlags::default()
     };
     let gateway_config = match gateway_flags.resolve() {

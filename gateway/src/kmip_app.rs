@@ -221,7 +221,9 @@ impl ServerApp for KmipApp {
                     break;
                 }
             };
-            let answer = self.answer(request, &decision, &client).await;
+            // Boxed: the upstream exchange is a large future, and inline it would be part of
+            // every idle connection's task for the connection's whole life.
+            let answer = Box::pin(self.answer(request, &decision, &client)).await;
             if let Err(e) = write_all(&mut io, &answer).await {
                 tracing::info!(error = %e, client, "KMIP answer not delivered");
                 break;

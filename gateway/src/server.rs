@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::ServerConf;
 pub use pingora::server::UnixShutdownSignalWatch;
 use pingora::server::{RunArgs, Server, ShutdownSignalWatch};
@@ -91,10 +92,13 @@ impl Gateway {
             config.max_message_size,
         ));
         let mut kmip = Service::new("KMIP TTLV listener".to_owned(), SharedKmipApp(app.clone()));
-        kmip.add_tls_with_settings(
-            &config.kmip_addr.to_string(),
-            None,
-            tls::kmip_listener_settings(&material)?,
+        // No L4 read buffer under TLS: rustls buffers the records itself, and Pingora's
+        // default (64 KiB per connection, partly touched) doubled the memory of every idle
+        // KMIP connection (clients hold theirs for hours).
+        kmip.add_listener(
+            ListenerConfig::tcp(config.kmip_addr.to_string())
+                .tls(tls::kmip_listener_settings(&material)?)
+                .l4_buffer(L4BufferSettings::new(0, 0)),
         );
         let mut https = Service::new(
             "management and KMIP-over-HTTPS listener".to_owned(),

@@ -54,6 +54,11 @@ pub const DOWN_FOR: Duration = Duration::from_secs(5);
 pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long an idle pooled HTTP/2 connection to a replica is kept.
 pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Pool group of the health checks' connections (requests use group 0).
+const HEALTH_CHECK_GROUP: u64 = 1;
+/// Concurrent requests on one HTTP/2 connection to a replica before another connection is
+/// opened; below keysvc's own limit (256).
+pub const MAX_STREAMS_PER_CONNECTION: usize = 128;
 /// Largest keysvc answer read: a response carries at most a few keys, far below this.
 pub const MAX_RESPONSE_SIZE: usize = 16 * 1024 * 1024;
 
@@ -432,7 +437,12 @@ impl UpstreamPool {
     }
 
     async fn check(&self, replica: &Replica) -> Result<(), String> {
-        let peer = &*replica.peer.load_full();
+        // Health checks keep connections of their own: a pooled HTTP/2 connection is driven
+        // on the runtime that opened it, and request traffic should stay on the listeners'
+        // runtimes rather than hop to the background one for every request.
+        let mut peer = HttpPeer::clone(&replica.peer.load());
+        peer.group_key = HEALTH_CHECK_GROUP;
+        let peer = &peer;
         let (mut session, _) = self
             .connector
             .get_http_session(peer)
@@ -597,8 +607,11 @@ fn make_peer(
 ) -> HttpPeer {
     let mut peer = HttpPeer::new_mtls(addr, server_name.to_owned(), cert_key);
     peer.options.ca = Some(ca.clone());
-    // HTTP/2 only: many requests multiplexed on one connection per replica.
+    // HTTP/2 only: many requests multiplexed on one connection per replica. Pingora's
+    // default is one stream per connection, which made every concurrent request open (and
+    // every finished one park) a connection of its own.
     peer.options.set_http_version(2, 2);
+    peer.options.max_h2_streams = MAX_STREAMS_PER_CONNECTION;
     peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
     peer.options.total_connection_timeout = Some(CONNECT_TIMEOUT);
     peer.options.idle_timeout = Some(POOL_IDLE_TIMEOUT);
@@ -619,7 +632,13 @@ fn request_header(
         header.insert_header("x-openkcm-database", database)?;
     }
     header.insert_header("x-openkcm-client", who.client)?;
-    header.insert_header("x-request-id", who.request_id)?;
+    // Unique per request: marked never-indexed, so that it does not churn the HTTP/2
+    // header table and push out the repeated headers above (sent as one-byte indexes).
+    let mut request_id = http::HeaderValue::from_str(who.request_id).map_err(|e| {
+        pingora::Error::because(pingora::ErrorType::InvalidHTTPHeader, "x-request-id", e)
+    })?;
+    request_id.set_sensitive(true);
+    header.insert_header("x-request-id", request_id)?;
     Ok(Box::new(header))
 }
 
