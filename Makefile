@@ -29,7 +29,7 @@ fmt:
 lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-# The whole stack under `openkcm loadtest` (scripts/bench.sh, docs/loadtest.md): ~20 min,
+# The whole stack under `openkcm loadtest` (scripts/bench.sh, docs/loadtest.md): ~35 min,
 # BENCH_QUICK=1 ~3 min; writes its section of docs/benchmarks.md and docs/img/*.svg itself.
 # The criterion benchmarks stay separate: cargo bench -p kmip --bench codec, -p keysvc --bench engine.
 bench: bootstrap
