@@ -147,11 +147,18 @@ impl PyKmipServer {
         Ok(server)
     }
 
-    /// Polls a TCP connect until the server listens, it exits, or [`STARTUP_BUDGET`] passes.
+    /// Waits until the launcher says the server is serving (it bound the port) and a TCP
+    /// connect succeeds, the server exits, or [`STARTUP_BUDGET`] passes. A connect alone is
+    /// not enough: between this test releasing the free port and PyKMIP binding it, another
+    /// test's listener may take it, and a connect would reach that one.
     fn wait_until_listening(&mut self) -> Result<(), String> {
         let started = Instant::now();
         loop {
-            if TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok() {
+            let serving = support::read_lossy(&self.pki.path("server.out"))
+                .lines()
+                .any(|line| line == "serving");
+            if serving && TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok()
+            {
                 return Ok(());
             }
             if let Ok(Some(status)) = self.child.try_wait() {

@@ -10,6 +10,11 @@
 //!             then wakes every request waiting on it and publishes their changes
 //! ```
 //!
+//! At most one closer waits for the writer at a time: a request that commits while one is
+//! queued was ahead of it in the queue, so that closer's COMMIT covers it. (With a closer
+//! per request, the closers interleaved with new requests and each committed the few
+//! requests since the previous one: many small fsyncs instead of a few large ones.)
+//!
 //! Why one writer rather than a pool of writers: SQLite has one write lock per file, and
 //! writers competing for it through `busy_timeout` sleep in millisecond steps; an async queue
 //! hands it over in microseconds. Every transaction takes the write side from its start,
@@ -28,6 +33,7 @@
 //! touches tenant data lives in [`TenantRows`], which only a transaction's own tenant builds.
 
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -70,6 +76,8 @@ pub struct SqliteStore {
 struct Shared {
     writer: Arc<Mutex<Writer>>,
     changes: broadcast::Sender<ObjectChanged>,
+    /// A closer is queued for the writer and has not taken it yet.
+    closer_queued: AtomicBool,
 }
 
 /// What a batch's COMMIT came to; `None` until it ran.
@@ -133,6 +141,7 @@ impl SqliteStore {
             shared: Arc::new(Shared {
                 writer: Arc::new(Mutex::new(writer)),
                 changes,
+                closer_queued: AtomicBool::new(false),
             }),
             readers,
             path,
@@ -249,18 +258,38 @@ impl Writer {
     }
 }
 
-/// Queues a task that undoes an abandoned request and commits the open batch. Queued behind
-/// the requests already waiting for the writer, it lets them join the batch first.
+/// Queues a task that undoes an abandoned request and commits the open batch, unless one is
+/// queued already. Queued behind the requests already waiting for the writer, it lets them
+/// join the batch first. Called after the caller's last statement (writer just released).
 fn spawn_closer(shared: &Arc<Shared>) {
-    let shared = Arc::clone(shared);
     // Outside a runtime (a transaction dropped by synchronous code) the next request closes
     // the batch instead.
-    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-        runtime.spawn(async move {
-            let mut writer = shared.writer.lock().await;
-            writer.settle().await;
-            writer.close_batch(&shared.changes).await;
-        });
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    // A queued closer has not taken the writer yet (it clears the flag once it has), so it
+    // takes it after the caller's statements and commits them.
+    if shared.closer_queued.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let queued = CloserQueued(Arc::clone(shared));
+    runtime.spawn(async move {
+        let shared = Arc::clone(&queued.0);
+        let mut writer = shared.writer.lock().await;
+        // From here a request that commits runs after this COMMIT: it queues its own closer.
+        drop(queued);
+        writer.settle().await;
+        writer.close_batch(&shared.changes).await;
+    });
+}
+
+/// Clears [`Shared::closer_queued`] when the closer takes the writer, or when its task is
+/// dropped before that (runtime shutdown): a flag left set would stop every later commit.
+struct CloserQueued(Arc<Shared>);
+
+impl Drop for CloserQueued {
+    fn drop(&mut self) {
+        self.0.closer_queued.store(false, Ordering::Release);
     }
 }
 
