@@ -102,6 +102,11 @@ struct Replica {
     /// Milliseconds since the pool's epoch of the last `/ready` 200 or served request
     /// (0: never).
     last_ok_ms: AtomicU64,
+    /// Held while a request takes a stream from the pool (or opens the connection). Pingora
+    /// takes a connection out of its pool while it adds a stream to it, so requests that
+    /// arrive together each found none and each opened a connection: a burst of 32 opened
+    /// ~20. In turn, the first opens one and the others share it.
+    acquire: tokio::sync::Mutex<()>,
 }
 
 /// The keysvc replicas and the HTTP/2 connector that pools connections to them.
@@ -498,11 +503,29 @@ impl UpstreamPool {
         who: &TenantHeaders<'_>,
     ) -> Result<Bytes, Attempt> {
         let peer = &*replica.peer.load_full();
-        let (mut session, _reused) = self
-            .connector
-            .get_http_session(peer)
-            .await
-            .map_err(|e| Attempt::NotSent(e.to_string()))?;
+        let waited_from = self.now_ms();
+        let acquired = replica.acquire.lock().await;
+        // A request ahead of this one failed to connect while this one waited: do not
+        // spend another connect timeout on the replica; the caller tries the next.
+        let marked_down_at = replica
+            .down_until_ms
+            .load(Ordering::Relaxed)
+            .saturating_sub(DOWN_FOR.as_millis() as u64);
+        if marked_down_at >= waited_from && marked_down_at > 0 {
+            return Err(Attempt::NotSent(
+                "a concurrent request could not connect".into(),
+            ));
+        }
+        let (mut session, _reused) = match self.connector.get_http_session(peer).await {
+            Ok(session) => session,
+            Err(e) => {
+                // Marked before the next waiter looks.
+                let until = self.now_ms() + DOWN_FOR.as_millis() as u64;
+                replica.down_until_ms.store(until, Ordering::Relaxed);
+                return Err(Attempt::NotSent(e.to_string()));
+            }
+        };
+        drop(acquired);
         let header = request_header(&peer.sni, request.len(), who)
             .map_err(|e| Attempt::NotSent(e.to_string()))?;
         session.set_read_timeout(Some(EXCHANGE_TIMEOUT));
@@ -596,6 +619,7 @@ fn new_replica(
         down_until_ms: AtomicU64::new(0),
         healthy: AtomicBool::new(true),
         last_ok_ms: AtomicU64::new(0),
+        acquire: tokio::sync::Mutex::new(()),
     }
 }
 
