@@ -95,8 +95,9 @@ struct Replica {
     addr: SocketAddr,
     /// Replaced when the upstream client certificate is reloaded.
     peer: ArcSwap<HttpPeer>,
-    /// Milliseconds since the pool's epoch until which the replica is skipped.
-    down_until_ms: AtomicU64,
+    /// Milliseconds since the pool's epoch when a connection to the replica last failed
+    /// (0: it has not, or a request succeeded since); skipped for [`DOWN_FOR`] after that.
+    down_since_ms: AtomicU64,
     /// The last `/ready` check answered 200 (true until the first check).
     healthy: AtomicBool,
     /// Milliseconds since the pool's epoch of the last `/ready` 200 or served request
@@ -107,6 +108,19 @@ struct Replica {
     /// arrive together each found none and each opened a connection: a burst of 32 opened
     /// ~20. In turn, the first opens one and the others share it.
     acquire: tokio::sync::Mutex<()>,
+}
+
+impl Replica {
+    /// A connection to the replica failed at `now_ms` (never 0: 0 means up).
+    fn mark_down(&self, now_ms: u64) {
+        self.down_since_ms.store(now_ms.max(1), Ordering::Relaxed);
+    }
+
+    /// Whether the replica is skipped at `now_ms` (a connection failed within [`DOWN_FOR`]).
+    fn is_down(&self, now_ms: u64) -> bool {
+        let since = self.down_since_ms.load(Ordering::Relaxed);
+        since != 0 && now_ms < since + DOWN_FOR.as_millis() as u64
+    }
 }
 
 /// The keysvc replicas and the HTTP/2 connector that pools connections to them.
@@ -215,7 +229,7 @@ impl UpstreamPool {
                     .unwrap_or_else(|_| Err(Attempt::Sent("timed out".into())));
             match attempt {
                 Ok(answer) => {
-                    replica.down_until_ms.store(0, Ordering::Relaxed);
+                    replica.down_since_ms.store(0, Ordering::Relaxed);
                     replica
                         .last_ok_ms
                         .store(self.now_ms().max(1), Ordering::Relaxed);
@@ -223,8 +237,7 @@ impl UpstreamPool {
                 }
                 Err(Attempt::NotSent(e)) => {
                     tracing::warn!(upstream = %replica.addr, request_id = who.request_id, error = %e, "keysvc replica unreachable");
-                    let until = self.now_ms() + DOWN_FOR.as_millis() as u64;
-                    replica.down_until_ms.store(until, Ordering::Relaxed);
+                    replica.mark_down(self.now_ms());
                     last = format!("{}: {e}", replica.addr);
                 }
                 Err(Attempt::Sent(e)) => {
@@ -258,9 +271,7 @@ impl UpstreamPool {
         let now = self.now_ms();
         let (mut up, down): (Vec<_>, Vec<_>) = (0..n)
             .map(|i| replicas[(start + i) % n].clone())
-            .partition(|r| {
-                r.healthy.load(Ordering::Relaxed) && r.down_until_ms.load(Ordering::Relaxed) <= now
-            });
+            .partition(|r| r.healthy.load(Ordering::Relaxed) && !r.is_down(now));
         up.extend(down);
         up
     }
@@ -507,11 +518,7 @@ impl UpstreamPool {
         let acquired = replica.acquire.lock().await;
         // A request ahead of this one failed to connect while this one waited: do not
         // spend another connect timeout on the replica; the caller tries the next.
-        let marked_down_at = replica
-            .down_until_ms
-            .load(Ordering::Relaxed)
-            .saturating_sub(DOWN_FOR.as_millis() as u64);
-        if marked_down_at >= waited_from && marked_down_at > 0 {
+        if replica.down_since_ms.load(Ordering::Relaxed) >= waited_from.max(1) {
             return Err(Attempt::NotSent(
                 "a concurrent request could not connect".into(),
             ));
@@ -520,8 +527,7 @@ impl UpstreamPool {
             Ok(session) => session,
             Err(e) => {
                 // Marked before the next waiter looks.
-                let until = self.now_ms() + DOWN_FOR.as_millis() as u64;
-                replica.down_until_ms.store(until, Ordering::Relaxed);
+                replica.mark_down(self.now_ms());
                 return Err(Attempt::NotSent(e.to_string()));
             }
         };
@@ -616,7 +622,7 @@ fn new_replica(
     Replica {
         addr,
         peer: ArcSwap::from_pointee(make_peer(addr, server_name, ca, cert_key)),
-        down_until_ms: AtomicU64::new(0),
+        down_since_ms: AtomicU64::new(0),
         healthy: AtomicBool::new(true),
         last_ok_ms: AtomicU64::new(0),
         acquire: tokio::sync::Mutex::new(()),

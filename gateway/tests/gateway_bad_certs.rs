@@ -6,9 +6,8 @@ mod support;
 
 use std::time::Duration as StdDuration;
 
-use kmip::client::Client;
 use pki::{CertSpec, CertificateAuthority};
-use support::{start_keysvc, Pki, RunningGateway, EVENTUALLY};
+use support::{kmip_client, start_keysvc, Pki, RunningGateway, EVENTUALLY};
 use time::{Duration, OffsetDateTime};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -87,18 +86,7 @@ async fn assert_refused(pki: &Pki, gateway: &RunningGateway, who: &str, uid: &st
 }
 
 async fn tenant_a_gets(pki: &Pki, gateway: &RunningGateway, uid: &str) {
-    let mut a = tokio::time::timeout(
-        EVENTUALLY,
-        Client::connect_tls(
-            &gateway.addr_text(),
-            "localhost",
-            &pki.connector("tenant-a"),
-        ),
-    )
-    .await
-    .expect("tenant-a connects in time")
-    .expect("tenant-a connects");
-    a.set_timeout(EVENTUALLY);
+    let mut a = kmip_client(pki, &gateway.addr_text(), "tenant-a").await;
     a.get(uid).await.expect("tenant-a get");
 }
 
@@ -123,18 +111,7 @@ async fn expired_and_foreign_client_certificates_are_refused_while_tenant_a_is_s
     let gateway = RunningGateway::start(&pki, &[keysvc.api_addr()]).await;
 
     // tenant-a keeps one connection open across the refusals.
-    let mut a = tokio::time::timeout(
-        EVENTUALLY,
-        Client::connect_tls(
-            &gateway.addr_text(),
-            "localhost",
-            &pki.connector("tenant-a"),
-        ),
-    )
-    .await
-    .expect("tenant-a connects in time")
-    .expect("tenant-a connects");
-    a.set_timeout(EVENTUALLY);
+    let mut a = kmip_client(&pki, &gateway.addr_text(), "tenant-a").await;
     let uid = a
         .create_aes_key(256, Some("bad-certs"))
         .await

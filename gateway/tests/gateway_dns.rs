@@ -6,8 +6,7 @@ mod support;
 
 use std::net::SocketAddr;
 
-use kmip::client::Client;
-use support::{eventually, start_keysvc, Pki, RunningGateway, EVENTUALLY};
+use support::{eventually, kmip_client, start_keysvc, Pki, RunningGateway};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_name_upstream_is_resolved_and_served() {
@@ -39,18 +38,7 @@ async fn a_host_name_upstream_is_resolved_and_served() {
         assert_eq!(addr.port(), port);
     }
 
-    let mut client = tokio::time::timeout(
-        EVENTUALLY,
-        Client::connect_tls(
-            &gateway.addr_text(),
-            "localhost",
-            &pki.connector("tenant-a"),
-        ),
-    )
-    .await
-    .expect("connect in time")
-    .expect("tenant-a connects");
-    client.set_timeout(EVENTUALLY);
+    let mut client = kmip_client(&pki, &gateway.addr_text(), "tenant-a").await;
     let uid = client
         .create_aes_key(256, Some("dns-key"))
         .await
@@ -98,18 +86,7 @@ async fn an_unreachable_address_next_to_a_resolved_one_costs_no_request() {
     })
     .await;
 
-    let mut client = tokio::time::timeout(
-        EVENTUALLY,
-        Client::connect_tls(
-            &gateway.addr_text(),
-            "localhost",
-            &pki.connector("tenant-a"),
-        ),
-    )
-    .await
-    .expect("connect in time")
-    .expect("tenant-a connects");
-    client.set_timeout(EVENTUALLY);
+    let mut client = kmip_client(&pki, &gateway.addr_text(), "tenant-a").await;
     let uid = client
         .create_aes_key(256, Some("dns-key-2"))
         .await

@@ -3,26 +3,13 @@
 
 mod support;
 
-use kmip::client::Client;
 use kmip::message::payloads::GetRequest;
 use kmip::message::{RequestMessage, RequestPayload, ResponseMessage, UniqueIdentifier};
 use kmip::spec::ResultReason;
 use kmip::{Limits, ProtocolVersion};
-use support::{eventually, https_request, start_keysvc, Pki, RunningGateway, EVENTUALLY};
-
-type TlsClient = Client<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
-
-async fn client(pki: &Pki, addr: &str, who: &str) -> TlsClient {
-    let mut client = tokio::time::timeout(
-        EVENTUALLY,
-        Client::connect_tls(addr, "localhost", &pki.connector(who)),
-    )
-    .await
-    .expect("connect in time")
-    .unwrap_or_else(|e| panic!("{who} connects: {e}"));
-    client.set_timeout(EVENTUALLY);
-    client
-}
+use support::{
+    eventually, https_request, kmip_client, start_keysvc, Pki, RunningGateway, EVENTUALLY,
+};
 
 fn get_request(uid: &str) -> Vec<u8> {
     RequestMessage::new(
@@ -101,7 +88,7 @@ async fn management_endpoints_answer_without_a_client_certificate_and_kmip_requi
     assert_eq!(status, 404);
 
     // The KMIP port counts too, and a connection is active while it is open.
-    let mut a = client(&pki, &gateway.addr_text(), "tenant-a").await;
+    let mut a = kmip_client(&pki, &gateway.addr_text(), "tenant-a").await;
     a.get("missing").await.expect_err("no such key");
     assert_eq!(gateway.metrics.active_connections(), 1);
 
@@ -137,7 +124,7 @@ async fn a_rotated_server_certificate_is_used_by_new_connections_while_open_ones
     let old = pem_der(&pki.path("gateway.pem"));
     assert_eq!(presented_certificate(&pki, gateway.addr).await, old);
 
-    let mut open = client(&pki, &gateway.addr_text(), "tenant-a").await;
+    let mut open = kmip_client(&pki, &gateway.addr_text(), "tenant-a").await;
     let uid = open.create_aes_key(128, None).await.expect("create");
 
     // Rotate: new files written aside, then renamed into place (key first).
@@ -159,7 +146,7 @@ async fn a_rotated_server_certificate_is_used_by_new_connections_while_open_ones
     std::fs::write(pki.path("gateway.pem"), "not a certificate").expect("break");
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     assert_eq!(presented_certificate(&pki, gateway.addr).await, new);
-    let mut fresh = client(&pki, &gateway.addr_text(), "tenant-a").await;
+    let mut fresh = kmip_client(&pki, &gateway.addr_text(), "tenant-a").await;
     fresh.get(&uid).await.expect("get on a new connection");
     drop((open, fresh));
     drop(gateway);
@@ -172,7 +159,7 @@ async fn a_routing_change_admits_new_connections_while_old_ones_keep_their_decis
     let keysvc = start_keysvc(&pki).await;
     let gateway = RunningGateway::start(&pki, &[keysvc.api_addr()]).await;
 
-    let mut denied = client(&pki, &gateway.addr_text(), "stranger").await;
+    let mut denied = kmip_client(&pki, &gateway.addr_text(), "stranger").await;
     let err = denied.get("x").await.expect_err("denied");
     assert_eq!(err.result_reason(), Some(ResultReason::PermissionDenied));
 
@@ -185,7 +172,7 @@ async fn a_routing_change_admits_new_connections_while_old_ones_keep_their_decis
     std::fs::rename(&tmp, pki.path("policies/routing.yaml")).expect("rename");
 
     eventually("a new stranger connection is admitted", || async {
-        let mut fresh = client(&pki, &gateway.addr_text(), "stranger").await;
+        let mut fresh = kmip_client(&pki, &gateway.addr_text(), "stranger").await;
         fresh.get("x").await.err().and_then(|e| e.result_reason())
             == Some(ResultReason::ItemNotFound)
     })

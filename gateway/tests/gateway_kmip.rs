@@ -5,22 +5,8 @@ mod support;
 use kmip::client::Client;
 use kmip::message::CryptographicParameters;
 use kmip::spec::{BlockCipherMode, CryptographicAlgorithm, PaddingMethod, ResultReason};
-use support::{start_keysvc, Pki, RunningGateway, EVENTUALLY};
+use support::{kmip_client, start_keysvc, Pki, RunningGateway, EVENTUALLY};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-type TlsClient = Client<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
-
-async fn client(pki: &Pki, gateway: &RunningGateway, who: &str) -> TlsClient {
-    let mut client = tokio::time::timeout(
-        EVENTUALLY,
-        Client::connect_tls(&gateway.addr_text(), "localhost", &pki.connector(who)),
-    )
-    .await
-    .expect("connect in time")
-    .unwrap_or_else(|e| panic!("{who} connects: {e}"));
-    client.set_timeout(EVENTUALLY);
-    client
-}
 
 fn aes_cbc_pkcs5() -> CryptographicParameters {
     CryptographicParameters {
@@ -68,7 +54,7 @@ async fn tenants_are_served_through_the_gateway_and_isolated() {
     let keysvc = start_keysvc(&pki).await;
     let gateway = RunningGateway::start(&pki, &[keysvc.api_addr()]).await;
 
-    let mut a = client(&pki, &gateway, "tenant-a").await;
+    let mut a = kmip_client(&pki, &gateway.addr_text(), "tenant-a").await;
     let uid = a
         .create_aes_key(256, Some("tenant-a-key"))
         .await
@@ -89,7 +75,7 @@ async fn tenants_are_served_through_the_gateway_and_isolated() {
         .expect("decrypt");
     assert_eq!(decrypted.0.as_slice(), plaintext.as_slice());
 
-    let mut b = client(&pki, &gateway, "tenant-b").await;
+    let mut b = kmip_client(&pki, &gateway.addr_text(), "tenant-b").await;
     let err = b
         .get(&uid)
         .await
@@ -111,7 +97,7 @@ async fn unrouted_certificate_is_denied_on_every_request() {
     let keysvc = start_keysvc(&pki).await;
     let gateway = RunningGateway::start(&pki, &[keysvc.api_addr()]).await;
 
-    let mut stranger = client(&pki, &gateway, "stranger").await;
+    let mut stranger = kmip_client(&pki, &gateway.addr_text(), "stranger").await;
     for _ in 0..2 {
         let err = stranger
             .create_aes_key(128, None)
@@ -170,7 +156,7 @@ async fn oversized_and_garbage_messages_close_only_their_connection() {
     let pki = Pki::generate();
     let keysvc = start_keysvc(&pki).await;
     let gateway = RunningGateway::start(&pki, &[keysvc.api_addr()]).await;
-    let mut b = client(&pki, &gateway, "tenant-b").await;
+    let mut b = kmip_client(&pki, &gateway.addr_text(), "tenant-b").await;
 
     // A Request Message header announcing 2 GiB: refused before any body is read.
     let mut huge = raw_tls(&pki, &gateway, "tenant-a").await;
@@ -204,7 +190,7 @@ async fn oversized_and_garbage_messages_close_only_their_connection() {
     b.discover_versions(&[])
         .await
         .expect("tenant-b still served");
-    let mut a = client(&pki, &gateway, "tenant-a").await;
+    let mut a = kmip_client(&pki, &gateway.addr_text(), "tenant-a").await;
     a.create_aes_key(128, None)
         .await
         .expect("tenant-a still served");
@@ -219,7 +205,7 @@ async fn dead_replica_is_skipped_before_sending() {
     // Nothing listens on the first upstream: every request must still succeed.
     let dead = support::free_port();
     let gateway = RunningGateway::start(&pki, &[dead, keysvc.api_addr()]).await;
-    let mut a = client(&pki, &gateway, "tenant-a").await;
+    let mut a = kmip_client(&pki, &gateway.addr_text(), "tenant-a").await;
     for _ in 0..4 {
         a.create_aes_key(128, None)
             .await
@@ -233,7 +219,7 @@ async fn dead_replica_is_skipped_before_sending() {
 async fn no_reachable_replica_is_a_kmip_general_failure() {
     let pki = Pki::generate();
     let gateway = RunningGateway::start(&pki, &[support::free_port()]).await;
-    let mut a = client(&pki, &gateway, "tenant-a").await;
+    let mut a = kmip_client(&pki, &gateway.addr_text(), "tenant-a").await;
     let err = a
         .create_aes_key(128, None)
         .await
@@ -259,7 +245,7 @@ async fn only_read_only_requests_are_retried_after_the_request_was_sent() {
     let broken = support::start_failing_replica(&pki).await;
     // Round robin starts at the broken replica and alternates per request.
     let gateway = RunningGateway::start(&pki, &[broken, keysvc.api_addr()]).await;
-    let mut a = client(&pki, &gateway, "tenant-a").await;
+    let mut a = kmip_client(&pki, &gateway.addr_text(), "tenant-a").await;
 
     // 1st request, broken replica first: Create is not retried.
     let err = a
@@ -288,7 +274,7 @@ async fn idle_connections_are_closed() {
     let keysvc = start_keysvc(&pki).await;
     let gateway =
         RunningGateway::start_with(&pki, &[keysvc.api_addr()], |f| f.idle_timeout = 1).await;
-    let mut a = client(&pki, &gateway, "tenant-a").await;
+    let mut a = kmip_client(&pki, &gateway.addr_text(), "tenant-a").await;
     a.discover_versions(&[]).await.expect("served");
     // No request for longer than the idle timeout: the gateway closes the connection.
     let mut idle = raw_tls(&pki, &gateway, "tenant-a").await;

@@ -10,9 +10,8 @@ use std::time::Duration;
 
 use keysvc::config::{self, ConfigSources};
 use keysvc::server::{self, KeysvcServer};
-use kmip::client::Client;
 use sqlx::Connection;
-use support::{Pki, RunningGateway, EVENTUALLY};
+use support::{kmip_client, Pki, RunningGateway, EVENTUALLY};
 
 fn admin_url() -> String {
     std::env::var("OPENKCM_TEST_POSTGRES")
@@ -106,18 +105,7 @@ async fn two_replicas_one_killed_during_a_stream_of_gets_no_get_fails() {
     let (first_addr, second_addr) = (first.api_addr(), second.api_addr());
     let gateway = RunningGateway::start(&pki, &[first_addr, second_addr]).await;
 
-    let mut client = tokio::time::timeout(
-        EVENTUALLY,
-        Client::connect_tls(
-            &gateway.addr_text(),
-            "localhost",
-            &pki.connector("tenant-a"),
-        ),
-    )
-    .await
-    .expect("connect in time")
-    .expect("connect");
-    client.set_timeout(EVENTUALLY);
+    let mut client = kmip_client(&pki, &gateway.addr_text(), "tenant-a").await;
     let uid = client.create_aes_key(256, None).await.expect("create");
     client.activate(&uid).await.expect("activate");
 

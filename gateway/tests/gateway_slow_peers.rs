@@ -8,23 +8,8 @@ mod support;
 use std::time::{Duration, Instant};
 
 use futures::stream::{self, StreamExt};
-use kmip::client::Client;
-use support::{start_keysvc, Pki, RunningGateway, EVENTUALLY};
+use support::{kmip_client, start_keysvc, Pki, RunningGateway, EVENTUALLY};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-type TlsClient = Client<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
-
-async fn client(pki: &Pki, gateway: &RunningGateway, who: &str) -> TlsClient {
-    let mut client = tokio::time::timeout(
-        EVENTUALLY,
-        Client::connect_tls(&gateway.addr_text(), "localhost", &pki.connector(who)),
-    )
-    .await
-    .expect("connect in time")
-    .unwrap_or_else(|e| panic!("{who} connects: {e}"));
-    client.set_timeout(EVENTUALLY);
-    client
-}
 
 async fn raw_tls(
     pki: &Pki,
@@ -60,7 +45,7 @@ async fn a_client_sending_one_byte_per_second_does_not_block_other_tenants() {
     // A 3 s idle timeout bounds how long a trickled message header may take.
     let gateway =
         RunningGateway::start_with(&pki, &[keysvc.api_addr()], |f| f.idle_timeout = 3).await;
-    let mut b = client(&pki, &gateway, "tenant-b").await;
+    let mut b = kmip_client(&pki, &gateway.addr_text(), "tenant-b").await;
     let uid = b.create_aes_key(128, None).await.expect("create");
 
     let mut slow = raw_tls(&pki, &gateway, "tenant-a").await;
@@ -114,7 +99,7 @@ async fn two_thousand_idle_connections_do_not_stop_other_tenants() {
     let pki = Pki::generate();
     let keysvc = start_keysvc(&pki).await;
     let gateway = RunningGateway::start(&pki, &[keysvc.api_addr()]).await;
-    let mut b = client(&pki, &gateway, "tenant-b").await;
+    let mut b = kmip_client(&pki, &gateway.addr_text(), "tenant-b").await;
     let uid = b.create_aes_key(128, None).await.expect("create");
     b.get(&uid).await.expect("warm-up get");
 
@@ -146,7 +131,7 @@ async fn two_thousand_idle_connections_do_not_stop_other_tenants() {
             .expect("tenant-b get with 2,000 idle connections open");
         slowest = slowest.max(t.elapsed());
     }
-    let mut fresh = client(&pki, &gateway, "tenant-b").await;
+    let mut fresh = kmip_client(&pki, &gateway.addr_text(), "tenant-b").await;
     fresh.get(&uid).await.expect("a new connection is served");
     assert!(
         slowest < Duration::from_secs(1),

@@ -9,8 +9,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use kmip::client::Client;
-use support::{start_keysvc, Pki, RunningGateway, EVENTUALLY};
+use support::{kmip_client, start_keysvc, Pki, RunningGateway};
 use tokio::net::{TcpListener, TcpStream};
 
 const CLIENTS: usize = 32;
@@ -43,21 +42,8 @@ async fn concurrent_requests_share_a_few_upstream_connections() {
     let (relay, accepted) = counting_relay(keysvc.api_addr()).await;
     let gateway = RunningGateway::start(&pki, &[relay]).await;
 
-    let connect = || async {
-        let mut client = tokio::time::timeout(
-            EVENTUALLY,
-            Client::connect_tls(
-                &gateway.addr_text(),
-                "localhost",
-                &pki.connector("tenant-a"),
-            ),
-        )
-        .await
-        .expect("connect in time")
-        .expect("tenant-a connects");
-        client.set_timeout(EVENTUALLY);
-        client
-    };
+    let addr = gateway.addr_text();
+    let connect = || kmip_client(&pki, &addr, "tenant-a");
     let uid = connect()
         .await
         .create_aes_key(256, None)

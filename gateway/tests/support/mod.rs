@@ -185,6 +185,23 @@ impl Pki {
     }
 }
 
+/// A KMIP client over mTLS as `who` (a certificate of [`Pki`]).
+pub type TlsClient = kmip::client::Client<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+
+/// `who` connected to the KMIP listener at `addr`; connect and every request bounded by
+/// [`EVENTUALLY`].
+pub async fn kmip_client(pki: &Pki, addr: &str, who: &str) -> TlsClient {
+    let mut client = tokio::time::timeout(
+        EVENTUALLY,
+        kmip::client::Client::connect_tls(addr, "localhost", &pki.connector(who)),
+    )
+    .await
+    .expect("connect in time")
+    .unwrap_or_else(|e| panic!("{who} connects: {e}"));
+    client.set_timeout(EVENTUALLY);
+    client
+}
+
 /// keysvc started in this process on port 0.
 pub async fn start_keysvc(pki: &Pki) -> KeysvcServer {
     let (config, _) = config::load_serve(&ConfigSources::new(pki.keysvc_flags()))
