@@ -8,15 +8,19 @@ use std::time::Duration;
 use axum::Router;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
-use tokio::io::{AsyncRead, AsyncWrite};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
+use super::streams::ConnectionStreams;
 use super::PeerIdentity;
 
 /// A client that has not finished its TLS handshake by then is dropped: handshakes take
@@ -69,13 +73,6 @@ pub async fn serve(
     grace: Duration,
 ) {
     let graceful = GracefulShutdown::new();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(HTTP2_KEEPALIVE_INTERVAL)
-        .max_concurrent_streams(HTTP2_MAX_CONCURRENT_STREAMS);
-    builder.http1().timer(TokioTimer::new());
     loop {
         let (stream, remote) = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -91,18 +88,17 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let watcher = graceful.watcher();
-        let builder = builder.clone();
         let app = app.clone();
         let transport = transport.clone();
         tokio::spawn(async move {
             match transport {
                 Transport::Plain => {
                     let info = ConnectionInfo { remote, peer: None };
-                    serve_connection(&builder, stream, app, info, watcher).await;
+                    serve_connection(stream, app, info, watcher).await;
                 }
                 Transport::Tls(acceptor) => {
                     if let Some((tls, info)) = handshake(&acceptor, stream, remote).await {
-                        serve_connection(&builder, tls, app, info, watcher).await;
+                        serve_connection(tls, app, info, watcher).await;
                     }
                 }
             }
@@ -158,13 +154,8 @@ async fn handshake(
     Some((tls, ConnectionInfo { remote, peer }))
 }
 
-async fn serve_connection<I>(
-    builder: &auto::Builder<TokioExecutor>,
-    io: I,
-    app: Router,
-    info: ConnectionInfo,
-    watcher: Watcher,
-) where
+async fn serve_connection<I>(io: I, app: Router, info: ConnectionInfo, watcher: Watcher)
+where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let remote = info.remote;
@@ -172,8 +163,52 @@ async fn serve_connection<I>(
         req.extensions_mut().insert(info.clone());
         app.clone().oneshot(req)
     });
-    let connection = builder.serve_connection(TokioIo::new(io), service);
-    if let Err(e) = watcher.watch(connection).await {
+    // The connection's streams run in its own task (see `streams`).
+    let streams = ConnectionStreams::default();
+    let mut builder = auto::Builder::new(streams.clone());
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(HTTP2_KEEPALIVE_INTERVAL)
+        .max_concurrent_streams(HTTP2_MAX_CONCURRENT_STREAMS);
+    builder.http1().timer(TokioTimer::new());
+    let connection = builder.serve_connection(TokioIo::new(Unvectored(io)), service);
+    if let Err(e) = streams.drive(watcher.watch(connection)).await {
         tracing::debug!(%remote, error = %e, "connection ended with an error");
+    }
+}
+
+/// A connection's transport as HTTP/2 sees it: without vectored writes. h2 then copies
+/// frames of up to 1 KiB into its write buffer and writes the buffer once when the
+/// connection flushes; with vectored writes it sends every DATA frame of 256 bytes or more
+/// (a KMIP Get answer is ~270) on its own, flushing before the next: one TLS record and one
+/// system call per answer, even when a read had brought dozens of requests.
+struct Unvectored<T>(T);
+
+impl<T: AsyncRead + Unpin> AsyncRead for Unvectored<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Unvectored<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
     }
 }

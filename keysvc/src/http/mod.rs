@@ -20,6 +20,7 @@
 
 mod identity;
 mod listener;
+mod streams;
 mod tls;
 
 use std::sync::Arc;
