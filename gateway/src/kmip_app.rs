@@ -8,11 +8,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use kmip::message::ResponseMessage;
-use kmip::relay::error_response;
+use kmip::relay::{answer_outcomes, error_response};
 use kmip::spec::{Operation, ResultReason};
 use kmip::ttlv::{self, HEADER_LEN};
-use kmip::Limits;
 use pingora::apps::ServerApp;
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
@@ -85,8 +83,9 @@ impl KmipApp {
     }
 
     /// The answer to one framed request, counted in `kmip_requests_total` (one per answered
-    /// batch item, from the decoded response: operation and result status; tenant `-` for a
-    /// denied connection) and timed in `kmip_request_duration_seconds`.
+    /// batch item: operation and result status, read from the answer without decoding its
+    /// payloads; tenant `-` for a denied connection) and timed in
+    /// `kmip_request_duration_seconds`.
     pub async fn answer(&self, request: Bytes, decision: &Decision, client: &str) -> Vec<u8> {
         let started = std::time::Instant::now();
         let answer = self.answer_uncounted(request, decision, client).await;
@@ -96,22 +95,14 @@ impl KmipApp {
             Decision::Allow(route) => route.tenant.as_str(),
             Decision::Deny { .. } => "-",
         };
-        let limits = Limits {
-            max_message_size: answer.len().max(HEADER_LEN),
-            ..Limits::default()
-        };
-        match ResponseMessage::from_ttlv(&answer, &limits) {
-            Ok(response) => {
-                for item in &response.batch_items {
-                    let operation = item
-                        .operation
-                        .and_then(Operation::from_value)
-                        .map_or("unknown", Operation::xml_name);
-                    self.metrics
-                        .request(tenant, operation, item.result_status.xml_name());
+        match answer_outcomes(&answer) {
+            Some(outcomes) => {
+                for (operation, status) in outcomes {
+                    let operation = operation.map_or("unknown", Operation::xml_name);
+                    self.metrics.request(tenant, operation, status.xml_name());
                 }
             }
-            Err(_) => self.metrics.request(tenant, "unknown", "undecodable"),
+            None => self.metrics.request(tenant, "unknown", "undecodable"),
         }
         answer
     }
