@@ -532,7 +532,7 @@ impl UpstreamPool {
             }
         };
         drop(acquired);
-        let header = request_header(&peer.peer.sni, request.len(), who)
+        let header = request_header(peer.sni(), request.len(), who)
             .map_err(|e| Attempt::NotSent(e.to_string()))?;
         session.set_read_timeout(Some(EXCHANGE_TIMEOUT));
         session.set_write_timeout(Some(EXCHANGE_TIMEOUT));

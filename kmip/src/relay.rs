@@ -4,7 +4,7 @@
 
 use crate::message::{RequestMessage, ResponseBatchItem, ResponseMessage};
 use crate::spec::{Operation, ResultReason, ResultStatus};
-use crate::ttlv;
+use crate::ttlv::{self, ItemType, RawItem};
 use crate::{Item, Limits, ProtocolVersion, Tag, Value};
 
 /// A KMIP failure answer to `request` in the request's protocol version: one failed batch
@@ -101,24 +101,27 @@ pub fn is_read_only(request: &[u8]) -> bool {
 /// not one well-framed Response Message or a batch item lacks a known Result Status.
 pub fn answer_outcomes(answer: &[u8]) -> Option<Vec<(Option<Operation>, ResultStatus)>> {
     let mut rest = answer;
-    let message = next_item(&mut rest)?;
-    if message.tag != Tag::RESPONSE_MESSAGE || message.item_type != STRUCTURE || !rest.is_empty() {
+    let message = RawItem::take(&mut rest)?;
+    if message.tag != Tag::RESPONSE_MESSAGE
+        || message.item_type != Some(ItemType::Structure)
+        || !rest.is_empty()
+    {
         return None;
     }
     let mut outcomes = Vec::with_capacity(1);
     let mut items = message.value;
     while !items.is_empty() {
-        let item = next_item(&mut items)?;
+        let item = RawItem::take(&mut items)?;
         if item.tag != Tag::BATCH_ITEM {
             continue;
         }
-        if item.item_type != STRUCTURE {
+        if item.item_type != Some(ItemType::Structure) {
             return None;
         }
         let (mut operation, mut status) = (None, None);
         let mut fields = item.value;
         while !fields.is_empty() {
-            let field = next_item(&mut fields)?;
+            let field = RawItem::take(&mut fields)?;
             if field.tag == Tag::OPERATION {
                 operation = field.enumeration().and_then(Operation::from_value);
             } else if field.tag == Tag::RESULT_STATUS {
@@ -128,41 +131,6 @@ pub fn answer_outcomes(answer: &[u8]) -> Option<Vec<(Option<Operation>, ResultSt
         outcomes.push((operation, status?));
     }
     Some(outcomes)
-}
-
-const STRUCTURE: u8 = ttlv::ItemType::Structure as u8;
-
-/// One TTLV item's tag, type and value bytes (padding excluded).
-struct RawItem<'a> {
-    tag: Tag,
-    item_type: u8,
-    value: &'a [u8],
-}
-
-impl RawItem<'_> {
-    fn enumeration(&self) -> Option<u32> {
-        match (self.item_type, self.value) {
-            (t, &[a, b, c, d]) if t == ttlv::ItemType::Enumeration as u8 => {
-                Some(u32::from_be_bytes([a, b, c, d]))
-            }
-            _ => None,
-        }
-    }
-}
-
-/// Takes the next item off the front of `rest`; `None` when it is cut short.
-fn next_item<'a>(rest: &mut &'a [u8]) -> Option<RawItem<'a>> {
-    let header: &[u8; ttlv::HEADER_LEN] = rest.first_chunk()?;
-    let len = u32::from_be_bytes([header[4], header[5], header[6], header[7]]) as usize;
-    let value_end = ttlv::HEADER_LEN.checked_add(len)?;
-    let item = RawItem {
-        tag: Tag(u32::from_be_bytes([0, header[0], header[1], header[2]])),
-        item_type: header[3],
-        value: rest.get(ttlv::HEADER_LEN..value_end)?,
-    };
-    // Every value is padded to a multiple of 8 bytes.
-    *rest = rest.get(value_end.checked_next_multiple_of(8)?..)?;
-    Some(item)
 }
 
 #[cfg(test)]

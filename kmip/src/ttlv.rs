@@ -210,6 +210,37 @@ impl fmt::Debug for Item {
 }
 
 /// Rounds a length up to the 8-byte TTLV alignment.
+/// One item read in place, without decoding its value: tag, type (`None` if unknown) and
+/// value bytes (padding excluded). For readers that need a field or two of a message.
+pub(crate) struct RawItem<'a> {
+    pub tag: Tag,
+    pub item_type: Option<ItemType>,
+    pub value: &'a [u8],
+}
+
+impl<'a> RawItem<'a> {
+    /// Takes the next item off the front of `rest`; `None` when it is cut short.
+    pub fn take(rest: &mut &'a [u8]) -> Option<Self> {
+        let header: &[u8; HEADER_LEN] = rest.first_chunk()?;
+        let len = u32::from_be_bytes([header[4], header[5], header[6], header[7]]) as usize;
+        let item = RawItem {
+            tag: Tag(u32::from_be_bytes([0, header[0], header[1], header[2]])),
+            item_type: ItemType::from_byte(header[3]),
+            value: rest.get(HEADER_LEN..HEADER_LEN + len)?,
+        };
+        *rest = rest.get(HEADER_LEN + padded(len)..)?;
+        Some(item)
+    }
+
+    /// The value of an Enumeration item.
+    pub fn enumeration(&self) -> Option<u32> {
+        match (self.item_type, self.value) {
+            (Some(ItemType::Enumeration), &[a, b, c, d]) => Some(u32::from_be_bytes([a, b, c, d])),
+            _ => None,
+        }
+    }
+}
+
 const fn padded(len: usize) -> usize {
     (len + 7) & !7
 }
