@@ -147,3 +147,57 @@ async fn two_thousand_idle_connections_do_not_stop_other_tenants() {
     drop(gateway);
     keysvc.shutdown().await;
 }
+
+/// Each KMIP connection is served by a task of its own (spawned from Pingora's handshake
+/// task): it is counted while open, uncounted when its client leaves, and a stop closes the
+/// ones still open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_counted_until_closed_and_a_stop_closes_the_rest() {
+    let pki = Pki::generate();
+    let keysvc = start_keysvc(&pki).await;
+    let gateway =
+        RunningGateway::start_with(&pki, &[keysvc.api_addr()], |f| f.grace_period = Some(2)).await;
+    let metrics = gateway.metrics.clone();
+    let active_becomes = |n: i64| {
+        let metrics = metrics.clone();
+        async move {
+            let deadline = Instant::now() + EVENTUALLY;
+            while metrics.active_connections() != n {
+                assert!(
+                    Instant::now() < deadline,
+                    "{} connections active, expected {n}",
+                    metrics.active_connections()
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+
+    let mut idle = Vec::new();
+    for _ in 0..20 {
+        idle.push(raw_tls(&pki, &gateway, "tenant-a").await);
+    }
+    active_becomes(20).await;
+    idle.truncate(5);
+    active_becomes(5).await;
+
+    // New connections are still served.
+    let mut a = kmip_client(&pki, &gateway.addr_text(), "tenant-a").await;
+    a.create_aes_key(128, None).await.expect("create");
+    active_becomes(6).await;
+
+    let stopping = Instant::now();
+    let stop = tokio::task::spawn_blocking(move || drop(gateway));
+    for mut conn in idle {
+        let mut buf = [0u8; 16];
+        let read = tokio::time::timeout(EVENTUALLY, conn.read(&mut buf))
+            .await
+            .expect("an open connection is closed by the stop");
+        assert!(matches!(read, Ok(0) | Err(_)), "read {read:?}");
+    }
+    stop.await.expect("gateway stopped");
+    assert_eq!(metrics.active_connections(), 0);
+    eprintln!("stopped with connections open in {:?}", stopping.elapsed());
+    drop(a);
+    keysvc.shutdown().await;
+}
