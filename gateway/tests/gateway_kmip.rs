@@ -91,6 +91,48 @@ async fn tenants_are_served_through_the_gateway_and_isolated() {
     keysvc.shutdown().await;
 }
 
+/// Requests and answers of 400 KiB cross the gateway intact, six at once on its one
+/// upstream connection (together more than keysvc's HTTP/2 connection window, 1 MiB): the
+/// gateway hands each request body to its stream whole, and h2 sends it as keysvc opens the
+/// window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_and_answers_larger_than_the_http2_window_cross_intact() {
+    let pki = Pki::generate();
+    let keysvc = start_keysvc(&pki).await;
+    let gateway = RunningGateway::start(&pki, &[keysvc.api_addr()]).await;
+    let mut setup = kmip_client(&pki, &gateway.addr_text(), "tenant-a").await;
+    let uid = setup.create_aes_key(256, None).await.expect("create");
+    setup.activate(&uid).await.expect("activate");
+
+    let clients = (0..6u8).map(|i| {
+        let (pki, addr, uid) = (&pki, gateway.addr_text(), uid.clone());
+        async move {
+            let mut client = kmip_client(pki, &addr, "tenant-a").await;
+            // Different in every client, under the 1 MiB message limit.
+            let plaintext: Vec<u8> = (0..400 * 1024).map(|n| (n % 251) as u8 ^ i).collect();
+            let iv = [i; 16];
+            let ciphertext = client
+                .encrypt(&uid, &plaintext, Some(aes_cbc_pkcs5()), Some(&iv))
+                .await
+                .expect("encrypt 400 KiB")
+                .data
+                .expect("ciphertext");
+            assert!(ciphertext.0.len() > plaintext.len());
+            let decrypted = client
+                .decrypt(&uid, &ciphertext.0, Some(aes_cbc_pkcs5()), Some(&iv), None)
+                .await
+                .expect("decrypt 400 KiB");
+            assert!(
+                decrypted.0.as_slice() == plaintext.as_slice(),
+                "client {i}: round trip changed the data"
+            );
+        }
+    });
+    futures::future::join_all(clients).await;
+    drop(gateway);
+    keysvc.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unrouted_certificate_is_denied_on_every_request() {
     let pki = Pki::generate();
