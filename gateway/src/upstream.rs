@@ -543,29 +543,20 @@ impl UpstreamPool {
             .write_request_header(header)
             .await
             .map_err(|e| Attempt::NotSent(e.to_string()))?;
-        match &mut session {
-            // The body goes into the stream's send buffer at once, with END_STREAM, so that
-            // HEADERS and DATA leave in one write. Pingora's `write_request_body` first waits
-            // for flow-control capacity, which h2 grants a new stream only after the
-            // connection task has sent its HEADERS: every request then took two writes and
-            // a round trip between this task and the connection's. Buffering the whole body
-            // is bounded: a KMIP request is at most the listener's message size limit.
-            HttpSession::H2(h2) => h2
-                .take_request_body_writer()
-                .ok_or_else(|| Attempt::NotSent("HTTP/2 stream without a body writer".into()))?
-                .send_data(request.clone(), true)
-                .map_err(|e| Attempt::Sent(e.to_string()))?,
-            _ => {
-                session
-                    .write_request_body(request.clone(), true)
-                    .await
-                    .map_err(|e| Attempt::Sent(e.to_string()))?;
-                session
-                    .finish_request_body()
-                    .await
-                    .map_err(|e| Attempt::Sent(e.to_string()))?;
-            }
-        }
+        // The body goes into the stream's send buffer at once, with END_STREAM, so that
+        // HEADERS and DATA leave in one write. Pingora's `write_request_body` first waits for
+        // flow-control capacity, which h2 grants a new stream only after the connection task
+        // has sent its HEADERS: every request then took two writes and a round trip between
+        // this task and the connection's. Buffering the whole body is bounded: a KMIP
+        // request is at most the listener's message size limit. Peers speak HTTP/2 only
+        // (`make_peer`), so every session is an HTTP/2 stream.
+        let body = match &mut session {
+            HttpSession::H2(h2) => h2.take_request_body_writer(),
+            _ => None,
+        };
+        body.ok_or_else(|| Attempt::NotSent("not an HTTP/2 request stream".into()))?
+            .send_data(request.clone(), true)
+            .map_err(|e| Attempt::Sent(e.to_string()))?;
         session
             .read_response_header()
             .await

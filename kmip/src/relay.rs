@@ -138,7 +138,6 @@ mod tests {
     use super::*;
     use crate::message::payloads::GetRequest;
     use crate::message::{RequestPayload, UniqueIdentifier};
-    use crate::spec::ResultStatus;
 
     fn get() -> RequestPayload {
         RequestPayload::Get(GetRequest {

@@ -209,7 +209,6 @@ impl fmt::Debug for Item {
     }
 }
 
-/// Rounds a length up to the 8-byte TTLV alignment.
 /// One item read in place, without decoding its value: tag, type (`None` if unknown) and
 /// value bytes (padding excluded). For readers that need a field or two of a message.
 pub(crate) struct RawItem<'a> {
@@ -221,11 +220,10 @@ pub(crate) struct RawItem<'a> {
 impl<'a> RawItem<'a> {
     /// Takes the next item off the front of `rest`; `None` when it is cut short.
     pub fn take(rest: &mut &'a [u8]) -> Option<Self> {
-        let header: &[u8; HEADER_LEN] = rest.first_chunk()?;
-        let len = u32::from_be_bytes([header[4], header[5], header[6], header[7]]) as usize;
+        let (tag, item_type, len) = header_fields(rest.first_chunk()?);
         let item = RawItem {
-            tag: Tag(u32::from_be_bytes([0, header[0], header[1], header[2]])),
-            item_type: ItemType::from_byte(header[3]),
+            tag,
+            item_type: ItemType::from_byte(item_type),
             value: rest.get(HEADER_LEN..HEADER_LEN + len)?,
         };
         *rest = rest.get(HEADER_LEN + padded(len)..)?;
@@ -241,6 +239,17 @@ impl<'a> RawItem<'a> {
     }
 }
 
+/// An item header's tag, type byte (not checked here) and value length.
+fn header_fields(header: &[u8; HEADER_LEN]) -> (Tag, u8, usize) {
+    let [t0, t1, t2, item_type, l0, l1, l2, l3] = *header;
+    (
+        Tag(u32::from_be_bytes([0, t0, t1, t2])),
+        item_type,
+        u32::from_be_bytes([l0, l1, l2, l3]) as usize,
+    )
+}
+
+/// Rounds a length up to the 8-byte TTLV alignment.
 const fn padded(len: usize) -> usize {
     (len + 7) & !7
 }
@@ -392,11 +401,11 @@ pub enum TtlvError {
 /// wire (header included, padded). Used by framing to learn how much to read next —
 /// checked against `max_message_size` before any body is read.
 pub fn message_len(header: &[u8; HEADER_LEN], max_message_size: usize) -> Result<usize, TtlvError> {
-    let item_type = ItemType::from_byte(header[3]).ok_or(TtlvError::UnknownItemType {
+    let (_, type_byte, length) = header_fields(header);
+    let item_type = ItemType::from_byte(type_byte).ok_or(TtlvError::UnknownItemType {
         offset: 3,
-        item_type: header[3],
+        item_type: type_byte,
     })?;
-    let length = u32::from_be_bytes([header[4], header[5], header[6], header[7]]) as usize;
     if item_type != ItemType::Structure || length % 8 != 0 {
         return Err(TtlvError::InvalidLength {
             offset: 0,
@@ -468,13 +477,13 @@ impl<'a> Decoder<'a> {
             });
         }
         let start = self.pos;
-        let h = self.take(HEADER_LEN)?;
-        let tag = Tag(u32::from_be_bytes([0, h[0], h[1], h[2]]));
-        let item_type = ItemType::from_byte(h[3]).ok_or(TtlvError::UnknownItemType {
+        let mut header = [0u8; HEADER_LEN];
+        header.copy_from_slice(self.take(HEADER_LEN)?);
+        let (tag, type_byte, length) = header_fields(&header);
+        let item_type = ItemType::from_byte(type_byte).ok_or(TtlvError::UnknownItemType {
             offset: start + 3,
-            item_type: h[3],
+            item_type: type_byte,
         })?;
-        let length = u32::from_be_bytes([h[4], h[5], h[6], h[7]]) as usize;
         let bad_length = || TtlvError::InvalidLength {
             offset: start + 4,
             item_type,
