@@ -27,9 +27,10 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
 use kmip::relay::is_read_only;
-use pingora::connectors::http::Connector;
+use pingora::connectors::http::v2::Connector;
 use pingora::http::RequestHeader;
 use pingora::protocols::http::client::HttpSession;
+use pingora::protocols::http::v2::client::Http2Session;
 use pingora::upstreams::peer::{HttpPeer, Peer, PeerOptions, Proxy, Tracer};
 use pingora::utils::tls::{parse_x509, CertKey, WrappedX509};
 
@@ -139,6 +140,7 @@ pub struct UpstreamPool {
     /// The `HOST:PORT` upstreams.
     dns: Vec<(String, u16)>,
     next: AtomicUsize,
+    /// Pingora's HTTP/2 connector and its pools (peers speak HTTP/2 only, [`make_peer`]).
     connector: Connector,
     epoch: Instant,
 }
@@ -460,25 +462,16 @@ impl UpstreamPool {
         let mut peer = HttpPeer::clone(&replica.peer.load().peer);
         peer.group_key = HEALTH_CHECK_GROUP;
         let peer = &peer;
-        let (mut session, _) = self
-            .connector
-            .get_http_session(peer)
-            .await
-            .map_err(|e| e.to_string())?;
+        let mut session = self.h2_session(peer).await.map_err(|e| match e {
+            Attempt::NotSent(e) | Attempt::Sent(e) => e,
+        })?;
         let mut header =
             RequestHeader::build("GET", b"/ready", Some(2)).map_err(|e| e.to_string())?;
         header
             .insert_header("host", &peer.sni)
             .map_err(|e| e.to_string())?;
-        session.set_read_timeout(Some(HEALTH_CHECK_TIMEOUT));
-        session.set_write_timeout(Some(HEALTH_CHECK_TIMEOUT));
         session
-            .write_request_header(Box::new(header))
-            .await
-            .map_err(|e| e.to_string())?;
-        session
-            .finish_request_body()
-            .await
+            .write_request_header(Box::new(header), true)
             .map_err(|e| e.to_string())?;
         session
             .read_response_header()
@@ -495,12 +488,36 @@ impl UpstreamPool {
             .is_some()
         {}
         self.connector
-            .release_http_session(session, peer, Some(POOL_IDLE_TIMEOUT))
-            .await;
+            .release_http_session(session, peer, Some(POOL_IDLE_TIMEOUT));
         if status == 200 {
             Ok(())
         } else {
             Err(format!("/ready answered HTTP {status}"))
+        }
+    }
+
+    /// A stream on a pooled HTTP/2 connection to `peer`, or on a new one. The connect path
+    /// (TCP, TLS and HTTP/2 handshakes) is a future of several KiB: it is boxed, and taken
+    /// only when no pooled connection has a free stream, so that the per-request future
+    /// (allocated and moved for every request) holds only the pool lookup.
+    async fn h2_session<P: Peer + Send + Sync + 'static>(
+        &self,
+        peer: &P,
+    ) -> Result<Http2Session, Attempt> {
+        if let Some(session) = self
+            .connector
+            .reused_http_session(peer)
+            .await
+            .map_err(|e| Attempt::NotSent(e.to_string()))?
+        {
+            return Ok(session);
+        }
+        match Box::pin(self.connector.new_http_session::<_, ()>(peer)).await {
+            Ok(HttpSession::H2(session)) => Ok(session),
+            Ok(_) => Err(Attempt::NotSent(
+                "the replica did not negotiate HTTP/2 (ALPN h2)".into(),
+            )),
+            Err(e) => Err(Attempt::NotSent(e.to_string())),
         }
     }
 
@@ -524,37 +541,33 @@ impl UpstreamPool {
                 "a concurrent request could not connect".into(),
             ));
         }
-        let (mut session, _reused) = match self.connector.get_http_session(peer).await {
+        let mut session = match self.h2_session(peer).await {
             Ok(session) => session,
             Err(e) => {
                 // Marked before the next waiter looks.
                 replica.mark_down(self.now_ms());
-                return Err(Attempt::NotSent(e.to_string()));
+                return Err(e);
             }
         };
         drop(acquired);
         let header = request_header(peer.sni(), request.len(), who)
             .map_err(|e| Attempt::NotSent(e.to_string()))?;
-        session.set_read_timeout(Some(EXCHANGE_TIMEOUT));
-        session.set_write_timeout(Some(EXCHANGE_TIMEOUT));
-        // For HTTP/2 this only queues HEADERS on the stream: a failure means the pooled
-        // connection was already unusable and nothing of this request left.
+        // [`EXCHANGE_TIMEOUT`] bounds the whole exchange (`forward`), so the session's own
+        // per-read timers are left unset. Writing the header only queues HEADERS on the
+        // stream: a failure means the pooled connection was already unusable and nothing of
+        // this request left.
         session
-            .write_request_header(header)
-            .await
+            .write_request_header(header, false)
             .map_err(|e| Attempt::NotSent(e.to_string()))?;
         // The body goes into the stream's send buffer at once, with END_STREAM, so that
         // HEADERS and DATA leave in one write. Pingora's `write_request_body` first waits for
         // flow-control capacity, which h2 grants a new stream only after the connection task
         // has sent its HEADERS: every request then took two writes and a round trip between
         // this task and the connection's. Buffering the whole body is bounded: a KMIP
-        // request is at most the listener's message size limit. Peers speak HTTP/2 only
-        // (`make_peer`), so every session is an HTTP/2 stream.
-        let body = match &mut session {
-            HttpSession::H2(h2) => h2.take_request_body_writer(),
-            _ => None,
-        };
-        body.ok_or_else(|| Attempt::NotSent("not an HTTP/2 request stream".into()))?
+        // request is at most the listener's message size limit.
+        session
+            .take_request_body_writer()
+            .ok_or_else(|| Attempt::NotSent("the request stream has no body writer".into()))?
             .send_data(request.clone(), true)
             .map_err(|e| Attempt::Sent(e.to_string()))?;
         session
@@ -579,8 +592,7 @@ impl UpstreamPool {
             body.extend_from_slice(&chunk);
         }
         self.connector
-            .release_http_session(session, peer, Some(POOL_IDLE_TIMEOUT))
-            .await;
+            .release_http_session(session, peer, Some(POOL_IDLE_TIMEOUT));
         if status != 200 {
             let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
             return Err(Attempt::Sent(format!("HTTP {status}: {text}")));

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Server CPU per Get (or per OP): one `openkcm dev` (gateway + keysvc, SQLite, fresh directory) under
-# `openkcm loadtest --op "${OP:-get}"` for DURATION after a 1 s warm-up run; prints ops/s, p50/p99,
+# `openkcm loadtest --op "${OP:-get}"` for DURATION after a 1 s warm-up run; prints ops/s, p50/p95/p99,
 # the dev process's CPU per Get (utime + stime from /proc) and the generator's.
 # Used for before/after comparisons of two builds (docs/benchmarks.md):
 #
@@ -44,7 +44,7 @@ hz = int(sys.argv[5])
 ops = r["ops_per_sec"] * r["duration_s"]
 user, system = map(float, open(sys.argv[4]).read().split()[-2:])
 op = r["op"].capitalize()
-print(f'{r["connections"]} conn: {r["ops_per_sec"]:,.0f} {op}/s  p50 {r["p50_ms"]} ms  p99 {r["p99_ms"]} ms  '
+print(f'{r["connections"]} conn: {r["ops_per_sec"]:,.0f} {op}/s  p50 {r["p50_ms"]} ms  p95 {r["p95_ms"]} ms  p99 {r["p99_ms"]} ms  '
       f'errors {r["errors"]}  server CPU {ticks / hz * 1e6 / ops:.0f} µs/{op}  '
       f'generator CPU {(user + system) * 1e6 / ops:.0f} µs/{op}')
 PY
