@@ -8,7 +8,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use futures::stream::{self, StreamExt};
-use support::{kmip_client, start_keysvc, Pki, RunningGateway, EVENTUALLY};
+use support::{eventually, kmip_client, start_keysvc, Pki, RunningGateway, EVENTUALLY};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn raw_tls(
@@ -161,15 +161,10 @@ async fn idle_connections_are_counted_until_closed_and_a_stop_closes_the_rest() 
     let active_becomes = |n: i64| {
         let metrics = metrics.clone();
         async move {
-            let deadline = Instant::now() + EVENTUALLY;
-            while metrics.active_connections() != n {
-                assert!(
-                    Instant::now() < deadline,
-                    "{} connections active, expected {n}",
-                    metrics.active_connections()
-                );
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            eventually(&format!("{n} active connections"), || async {
+                metrics.active_connections() == n
+            })
+            .await
         }
     };
 
