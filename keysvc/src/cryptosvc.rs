@@ -1568,7 +1568,9 @@ mod tests {
                     let pt = random_bytes(len).expect("pt");
                     let aad = (mode == BlockCipherMode::Gcm).then_some(&b"header"[..]);
                     let sealed = encrypt(&key, &p, None, &pt, aad).expect("encrypt");
-                    if len > 0 && mode != BlockCipherMode::NistKeyWrap {
+                    // Random data: a ciphertext byte equals its plaintext byte 1 time in 256,
+                    // so only lengths where a whole match is negligible (2^-64) are compared.
+                    if len >= 8 && mode != BlockCipherMode::NistKeyWrap {
                         assert_ne!(sealed.data[..len.min(sealed.data.len())], pt[..]);
                     }
                     let opened = decrypt(
