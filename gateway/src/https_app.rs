@@ -22,7 +22,7 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
 use crate::kmip_app::{client_header, KmipApp};
-use crate::metrics::GatewayMetrics;
+use crate::metrics::{GatewayMetrics, RequestCounters};
 use crate::routing::Decision;
 use crate::tls::peer_identity;
 use crate::upstream::UpstreamPool;
@@ -88,8 +88,14 @@ impl HttpsApp {
         };
         let answer = self
             .kmip
-            .answer(request, &decision, &client_header(&peer))
-            .await;
+            .answer(
+                request,
+                &decision,
+                &client_header(&peer),
+                &mut RequestCounters::default(),
+            )
+            .await
+            .to_vec();
         Response::builder()
             .status(status)
             .header("content-type", "application/octet-stream")

@@ -17,7 +17,7 @@ use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::identity::PeerIdentity;
-use crate::metrics::GatewayMetrics;
+use crate::metrics::{GatewayMetrics, RequestCounters};
 use crate::routing::{Decision, DenyReason, Route, RoutingWatcher};
 use crate::tls::peer_identity;
 use crate::upstream::{TenantHeaders, UpstreamError, UpstreamPool};
@@ -85,8 +85,15 @@ impl KmipApp {
     /// The answer to one framed request, counted in `kmip_requests_total` (one per answered
     /// batch item: operation and result status, read from the answer without decoding its
     /// payloads; tenant `-` for a denied connection) and timed in
-    /// `kmip_request_duration_seconds`.
-    pub async fn answer(&self, request: Bytes, decision: &Decision, client: &str) -> Vec<u8> {
+    /// `kmip_request_duration_seconds`. `counters` holds the connection's counters (a new
+    /// one per request where there is no connection, as on the HTTPS listener).
+    pub async fn answer(
+        &self,
+        request: Bytes,
+        decision: &Decision,
+        client: &str,
+        counters: &mut RequestCounters,
+    ) -> Bytes {
         let started = std::time::Instant::now();
         let answer = self.answer_uncounted(request, decision, client).await;
         self.metrics
@@ -99,15 +106,15 @@ impl KmipApp {
             Some(outcomes) => {
                 for (operation, status) in outcomes {
                     let operation = operation.map_or("unknown", Operation::xml_name);
-                    self.metrics.request(tenant, operation, status.xml_name());
+                    counters.inc(&self.metrics, tenant, operation, status.xml_name());
                 }
             }
-            None => self.metrics.request(tenant, "unknown", "undecodable"),
+            None => counters.inc(&self.metrics, tenant, "unknown", "undecodable"),
         }
         answer
     }
 
-    async fn answer_uncounted(&self, request: Bytes, decision: &Decision, client: &str) -> Vec<u8> {
+    async fn answer_uncounted(&self, request: Bytes, decision: &Decision, client: &str) -> Bytes {
         let route: &Route = match decision {
             Decision::Allow(route) => route,
             Decision::Deny { .. } => {
@@ -116,17 +123,21 @@ impl KmipApp {
                     ResultReason::PermissionDenied,
                     "the client certificate is not routed to a tenant",
                 )
+                .into()
             }
         };
-        let request_id = uuid::Uuid::new_v4().to_string();
+        let mut request_id = uuid::Uuid::encode_buffer();
+        let request_id: &str = uuid::Uuid::new_v4()
+            .hyphenated()
+            .encode_lower(&mut request_id);
         let who = TenantHeaders {
             tenant: &route.tenant,
             database: route.database.as_deref(),
             client,
-            request_id: &request_id,
+            request_id,
         };
         match self.upstream.forward(&request, &who).await {
-            Ok(answer) => answer.to_vec(),
+            Ok(answer) => answer,
             Err(e) => {
                 self.metrics.upstream_failed(match e {
                     UpstreamError::Unavailable(_) => "unavailable",
@@ -139,7 +150,7 @@ impl KmipApp {
                     }
                     _ => "upstream failed; the operation may or may not have been applied",
                 };
-                error_response(&request, ResultReason::GeneralFailure, message)
+                error_response(&request, ResultReason::GeneralFailure, message).into()
             }
         }
     }
@@ -209,6 +220,7 @@ impl KmipApp {
         let peer = digest.as_deref().and_then(peer_identity);
         let decision = self.decide(peer);
         let client = peer.map(client_header).unwrap_or_default();
+        let mut counters = RequestCounters::default();
         loop {
             if *shutdown.borrow() {
                 break;
@@ -226,7 +238,7 @@ impl KmipApp {
             };
             // Boxed: the upstream exchange is a large future, and inline it would be part of
             // every idle connection's task for the connection's whole life.
-            let answer = Box::pin(self.answer(request, &decision, &client)).await;
+            let answer = Box::pin(self.answer(request, &decision, &client, &mut counters)).await;
             if let Err(e) = write_all(&mut io, &answer).await {
                 tracing::info!(error = %e, client, "KMIP answer not delivered");
                 break;

@@ -114,15 +114,16 @@ impl GatewayMetrics {
             .inc();
     }
 
-    /// One answered batch item.
-    pub fn request(&self, tenant: &str, operation: &str, result: &str) {
+    /// The `kmip_requests_total` counter of one label set, to be kept and incremented
+    /// ([`RequestCounters`]).
+    pub fn request_counter(&self, tenant: &str, operation: &str, result: &str) -> Counter {
         self.requests
             .get_or_create(&labels(&[
                 ("tenant", tenant),
                 ("operation", operation),
                 ("result", result),
             ]))
-            .inc();
+            .clone()
     }
 
     /// Answered batch items so far for this label set.
@@ -179,5 +180,36 @@ pub struct ConnectionGuard(Gauge);
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
         self.0.dec();
+    }
+}
+
+/// The `kmip_requests_total` counters one KMIP connection has counted into (its tenant is
+/// fixed; a client sends a handful of operations): after a label set's first request, each
+/// count is an increment of a held counter instead of a label set built, hashed and looked
+/// up for every request.
+#[derive(Debug, Default)]
+pub struct RequestCounters(Vec<(&'static str, &'static str, Counter)>);
+
+impl RequestCounters {
+    /// Counts one answered batch item of `operation` with `result` for `tenant` (the same
+    /// tenant for every call on one `RequestCounters`).
+    pub fn inc(
+        &mut self,
+        metrics: &GatewayMetrics,
+        tenant: &str,
+        operation: &'static str,
+        result: &'static str,
+    ) {
+        if let Some((_, _, counter)) = self
+            .0
+            .iter()
+            .find(|(o, r, _)| *o == operation && *r == result)
+        {
+            counter.inc();
+            return;
+        }
+        let counter = metrics.request_counter(tenant, operation, result);
+        counter.inc();
+        self.0.push((operation, result, counter));
     }
 }

@@ -272,11 +272,12 @@ impl UpstreamPool {
         }
         let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
         let now = self.now_ms();
-        let (mut up, down): (Vec<_>, Vec<_>) = (0..n)
-            .map(|i| replicas[(start + i) % n].clone())
-            .partition(|r| r.healthy.load(Ordering::Relaxed) && !r.is_down(now));
-        up.extend(down);
-        up
+        let up = |r: &Arc<Replica>| r.healthy.load(Ordering::Relaxed) && !r.is_down(now);
+        let rotated = || (0..n).map(|i| &replicas[(start + i) % n]);
+        let mut order = Vec::with_capacity(n);
+        order.extend(rotated().filter(|r| up(r)).cloned());
+        order.extend(rotated().filter(|r| !up(r)).cloned());
+        order
     }
 
     /// Uses `cert_key` for new upstream connections (pooled ones keep theirs: the pool
@@ -525,15 +526,15 @@ impl UpstreamPool {
         self.epoch.elapsed().as_millis() as u64
     }
 
-    async fn exchange(
+    /// A stream to `replica` taken in turn at its `acquire` lock: the first of a burst
+    /// opens the connection and the others then find it pooled.
+    async fn session_in_turn(
         &self,
         replica: &Replica,
-        request: &Bytes,
-        who: &TenantHeaders<'_>,
-    ) -> Result<Bytes, Attempt> {
-        let peer = &*replica.peer.load_full();
+        peer: &ReplicaPeer,
+    ) -> Result<Http2Session, Attempt> {
         let waited_from = self.now_ms();
-        let acquired = replica.acquire.lock().await;
+        let _turn = replica.acquire.lock().await;
         // A request ahead of this one failed to connect while this one waited: do not
         // spend another connect timeout on the replica; the caller tries the next.
         if replica.down_since_ms.load(Ordering::Relaxed) >= waited_from.max(1) {
@@ -541,15 +542,29 @@ impl UpstreamPool {
                 "a concurrent request could not connect".into(),
             ));
         }
-        let mut session = match self.h2_session(peer).await {
-            Ok(session) => session,
-            Err(e) => {
-                // Marked before the next waiter looks.
-                replica.mark_down(self.now_ms());
-                return Err(e);
-            }
+        self.h2_session(peer).await.inspect_err(|_| {
+            // Marked before the next waiter looks.
+            replica.mark_down(self.now_ms());
+        })
+    }
+
+    async fn exchange(
+        &self,
+        replica: &Replica,
+        request: &Bytes,
+        who: &TenantHeaders<'_>,
+    ) -> Result<Bytes, Attempt> {
+        let peer = &*replica.peer.load_full();
+        // A pooled connection with a free stream needs no turn at `acquire`.
+        let pooled = self
+            .connector
+            .reused_http_session(peer)
+            .await
+            .map_err(|e| Attempt::NotSent(e.to_string()))?;
+        let mut session = match pooled {
+            Some(session) => session,
+            None => self.session_in_turn(replica, peer).await?,
         };
-        drop(acquired);
         let header = request_header(peer.sni(), request.len(), who)
             .map_err(|e| Attempt::NotSent(e.to_string()))?;
         // [`EXCHANGE_TIMEOUT`] bounds the whole exchange (`forward`), so the session's own
@@ -578,26 +593,40 @@ impl UpstreamPool {
             .response_header()
             .map(|h| h.status.as_u16())
             .unwrap_or(0);
-        let mut body = BytesMut::new();
+        // An answer that arrives in one DATA frame (most do) is kept as it came; only a
+        // longer one is gathered into a buffer.
+        let mut body = Bytes::new();
+        let mut gathered: Option<BytesMut> = None;
         while let Some(chunk) = session
             .read_response_body()
             .await
             .map_err(|e| Attempt::Sent(e.to_string()))?
         {
-            if body.len() + chunk.len() > MAX_RESPONSE_SIZE {
+            let len = gathered.as_ref().map_or(body.len(), BytesMut::len);
+            if len + chunk.len() > MAX_RESPONSE_SIZE {
                 return Err(Attempt::Sent(format!(
                     "answer larger than {MAX_RESPONSE_SIZE} bytes"
                 )));
             }
-            body.extend_from_slice(&chunk);
+            match &mut gathered {
+                Some(buffer) => buffer.extend_from_slice(&chunk),
+                None if body.is_empty() => body = chunk,
+                None => {
+                    let mut buffer = BytesMut::with_capacity(body.len() + chunk.len());
+                    buffer.extend_from_slice(&body);
+                    buffer.extend_from_slice(&chunk);
+                    gathered = Some(buffer);
+                }
+            }
         }
+        let body = gathered.map_or(body, BytesMut::freeze);
         self.connector
             .release_http_session(session, peer, Some(POOL_IDLE_TIMEOUT));
         if status != 200 {
             let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
             return Err(Attempt::Sent(format!("HTTP {status}: {text}")));
         }
-        Ok(body.freeze())
+        Ok(body)
     }
 }
 
@@ -734,10 +763,14 @@ fn request_header(
     len: usize,
     who: &TenantHeaders<'_>,
 ) -> pingora::Result<Box<RequestHeader>> {
-    let mut header = RequestHeader::build("POST", b"/v1/kmip", Some(8))?;
+    // No header-name case map: that is for HTTP/1 and HTTP/2 sends names in lower case.
+    let mut header = RequestHeader::build_no_case("POST", b"/v1/kmip", Some(8))?;
     header.insert_header("host", authority)?;
-    header.insert_header("content-type", "application/octet-stream")?;
-    header.insert_header("content-length", len.to_string())?;
+    header.insert_header(
+        "content-type",
+        http::HeaderValue::from_static("application/octet-stream"),
+    )?;
+    header.insert_header("content-length", http::HeaderValue::from(len))?;
     header.insert_header("x-openkcm-tenant", who.tenant)?;
     if let Some(database) = who.database {
         header.insert_header("x-openkcm-database", database)?;
