@@ -6,7 +6,7 @@
 #
 #   scripts/bench/cpu-per-get.sh BIN CONNECTIONS [DURATION]
 #   KEYSVC=1 ...   Get straight to keysvc's HTTP/2 API (no gateway), same process
-#   DEV_FLAGS="--gateway-threads 1" ...   extra `openkcm dev` flags
+#   DEV_FLAGS="--gateway-threads 2" ...   extra `openkcm dev` flags
 #   OP=encrypt ...   another `--op` than get (create, encrypt, decrypt, mix); the figures
 #                    are then per request of that operation
 #   RATE=6000 ...    open loop at that rate instead of closed loop (below saturation CPU per

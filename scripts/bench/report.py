@@ -163,14 +163,23 @@ def report(out, quick):
 
     stack_get = [r for r in rows if re.fullmatch(r"gw-get-(1|8|32|128)", r["id"]) and r["m"]]
     g = max(stack_get, key=lambda r: r["m"]["ops_per_sec"], default=None)
-    if g:
-        gm = g["m"]
-        verdict("Get through the full stack ≥ 25,000 ops/s", f"{fnum(gm['ops_per_sec'])} ops/s (row {g['n']})",
-                gm["ops_per_sec"] >= 25000)
-        verdict("… with p95 < 5 ms", f"{ms(gm['p95_ms'])} ms", gm["p95_ms"] < 5)
-        verdict("… and p99 < 10 ms", f"{ms(gm['p99_ms'])} ms", gm["p99_ms"] < 10)
+    # The three Get bounds hold together, at one operating point, as the users' own
+    # requirement reads ("10,000+ key requests/s at p95 < 50 ms"): the most Get/s among the
+    # full-stack Get rows within both latency bounds must reach 25,000. The latency of the
+    # highest-throughput row is not judged: in closed loop with N connections, N requests
+    # are always in flight, so its mean latency is N / throughput (Little's law) and depends
+    # on which connection counts were run. It is shown under the table.
+    within = [r for r in stack_get if r["m"]["p95_ms"] < 5 and r["m"]["p99_ms"] < 10]
+    w = max(within, key=lambda r: r["m"]["ops_per_sec"], default=None)
+    get_target = "Get through the full stack ≥ 25,000 ops/s at p95 < 5 ms and p99 < 10 ms (one row)"
+    if w:
+        wm = w["m"]
+        verdict(get_target, f"{fnum(wm['ops_per_sec'])} ops/s at p95 {ms(wm['p95_ms'])} ms, "
+                f"p99 {ms(wm['p99_ms'])} ms (row {w['n']})", wm["ops_per_sec"] >= 25000)
+    elif g:
+        verdict(get_target, "no full-stack Get row within both latency bounds", False)
     else:
-        verdict("Get through the full stack ≥ 25,000 ops/s", "not measured", None)
+        verdict(get_target, "not measured", None)
     py = best(rows, "py-get-")
     if g and py and py["m"]["ops_per_sec"] > 0:
         ratio = g["m"]["ops_per_sec"] / py["m"]["ops_per_sec"]
@@ -220,16 +229,16 @@ def report(out, quick):
     add(f"{len([1 for _, ok in verdicts if ok])} met, {len(missed)} missed"
         + (f" ({'; '.join(missed)})." if missed else "."))
     add("")
-    # Not a verdict: the Get bounds above are judged at the highest-throughput row, where
-    # closed-loop latency is mostly queueing (connections / throughput). This shows the
-    # other reading, the most Get/s among the rows that meet both latency bounds.
-    within = [r for r in stack_get if r["m"]["p95_ms"] < 5 and r["m"]["p99_ms"] < 10]
-    w = max(within, key=lambda r: r["m"]["ops_per_sec"], default=None)
-    if w:
-        wm = w["m"]
-        add(f"For comparison, not a verdict: the most Get/s among the full-stack Get rows that "
-            f"meet both latency bounds is row {w['n']}, {fnum(wm['ops_per_sec'])} ops/s at p95 "
-            f"{ms(wm['p95_ms'])} ms and p99 {ms(wm['p99_ms'])} ms.")
+    if g:
+        gm = g["m"]
+        conns = g["id"].rsplit("-", 1)[1]
+        add(f"Not a verdict: the highest full-stack Get throughput is row {g['n']}, "
+            f"{fnum(gm['ops_per_sec'])} ops/s at p95 {ms(gm['p95_ms'])} ms and p99 "
+            f"{ms(gm['p99_ms'])} ms. It runs in closed loop with {conns} connections, so its "
+            f"mean latency is {conns} / {fnum(gm['ops_per_sec'])} ops/s = "
+            f"{int(conns) / gm['ops_per_sec'] * 1000:.2f} ms (Little's law): latency there "
+            f"measures the chosen concurrency as much as the server. The ratios to PyKMIP and "
+            f"Encrypt use this row.")
         add("")
 
     # --- throughput tables ---
