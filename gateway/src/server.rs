@@ -121,7 +121,8 @@ impl Gateway {
             // One thread has nothing to steal from. tokio's single-thread scheduler keeps every
             // woken task in one FIFO queue; its work-stealing one, given one worker, puts tasks
             // woken beyond a 256-task local queue in a global queue it polls only now and then,
-            // and with 1,000 busy connections those waited: p95 126 against 60 ms.
+            // and with 1,000 busy connections those waited: p95 119-127 ms, against 39-43 ms
+            // with the single-thread scheduler (docs/benchmarks.md).
             work_stealing: config.threads > 1,
             graceful_shutdown_timeout_seconds: Some(config.graceful_shutdown_timeout_seconds),
             ..ServerConf::default()
