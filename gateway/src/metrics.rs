@@ -128,13 +128,7 @@ impl GatewayMetrics {
 
     /// Answered batch items so far for this label set.
     pub fn requests(&self, tenant: &str, operation: &str, result: &str) -> u64 {
-        self.requests
-            .get_or_create(&labels(&[
-                ("tenant", tenant),
-                ("operation", operation),
-                ("result", result),
-            ]))
-            .get()
+        self.request_counter(tenant, operation, result).get()
     }
 
     pub fn observe_duration(&self, seconds: f64) {

@@ -505,12 +505,7 @@ impl UpstreamPool {
         &self,
         peer: &P,
     ) -> Result<Http2Session, Attempt> {
-        if let Some(session) = self
-            .connector
-            .reused_http_session(peer)
-            .await
-            .map_err(|e| Attempt::NotSent(e.to_string()))?
-        {
+        if let Some(session) = self.pooled_session(peer).await? {
             return Ok(session);
         }
         match Box::pin(self.connector.new_http_session::<_, ()>(peer)).await {
@@ -520,6 +515,17 @@ impl UpstreamPool {
             )),
             Err(e) => Err(Attempt::NotSent(e.to_string())),
         }
+    }
+
+    /// A stream on a pooled connection to `peer` with a free one, if there is one.
+    async fn pooled_session<P: Peer + Send + Sync + 'static>(
+        &self,
+        peer: &P,
+    ) -> Result<Option<Http2Session>, Attempt> {
+        self.connector
+            .reused_http_session(peer)
+            .await
+            .map_err(|e| Attempt::NotSent(e.to_string()))
     }
 
     fn now_ms(&self) -> u64 {
@@ -556,12 +562,7 @@ impl UpstreamPool {
     ) -> Result<Bytes, Attempt> {
         let peer = &*replica.peer.load_full();
         // A pooled connection with a free stream needs no turn at `acquire`.
-        let pooled = self
-            .connector
-            .reused_http_session(peer)
-            .await
-            .map_err(|e| Attempt::NotSent(e.to_string()))?;
-        let mut session = match pooled {
+        let mut session = match self.pooled_session(peer).await? {
             Some(session) => session,
             None => self.session_in_turn(replica, peer).await?,
         };
