@@ -1,5 +1,6 @@
-//! Who is on the other end of a verified mTLS connection: the names in the client
-//! certificate that the TenantRouting rules match on.
+//! The facts of a certificate, read one way for every component: who is on the other end
+//! of a verified mTLS connection (the names the gateway's TenantRouting rules and keysvc's
+//! gateway allow-list match on), and the serial and notAfter that logs and metrics report.
 //!
 //! The TLS layer has already verified the chain; this module only reads the leaf. It never
 //! panics on bad input: a certificate is peer-controlled bytes.
@@ -82,6 +83,15 @@ impl PeerIdentity {
         Self::from_certificate(&cert)
     }
 
+    /// Every SAN URI, SAN DNS name and subject Common Name, most specific first.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.san_uri
+            .iter()
+            .chain(&self.san_dns)
+            .chain(&self.subject_cn)
+            .map(String::as_str)
+    }
+
     fn from_certificate(cert: &Certificate) -> Result<Self, IdentityError> {
         let tbs = &cert.tbs_certificate;
         let mut identity = Self {
@@ -106,6 +116,16 @@ impl PeerIdentity {
             }
         }
         Ok(identity)
+    }
+}
+
+impl fmt::Display for PeerIdentity {
+    /// The most specific identity: a SPIFFE/URI SAN, else a DNS SAN, else the CN.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.names().next() {
+            Some(name) => f.write_str(name),
+            None => f.write_str("<no identity>"),
+        }
     }
 }
 

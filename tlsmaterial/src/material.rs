@@ -1,0 +1,199 @@
+//! Loading a server certificate and a client CA bundle, and the swappable pieces a rustls
+//! `ServerConfig` (or Pingora's `TlsSettings`) is built with once: the listener keeps them,
+//! a reload stores new material into them, the next handshake uses it. Open connections
+//! keep what their handshake used.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
+use x509_cert::der::Decode;
+
+use crate::pem::{PemError, PemFile};
+
+/// Why TLS material did not load. Names the file, never echoes its content.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    #[error(transparent)]
+    File(#[from] PemError),
+    #[error("{path}: unusable private key, or not the certificate's: {source}")]
+    Key {
+        path: PathBuf,
+        source: rustls::Error,
+    },
+    #[error("{path}: client CA bundle: {reason}")]
+    ClientCa { path: PathBuf, reason: String },
+    #[error("TLS settings: {0}")]
+    Settings(#[from] rustls::Error),
+}
+
+/// The chain with its signing key; refuses a key that is not the leaf's.
+pub fn certified_key(
+    provider: &CryptoProvider,
+    cert: &PemFile<Vec<CertificateDer<'static>>>,
+    key: &PemFile<Arc<PrivateKeyDer<'static>>>,
+) -> Result<CertifiedKey, TlsError> {
+    CertifiedKey::from_der(cert.content.clone(), key.content.clone_key(), provider).map_err(
+        |source| TlsError::Key {
+            path: key.path.clone(),
+            source,
+        },
+    )
+}
+
+/// Whether a listener requires a client certificate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// No certificate, no connection.
+    Required,
+    /// A certificate, when presented, must verify; none is accepted too (probes, scrapers).
+    Optional,
+}
+
+/// A verifier of client certificates chaining to one of the bundle's CAs.
+pub fn client_verifier(
+    provider: &Arc<CryptoProvider>,
+    bundle: &PemFile<Vec<CertificateDer<'static>>>,
+    auth: ClientAuth,
+) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
+    let fail = |reason: String| TlsError::ClientCa {
+        path: bundle.path.clone(),
+        reason,
+    };
+    let mut roots = RootCertStore::empty();
+    for cert in &bundle.content {
+        roots.add(cert.clone()).map_err(|e| fail(e.to_string()))?;
+    }
+    let builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
+    let builder = match auth {
+        ClientAuth::Required => builder,
+        ClientAuth::Optional => builder.allow_unauthenticated(),
+    };
+    builder.build().map_err(|e| fail(e.to_string()))
+}
+
+/// notAfter of a DER certificate as Unix seconds; `None` if it does not parse.
+pub fn not_after(der: &[u8]) -> Option<i64> {
+    let cert = x509_cert::Certificate::from_der(der).ok()?;
+    let secs = cert
+        .tbs_certificate
+        .validity
+        .not_after
+        .to_unix_duration()
+        .as_secs();
+    i64::try_from(secs).ok()
+}
+
+/// The server certificate in force, swapped atomically on reload.
+#[derive(Debug)]
+pub struct ServerCertResolver {
+    current: ArcSwap<CertifiedKey>,
+}
+
+impl ServerCertResolver {
+    pub fn new(key: CertifiedKey) -> Self {
+        Self {
+            current: ArcSwap::from_pointee(key),
+        }
+    }
+
+    /// From the next handshake on, `key` is presented.
+    pub fn store(&self, key: CertifiedKey) {
+        self.current.store(Arc::new(key));
+    }
+
+    /// The certificate presented now.
+    pub fn current(&self) -> Arc<CertifiedKey> {
+        self.current.load_full()
+    }
+}
+
+impl ResolvesServerCert for ServerCertResolver {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.load_full())
+    }
+}
+
+/// A client-certificate verifier whose trust anchors can be replaced.
+#[derive(Debug)]
+pub struct ReloadingClientVerifier {
+    inner: ArcSwap<Arc<dyn ClientCertVerifier>>,
+    auth: ClientAuth,
+}
+
+impl ReloadingClientVerifier {
+    /// `inner` must have been built for `auth` (see [`client_verifier`]).
+    pub fn new(inner: Arc<dyn ClientCertVerifier>, auth: ClientAuth) -> Self {
+        Self {
+            inner: ArcSwap::from_pointee(inner),
+            auth,
+        }
+    }
+
+    /// From the next handshake on, certificates are verified by `inner`.
+    pub fn store(&self, inner: Arc<dyn ClientCertVerifier>) {
+        self.inner.store(Arc::new(inner));
+    }
+
+    /// The verifier in force now.
+    pub fn current(&self) -> Arc<dyn ClientCertVerifier> {
+        Arc::clone(&self.inner.load())
+    }
+}
+
+impl ClientCertVerifier for ReloadingClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.auth == ClientAuth::Required
+    }
+
+    // The hints would borrow from the swappable inner verifier; clients send their
+    // certificate without them.
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.inner
+            .load()
+            .verify_client_cert(end_entity, intermediates, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.load().verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.load().verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.load().supported_verify_schemes()
+    }
+}
