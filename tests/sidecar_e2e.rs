@@ -182,7 +182,7 @@ async fn workloads_use_the_sidecar_over_the_socket_and_local_tls_as_the_pods_ten
     );
     let expiry = metric_value(
         &metrics,
-        "openkcm_sidecar_certificate_expiry_timestamp_seconds",
+        "openkcm_certificate_expiry_timestamp_seconds{cert=\"tenant\"}",
     );
     assert!(expiry > 1.7e9, "certificate expiry gauge: {expiry}");
 }

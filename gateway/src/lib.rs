@@ -24,7 +24,9 @@
 
 pub mod config;
 pub mod https_app;
-pub mod identity;
+/// Peer certificate facts (subject, SANs, issuer, serial, notAfter), shared with keysvc and
+/// the sidecar.
+pub use tlsmaterial::identity;
 pub mod kmip_app;
 pub mod metrics;
 pub mod reload;

@@ -7,6 +7,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use tlsmaterial::TlsMetrics;
 
 type Labels = Vec<(String, String)>;
 
@@ -27,7 +28,7 @@ pub struct GatewayMetrics {
     duration: Histogram,
     active: Gauge,
     upstream_up: Family<Labels, Gauge>,
-    cert_expiry: Family<Labels, Gauge>,
+    tls: TlsMetrics,
 }
 
 impl Default for GatewayMetrics {
@@ -75,12 +76,8 @@ impl GatewayMetrics {
             "1 when the keysvc replica answered its last /ready check with 200",
             upstream_up.clone(),
         );
-        let cert_expiry = Family::<Labels, Gauge>::default();
-        registry.register(
-            "openkcm_certificate_expiry_timestamp_seconds",
-            "notAfter (Unix time) of the certificates in use (for a bundle: the earliest)",
-            cert_expiry.clone(),
-        );
+        let tls = TlsMetrics::default();
+        tls.register(&mut registry);
         Self {
             registry,
             denials,
@@ -89,7 +86,7 @@ impl GatewayMetrics {
             duration,
             active,
             upstream_up,
-            cert_expiry,
+            tls,
         }
     }
 
@@ -151,11 +148,10 @@ impl GatewayMetrics {
             .set(i64::from(healthy));
     }
 
-    /// `cert`: `server`, `client_ca` or `upstream_client`.
-    pub fn set_certificate_expiry(&self, cert: &str, not_after_unix: i64) {
-        self.cert_expiry
-            .get_or_create(&labels(&[("cert", cert)]))
-            .set(not_after_unix);
+    /// The certificate metrics (`cert` = `server`, `client_ca`, `upstream_client`), written
+    /// by the reloader.
+    pub fn tls(&self) -> TlsMetrics {
+        self.tls.clone()
     }
 
     /// The OpenMetrics text of every family.

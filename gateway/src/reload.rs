@@ -1,108 +1,29 @@
 //! Certificate reload without a restart: the listeners' server certificate, the client CA
-//! bundle and the upstream client certificate are re-read every [`POLL_INTERVAL`] when
-//! their files' content changed. A new file that does not load (unparsable, key not
-//! matching the certificate, empty bundle) keeps the one in force and is logged; it is
-//! retried when the files change again. Open connections keep what their handshake used;
-//! new handshakes (and new upstream connections: Pingora's pool key includes the
-//! client-certificate serial) use the new material.
+//! bundle and the upstream client certificate are compared with their files every
+//! [`POLL_INTERVAL`] and re-read when their content changed (`tlsmaterial::Watched`: one
+//! read per look, so what is parsed is what was compared). A new file that does not load
+//! (unparsable, key not matching the certificate, empty bundle) keeps the one in force, is
+//! logged and counted once, and is retried when the files change again. Open connections
+//! keep what their handshake used; new handshakes (and new upstream connections: Pingora's
+//! pool key includes the client-certificate serial) use the new material.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use pingora::utils::tls::CertKey;
-use rustls::client::danger::HandshakeSignatureValid;
-use rustls::pki_types::{CertificateDer, UnixTime};
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::CertificateDer;
+use rustls::server::danger::ClientCertVerifier;
 use rustls::sign::CertifiedKey;
-use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
-use x509_cert::der::Decode;
+use tlsmaterial::material::{certified_key, client_verifier, ClientAuth};
+use tlsmaterial::{FileBytes, Loaded, TlsMetrics, Watched};
+
+pub use tlsmaterial::watch::POLL_INTERVAL;
+pub use tlsmaterial::{ReloadingClientVerifier, ServerCertResolver};
 
 use crate::metrics::GatewayMetrics;
-use crate::tls::{self, TlsError};
+use crate::tls::TlsError;
 use crate::upstream::UpstreamPool;
-
-/// How often the certificate files are compared with what is in force.
-pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
-
-/// The listeners' server certificate, swapped atomically on reload.
-#[derive(Debug)]
-pub struct ServerCertResolver {
-    current: ArcSwap<CertifiedKey>,
-}
-
-impl ResolvesServerCert for ServerCertResolver {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.current.load_full())
-    }
-}
-
-/// A client-certificate verifier whose trust anchors can be replaced.
-#[derive(Debug)]
-pub struct ReloadingClientVerifier {
-    inner: ArcSwap<Arc<dyn ClientCertVerifier>>,
-    mandatory: bool,
-}
-
-impl ReloadingClientVerifier {
-    fn new(inner: Arc<dyn ClientCertVerifier>, mandatory: bool) -> Self {
-        Self {
-            inner: ArcSwap::from_pointee(inner),
-            mandatory,
-        }
-    }
-}
-
-impl ClientCertVerifier for ReloadingClientVerifier {
-    fn offer_client_auth(&self) -> bool {
-        true
-    }
-
-    fn client_auth_mandatory(&self) -> bool {
-        self.mandatory
-    }
-
-    // The hints would borrow from the swapped inner verifier; clients send their
-    // certificate without them.
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        &[]
-    }
-
-    fn verify_client_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: UnixTime,
-    ) -> Result<ClientCertVerified, rustls::Error> {
-        self.inner
-            .load()
-            .verify_client_cert(end_entity, intermediates, now)
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.load().verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.load().verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.load().supported_verify_schemes()
-    }
-}
 
 /// The files behind the TLS material.
 #[derive(Debug, Clone)]
@@ -114,45 +35,61 @@ pub struct TlsFiles {
     pub upstream_key: PathBuf,
 }
 
-#[derive(Debug, Default)]
-struct Seen {
-    server: Vec<u8>,
-    client_ca: Vec<u8>,
-    upstream: Vec<u8>,
-}
-
 /// Everything TLS the gateway reloads, shared by both listeners and the upstream pool.
 #[derive(Debug)]
 pub struct TlsMaterial {
     pub server: Arc<ServerCertResolver>,
     pub kmip_verifier: Arc<ReloadingClientVerifier>,
     pub https_verifier: Arc<ReloadingClientVerifier>,
-    files: TlsFiles,
-    seen: Mutex<Seen>,
-    metrics: Arc<GatewayMetrics>,
+    provider: Arc<CryptoProvider>,
+    server_files: Watched<2>,
+    client_ca_file: Watched<1>,
+    upstream_files: Watched<2>,
+}
+
+/// The client CA bundle as the two listeners verify it.
+struct Verifiers {
+    kmip: Arc<dyn ClientCertVerifier>,
+    https: Arc<dyn ClientCertVerifier>,
 }
 
 impl TlsMaterial {
-    /// Loads the server certificate and the client CA bundle; fails before anything listens.
+    /// Loads the server certificate, the client CA bundle and the upstream client
+    /// certificate; fails before anything listens.
     pub fn load(files: TlsFiles, metrics: Arc<GatewayMetrics>) -> Result<Self, TlsError> {
-        let (server, server_expiry) = load_server_cert(&files)?;
-        let (mandatory, optional, ca_expiry) = load_verifiers(&files)?;
-        metrics.set_certificate_expiry("server", server_expiry);
-        metrics.set_certificate_expiry("client_ca", ca_expiry);
-        let seen = Seen {
-            server: read_all(&[&files.cert, &files.key]),
-            client_ca: read_all(&[&files.client_ca]),
-            upstream: read_all(&[&files.upstream_cert, &files.upstream_key]),
-        };
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let tls_metrics: TlsMetrics = metrics.tls();
+        let server_files = Watched::new(
+            "server",
+            [files.cert.clone(), files.key.clone()],
+            tls_metrics.clone(),
+        );
+        let client_ca_file =
+            Watched::new("client_ca", [files.client_ca.clone()], tls_metrics.clone());
+        let upstream_files = Watched::new(
+            "upstream_client",
+            [files.upstream_cert.clone(), files.upstream_key.clone()],
+            tls_metrics,
+        );
+        let server = server_files.load(|files| load_server_cert(&provider, files))?;
+        let verifiers = client_ca_file.load(|files| load_verifiers(&provider, files))?;
+        // The pool loaded the same files already; this checks the pair (Pingora would only
+        // fail at the next handshake) and exports its expiry.
+        upstream_files.load(|files| load_upstream_cert(&provider, files))?;
         Ok(Self {
-            server: Arc::new(ServerCertResolver {
-                current: ArcSwap::from_pointee(server),
-            }),
-            kmip_verifier: Arc::new(ReloadingClientVerifier::new(mandatory, true)),
-            https_verifier: Arc::new(ReloadingClientVerifier::new(optional, false)),
-            files,
-            seen: Mutex::new(seen),
-            metrics,
+            server: Arc::new(ServerCertResolver::new(server)),
+            kmip_verifier: Arc::new(ReloadingClientVerifier::new(
+                verifiers.kmip,
+                ClientAuth::Required,
+            )),
+            https_verifier: Arc::new(ReloadingClientVerifier::new(
+                verifiers.https,
+                ClientAuth::Optional,
+            )),
+            provider,
+            server_files,
+            client_ca_file,
+            upstream_files,
         })
     }
 
@@ -178,134 +115,81 @@ impl TlsMaterial {
 
     /// Compares the files with what is in force and reloads what changed.
     pub fn poll_once(&self, upstream: &UpstreamPool) {
-        let files = &self.files;
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-
-        let now = read_all(&[&files.cert, &files.key]);
-        if now != seen.server {
-            seen.server = now;
-            match load_server_cert(files) {
-                Ok((key, expiry)) => {
-                    self.server.current.store(Arc::new(key));
-                    self.metrics.set_certificate_expiry("server", expiry);
-                    tracing::info!(cert = %files.cert.display(), "server certificate reloaded");
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "new server certificate not loaded; the previous one stays")
-                }
-            }
+        let provider = &self.provider;
+        if let Some(key) = self
+            .server_files
+            .poll(|files| load_server_cert(provider, files))
+        {
+            self.server.store(key);
         }
-
-        let now = read_all(&[&files.client_ca]);
-        if now != seen.client_ca {
-            seen.client_ca = now;
-            match load_verifiers(files) {
-                Ok((mandatory, optional, expiry)) => {
-                    self.kmip_verifier.inner.store(Arc::new(mandatory));
-                    self.https_verifier.inner.store(Arc::new(optional));
-                    self.metrics.set_certificate_expiry("client_ca", expiry);
-                    tracing::info!(ca = %files.client_ca.display(), "client CA bundle reloaded");
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "new client CA bundle not loaded; the previous one stays")
-                }
-            }
+        if let Some(verifiers) = self
+            .client_ca_file
+            .poll(|files| load_verifiers(provider, files))
+        {
+            self.kmip_verifier.store(verifiers.kmip);
+            self.https_verifier.store(verifiers.https);
         }
-
-        let now = read_all(&[&files.upstream_cert, &files.upstream_key]);
-        if now != seen.upstream {
-            seen.upstream = now;
-            match load_upstream_cert(files) {
-                Ok((cert_key, expiry)) => {
-                    upstream.set_client_cert(Arc::new(cert_key));
-                    self.metrics
-                        .set_certificate_expiry("upstream_client", expiry);
-                    tracing::info!(cert = %files.upstream_cert.display(), "upstream client certificate reloaded");
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "new upstream client certificate not loaded; the previous one stays")
-                }
-            }
+        if let Some(cert_key) = self
+            .upstream_files
+            .poll(|files| load_upstream_cert(provider, files))
+        {
+            upstream.set_client_cert(Arc::new(cert_key));
         }
     }
 }
 
-/// The concatenated content of `paths` (unreadable files count as empty).
-fn read_all(paths: &[&PathBuf]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for path in paths {
-        out.extend(std::fs::read(path).unwrap_or_default());
-        out.push(0);
-    }
-    out
+fn leaf_not_after(chain: &[CertificateDer<'_>]) -> i64 {
+    chain
+        .first()
+        .and_then(|leaf| tlsmaterial::not_after(leaf))
+        .unwrap_or(0)
 }
 
-/// notAfter of a DER certificate as Unix seconds.
-pub fn not_after(der: &[u8]) -> Option<i64> {
-    let cert = x509_cert::Certificate::from_der(der).ok()?;
-    let secs = cert
-        .tbs_certificate
-        .validity
-        .not_after
-        .to_unix_duration()
-        .as_secs();
-    i64::try_from(secs).ok()
+fn load_server_cert(
+    provider: &CryptoProvider,
+    [cert, key]: &[FileBytes; 2],
+) -> Result<Loaded<CertifiedKey>, tlsmaterial::TlsError> {
+    let cert = cert.certificates()?;
+    let certified = certified_key(provider, &cert, &key.private_key()?)?;
+    Ok(Loaded {
+        value: certified,
+        not_after: leaf_not_after(&cert.content),
+    })
 }
 
-fn load_server_cert(files: &TlsFiles) -> Result<(CertifiedKey, i64), TlsError> {
-    let certs = tls::certs_from_pem(&files.cert)?;
-    let key_der = tls::key_der_from_pem(&files.key)?;
-    let key = rustls::pki_types::PrivateKeyDer::try_from(key_der)
-        .map_err(|e| tls::file_error(&files.key, e))?;
-    let signer = rustls::crypto::ring::sign::any_supported_type(&key)
-        .map_err(|e| tls::file_error(&files.key, e))?;
-    let expiry = not_after(&certs[0]).unwrap_or(0);
-    let certified = CertifiedKey::new(certs, signer);
-    certified
-        .keys_match()
-        .map_err(|e| tls::file_error(&files.key, format!("does not match the certificate: {e}")))?;
-    Ok((certified, expiry))
+fn load_verifiers(
+    provider: &Arc<CryptoProvider>,
+    [bundle]: &[FileBytes; 1],
+) -> Result<Loaded<Verifiers>, tlsmaterial::TlsError> {
+    let bundle = bundle.certificates()?;
+    let not_after = bundle
+        .content
+        .iter()
+        .filter_map(|c| tlsmaterial::not_after(c))
+        .min()
+        .unwrap_or(0);
+    Ok(Loaded {
+        value: Verifiers {
+            kmip: client_verifier(provider, &bundle, ClientAuth::Required)?,
+            https: client_verifier(provider, &bundle, ClientAuth::Optional)?,
+        },
+        not_after,
+    })
 }
 
-type Verifiers = (
-    Arc<dyn ClientCertVerifier>,
-    Arc<dyn ClientCertVerifier>,
-    i64,
-);
-
-fn load_verifiers(files: &TlsFiles) -> Result<Verifiers, TlsError> {
-    let certs = tls::certs_from_pem(&files.client_ca)?;
-    let expiry = certs.iter().filter_map(|c| not_after(c)).min().unwrap_or(0);
-    let roots = Arc::new(tls::root_store(&files.client_ca)?);
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mandatory = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
-        .build()
-        .map_err(|e| TlsError::Verifier(e.to_string()))?;
-    let optional = WebPkiClientVerifier::builder_with_provider(roots, provider)
-        .allow_unauthenticated()
-        .build()
-        .map_err(|e| TlsError::Verifier(e.to_string()))?;
-    Ok((mandatory, optional, expiry))
-}
-
-/// The upstream client certificate and key as Pingora wants them, with the leaf's notAfter.
-pub fn load_upstream_cert(files: &TlsFiles) -> Result<(CertKey, i64), TlsError> {
-    let certs = tls::certs_from_pem(&files.upstream_cert)?;
-    let key_der = tls::key_der_from_pem(&files.upstream_key)?;
+/// The upstream client certificate and key as Pingora wants them, checked as a pair.
+fn load_upstream_cert(
+    provider: &CryptoProvider,
+    [cert, key]: &[FileBytes; 2],
+) -> Result<Loaded<CertKey>, tlsmaterial::TlsError> {
+    let cert = cert.certificates()?;
+    let key = key.private_key()?;
     // Checked here: Pingora would only fail at the next handshake.
-    let key = rustls::pki_types::PrivateKeyDer::try_from(key_der.clone())
-        .map_err(|e| tls::file_error(&files.upstream_key, e))?;
-    let signer = rustls::crypto::ring::sign::any_supported_type(&key)
-        .map_err(|e| tls::file_error(&files.upstream_key, e))?;
-    CertifiedKey::new(certs.clone(), signer)
-        .keys_match()
-        .map_err(|e| {
-            tls::file_error(
-                &files.upstream_key,
-                format!("does not match the certificate: {e}"),
-            )
-        })?;
-    let expiry = not_after(&certs[0]).unwrap_or(0);
-    let chain = certs.into_iter().map(|c| c.to_vec()).collect();
-    Ok((CertKey::new(chain, key_der), expiry))
+    certified_key(provider, &cert, &key)?;
+    let not_after = leaf_not_after(&cert.content);
+    let chain = cert.content.iter().map(|c| c.to_vec()).collect();
+    Ok(Loaded {
+        value: CertKey::new(chain, key.content.secret_der().to_vec()),
+        not_after,
+    })
 }

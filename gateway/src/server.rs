@@ -14,7 +14,7 @@ use crate::config::GatewayConfig;
 use crate::https_app::HttpsApp;
 use crate::kmip_app::{KmipApp, SharedKmipApp};
 use crate::metrics::GatewayMetrics;
-use crate::reload::{load_upstream_cert, TlsFiles, TlsMaterial};
+use crate::reload::{TlsFiles, TlsMaterial};
 use crate::routing::{RoutingError, RoutingWatcher};
 use crate::tls::{self, TlsError};
 use crate::upstream::{UpstreamPool, UpstreamTls};
@@ -78,9 +78,7 @@ impl Gateway {
             upstream_cert: config.upstream_cert.clone(),
             upstream_key: config.upstream_key.clone(),
         };
-        let material = Arc::new(TlsMaterial::load(files.clone(), metrics.clone())?);
-        let (_, upstream_expiry) = load_upstream_cert(&files)?;
-        metrics.set_certificate_expiry("upstream_client", upstream_expiry);
+        let material = Arc::new(TlsMaterial::load(files, metrics.clone())?);
         for (addr, healthy) in upstream.health() {
             metrics.set_upstream_healthy(&addr.to_string(), healthy);
         }

@@ -12,7 +12,6 @@ use pingora::listeners::TlsAccept;
 use pingora::protocols::tls::TlsRef;
 use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::ClientCertVerifier;
-use rustls::RootCertStore;
 
 use crate::identity::PeerIdentity;
 pub use crate::reload::{ReloadingClientVerifier, ServerCertResolver, TlsMaterial};
@@ -27,6 +26,8 @@ pub enum TlsError {
     Verifier(String),
     #[error("{0}")]
     Pingora(String),
+    #[error(transparent)]
+    Material(#[from] tlsmaterial::TlsError),
 }
 
 /// Stores the peer's [`PeerIdentity`] in the connection's `SslDigest` extension, read back
@@ -100,38 +101,15 @@ fn listener_settings(
     Ok(settings)
 }
 
-/// Every certificate in a PEM file.
+/// Every certificate in a PEM file (at least one).
 pub fn certs_from_pem(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let pem = std::fs::read(path).map_err(|e| file_error(path, e))?;
-    let certs = rustls_pemfile::certs(&mut pem.as_slice())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| file_error(path, e))?;
-    if certs.is_empty() {
-        return Err(file_error(path, "no certificate"));
-    }
-    Ok(certs)
+    Ok(tlsmaterial::pem::certificates(path)
+        .map_err(tlsmaterial::TlsError::from)?
+        .content)
 }
 
 /// The DER of the first private key (PKCS#8, PKCS#1 or SEC1) in a PEM file.
 pub fn key_der_from_pem(path: &Path) -> Result<Vec<u8>, TlsError> {
-    let pem = std::fs::read(path).map_err(|e| file_error(path, e))?;
-    let key = rustls_pemfile::private_key(&mut pem.as_slice())
-        .map_err(|e| file_error(path, e))?
-        .ok_or_else(|| file_error(path, "no private key"))?;
-    Ok(key.secret_der().to_vec())
-}
-
-pub(crate) fn root_store(path: &Path) -> Result<RootCertStore, TlsError> {
-    let mut roots = RootCertStore::empty();
-    for cert in certs_from_pem(path)? {
-        roots.add(cert).map_err(|e| file_error(path, e))?;
-    }
-    Ok(roots)
-}
-
-pub(crate) fn file_error(path: &Path, e: impl std::fmt::Display) -> TlsError {
-    TlsError::File {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    }
+    let key = tlsmaterial::pem::private_key(path).map_err(tlsmaterial::TlsError::from)?;
+    Ok(key.content.secret_der().to_vec())
 }

@@ -10,20 +10,23 @@
 //! openkcm_keysvc_db_pool_connections{state}       sampled from the PostgreSQL pool at scrape
 //! openkcm_keysvc_database_up                      1/0: the last store operation or probe
 //!                                                 (every 10 s) reached the database
-//! openkcm_keysvc_certificate_expiry_timestamp_seconds
+//! openkcm_certificate_expiry_timestamp_seconds{cert}
 //!                                                 notAfter (Unix s) of the API listener's
-//!                                                 server certificate in force
-//! openkcm_keysvc_tls_reloads_total{result}        "ok" | "failed": changed certificate,
+//!                                                 material in force (cert = server, client_ca)
+//! openkcm_tls_reloads_total{cert,result}          "ok" | "failed": changed certificate,
 //!                                                 key or client CA files, once per change
 //! ```
+//!
+//! The last two are `tlsmaterial::TlsMetrics`, named alike in every component.
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use tlsmaterial::TlsMetrics;
 
 use crate::engine::{Engine, ItemOutcome};
 use crate::health::DatabaseHealth;
@@ -49,77 +52,6 @@ struct CodeLabels {
     code: u16,
 }
 
-/// The outcome of loading changed TLS files.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TlsReload {
-    Ok,
-    Failed,
-}
-
-impl TlsReload {
-    fn label(self) -> &'static str {
-        match self {
-            Self::Ok => "ok",
-            Self::Failed => "failed",
-        }
-    }
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ReloadLabels {
-    result: &'static str,
-}
-
-/// The API listener's certificate metrics, written by the reloader (`http::ApiTls`).
-#[derive(Clone, Debug)]
-pub struct CertificateMetrics {
-    expiry: Gauge,
-    reloads: Family<ReloadLabels, Counter>,
-}
-
-impl Default for CertificateMetrics {
-    fn default() -> Self {
-        let reloads = Family::<ReloadLabels, Counter>::default();
-        // Both series exist from the start, so increase() sees the first failure.
-        for result in [TlsReload::Ok, TlsReload::Failed] {
-            drop(reloads.get_or_create(&ReloadLabels {
-                result: result.label(),
-            }));
-        }
-        Self {
-            expiry: Gauge::default(),
-            reloads,
-        }
-    }
-}
-
-impl CertificateMetrics {
-    /// notAfter of the server certificate now in force, Unix seconds.
-    pub fn set_expiry(&self, not_after: i64) {
-        self.expiry.set(not_after);
-    }
-
-    pub fn expiry(&self) -> i64 {
-        self.expiry.get()
-    }
-
-    pub fn record_reload(&self, result: TlsReload) {
-        self.reloads
-            .get_or_create(&ReloadLabels {
-                result: result.label(),
-            })
-            .inc();
-    }
-
-    pub fn reloads(&self, result: TlsReload) -> u64 {
-        self.reloads
-            .get_or_create(&ReloadLabels {
-                result: result.label(),
-            })
-            .get()
-    }
-}
-
 /// The process's metrics. Shared by both listeners.
 #[derive(Debug)]
 pub struct Metrics {
@@ -127,7 +59,7 @@ pub struct Metrics {
     kmip_requests: Family<KmipLabels, Counter>,
     kmip_duration: Histogram,
     http_requests: Family<CodeLabels, Counter>,
-    certificates: CertificateMetrics,
+    certificates: TlsMetrics,
 }
 
 impl Metrics {
@@ -160,17 +92,8 @@ impl Metrics {
             "Whether the last store operation or periodic probe reached the database (1) or not (0)",
             database.gauge(),
         );
-        let certificates = CertificateMetrics::default();
-        registry.register(
-            "openkcm_keysvc_certificate_expiry_timestamp_seconds",
-            "notAfter of the API listener's server certificate in force, Unix seconds",
-            certificates.expiry.clone(),
-        );
-        registry.register(
-            "openkcm_keysvc_tls_reloads",
-            "Loads of changed server certificate, key or client CA files, by result",
-            certificates.reloads.clone(),
-        );
+        let certificates = TlsMetrics::default();
+        certificates.register(&mut registry);
         registry.register_collector(Box::new(CacheCollector {
             engine: engine.clone(),
         }));
@@ -210,7 +133,7 @@ impl Metrics {
     }
 
     /// The handle the certificate reloader writes to.
-    pub fn certificates(&self) -> CertificateMetrics {
+    pub fn certificates(&self) -> TlsMetrics {
         self.certificates.clone()
     }
 

@@ -13,9 +13,10 @@ use rustls::pki_types::CertificateDer;
 use support::*;
 use x509_cert::der::Decode;
 
-const OK_RELOADS: &str = r#"openkcm_keysvc_tls_reloads_total{result="ok"}"#;
-const FAILED_RELOADS: &str = r#"openkcm_keysvc_tls_reloads_total{result="failed"}"#;
-const EXPIRY: &str = "openkcm_keysvc_certificate_expiry_timestamp_seconds";
+const OK_RELOADS: &str = r#"openkcm_tls_reloads_total{cert="server",result="ok"}"#;
+const FAILED_RELOADS: &str = r#"openkcm_tls_reloads_total{cert="server",result="failed"}"#;
+const CA_OK_RELOADS: &str = r#"openkcm_tls_reloads_total{cert="client_ca",result="ok"}"#;
+const EXPIRY: &str = r#"openkcm_certificate_expiry_timestamp_seconds{cert="server"}"#;
 
 /// keysvc's TLS files as the kubelet writes a Secret volume: each version in its own
 /// directory, `live` pointing at the current one, replaced by one rename.
@@ -223,6 +224,6 @@ async fn a_replaced_client_ca_admits_the_new_gateway_certificate_and_refuses_the
     );
     // The connection verified under the old bundle keeps its handshake.
     success_uid(&open.call("tenant-a", create_aes()).await);
-    assert_eq!(metric(server.management(), OK_RELOADS).await, Some(1.0));
+    assert_eq!(metric(server.management(), CA_OK_RELOADS).await, Some(1.0));
     server.server.shutdown().await;
 }

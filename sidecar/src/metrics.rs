@@ -7,8 +7,12 @@
 //!                                                    "exchange" (sent, no answer), "busy"
 //! openkcm_sidecar_upstream_duration_seconds         gateway round trip of answered requests
 //! openkcm_sidecar_connections                        open workload connections
-//! openkcm_sidecar_certificate_expiry_timestamp_seconds  notAfter of the tenant certificate
+//! openkcm_certificate_expiry_timestamp_seconds{cert="tenant"}
+//!                                                    notAfter of the tenant certificate in force
+//! openkcm_tls_reloads_total{cert="tenant",result}   loads of changed tenant certificate files
 //! ```
+//!
+//! The last two are `tlsmaterial::TlsMetrics`, named alike in every component.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -16,6 +20,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use tlsmaterial::TlsMetrics;
 
 /// Content type of [`SidecarMetrics::encode`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -39,7 +44,7 @@ pub struct SidecarMetrics {
     upstream_errors: Family<StageLabels, Counter>,
     upstream_duration: Histogram,
     connections: Gauge,
-    certificate_expiry: Gauge,
+    tls: TlsMetrics,
 }
 
 impl Default for SidecarMetrics {
@@ -76,19 +81,15 @@ impl SidecarMetrics {
             "Open workload connections",
             connections.clone(),
         );
-        let certificate_expiry = Gauge::default();
-        registry.register(
-            "openkcm_sidecar_certificate_expiry_timestamp_seconds",
-            "notAfter of the tenant certificate in force (Unix time)",
-            certificate_expiry.clone(),
-        );
+        let tls = TlsMetrics::default();
+        tls.register(&mut registry);
         Self {
             registry,
             requests,
             upstream_errors,
             upstream_duration,
             connections,
-            certificate_expiry,
+            tls,
         }
     }
 
@@ -122,8 +123,9 @@ impl SidecarMetrics {
         ConnectionGuard(self.connections.clone())
     }
 
-    pub fn set_certificate_expiry(&self, not_after_unix: i64) {
-        self.certificate_expiry.set(not_after_unix);
+    /// The certificate metrics, written by the tenant certificate's reloader.
+    pub fn tls(&self) -> TlsMetrics {
+        self.tls.clone()
     }
 
     pub fn encode(&self) -> String {

@@ -20,8 +20,6 @@
 //!   request that fails on a reused connection before any answer byte arrived is sent once
 //!   more on a new connection (the gateway's own retry rule, [`kmip::relay::is_read_only`]).
 
-use std::collections::hash_map::DefaultHasher;
-use std::hash::Hasher;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -32,13 +30,13 @@ use futures::FutureExt;
 use kmip::relay::is_read_only;
 use kmip::ttlv::{self, HEADER_LEN};
 use rustls::pki_types::ServerName;
+use tlsmaterial::{FileBytes, Loaded, PeerIdentity, TlsError, Watched};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio::time::timeout_at;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
-use x509_cert::der::Decode;
 
 use crate::metrics::SidecarMetrics;
 
@@ -116,10 +114,9 @@ struct Conn {
 pub struct Upstream {
     addr: String,
     server_name: ServerName<'static>,
-    files: IdentityFiles,
+    /// The gateway CA, the tenant certificate and its key, watched together.
+    files: Watched<3>,
     identity: ArcSwapOption<Identity>,
-    /// Fingerprint of the files behind `identity` (or of the last files that failed).
-    fingerprint: Mutex<Option<u64>>,
     idle: Mutex<Vec<Conn>>,
     permits: Semaphore,
     timeout: Duration,
@@ -153,9 +150,12 @@ impl Upstream {
         let upstream = Self {
             addr,
             server_name,
-            files,
+            files: Watched::new(
+                "tenant",
+                [files.gateway_ca, files.cert, files.key],
+                metrics.tls(),
+            ),
             identity: ArcSwapOption::empty(),
-            fingerprint: Mutex::new(None),
             idle: Mutex::new(Vec::with_capacity(connections)),
             permits: Semaphore::new(connections),
             timeout,
@@ -281,48 +281,12 @@ impl Upstream {
     }
 
     /// Loads the identity files when their content changed; true when a new identity is
-    /// now in force.
+    /// now in force. Files that do not load (or are not there yet) keep the identity in
+    /// force; that is logged and counted once per change.
     pub fn reload_if_changed(&self) -> bool {
-        let files = &self.files;
-        // Each file is read once: the fingerprint and the identity come from the same bytes.
-        let mut contents = Vec::with_capacity(3);
-        for path in [&files.gateway_ca, &files.cert, &files.key] {
-            match std::fs::read(path) {
-                Ok(bytes) => contents.push(zeroize::Zeroizing::new(bytes)),
-                Err(e) => {
-                    let mut seen = self.fingerprint.lock().expect("fingerprint lock");
-                    if seen.is_none() && self.identity.load().is_none() {
-                        tracing::warn!(file = %path.display(), error = %e, "tenant certificate not loadable yet");
-                        *seen = Some(0);
-                    }
-                    return false;
-                }
-            }
-        }
-        let [ca, cert, key] = &contents[..] else {
-            unreachable!("three files were read")
+        let Some((connector, leaf)) = self.files.poll(load_identity) else {
+            return false;
         };
-        let mut hasher = DefaultHasher::new();
-        for bytes in [ca, cert, key] {
-            hasher.write(bytes);
-            hasher.write_u8(0xff);
-        }
-        let fingerprint = hasher.finish();
-        {
-            let mut seen = self.fingerprint.lock().expect("fingerprint lock");
-            if *seen == Some(fingerprint) {
-                return false;
-            }
-            *seen = Some(fingerprint);
-        }
-        let (connector, leaf) = match identity_from_pem(ca, cert, key) {
-            Ok(loaded) => loaded,
-            Err(e) => {
-                tracing::warn!(cert = %files.cert.display(), error = %e, "tenant certificate files do not load; keeping the one in force");
-                return false;
-            }
-        };
-        let (serial, not_after) = describe(&leaf);
         let generation = self
             .identity
             .load()
@@ -333,8 +297,7 @@ impl Upstream {
             generation,
         })));
         self.idle.lock().expect("idle lock").clear();
-        self.metrics.set_certificate_expiry(not_after);
-        tracing::info!(cert = %files.cert.display(), serial, not_after, generation, "tenant certificate loaded");
+        tracing::info!(cert = %self.files.paths()[1].display(), serial = %leaf.serial, not_after = leaf.not_after, generation, "tenant certificate loaded");
         true
     }
 
@@ -469,47 +432,23 @@ fn still_open(stream: &mut TlsStream<TcpStream>) -> bool {
     stream.read(&mut byte).now_or_never().is_none()
 }
 
-/// The connector presenting `cert` (PEM chain) with `key`, trusting the CAs in `ca`, and
-/// the chain's first certificate (DER).
-fn identity_from_pem(
-    ca: &[u8],
-    cert: &[u8],
-    key: &[u8],
-) -> Result<(TlsConnector, Vec<u8>), String> {
-    let certs = |pem: &[u8], what: &str| {
-        let certs = rustls_pemfile::certs(&mut &pem[..])
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("{what}: {e}"))?;
-        if certs.is_empty() {
-            return Err(format!("{what}: no certificate"));
-        }
-        Ok(certs)
-    };
-    let chain = certs(cert, "tenant certificate")?;
-    let leaf = chain[0].to_vec();
-    let key = rustls_pemfile::private_key(&mut &key[..])
-        .map_err(|e| format!("tenant key: {e}"))?
-        .ok_or_else(|| "tenant key: no private key".to_owned())?;
-    let connector = kmip::client::tls::connector(certs(ca, "gateway CA")?, chain, key)
-        .map_err(|e| e.to_string())?;
-    Ok((connector, leaf))
-}
-
-/// Serial (hex) and notAfter (Unix seconds) of a DER certificate, for logs and the expiry
-/// metric.
-fn describe(der: &[u8]) -> (String, i64) {
-    match x509_cert::Certificate::from_der(der) {
-        Ok(cert) => {
-            let tbs = &cert.tbs_certificate;
-            let serial = tbs
-                .serial_number
-                .as_bytes()
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>();
-            let not_after = tbs.validity.not_after.to_unix_duration().as_secs();
-            (serial, i64::try_from(not_after).unwrap_or(i64::MAX))
-        }
-        Err(_) => (String::new(), 0),
-    }
+/// The connector presenting the tenant certificate (PEM chain) with its key, trusting the
+/// gateway CA; with the facts of the leaf (serial and notAfter, for the log and the metric).
+fn load_identity(
+    [ca, cert, key]: &[FileBytes; 3],
+) -> Result<Loaded<(TlsConnector, PeerIdentity)>, TlsError> {
+    let chain = cert.certificates()?;
+    let key = key.private_key()?;
+    // Facts for the log and the metric only: rustls and the gateway judge the certificate.
+    let leaf = PeerIdentity::from_der(&chain.content[0]).unwrap_or_default();
+    let connector = kmip::client::tls::connector(
+        ca.certificates()?.content,
+        chain.content,
+        key.content.clone_key(),
+    )
+    .map_err(|e| TlsError::Settings(rustls::Error::General(e.to_string())))?;
+    Ok(Loaded {
+        not_after: leaf.not_after,
+        value: (connector, leaf),
+    })
 }

@@ -625,7 +625,7 @@ async fn management_endpoints() {
         "{text}"
     );
     let expiry = injector
-        .metric("injector_certificate_expiry_timestamp_seconds")
+        .metric("openkcm_certificate_expiry_timestamp_seconds{cert=\"server\"}")
         .await;
     let in_a_year = (time::OffsetDateTime::now_utc() + time::Duration::days(365)).unix_timestamp();
     assert!((expiry - in_a_year as f64).abs() < 86_400.0, "{expiry}");
@@ -643,7 +643,7 @@ async fn a_rotated_certificate_is_served_to_new_handshakes() {
     let running = &injector;
     eventually("the broken certificate is refused", || async move {
         running
-            .metric("injector_reloads_total{file=\"certificate\",result=\"failure\"}")
+            .metric("openkcm_tls_reloads_total{cert=\"server\",result=\"failed\"}")
             .await
             >= 1.0
     })

@@ -30,4 +30,4 @@ pub use material::{
 };
 pub use metrics::{ReloadResult, TlsMetrics};
 pub use pem::{FileBytes, FileDigest, PemError, PemFile};
-pub use watch::{Loaded, Watched};
+pub use watch::{Changes, Loaded, Watched};

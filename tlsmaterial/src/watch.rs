@@ -121,6 +121,38 @@ impl<const N: usize> Watched<N> {
     }
 }
 
+/// Change detection alone, by the same digests, for files that are not TLS material (a
+/// configuration file the caller re-reads and checks itself).
+#[derive(Debug)]
+pub struct Changes<const N: usize> {
+    paths: [PathBuf; N],
+    seen: [Option<FileDigest>; N],
+}
+
+impl<const N: usize> Changes<N> {
+    /// Takes the files' digests now. Take them before loading the files: a change after
+    /// this look is then seen by the next [`Changes::changed`], never lost.
+    pub fn new(paths: [PathBuf; N]) -> Self {
+        let seen = digests(&paths);
+        Self { paths, seen }
+    }
+
+    /// Whether the content differs from the last look (and remembers the new content, so
+    /// a file that does not load is retried only when it changes again).
+    pub fn changed(&mut self) -> bool {
+        let now = digests(&self.paths);
+        if now == self.seen {
+            return false;
+        }
+        self.seen = now;
+        true
+    }
+}
+
+fn digests<const N: usize>(paths: &[PathBuf; N]) -> [Option<FileDigest>; N] {
+    paths.each_ref().map(|path| FileBytes::read(path).digest())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,6 +196,21 @@ mod tests {
         std::fs::remove_file(&path).expect("remove");
         assert_eq!(watched.poll(load_text), None);
         assert_eq!(metrics.reloads("client_ca", ReloadResult::Failed), 2);
+    }
+
+    #[test]
+    fn changes_are_reported_once() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("a");
+        std::fs::write(&path, "one").expect("write");
+        let mut changes = Changes::new([path.clone()]);
+        assert!(!changes.changed());
+        std::fs::write(&path, "two").expect("write");
+        assert!(changes.changed());
+        assert!(!changes.changed());
+        std::fs::remove_file(&path).expect("remove");
+        assert!(changes.changed());
+        assert!(!changes.changed());
     }
 
     #[test]

@@ -10,7 +10,6 @@ use figment::value::{Dict, Value};
 use figment::{Figment, Profile, Provider};
 use zeroize::Zeroizing;
 
-use super::pem::{self, PemError, PemFile};
 use super::sources::{defaults_layer, env_layer, flags_layer, unknown_keys};
 use super::{
     key_spec, ConfigError, ConfigErrors, ConfigSources, DatabaseConfig, DatabaseUrl, LogFilter,
@@ -19,6 +18,7 @@ use super::{
 use crate::cache::CacheConfig;
 use crate::envelope::{EnvelopeError, Keyring, RootKey};
 use crate::http::GatewayAllowList;
+use tlsmaterial::pem::{self, PemError, PemFile};
 
 /// The parsing pass: reads each key once, records every problem.
 pub(super) struct Loader {

@@ -29,12 +29,11 @@ use crate::envelope::{Keyring, RootKey};
 use crate::http::GatewayAllowList;
 
 mod loader;
-pub mod pem;
 mod sources;
 
 pub use loader::parse_duration;
 use loader::Loader;
-pub use pem::{FileDigest, PemError, PemFile};
+pub use tlsmaterial::{pem, FileDigest, PemError, PemFile};
 
 /// Prefix of the environment variables read as configuration (`OPENKCM_LISTEN__API`).
 pub const ENV_PREFIX: &str = "OPENKCM_";

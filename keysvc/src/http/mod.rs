@@ -41,9 +41,10 @@ use crate::engine::Engine;
 use crate::metrics::{self, Metrics};
 use crate::tenant::{DatabaseName, TenantContext, TenantId};
 
-pub use identity::{BadCertificate, GatewayAllowList, PeerIdentity};
+pub use identity::{GatewayAllowList, IdentityError, PeerIdentity};
 pub use listener::{serve, ConnectionInfo, Transport};
-pub use tls::{ApiTls, TlsError, POLL_INTERVAL};
+pub use tls::{ApiTls, POLL_INTERVAL};
+pub use tlsmaterial::TlsError;
 
 /// The tenant the request is for (required from the gateway).
 pub const TENANT_HEADER: HeaderName = HeaderName::from_static("x-openkcm-tenant");

@@ -14,124 +14,21 @@
 //! files at once; a writer that replaces the certificate and the key one after the other
 //! may be seen half-way (one failed reload), and the next poll loads the pair.
 
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::sync::Arc;
 
-use arc_swap::ArcSwap;
-use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::server::{
-    ClientHello, NoServerSessionStorage, ResolvesServerCert, WebPkiClientVerifier,
-};
-use rustls::sign::CertifiedKey;
-use rustls::{
-    DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme,
+use rustls::server::NoServerSessionStorage;
+use rustls::ServerConfig;
+use tlsmaterial::material::{certified_key, client_verifier, ClientAuth};
+use tlsmaterial::watch::Loaded;
+use tlsmaterial::{
+    FileBytes, ReloadingClientVerifier, ServerCertResolver, TlsError, TlsMetrics, Watched,
 };
 use tokio_util::sync::CancellationToken;
-use x509_cert::der::Decode;
 
-use crate::config::{pem, FileDigest, PemError, PemFile, TlsFiles};
-use crate::metrics::{CertificateMetrics, TlsReload};
+use crate::config::TlsFiles;
 
-/// How often the files are compared with the material in force: a renewed Secret is
-/// picked up within seconds of the kubelet writing it, for three small reads.
-pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
-
-/// Why TLS material did not load.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum TlsError {
-    #[error(transparent)]
-    File(#[from] PemError),
-    #[error("{path}: unusable private key, or not the certificate's: {source}")]
-    Key {
-        path: PathBuf,
-        source: rustls::Error,
-    },
-    #[error("{path}: client CA bundle: {reason}")]
-    ClientCa { path: PathBuf, reason: String },
-    #[error("TLS settings: {0}")]
-    Settings(#[from] rustls::Error),
-}
-
-/// The server certificate in force, swapped atomically on reload.
-#[derive(Debug)]
-struct ServerCertResolver {
-    current: ArcSwap<CertifiedKey>,
-}
-
-impl ResolvesServerCert for ServerCertResolver {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.current.load_full())
-    }
-}
-
-/// Verifies gateway certificates against the client CA bundle in force (mandatory: no
-/// certificate, no connection).
-#[derive(Debug)]
-struct ReloadingClientVerifier {
-    inner: ArcSwap<Arc<dyn ClientCertVerifier>>,
-}
-
-impl ClientCertVerifier for ReloadingClientVerifier {
-    fn offer_client_auth(&self) -> bool {
-        true
-    }
-
-    fn client_auth_mandatory(&self) -> bool {
-        true
-    }
-
-    // The hints would borrow from the swappable inner verifier; the gateway sends its one
-    // certificate without them.
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        &[]
-    }
-
-    fn verify_client_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: UnixTime,
-    ) -> Result<ClientCertVerified, rustls::Error> {
-        self.inner
-            .load()
-            .verify_client_cert(end_entity, intermediates, now)
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.load().verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.load().verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.load().supported_verify_schemes()
-    }
-}
-
-/// The file contents the material in force came from (or that last failed to load, so a
-/// broken file is reported once, not every poll).
-#[derive(Debug)]
-struct Seen {
-    server: [Option<FileDigest>; 2],
-    client_ca: Option<FileDigest>,
-}
+pub use tlsmaterial::watch::POLL_INTERVAL;
 
 /// The API listener's certificate, key and client CA, kept current with their files.
 #[derive(Debug)]
@@ -139,37 +36,37 @@ pub struct ApiTls {
     provider: Arc<CryptoProvider>,
     server: Arc<ServerCertResolver>,
     verifier: Arc<ReloadingClientVerifier>,
-    cert_path: PathBuf,
-    key_path: PathBuf,
-    client_ca_path: PathBuf,
-    seen: Mutex<Seen>,
-    metrics: CertificateMetrics,
+    server_files: Watched<2>,
+    client_ca_file: Watched<1>,
 }
 
 impl ApiTls {
     /// The material the configuration read; fails (before anything listens) when the key
     /// does not match the certificate or the bundle holds no usable CA.
-    pub fn new(files: &TlsFiles, metrics: CertificateMetrics) -> Result<Self, TlsError> {
+    pub fn new(files: &TlsFiles, metrics: TlsMetrics) -> Result<Self, TlsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let server = certified_key(&provider, &files.cert, &files.key)?;
-        let verifier = client_verifier(&provider, &files.client_ca)?;
-        metrics.set_expiry(not_after(&server));
+        let verifier = client_verifier(&provider, &files.client_ca, ClientAuth::Required)?;
+        let server_files = Watched::new(
+            "server",
+            [files.cert.path.clone(), files.key.path.clone()],
+            metrics.clone(),
+        );
+        server_files.in_force(
+            [files.cert.digest, files.key.digest],
+            leaf_not_after(&server),
+        );
+        let client_ca_file = Watched::new("client_ca", [files.client_ca.path.clone()], metrics);
+        client_ca_file.in_force(
+            [files.client_ca.digest],
+            earliest_not_after(&files.client_ca.content),
+        );
         Ok(Self {
-            server: Arc::new(ServerCertResolver {
-                current: ArcSwap::from_pointee(server),
-            }),
-            verifier: Arc::new(ReloadingClientVerifier {
-                inner: ArcSwap::from_pointee(verifier),
-            }),
+            server: Arc::new(ServerCertResolver::new(server)),
+            verifier: Arc::new(ReloadingClientVerifier::new(verifier, ClientAuth::Required)),
             provider,
-            cert_path: files.cert.path.clone(),
-            key_path: files.key.path.clone(),
-            client_ca_path: files.client_ca.path.clone(),
-            seen: Mutex::new(Seen {
-                server: [Some(files.cert.digest), Some(files.key.digest)],
-                client_ca: Some(files.client_ca.digest),
-            }),
-            metrics,
+            server_files,
+            client_ca_file,
         })
     }
 
@@ -206,113 +103,53 @@ impl ApiTls {
 
     /// Reloads whatever changed since the last look.
     pub fn poll_once(&self) {
-        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
-
-        let now = [
-            FileDigest::of_file(&self.cert_path),
-            FileDigest::of_file(&self.key_path),
-        ];
-        if now != seen.server {
-            seen.server = now;
-            match self.load_server_cert() {
-                Ok((key, digests)) => {
-                    let expiry = not_after(&key);
-                    self.server.current.store(Arc::new(key));
-                    self.metrics.set_expiry(expiry);
-                    self.metrics.record_reload(TlsReload::Ok);
-                    // What was parsed, which a writer may have changed since `now`.
-                    seen.server = digests;
-                    tracing::info!(cert = %self.cert_path.display(), not_after = expiry, "server certificate reloaded");
-                }
-                Err(e) => {
-                    self.metrics.record_reload(TlsReload::Failed);
-                    tracing::warn!(error = %e, "new server certificate not loaded; the previous one stays");
-                }
-            }
+        let provider = &self.provider;
+        if let Some(key) = self.server_files.poll(|[cert, key]: &[FileBytes; 2]| {
+            let key = certified_key(provider, &cert.certificates()?, &key.private_key()?)?;
+            let not_after = leaf_not_after(&key);
+            Ok(Loaded {
+                value: key,
+                not_after,
+            })
+        }) {
+            self.server.store(key);
         }
-
-        let now = FileDigest::of_file(&self.client_ca_path);
-        if now != seen.client_ca {
-            seen.client_ca = now;
-            match self.load_client_verifier() {
-                Ok((verifier, digest)) => {
-                    self.verifier.inner.store(Arc::new(verifier));
-                    self.metrics.record_reload(TlsReload::Ok);
-                    seen.client_ca = Some(digest);
-                    tracing::info!(ca = %self.client_ca_path.display(), "client CA bundle reloaded");
-                }
-                Err(e) => {
-                    self.metrics.record_reload(TlsReload::Failed);
-                    tracing::warn!(error = %e, "new client CA bundle not loaded; the previous one stays");
-                }
-            }
+        if let Some(verifier) = self.client_ca_file.poll(|[bundle]: &[FileBytes; 1]| {
+            let bundle = bundle.certificates()?;
+            Ok(Loaded {
+                value: client_verifier(provider, &bundle, ClientAuth::Required)?,
+                not_after: earliest_not_after(&bundle.content),
+            })
+        }) {
+            self.verifier.store(verifier);
         }
     }
-
-    fn load_server_cert(&self) -> Result<(CertifiedKey, [Option<FileDigest>; 2]), TlsError> {
-        let cert = pem::certificates(&self.cert_path)?;
-        let key = pem::private_key(&self.key_path)?;
-        let certified = certified_key(&self.provider, &cert, &key)?;
-        Ok((certified, [Some(cert.digest), Some(key.digest)]))
-    }
-
-    fn load_client_verifier(&self) -> Result<(Arc<dyn ClientCertVerifier>, FileDigest), TlsError> {
-        let bundle = pem::certificates(&self.client_ca_path)?;
-        Ok((client_verifier(&self.provider, &bundle)?, bundle.digest))
-    }
-}
-
-/// The chain with its signing key; refuses a key that is not the leaf's.
-fn certified_key(
-    provider: &CryptoProvider,
-    cert: &PemFile<Vec<CertificateDer<'static>>>,
-    key: &PemFile<Arc<PrivateKeyDer<'static>>>,
-) -> Result<CertifiedKey, TlsError> {
-    CertifiedKey::from_der(cert.content.clone(), key.content.clone_key(), provider).map_err(
-        |source| TlsError::Key {
-            path: key.path.clone(),
-            source,
-        },
-    )
-}
-
-/// A verifier requiring a client certificate that chains to one of the bundle's CAs.
-fn client_verifier(
-    provider: &Arc<CryptoProvider>,
-    bundle: &PemFile<Vec<CertificateDer<'static>>>,
-) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
-    let fail = |reason: String| TlsError::ClientCa {
-        path: bundle.path.clone(),
-        reason,
-    };
-    let mut roots = RootCertStore::empty();
-    for cert in &bundle.content {
-        roots.add(cert.clone()).map_err(|e| fail(e.to_string()))?;
-    }
-    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .build()
-        .map_err(|e| fail(e.to_string()))
 }
 
 /// notAfter of the leaf as Unix seconds; 0 if it does not parse (rustls accepted it, so
 /// it does, but a metric is no reason to refuse a certificate).
-fn not_after(key: &CertifiedKey) -> i64 {
+fn leaf_not_after(key: &rustls::sign::CertifiedKey) -> i64 {
     key.cert
         .first()
-        .and_then(|leaf| x509_cert::Certificate::from_der(leaf.as_ref()).ok())
-        .map(|cert| {
-            cert.tbs_certificate
-                .validity
-                .not_after
-                .to_unix_duration()
-                .as_secs()
-        })
-        .and_then(|secs| i64::try_from(secs).ok())
+        .and_then(|leaf| tlsmaterial::not_after(leaf))
+        .unwrap_or(0)
+}
+
+/// The earliest notAfter of a bundle (0 if none parses).
+fn earliest_not_after(bundle: &[rustls::pki_types::CertificateDer<'_>]) -> i64 {
+    bundle
+        .iter()
+        .filter_map(|c| tlsmaterial::not_after(c))
+        .min()
         .unwrap_or(0)
 }
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
+    use tlsmaterial::{pem, ReloadResult};
+
     use super::*;
 
     struct Dir(tempfile::TempDir);
@@ -352,22 +189,21 @@ mod tests {
     }
 
     fn in_force(tls: &ApiTls) -> Vec<u8> {
-        tls.server.current.load().cert[0].to_vec()
+        tls.server.current().cert[0].to_vec()
     }
 
-    fn counts(metrics: &CertificateMetrics) -> (u64, u64) {
-        (
-            metrics.reloads(TlsReload::Ok),
-            metrics.reloads(TlsReload::Failed),
-        )
+    /// Reloads of any material, (ok, failed).
+    fn counts(metrics: &TlsMetrics) -> (u64, u64) {
+        let of = |result| metrics.reloads("server", result) + metrics.reloads("client_ca", result);
+        (of(ReloadResult::Ok), of(ReloadResult::Failed))
     }
 
     #[test]
     fn unchanged_files_are_not_reloaded() {
         let dir = Dir::new();
-        let metrics = CertificateMetrics::default();
+        let metrics = TlsMetrics::default();
         let tls = ApiTls::new(&dir.files(), metrics.clone()).expect("loads");
-        assert!(metrics.expiry() > 0, "notAfter exported at start");
+        assert!(metrics.expiry("server") > 0, "notAfter exported at start");
         tls.poll_once();
         tls.poll_once();
         assert_eq!(counts(&metrics), (0, 0));
@@ -376,7 +212,7 @@ mod tests {
     #[test]
     fn a_broken_certificate_keeps_the_one_in_force_and_is_counted_once() {
         let dir = Dir::new();
-        let metrics = CertificateMetrics::default();
+        let metrics = TlsMetrics::default();
         let tls = ApiTls::new(&dir.files(), metrics.clone()).expect("loads");
         let original = in_force(&tls);
 
@@ -408,18 +244,18 @@ mod tests {
     #[test]
     fn a_client_ca_bundle_without_certificates_keeps_the_one_in_force() {
         let dir = Dir::new();
-        let metrics = CertificateMetrics::default();
+        let metrics = TlsMetrics::default();
         let tls = ApiTls::new(&dir.files(), metrics.clone()).expect("loads");
-        let verifier = tls.verifier.inner.load_full();
+        let verifier = tls.verifier.current();
 
         dir.write("ca.crt", "");
         tls.poll_once();
         assert_eq!(counts(&metrics), (0, 1));
-        assert!(Arc::ptr_eq(&verifier, &tls.verifier.inner.load_full()));
+        assert!(Arc::ptr_eq(&verifier, &tls.verifier.current()));
 
         dir.write("ca.crt", &self_signed().0);
         tls.poll_once();
         assert_eq!(counts(&metrics), (1, 1));
-        assert!(!Arc::ptr_eq(&verifier, &tls.verifier.inner.load_full()));
+        assert!(!Arc::ptr_eq(&verifier, &tls.verifier.current()));
     }
 }

@@ -476,7 +476,7 @@ pub async fn http1_get(addr: SocketAddr, path: &str) -> Result<(u16, String), St
 }
 
 /// The value of one series (name and labels exactly as exposed, e.g.
-/// `openkcm_keysvc_tls_reloads_total{result="ok"}`) on `addr`'s plain `/metrics`.
+/// `openkcm_tls_reloads_total{cert="server",result="ok"}`) on `addr`'s plain `/metrics`.
 pub async fn metric(addr: SocketAddr, series: &str) -> Option<f64> {
     let (_, page) = http1_get(addr, "/metrics").await.ok()?;
     page.lines().find_map(|line| {

@@ -4,8 +4,8 @@
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+use tlsmaterial::TlsMetrics;
 
 type Labels = Vec<(&'static str, &'static str)>;
 
@@ -18,7 +18,7 @@ pub struct InjectorMetrics {
     registry: Registry,
     admissions: Family<Labels, Counter>,
     reloads: Family<Labels, Counter>,
-    certificate_expiry: Gauge,
+    tls: TlsMetrics,
 }
 
 impl Default for InjectorMetrics {
@@ -44,20 +44,17 @@ impl InjectorMetrics {
         let reloads = Family::<Labels, Counter>::default();
         registry.register(
             "injector_reloads",
-            "Reloads of a changed file (certificate, config), by result (success, failure)",
+            "Reloads of a changed configuration file, by result (success, failure)",
             reloads.clone(),
         );
-        let certificate_expiry = Gauge::default();
-        registry.register(
-            "injector_certificate_expiry_timestamp_seconds",
-            "notAfter (Unix time) of the serving certificate in use",
-            certificate_expiry.clone(),
-        );
+        // The serving certificate's expiry and reloads, named alike in every component.
+        let tls = TlsMetrics::default();
+        tls.register(&mut registry);
         Self {
             registry,
             admissions,
             reloads,
-            certificate_expiry,
+            tls,
         }
     }
 
@@ -68,7 +65,7 @@ impl InjectorMetrics {
             .inc();
     }
 
-    /// One reload of `file` (`certificate`, `config`).
+    /// One reload of `file` (`config`; the certificate's are in [`InjectorMetrics::tls`]).
     pub fn reload(&self, file: &'static str, success: bool) {
         let result = if success { "success" } else { "failure" };
         self.reloads
@@ -76,8 +73,9 @@ impl InjectorMetrics {
             .inc();
     }
 
-    pub fn set_certificate_expiry(&self, not_after_unix: i64) {
-        self.certificate_expiry.set(not_after_unix);
+    /// The serving certificate's metrics (`cert="server"`), written by its reloader.
+    pub fn tls(&self) -> TlsMetrics {
+        self.tls.clone()
     }
 
     /// The OpenMetrics text of every family.

@@ -21,7 +21,6 @@ pub mod admission;
 pub mod config;
 mod metrics;
 pub mod mutate;
-mod reload;
 mod server;
 mod settings;
 mod shape;

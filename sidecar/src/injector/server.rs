@@ -20,6 +20,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use tlsmaterial::Changes;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -28,8 +29,7 @@ use super::admission::{parse_review, ReviewError};
 use super::config::{ConfigError, InjectorConfig};
 use super::metrics::{InjectorMetrics, RESULT_ERROR};
 use super::mutate::mutate;
-use super::reload::FileWatch;
-use super::tls::{server_config, CertificateResolver, ServingCertificate, TlsError};
+use super::tls::{ServingCertificate, TlsError};
 use super::InjectorArgs;
 
 /// Largest AdmissionReview accepted. A review carries the Pod twice at most (object and
@@ -68,7 +68,7 @@ pub enum InjectorError {
 #[derive(Debug)]
 struct InjectorState {
     config: ArcSwap<InjectorConfig>,
-    certificate: Arc<CertificateResolver>,
+    certificate: ServingCertificate,
     metrics: InjectorMetrics,
     /// Set on SIGTERM: `/ready` fails so the Service stops sending reviews here.
     draining: AtomicBool,
@@ -94,12 +94,12 @@ impl std::fmt::Debug for Injector {
     }
 }
 
-/// The reloadable files, their content as of the initial load.
+/// The configuration file, its content as of the initial load (the certificate's files
+/// are watched by [`ServingCertificate`]).
 #[derive(Debug)]
 struct WatchedFiles {
     args: InjectorArgs,
-    certificate: FileWatch<2>,
-    config: FileWatch<1>,
+    config: Changes<1>,
 }
 
 impl Injector {
@@ -108,15 +108,13 @@ impl Injector {
     pub async fn bind(args: &InjectorArgs) -> Result<Self, InjectorError> {
         let files = WatchedFiles {
             args: args.clone(),
-            certificate: FileWatch::new([args.cert.clone(), args.key.clone()]),
-            config: FileWatch::new([args.config.clone()]),
+            config: Changes::new([args.config.clone()]),
         };
         let config = InjectorConfig::load(&args.config)?;
-        let certificate = ServingCertificate::load(&args.cert, &args.key)?;
-        let resolver = Arc::new(CertificateResolver::new(&certificate));
-        let tls = TlsAcceptor::from(server_config(resolver.clone())?);
         let metrics = InjectorMetrics::new();
-        metrics.set_certificate_expiry(certificate.not_after);
+        let certificate =
+            ServingCertificate::load(args.cert.clone(), args.key.clone(), metrics.tls())?;
+        let tls = TlsAcceptor::from(certificate.server_config()?);
 
         let webhook = bind(args.listen).await?;
         let management = bind(args.management).await?;
@@ -126,7 +124,7 @@ impl Injector {
             %webhook_addr,
             %management_addr,
             tenants = config.tenant_count(),
-            certificate_not_after = certificate.not_after,
+            certificate_not_after = metrics.tls().expiry("server"),
             "injector listening"
         );
         Ok(Self {
@@ -137,7 +135,7 @@ impl Injector {
             tls,
             state: Arc::new(InjectorState {
                 config: ArcSwap::from_pointee(config),
-                certificate: resolver,
+                certificate,
                 metrics,
                 draining: AtomicBool::new(false),
             }),
@@ -374,11 +372,7 @@ async fn handshake(
 /// changed. A new file that does not load keeps the one in force (logged and counted) and
 /// is retried when the files change again.
 async fn watch_files(state: Arc<InjectorState>, files: WatchedFiles, shutdown: CancellationToken) {
-    let WatchedFiles {
-        args,
-        mut certificate,
-        mut config,
-    } = files;
+    let WatchedFiles { args, mut config } = files;
     let mut tick = tokio::time::interval(POLL_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -386,20 +380,7 @@ async fn watch_files(state: Arc<InjectorState>, files: WatchedFiles, shutdown: C
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        if certificate.changed() {
-            match ServingCertificate::load(&args.cert, &args.key) {
-                Ok(loaded) => {
-                    state.certificate.replace(&loaded);
-                    state.metrics.set_certificate_expiry(loaded.not_after);
-                    state.metrics.reload("certificate", true);
-                    tracing::info!(not_after = loaded.not_after, "serving certificate reloaded");
-                }
-                Err(e) => {
-                    state.metrics.reload("certificate", false);
-                    tracing::warn!(error = %e, "new serving certificate not loaded; the previous one stays");
-                }
-            }
-        }
+        state.certificate.reload_if_changed();
         if config.changed() {
             match InjectorConfig::load(&args.config) {
                 Ok(loaded) => {
