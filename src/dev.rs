@@ -231,9 +231,9 @@ impl ShutdownSignalWatch for StopSignal {
 /// `openkcm dev`.
 pub fn run(args: &DevArgs) -> ExitCode {
     let started = Instant::now();
-    match config::LogFilter::parse(&args.log_level) {
+    match runtime::LogFilter::parse(&args.log_level) {
         Ok(filter) => {
-            if let Err(e) = server::init_logging(&filter) {
+            if let Err(e) = runtime::logging::init(&filter) {
                 eprintln!("openkcm dev: cannot set up logging: {e}");
                 return ExitCode::FAILURE;
             }
@@ -366,7 +366,7 @@ async fn serve(args: &DevArgs, started: Instant) -> anyhow::Result<()> {
     );
     let _ = std::io::stdout().flush();
 
-    server::termination_signal().await;
+    runtime::terminated().await;
     let stopping = Instant::now();
     println!("openkcm dev: stopping");
     stop.0.notify_one();

@@ -201,8 +201,8 @@ fn gateway_serve(flags: &gateway::config::GatewayFlags) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let log = config::LogFilter::parse("info").expect("static log filter");
-    if let Err(e) = server::init_logging(&log) {
+    let log = runtime::LogFilter::parse("info").expect("static log filter");
+    if let Err(e) = runtime::logging::init(&log) {
         eprintln!("openkcm gateway: cannot set up logging: {e}");
         return ExitCode::FAILURE;
     }
@@ -235,14 +235,14 @@ fn gateway_serve(flags: &gateway::config::GatewayFlags) -> ExitCode {
 
 /// JSON logs on stderr at `level` (tracing directives), then `serve`.
 fn with_logging(component: &str, level: &str, serve: impl FnOnce() -> ExitCode) -> ExitCode {
-    let filter = match config::LogFilter::parse(level) {
+    let filter = match runtime::LogFilter::parse(level) {
         Ok(filter) => filter,
         Err(e) => {
             eprintln!("openkcm {component}: --log-level {level:?}: {e}");
             return ExitCode::from(2);
         }
     };
-    if let Err(e) = server::init_logging(&filter) {
+    if let Err(e) = runtime::logging::init(&filter) {
         eprintln!("openkcm {component}: cannot set up logging: {e}");
         return ExitCode::FAILURE;
     }
@@ -274,7 +274,7 @@ fn keysvc_serve(flags: ConfigFlags, started: Instant) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(e) = server::init_logging(&config.log) {
+    if let Err(e) = runtime::logging::init(&config.log) {
         eprintln!("openkcm keysvc: cannot set up logging: {e}");
         return ExitCode::FAILURE;
     }
@@ -291,7 +291,7 @@ fn keysvc_serve(flags: ConfigFlags, started: Instant) -> ExitCode {
                 startup_ms = started.elapsed().as_millis() as u64,
                 "keysvc ready"
             );
-            keysvc.run_until(server::termination_signal()).await;
+            keysvc.run_until(runtime::terminated()).await;
             anyhow::Ok(())
         })
     });
@@ -332,7 +332,7 @@ fn rotate_root(flags: ConfigFlags, new_key_file: Option<PathBuf>, new_key_id: &s
             return ExitCode::from(2);
         }
     };
-    if let Err(e) = server::init_logging(&settings.log) {
+    if let Err(e) = runtime::logging::init(&settings.log) {
         eprintln!("openkcm keysvc rotate-root: cannot set up logging: {e}");
         return ExitCode::FAILURE;
     }

@@ -20,7 +20,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::cache::ObjectCache;
-use crate::config::{DatabaseConfig, LogFilter, ServeConfig};
+use crate::config::{DatabaseConfig, ServeConfig};
 use crate::engine::{Engine, EngineConfig};
 use crate::envelope::Keyring;
 use crate::health::{DatabaseHealth, ObservedStore};
@@ -194,44 +194,4 @@ fn local_addr(listener: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, Se
     listener
         .local_addr()
         .map_err(|source| ServerError::Bind { addr, source })
-}
-
-/// Completes on SIGTERM (Kubernetes) or Ctrl-C.
-pub async fn termination_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
-    }
-}
-
-/// JSON log lines on stderr: one object per event, fields flattened, the current span's
-/// fields (request_id, tenant) under `span`. Audit events (`target: "audit"`) always pass.
-pub fn init_logging(filter: &LogFilter) -> Result<(), String> {
-    let env_filter =
-        tracing_subscriber::EnvFilter::try_new(filter.directives()).map_err(|e| e.to_string())?;
-    tracing_subscriber::fmt()
-        .json()
-        .flatten_event(true)
-        .with_current_span(true)
-        .with_span_list(false)
-        .with_env_filter(env_filter)
-        .with_writer(std::io::stderr)
-        .try_init()
-        .map_err(|e| e.to_string())
 }

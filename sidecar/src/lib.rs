@@ -330,25 +330,11 @@ pub fn run(args: SidecarArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        termination_signal().await;
+        runtime::terminated().await;
         tracing::info!("sidecar stopping");
         sidecar.shutdown().await;
         ExitCode::SUCCESS
     })
-}
-
-async fn termination_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }
 
 #[cfg(test)]

@@ -3,7 +3,6 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use figment::providers::{Data, Format, Toml};
 use figment::value::{Dict, Value};
@@ -12,8 +11,9 @@ use zeroize::Zeroizing;
 
 use super::sources::{defaults_layer, env_layer, flags_layer, unknown_keys};
 use super::{
-    key_spec, ConfigError, ConfigErrors, ConfigSources, DatabaseConfig, DatabaseUrl, LogFilter,
-    SecretString, StoreSettings, TlsFiles, ENV_ROOT_KEY, MAX_BODY_SIZE, MIN_BODY_SIZE,
+    key_spec, parse_duration, ConfigError, ConfigErrors, ConfigSources, DatabaseConfig,
+    DatabaseUrl, LogFilter, SecretString, StoreSettings, TlsFiles, ENV_ROOT_KEY, MAX_BODY_SIZE,
+    MIN_BODY_SIZE,
 };
 use crate::cache::CacheConfig;
 use crate::envelope::{EnvelopeError, Keyring, RootKey};
@@ -452,24 +452,6 @@ fn parse_bool(s: &str) -> Result<bool, String> {
         "false" | "0" | "no" | "off" => Ok(false),
         _ => Err("expected true or false".into()),
     }
-}
-
-/// `30s`, `500ms`, `2m`, `1h`, or a bare number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (number, unit) = s.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| "expected a duration such as 30s, 500ms or 2m".to_owned())?;
-    let d = match unit.trim() {
-        "" | "s" => Duration::from_secs(n),
-        "ms" => Duration::from_millis(n),
-        "m" => Duration::from_secs(n.saturating_mul(60)),
-        "h" => Duration::from_secs(n.saturating_mul(3600)),
-        other => return Err(format!("unknown unit {other:?}: use ms, s, m or h")),
-    };
-    Ok(d)
 }
 
 /// The TOML file as a figment provider, and an error for each key in it that no

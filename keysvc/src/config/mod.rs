@@ -31,8 +31,8 @@ use crate::http::GatewayAllowList;
 mod loader;
 mod sources;
 
-pub use loader::parse_duration;
 use loader::Loader;
+pub use runtime::{parse_duration, LogFilter};
 pub use tlsmaterial::{pem, FileDigest, PemError, PemFile};
 
 /// Prefix of the environment variables read as configuration (`OPENKCM_LISTEN__API`).
@@ -344,23 +344,6 @@ impl fmt::Debug for TlsFiles {
     }
 }
 
-/// A validated `tracing` filter; `audit=info` is always added so that the audit trail
-/// cannot be filtered away by a quieter level.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogFilter(String);
-
-impl LogFilter {
-    pub fn parse(directives: &str) -> Result<Self, String> {
-        let full = format!("{directives},audit=info");
-        tracing_subscriber::EnvFilter::try_new(&full).map_err(|e| e.to_string())?;
-        Ok(Self(full))
-    }
-
-    pub fn directives(&self) -> &str {
-        &self.0
-    }
-}
-
 /// Everything `openkcm keysvc` (the server) needs.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
@@ -523,16 +506,6 @@ mod tests {
             Some(kmip::ttlv::DEFAULT_MAX_MESSAGE_SIZE)
         );
         loader.finish().expect("no errors in the defaults");
-    }
-
-    #[test]
-    fn durations_take_units() {
-        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert!(parse_duration("soon").is_err());
-        assert!(parse_duration("3 weeks").is_err());
     }
 
     #[test]

@@ -12,7 +12,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use hyper_util::server::graceful::Watcher;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
@@ -71,25 +71,10 @@ pub async fn serve(
     shutdown: CancellationToken,
     grace: Duration,
 ) {
-    let graceful = GracefulShutdown::new();
-    loop {
-        let (stream, remote) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning; the listener stays.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
-        let watcher = graceful.watcher();
+    runtime::serve::accept_until(listener, shutdown, grace, |stream, remote, watcher| {
         let app = app.clone();
         let transport = transport.clone();
-        tokio::spawn(async move {
+        async move {
             match transport {
                 Transport::Plain => {
                     let info = ConnectionInfo { remote, peer: None };
@@ -101,22 +86,9 @@ pub async fn serve(
                     }
                 }
             }
-        });
-    }
-    drop(listener);
-    let open = graceful.count();
-    if open > 0 {
-        tracing::info!(connections = open, "draining connections");
-    }
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            grace_seconds = grace.as_secs(),
-            "connections still open after the grace period; closing"
-        );
-    }
+        }
+    })
+    .await;
 }
 
 async fn handshake(

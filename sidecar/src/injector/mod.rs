@@ -104,7 +104,7 @@ pub fn run(args: InjectorArgs) -> ExitCode {
     runtime.block_on(async {
         match Injector::bind(&args).await {
             Ok(injector) => {
-                injector.run_until(server::termination_signal()).await;
+                injector.run_until(runtime::terminated()).await;
                 ExitCode::SUCCESS
             }
             Err(e) => {

@@ -18,7 +18,6 @@ use axum::Router;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tlsmaterial::Changes;
 use tokio::net::{TcpListener, TcpStream};
@@ -309,45 +308,29 @@ async fn serve_webhook(
     app: Router,
     shutdown: CancellationToken,
 ) {
-    let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new());
     builder.http2().timer(TokioTimer::new());
-    loop {
-        let (stream, remote) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning; the listener stays.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
+    runtime::serve::accept_until(
+        listener,
+        shutdown,
+        SHUTDOWN_GRACE,
+        |stream, remote, watcher| {
+            let builder = builder.clone();
+            let tls = tls.clone();
+            let service = TowerToHyperService::new(app.clone());
+            async move {
+                let Some(stream) = handshake(&tls, stream, remote).await else {
+                    return;
+                };
+                let connection = builder.serve_connection(TokioIo::new(stream), service);
+                if let Err(e) = watcher.watch(connection).await {
+                    tracing::debug!(%remote, error = %e, "connection ended with an error");
                 }
-            },
-        };
-        let _ = stream.set_nodelay(true);
-        let watcher = graceful.watcher();
-        let builder = builder.clone();
-        let tls = tls.clone();
-        let service = TowerToHyperService::new(app.clone());
-        tokio::spawn(async move {
-            let Some(stream) = handshake(&tls, stream, remote).await else {
-                return;
-            };
-            let connection = builder.serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = watcher.watch(connection).await {
-                tracing::debug!(%remote, error = %e, "connection ended with an error");
             }
-        });
-    }
-    drop(listener);
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("webhook connections still open after the grace period; closing");
-    }
+        },
+    )
+    .await;
 }
 
 async fn handshake(
@@ -395,29 +378,5 @@ async fn watch_files(state: Arc<InjectorState>, files: WatchedFiles, shutdown: C
                 }
             }
         }
-    }
-}
-
-/// Completes on SIGTERM (Kubernetes) or Ctrl-C.
-pub(crate) async fn termination_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
     }
 }

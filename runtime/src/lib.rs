@@ -1,0 +1,18 @@
+//! What every OpenKCM process (keysvc, gateway, sidecar, injector, `openkcm dev`) runs on,
+//! written once:
+//!
+//! - [`logging`]: JSON log lines on stderr with a validated filter ([`LogFilter`]) that
+//!   always keeps the audit trail;
+//! - [`signal`]: the termination signal (SIGTERM from Kubernetes, or Ctrl-C);
+//! - [`duration`]: durations as configuration writes them (`"30s"`, `"500ms"`, `"2m"`);
+//! - [`serve`]: the accept loop (back-off on accept errors, one task per connection) and
+//!   the graceful drain after shutdown.
+
+pub mod duration;
+pub mod logging;
+pub mod serve;
+pub mod signal;
+
+pub use duration::parse as parse_duration;
+pub use logging::LogFilter;
+pub use signal::terminated;
