@@ -76,7 +76,7 @@ pub struct ItemOutcome {
 pub struct Engine {
     store: Arc<dyn Store>,
     keyring: Arc<Keyring>,
-    cache: Arc<ObjectCache>,
+    cache: Arc<ObjectCache<KeyObject>>,
     config: Arc<EngineConfig>,
 }
 
@@ -92,7 +92,7 @@ impl Engine {
         }
     }
 
-    pub fn with_cache(mut self, cache: Arc<ObjectCache>) -> Self {
+    pub fn with_cache(mut self, cache: Arc<ObjectCache<KeyObject>>) -> Self {
         cache.follow(self.store.subscribe());
         self.cache = cache;
         self
@@ -102,7 +102,7 @@ impl Engine {
         &self.store
     }
 
-    pub fn cache(&self) -> &ObjectCache {
+    pub fn cache(&self) -> &ObjectCache<KeyObject> {
         &self.cache
     }
 
