@@ -19,7 +19,6 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-use crate::cache::ObjectCache;
 use crate::config::{DatabaseConfig, LogFilter, ServeConfig};
 use crate::engine::{Engine, EngineConfig};
 use crate::envelope::Keyring;
@@ -181,7 +180,8 @@ fn engine(store: Arc<dyn Store>, keyring: Arc<Keyring>, config: &ServeConfig) ->
     let mut engine_config = EngineConfig::default();
     // A body the HTTP layer accepted must not then be refused by the decoder for size.
     engine_config.limits.max_message_size = config.max_body_size;
-    Engine::new(store, keyring, engine_config).with_cache(Arc::new(ObjectCache::new(config.cache)))
+    engine_config.cache = config.cache;
+    Engine::new(store, keyring, engine_config)
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {

@@ -29,7 +29,7 @@ use kmip::spec::{BatchErrorContinuationOption, Operation, ResultReason, ResultSt
 use kmip::ttlv::{self, Limits};
 use kmip::{Item, ProtocolVersion, Tag};
 
-use crate::cache::ObjectCache;
+use crate::cache::{CacheConfig, ObjectCache};
 use crate::envelope::Keyring;
 use crate::store::{Store, Transaction};
 use crate::tenant::TenantContext;
@@ -52,6 +52,8 @@ pub struct EngineConfig {
     /// with it). Off by default and never on in production: KMIP 2.1 §6.1.26 "SHALL NOT be
     /// available in a production server"; off, Interop is Operation Not Supported.
     pub interop: bool,
+    /// Bounds of the key cache.
+    pub cache: CacheConfig,
 }
 
 impl Default for EngineConfig {
@@ -60,6 +62,7 @@ impl Default for EngineConfig {
             limits: Limits::default(),
             vendor: format!("OpenKCM {}", env!("CARGO_PKG_VERSION")),
             interop: false,
+            cache: CacheConfig::default(),
         }
     }
 }
@@ -81,8 +84,10 @@ pub struct Engine {
 }
 
 impl Engine {
+    /// The engine and its key cache (bounded by `config.cache`), which follows the store's
+    /// change notifications from here on: one follower task per engine.
     pub fn new(store: Arc<dyn Store>, keyring: Arc<Keyring>, config: EngineConfig) -> Self {
-        let cache = Arc::new(ObjectCache::new(crate::cache::CacheConfig::default()));
+        let cache = Arc::new(ObjectCache::new(config.cache));
         cache.follow(store.subscribe());
         Self {
             store,
@@ -90,12 +95,6 @@ impl Engine {
             cache,
             config: Arc::new(config),
         }
-    }
-
-    pub fn with_cache(mut self, cache: Arc<ObjectCache<KeyObject>>) -> Self {
-        cache.follow(self.store.subscribe());
-        self.cache = cache;
-        self
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
