@@ -23,7 +23,7 @@ use crate::config::{DatabaseConfig, LogFilter, ServeConfig};
 use crate::engine::{Engine, EngineConfig};
 use crate::envelope::Keyring;
 use crate::health::{DatabaseHealth, ObservedStore};
-use crate::http::{self, ApiTls, AppState, TlsError, Transport};
+use crate::http::{self, ApiTls, AppState, GatewayAllowList, TlsError, Transport};
 use crate::metrics::Metrics;
 use crate::store::postgres::{PostgresOptions, PostgresStore};
 use crate::store::sqlite::SqliteStore;
@@ -104,7 +104,7 @@ impl KeysvcServer {
         let state = AppState {
             metrics,
             engine: engine.clone(),
-            gateways: Arc::new(config.gateways.clone()),
+            gateways: Arc::new(GatewayAllowList::new(config.gateways.clone())),
             max_body_size: config.max_body_size,
         };
         let shutdown = CancellationToken::new();
@@ -128,7 +128,7 @@ impl KeysvcServer {
         tracing::info!(
             api = %api_addr,
             management = %management_addr,
-            gateways = ?config.gateways.identities(),
+            gateways = ?config.gateways,
             root_key = config.store.keyring.current_id(),
             "keysvc listening"
         );
