@@ -2,6 +2,9 @@
 //! and the unwrap. Entries expire after a TTL and are dropped as soon as any keysvc process
 //! sharing the database reports a change (the store's `subscribe`, PostgreSQL
 //! LISTEN/NOTIFY across replicas).
+//!
+//! The cache does not look inside what it holds: the engine caches its `KeyObject`s here,
+//! and this module depends on nothing of the engine's.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -10,7 +13,6 @@ use std::time::{Duration, Instant};
 use dashmap::DashMap;
 use tokio::sync::broadcast;
 
-use crate::engine::KeyObject;
 use crate::store::ObjectChanged;
 use crate::tenant::{TenantContext, TenantId};
 
@@ -42,15 +44,15 @@ pub struct CacheKey {
 }
 
 #[derive(Debug)]
-struct Entry {
-    object: Arc<KeyObject>,
+struct Entry<T> {
+    object: Arc<T>,
     inserted: Instant,
 }
 
 /// The cache. Shared by every request of a process.
 #[derive(Debug)]
-pub struct ObjectCache {
-    entries: DashMap<CacheKey, Entry>,
+pub struct ObjectCache<T> {
+    entries: DashMap<CacheKey, Entry<T>>,
     config: CacheConfig,
     /// Bumped on every invalidation: a read that began before it must not be cached,
     /// since it may have read the object as it was before the change.
@@ -59,7 +61,7 @@ pub struct ObjectCache {
     misses: AtomicU64,
 }
 
-impl ObjectCache {
+impl<T: Send + Sync + 'static> ObjectCache<T> {
     pub fn new(config: CacheConfig) -> Self {
         Self {
             entries: DashMap::new(),
@@ -77,7 +79,7 @@ impl ObjectCache {
         }
     }
 
-    pub fn get(&self, key: &CacheKey) -> Option<Arc<KeyObject>> {
+    pub fn get(&self, key: &CacheKey) -> Option<Arc<T>> {
         let found = self
             .entries
             .get(key)
@@ -99,7 +101,7 @@ impl ObjectCache {
     }
 
     /// Caches an object read at `read_epoch`, unless something changed since.
-    pub fn insert(&self, key: CacheKey, object: Arc<KeyObject>, read_epoch: u64) {
+    pub fn insert(&self, key: CacheKey, object: Arc<T>, read_epoch: u64) {
         if self.epoch() != read_epoch {
             return;
         }

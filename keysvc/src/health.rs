@@ -26,9 +26,14 @@ use crate::tenant::{TenantContext, TenantId};
 /// kubelet asks `/ready`, so the metric is never staler than readiness.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(10);
 
+/// How long `/ready` waits for the database before calling it unreachable: shorter than a
+/// kubelet probe's default 1 s timeout would be too tight for a loaded database, longer
+/// than its period (10 s) would overlap probes.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// How long a probe waits for the database: the same bound `/ready` uses, well inside
 /// [`PROBE_INTERVAL`] so probes never overlap.
-pub const PROBE_TIMEOUT: Duration = crate::http::READY_TIMEOUT;
+pub const PROBE_TIMEOUT: Duration = READY_TIMEOUT;
 
 /// Whether the database answered the last store operation or probe (1) or not (0).
 #[derive(Clone, Debug)]

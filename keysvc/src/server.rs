@@ -19,12 +19,11 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-use crate::cache::ObjectCache;
 use crate::config::{DatabaseConfig, ServeConfig};
 use crate::engine::{Engine, EngineConfig};
 use crate::envelope::Keyring;
 use crate::health::{DatabaseHealth, ObservedStore};
-use crate::http::{self, ApiTls, AppState, TlsError, Transport};
+use crate::http::{self, ApiTls, AppState, GatewayAllowList, TlsError, Transport};
 use crate::metrics::Metrics;
 use crate::store::postgres::{PostgresOptions, PostgresStore};
 use crate::store::sqlite::SqliteStore;
@@ -105,7 +104,7 @@ impl KeysvcServer {
         let state = AppState {
             metrics,
             engine: engine.clone(),
-            gateways: Arc::new(config.gateways.clone()),
+            gateways: Arc::new(GatewayAllowList::new(config.gateways.clone())),
             max_body_size: config.max_body_size,
         };
         let shutdown = CancellationToken::new();
@@ -129,7 +128,7 @@ impl KeysvcServer {
         tracing::info!(
             api = %api_addr,
             management = %management_addr,
-            gateways = ?config.gateways.identities(),
+            gateways = ?config.gateways,
             root_key = config.store.keyring.current_id(),
             "keysvc listening"
         );
@@ -181,7 +180,8 @@ fn engine(store: Arc<dyn Store>, keyring: Arc<Keyring>, config: &ServeConfig) ->
     let mut engine_config = EngineConfig::default();
     // A body the HTTP layer accepted must not then be refused by the decoder for size.
     engine_config.limits.max_message_size = config.max_body_size;
-    Engine::new(store, keyring, engine_config).with_cache(Arc::new(ObjectCache::new(config.cache)))
+    engine_config.cache = config.cache;
+    Engine::new(store, keyring, engine_config)
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {

@@ -293,10 +293,7 @@ fn lists_and_previous_root_keys_come_from_any_source() {
         "gw-1.svc, spiffe://x/gw-2",
     );
     let config = load(&sources);
-    assert_eq!(
-        config.gateways.identities(),
-        ["gw-1.svc", "spiffe://x/gw-2"]
-    );
+    assert_eq!(config.gateways, ["gw-1.svc", "spiffe://x/gw-2"]);
 
     let env_previous = sources.env(
         "OPENKCM_ROOT_KEY__PREVIOUS",

@@ -17,7 +17,6 @@ use super::{
 };
 use crate::cache::CacheConfig;
 use crate::envelope::{EnvelopeError, Keyring, RootKey};
-use crate::http::GatewayAllowList;
 use tlsmaterial::pem::{self, PemError, PemFile};
 
 /// The parsing pass: reads each key once, records every problem.
@@ -243,7 +242,7 @@ impl Loader {
         read(&path).map_err(|e| self.error(key, e.to_string())).ok()
     }
 
-    pub(super) fn gateways(&mut self) -> Option<GatewayAllowList> {
+    pub(super) fn gateways(&mut self) -> Option<Vec<String>> {
         let key = "gateway.allowed_identities";
         let ids = self.list(key);
         if ids.is_empty() {
@@ -254,7 +253,7 @@ impl Loader {
             );
             return None;
         }
-        Some(GatewayAllowList::new(ids))
+        Some(ids)
     }
 
     fn database(&mut self) -> Option<DatabaseConfig> {

@@ -26,7 +26,6 @@ use zeroize::Zeroizing;
 
 use crate::cache::CacheConfig;
 use crate::envelope::{Keyring, RootKey};
-use crate::http::GatewayAllowList;
 
 mod loader;
 mod sources;
@@ -350,7 +349,10 @@ pub struct ServeConfig {
     pub api_addr: SocketAddr,
     pub management_addr: SocketAddr,
     pub tls: TlsFiles,
-    pub gateways: GatewayAllowList,
+    /// The gateway certificate identities allowed to call the API (SAN DNS name, SAN URI
+    /// or subject CN; never empty): the server matches peers against them
+    /// (`http::GatewayAllowList`).
+    pub gateways: Vec<String>,
     pub store: StoreSettings,
     pub max_body_size: usize,
     pub cache: CacheConfig,

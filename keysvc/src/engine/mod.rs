@@ -7,11 +7,13 @@
 //!                     ◄─ encode ◄─ commit the request's transaction (only then answer)
 //! ```
 //!
-//! Every failure becomes an [`OpError`] with a Result Reason; [`OpError::for_version`] is
-//! the one place reasons are adapted to what the client's protocol version defines. A
-//! missing object and another tenant's object produce the identical error.
+//! Every failure becomes an [`OpError`] with a Result Reason; which reason each error gets,
+//! and how reasons are adapted to the client's protocol version ([`OpError::for_version`]),
+//! is decided in one file, `errors.rs`. A missing object and another tenant's object produce
+//! the identical error.
 
 mod attributes;
+mod errors;
 mod lifecycle;
 mod maintained;
 mod object;
@@ -27,11 +29,12 @@ use kmip::spec::{BatchErrorContinuationOption, Operation, ResultReason, ResultSt
 use kmip::ttlv::{self, Limits};
 use kmip::{Item, ProtocolVersion, Tag};
 
-use crate::cache::ObjectCache;
+use crate::cache::{CacheConfig, ObjectCache};
 use crate::envelope::Keyring;
-use crate::store::{Store, StoreError, Transaction};
+use crate::store::{Store, Transaction};
 use crate::tenant::TenantContext;
 
+pub use errors::OpError;
 pub use object::KeyObject;
 
 /// Most random bytes one RNG Retrieve may ask for: enough for any key or nonce, small
@@ -49,6 +52,8 @@ pub struct EngineConfig {
     /// with it). Off by default and never on in production: KMIP 2.1 §6.1.26 "SHALL NOT be
     /// available in a production server"; off, Interop is Operation Not Supported.
     pub interop: bool,
+    /// Bounds of the key cache.
+    pub cache: CacheConfig,
 }
 
 impl Default for EngineConfig {
@@ -57,89 +62,7 @@ impl Default for EngineConfig {
             limits: Limits::default(),
             vendor: format!("OpenKCM {}", env!("CARGO_PKG_VERSION")),
             interop: false,
-        }
-    }
-}
-
-/// Why one operation failed: the Result Reason and a message for the client.
-#[derive(Debug, Clone, PartialEq)]
-pub struct OpError {
-    pub reason: ResultReason,
-    pub message: String,
-}
-
-impl OpError {
-    pub fn new(reason: ResultReason, message: impl Into<String>) -> Self {
-        Self {
-            reason,
-            message: message.into(),
-        }
-    }
-
-    /// The answer for a missing object — and, identically, for another tenant's object.
-    /// Object Not Found is the 2.x reason (KMIP 2.1 Tables 198, 216, 222, …); 1.x clients get
-    /// Item Not Found from [`OpError::for_version`].
-    pub fn not_found(uid: &str) -> Self {
-        Self::new(
-            ResultReason::ObjectNotFound,
-            format!("object {uid} not found"),
-        )
-    }
-
-    pub fn invalid_field(message: impl Into<String>) -> Self {
-        Self::new(ResultReason::InvalidField, message)
-    }
-
-    /// The reason as the client's version knows it: reasons added after the request's
-    /// version fall back to the closest older one.
-    pub fn for_version(&self, v: ProtocolVersion) -> ResultReason {
-        // KMIP 2.0 defines Wrong Key Lifecycle State, but its profile test cases (CS-BC-M-14,
-        // AKLC-M-2, CS-AC-M-8) expect Permission Denied where 2.1 expects it, and 2.0's error
-        // tables list Permission Denied for the same operations (Encrypt, Decrypt, Sign,
-        // Destroy, Activate); 2.0 clients get the reason they were written against.
-        if self.reason == ResultReason::WrongKeyLifecycleState && v < ProtocolVersion::V2_1 {
-            return ResultReason::PermissionDenied;
-        }
-        if self.reason.is_defined_in(v) {
-            return self.reason;
-        }
-        // The 1.x error tables (KMIP 1.4 §11) name these reasons for the same conditions.
-        let fallback = match self.reason {
-            ResultReason::ObjectDestroyed
-            | ResultReason::ObjectNotFound
-            | ResultReason::AttributeNotFound
-            | ResultReason::AttributeInstanceNotFound => ResultReason::ItemNotFound,
-            // 1.x answers Permission Denied for an object in the wrong state or with the
-            // wrong usage (KMIP 1.4 §11.20-11.22, 11.30).
-            ResultReason::AttributeReadOnly
-            | ResultReason::WrongKeyLifecycleState
-            | ResultReason::IncompatibleCryptographicUsageMask
-            | ResultReason::UsageLimitExceeded => ResultReason::PermissionDenied,
-            ResultReason::AttributeSingleValued | ResultReason::MultiValuedAttribute => {
-                ResultReason::IllegalOperation
-            }
-            ResultReason::InvalidDataType
-            | ResultReason::InvalidObjectType
-            | ResultReason::InvalidAttribute
-            | ResultReason::InvalidAttributeValue => ResultReason::InvalidField,
-            _ => ResultReason::GeneralFailure,
-        };
-        if fallback.is_defined_in(v) {
-            fallback
-        } else {
-            ResultReason::GeneralFailure
-        }
-    }
-}
-
-impl From<StoreError> for OpError {
-    fn from(e: StoreError) -> Self {
-        // Store messages name no key material; they may name the database, so keep them
-        // generic for the client and log the detail.
-        tracing::error!(error = %e, "store failure");
-        match e {
-            StoreError::NotFound(uid) => Self::not_found(&uid),
-            _ => Self::new(ResultReason::GeneralFailure, "storage unavailable"),
+            cache: CacheConfig::default(),
         }
     }
 }
@@ -156,13 +79,15 @@ pub struct ItemOutcome {
 pub struct Engine {
     store: Arc<dyn Store>,
     keyring: Arc<Keyring>,
-    cache: Arc<ObjectCache>,
+    cache: Arc<ObjectCache<KeyObject>>,
     config: Arc<EngineConfig>,
 }
 
 impl Engine {
+    /// The engine and its key cache (bounded by `config.cache`), which follows the store's
+    /// change notifications from here on: one follower task per engine.
     pub fn new(store: Arc<dyn Store>, keyring: Arc<Keyring>, config: EngineConfig) -> Self {
-        let cache = Arc::new(ObjectCache::new(crate::cache::CacheConfig::default()));
+        let cache = Arc::new(ObjectCache::new(config.cache));
         cache.follow(store.subscribe());
         Self {
             store,
@@ -172,17 +97,11 @@ impl Engine {
         }
     }
 
-    pub fn with_cache(mut self, cache: Arc<ObjectCache>) -> Self {
-        cache.follow(self.store.subscribe());
-        self.cache = cache;
-        self
-    }
-
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
     }
 
-    pub fn cache(&self) -> &ObjectCache {
+    pub fn cache(&self) -> &ObjectCache<KeyObject> {
         &self.cache
     }
 
@@ -242,10 +161,7 @@ impl Engine {
             }
             let result = match &batch_item.payload {
                 Ok(payload) => req.run(payload).await,
-                Err(untyped) => Err(OpError::new(
-                    untyped.error.result_reason(),
-                    untyped.error.to_string(),
-                )),
+                Err(untyped) => Err(OpError::malformed(&untyped.error)),
             };
             let mut out = match result {
                 Ok(payload) => ResponseBatchItem::success(payload),

@@ -4,7 +4,7 @@
 use kmip::message::{
     Attribute, AttributeName, Attributes, DateTime, ManagedObject, Name, TtlvValue,
 };
-use kmip::spec::{CryptographicUsageMask, ObjectType, ResultReason, State};
+use kmip::spec::{CryptographicUsageMask, ObjectType, State};
 use kmip::ttlv::{self, Limits};
 use kmip::{ProtocolVersion, Tag, Value};
 
@@ -119,7 +119,7 @@ impl KeyObject {
     ) -> Result<Self, OpError> {
         let corrupt = |what: &str| {
             tracing::error!(uid = %record.uid, what, "stored object does not decode");
-            OpError::new(ResultReason::GeneralFailure, "stored object is unreadable")
+            OpError::unreadable()
         };
         let object_type =
             ObjectType::from_value(record.object_type).ok_or_else(|| corrupt("object type"))?;
@@ -156,10 +156,9 @@ impl KeyObject {
 
 /// The attributes of a stored record, without unwrapping its material.
 pub(crate) fn stored_attributes(record: &ObjectRecord) -> Result<Attributes, OpError> {
-    let item = ttlv::decode(&record.attributes, &Limits::default())
-        .map_err(|_| OpError::new(ResultReason::GeneralFailure, "stored object is unreadable"))?;
-    Attributes::decode(&item, ProtocolVersion::V2_1)
-        .map_err(|_| OpError::new(ResultReason::GeneralFailure, "stored object is unreadable"))
+    let item =
+        ttlv::decode(&record.attributes, &Limits::default()).map_err(|_| OpError::unreadable())?;
+    Attributes::decode(&item, ProtocolVersion::V2_1).map_err(|_| OpError::unreadable())
 }
 
 /// The equality filters Locate can push down: every Name, Object Group and custom text

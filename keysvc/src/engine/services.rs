@@ -236,12 +236,12 @@ fn parameters(
 /// ChaCha20 alone authenticates nothing: refuse AAD or a tag rather than ignore them.
 fn no_aead(aad: &Option<ByteString>, tag: &Option<ByteString>) -> Result<(), OpError> {
     if aad.as_ref().is_some_and(|a| !a.is_empty()) {
-        return Err(crypto_error(CryptoError::UnexpectedParameter(
+        return Err(OpError::from(CryptoError::UnexpectedParameter(
             "additional authenticated data",
         )));
     }
     if tag.is_some() {
-        return Err(crypto_error(CryptoError::UnexpectedParameter(
+        return Err(OpError::from(CryptoError::UnexpectedParameter(
             "authentication tag",
         )));
     }
@@ -265,20 +265,6 @@ fn single_part(
         ));
     }
     Ok(())
-}
-
-fn crypto_error(e: CryptoError) -> OpError {
-    let reason = match e {
-        CryptoError::AuthenticationFailed | CryptoError::BadPadding => {
-            ResultReason::CryptographicFailure
-        }
-        // A field the mode requires is absent from the request: the message is incomplete
-        // (KMIP 1.4 §11.1; Invalid Message is among the Decrypt reasons of 2.1 Table 198),
-        // which is what the CS-BC test cases (M-11, M-12, M-13) expect in 1.4, 2.0 and 2.1.
-        CryptoError::MissingIv | CryptoError::MissingTag => ResultReason::InvalidMessage,
-        _ => ResultReason::InvalidField,
-    };
-    OpError::new(reason, e.to_string())
 }
 
 fn data(d: &Option<ByteString>) -> Result<&[u8], OpError> {
@@ -326,7 +312,7 @@ pub(super) async fn encrypt(
             cryptosvc::chacha20_encrypt(key_bytes, iv, plaintext)
         }
     }
-    .map_err(crypto_error)?;
+    .map_err(OpError::from)?;
     // The ciphertext is returned only once the allocation is recorded in this request's
     // transaction (KMIP 2.1 §6.1.17); computing it first is invisible to the client.
     if key.attributes.get(Tag::USAGE_LIMITS).is_some() {
@@ -376,7 +362,7 @@ pub(super) async fn decrypt(
             cryptosvc::chacha20_decrypt(key_bytes, iv, data(&r.data)?)
         }
     }
-    .map_err(crypto_error)?;
+    .map_err(OpError::from)?;
     Ok(ResponsePayload::Decrypt(DecryptResponse {
         unique_identifier: uid.into(),
         data: Some(kmip::message::ByteString(plain)),
@@ -406,7 +392,7 @@ pub(super) async fn mac(req: &mut Request<'_>, r: &MacRequest) -> Result<Respons
         key.key_bytes().unwrap_or_default(),
         data(&r.data)?,
     )
-    .map_err(crypto_error)?;
+    .map_err(OpError::from)?;
     Ok(ResponsePayload::Mac(MacResponse {
         unique_identifier: uid.into(),
         mac_data: Some(ByteString::new(tag)),
@@ -521,7 +507,7 @@ pub(super) fn rng_retrieve(r: &RngRetrieveRequest) -> Result<ResponsePayload, Op
             "Data Length must be 1 to {MAX_RNG_BYTES} bytes"
         )));
     }
-    let bytes = cryptosvc::random_bytes(r.data_length as usize).map_err(crypto_error)?;
+    let bytes = cryptosvc::random_bytes(r.data_length as usize).map_err(OpError::from)?;
     Ok(ResponsePayload::RngRetrieve(RngRetrieveResponse {
         data: kmip::message::ByteString(bytes),
     }))

@@ -24,7 +24,7 @@ mod streams;
 mod tls;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -38,6 +38,7 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tracing::Instrument;
 
 use crate::engine::Engine;
+use crate::health::READY_TIMEOUT;
 use crate::metrics::{self, Metrics};
 use crate::tenant::{DatabaseName, TenantContext, TenantId};
 
@@ -58,11 +59,6 @@ pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id"
 /// Longest accepted request id or client identity header: ids are UUIDs or similar, and
 /// identities are certificate names; 256 bytes keeps log lines bounded.
 pub const MAX_HEADER_VALUE_LEN: usize = 256;
-
-/// How long `/ready` waits for the database before calling it unreachable: shorter than a
-/// kubelet probe's default 1 s timeout would be too tight for a loaded database, longer
-/// than its period (10 s) would overlap probes.
-pub const READY_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// What every handler shares.
 #[derive(Clone, Debug)]
