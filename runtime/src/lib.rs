@@ -5,9 +5,12 @@
 //!   always keeps the audit trail;
 //! - [`signal`]: the termination signal (SIGTERM from Kubernetes, or Ctrl-C);
 //! - [`duration`]: durations as configuration writes them (`"30s"`, `"500ms"`, `"2m"`);
+//! - [`config`]: the configuration dialect (defaults ← TOML file ← `OPENKCM_*` environment
+//!   ← flags, every problem reported together);
 //! - [`serve`]: the accept loop (back-off on accept errors, one task per connection) and
 //!   the graceful drain after shutdown.
 
+pub mod config;
 pub mod duration;
 pub mod logging;
 pub mod serve;

@@ -1,179 +1,43 @@
 //! The parsing pass: every key read once, every problem recorded with where it came from.
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::ops::{Deref, DerefMut};
+use std::path::Path;
 use std::sync::Arc;
 
-use figment::providers::{Data, Format, Toml};
-use figment::value::{Dict, Value};
-use figment::{Figment, Profile, Provider};
+use figment::value::Dict;
+use runtime::config::scalar;
 use zeroize::Zeroizing;
 
-use super::sources::{defaults_layer, env_layer, flags_layer, unknown_keys};
 use super::{
-    key_spec, parse_duration, ConfigError, ConfigErrors, ConfigSources, DatabaseConfig,
-    DatabaseUrl, LogFilter, SecretString, StoreSettings, TlsFiles, ENV_ROOT_KEY, MAX_BODY_SIZE,
-    MIN_BODY_SIZE,
+    parse_duration, ConfigErrors, ConfigSources, DatabaseConfig, DatabaseUrl, SecretString,
+    StoreSettings, TlsFiles, ENV_ROOT_KEY, MAX_BODY_SIZE, MIN_BODY_SIZE, SCHEMA,
 };
 use crate::cache::CacheConfig;
 use crate::envelope::{EnvelopeError, Keyring, RootKey};
 use tlsmaterial::pem::{self, PemError, PemFile};
 
-/// The parsing pass: reads each key once, records every problem.
-pub(super) struct Loader {
-    figment: Figment,
-    errors: Vec<ConfigError>,
-    pub(super) warnings: Vec<String>,
+/// The parsing pass: the dialect's loader (`runtime::config`) and keysvc's own parsers.
+pub(super) struct Loader(runtime::config::Loader);
+
+impl Deref for Loader {
+    type Target = runtime::config::Loader;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl DerefMut for Loader {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
 }
 
 impl Loader {
     pub(super) fn new(sources: &ConfigSources) -> Result<Self, ConfigErrors> {
-        let mut figment = Figment::new().merge(defaults_layer());
-        let mut errors = Vec::new();
-        if let Some(path) = &sources.flags.config {
-            // A file that cannot be read stops here: its values would be missing, not wrong.
-            let (file, unknown) = read_file(path).map_err(|e| ConfigErrors(vec![e]))?;
-            figment = figment.merge(file);
-            errors = unknown;
-        }
-        let (env, unknown_env) = env_layer(&sources.env);
-        let figment = figment.merge(env).merge(flags_layer(&sources.flags));
-        let warnings = unknown_env
-            .into_iter()
-            .map(|name| format!("ignoring environment variable {name}: not a keysvc setting"))
-            .collect();
-        let mut loader = Self {
-            figment,
-            errors,
-            warnings,
-        };
+        let mut loader = Self(runtime::config::Loader::new(&SCHEMA, &sources.dialect())?);
         loader.tenant_isolation();
         Ok(loader)
-    }
-
-    pub(super) fn finish(&mut self) -> Result<(), ConfigErrors> {
-        if self.errors.is_empty() {
-            Ok(())
-        } else {
-            Err(ConfigErrors(std::mem::take(&mut self.errors)))
-        }
-    }
-
-    /// Where the effective value of `key` came from, as the user would name it.
-    fn origin(&self, key: &str) -> String {
-        let Some(meta) = self.figment.find_metadata(key) else {
-            return String::new();
-        };
-        match &meta.source {
-            Some(figment::Source::File(path)) => path.display().to_string(),
-            _ => {
-                let parts: Vec<&str> = key.split('.').collect();
-                meta.interpolate(&Profile::Default, &parts)
-            }
-        }
-    }
-
-    fn error(&mut self, key: &str, message: impl Into<String>) {
-        let origin = self.origin(key);
-        self.errors.push(ConfigError {
-            key: key.to_owned(),
-            origin,
-            message: message.into(),
-        });
-    }
-
-    /// The value of `key` as text; `None` if absent. Non-scalars are an error.
-    fn text(&mut self, key: &str) -> Option<String> {
-        let value = self.figment.find_value(key).ok()?;
-        match scalar(&value) {
-            Some(s) => Some(s),
-            None => {
-                self.error(
-                    key,
-                    format!("expected a single value, found {}", value.to_actual()),
-                );
-                None
-            }
-        }
-    }
-
-    fn required_text(&mut self, key: &str) -> Option<String> {
-        let v = self.text(key);
-        match v {
-            Some(v) if !v.trim().is_empty() => Some(v),
-            _ => {
-                self.error(key, "required but not set");
-                None
-            }
-        }
-    }
-
-    /// A list: an array of scalars, or one comma-separated string (as environment
-    /// variables give it).
-    fn list(&mut self, key: &str) -> Vec<String> {
-        let Ok(value) = self.figment.find_value(key) else {
-            return Vec::new();
-        };
-        match value {
-            Value::Array(_, items) => {
-                let mut out = Vec::new();
-                for item in items {
-                    match scalar(&item) {
-                        Some(s) => out.push(s),
-                        None => match &item {
-                            // `{ id = "…", file = "…" }` entries of root_key.previous.
-                            Value::Dict(_, d) => out.push(dict_entry(d)),
-                            _ => self.error(
-                                key,
-                                format!("list entries must be text, found {}", item.to_actual()),
-                            ),
-                        },
-                    }
-                }
-                out
-            }
-            other => match scalar(&other) {
-                Some(s) => s
-                    .trim()
-                    .trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .split(',')
-                    .map(|s| s.trim().trim_matches('"').to_owned())
-                    .filter(|s| !s.is_empty())
-                    .collect(),
-                None => {
-                    self.error(key, format!("expected a list, found {}", other.to_actual()));
-                    Vec::new()
-                }
-            },
-        }
-    }
-
-    fn parsed<T>(&mut self, key: &str, parse: impl FnOnce(&str) -> Result<T, String>) -> Option<T> {
-        let text = self.required_text(key)?;
-        match parse(text.trim()) {
-            Ok(v) => Some(v),
-            Err(why) => {
-                let shown = if key_spec(key).is_some_and(|k| k.secret) {
-                    String::new()
-                } else {
-                    format!("{text:?}: ")
-                };
-                self.error(key, format!("{shown}{why}"));
-                None
-            }
-        }
-    }
-
-    pub(super) fn socket_addr(&mut self, key: &str) -> Option<SocketAddr> {
-        self.parsed(key, |s| {
-            s.parse::<SocketAddr>()
-                .map_err(|_| "not an IP address and port (e.g. 127.0.0.1:9443 or [::]:9443)".into())
-        })
-    }
-
-    fn bool(&mut self, key: &str) -> Option<bool> {
-        self.parsed(key, parse_bool)
     }
 
     fn tenant_isolation(&mut self) {
@@ -204,10 +68,7 @@ impl Loader {
     }
 
     pub(super) fn cache(&mut self) -> Option<CacheConfig> {
-        let ttl = self.parsed("cache.ttl", |s| match parse_duration(s)? {
-            d if d.is_zero() => Err("must be longer than zero".into()),
-            d => Ok(d),
-        });
+        let ttl = self.duration("cache.ttl");
         let capacity = self.parsed("cache.capacity", |s| match s.parse::<usize>() {
             Ok(0) | Err(_) => Err("not a whole number above zero".into()),
             Ok(n) => Ok(n),
@@ -216,10 +77,6 @@ impl Loader {
             capacity: capacity?,
             ttl: ttl?,
         })
-    }
-
-    fn path(&mut self, key: &str) -> Option<PathBuf> {
-        self.required_text(key).map(|s| PathBuf::from(s.trim()))
     }
 
     pub(super) fn tls(&mut self) -> Option<TlsFiles> {
@@ -332,7 +189,7 @@ impl Loader {
         };
         let mut previous = Vec::new();
         let mut ok = true;
-        for entry in self.list("root_key.previous") {
+        for entry in self.list_with("root_key.previous", |d| Some(dict_entry(d))) {
             let Some((pid, file)) = entry.split_once('=') else {
                 self.error("root_key.previous", format!("{entry:?}: expected ID=FILE"));
                 ok = false;
@@ -406,10 +263,6 @@ impl Loader {
         }
     }
 
-    fn log_filter(&mut self) -> Option<LogFilter> {
-        self.parsed("log.level", LogFilter::parse)
-    }
-
     pub(super) fn store_settings(
         &mut self,
         new_root_key: Option<RootKey>,
@@ -429,58 +282,4 @@ impl Loader {
 fn dict_entry(d: &Dict) -> String {
     let get = |k: &str| d.get(k).and_then(scalar).unwrap_or_default();
     format!("{}={}", get("id"), get("file"))
-}
-
-pub(super) fn scalar(value: &Value) -> Option<String> {
-    match value {
-        Value::String(_, s) => Some(s.clone()),
-        Value::Char(_, c) => Some(c.to_string()),
-        Value::Bool(_, b) => Some(b.to_string()),
-        Value::Num(_, n) => Some(match (n.to_i128(), n.to_f64()) {
-            (Some(i), _) => i.to_string(),
-            (None, Some(f)) => f.to_string(),
-            (None, None) => return None,
-        }),
-        Value::Empty(..) | Value::Dict(..) | Value::Array(..) => None,
-    }
-}
-
-fn parse_bool(s: &str) -> Result<bool, String> {
-    match s.to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" | "on" => Ok(true),
-        "false" | "0" | "no" | "off" => Ok(false),
-        _ => Err("expected true or false".into()),
-    }
-}
-
-/// The TOML file as a figment provider, and an error for each key in it that no
-/// [`KeySpec`](super::KeySpec) names (a typo would otherwise silently keep the default).
-fn read_file(path: &Path) -> Result<(Data<Toml>, Vec<ConfigError>), ConfigError> {
-    let fail = |message: String| ConfigError {
-        key: "config".into(),
-        origin: format!("flag --config {}", path.display()),
-        message,
-    };
-    match std::fs::metadata(path) {
-        Ok(m) if m.is_file() => {}
-        Ok(_) => return Err(fail("not a regular file".into())),
-        Err(e) => return Err(fail(format!("cannot read: {e}"))),
-    }
-    let file = Toml::file_exact(path);
-    let profiles = file
-        .data()
-        .map_err(|e| fail(format!("not valid TOML: {e}")))?;
-    let mut unknown = Vec::new();
-    for dict in profiles.values() {
-        unknown_keys(dict, "", &mut unknown);
-    }
-    let errors = unknown
-        .into_iter()
-        .map(|key| ConfigError {
-            key,
-            origin: path.display().to_string(),
-            message: "unknown key".into(),
-        })
-        .collect();
-    Ok((file, errors))
 }

@@ -28,14 +28,13 @@ use crate::cache::CacheConfig;
 use crate::envelope::{Keyring, RootKey};
 
 mod loader;
-mod sources;
 
 use loader::Loader;
+pub use runtime::config::{ConfigError, ConfigErrors, KeySpec, ENV_PREFIX};
+use runtime::config::{EnvAlias, Flags, Schema, Sources};
 pub use runtime::{parse_duration, LogFilter};
 pub use tlsmaterial::{pem, FileDigest, PemError, PemFile};
 
-/// Prefix of the environment variables read as configuration (`OPENKCM_LISTEN__API`).
-pub const ENV_PREFIX: &str = "OPENKCM_";
 /// The seed's database URL variable, honoured as `database.url`.
 pub const ENV_POSTGRES_CONNECTION: &str = "POSTGRES_CONNECTION";
 /// The seed's isolation switch: it may only say true.
@@ -63,26 +62,12 @@ pub const MIN_BODY_SIZE: usize = 1024;
 /// key operation needs more than a few KiB; 64 MiB leaves room for bulk Encrypt.
 pub const MAX_BODY_SIZE: usize = 64 * 1024 * 1024;
 
-/// One configuration key: its dotted name, its flag and what it holds (also the docs table).
-#[derive(Debug, Clone, Copy)]
-pub struct KeySpec {
-    pub key: &'static str,
-    pub flag: Option<&'static str>,
-    pub default: Option<&'static str>,
-    pub secret: bool,
-}
-
 const fn spec(
     key: &'static str,
     flag: Option<&'static str>,
     default: Option<&'static str>,
 ) -> KeySpec {
-    KeySpec {
-        key,
-        flag,
-        default,
-        secret: false,
-    }
+    KeySpec::new(key, flag, default)
 }
 
 /// Every key `openkcm keysvc` reads.
@@ -97,14 +82,12 @@ pub const KEYS: &[KeySpec] = &[
     spec("tls.key", Some("--tls-key"), None),
     spec("tls.client_ca", Some("--tls-client-ca"), None),
     spec("gateway.allowed_identities", Some("--allow-gateway"), None),
-    KeySpec {
-        secret: true,
-        ..spec(
-            "database.url",
-            Some("--database"),
-            Some("sqlite://./keys.db"),
-        )
-    },
+    spec(
+        "database.url",
+        Some("--database"),
+        Some("sqlite://./keys.db"),
+    )
+    .secret(),
     spec("database.dev", Some("--dev"), Some("false")),
     spec(
         "database.max_connections",
@@ -114,10 +97,7 @@ pub const KEYS: &[KeySpec] = &[
     spec("database.acquire_timeout", None, Some("5s")),
     spec("root_key.id", Some("--root-key-id"), None),
     spec("root_key.file", Some("--root-key-file"), None),
-    KeySpec {
-        secret: true,
-        ..spec("root_key.value", None, None)
-    },
+    spec("root_key.value", None, None).secret(),
     spec("root_key.previous", Some("--previous-root-key"), None),
     spec(
         "limits.max_body_size",
@@ -130,9 +110,30 @@ pub const KEYS: &[KeySpec] = &[
     spec("tenant_isolation_enabled", None, Some("true")),
 ];
 
-pub(crate) fn key_spec(key: &str) -> Option<&'static KeySpec> {
-    KEYS.iter().find(|k| k.key == key)
-}
+/// keysvc's keys in the configuration dialect, with the seed's environment names.
+static SCHEMA: Schema = Schema {
+    component: "keysvc",
+    keys: KEYS,
+    env_aliases: &[
+        EnvAlias {
+            var: ENV_POSTGRES_CONNECTION,
+            key: "database.url",
+            // Either may have set it; both spellings are the same setting.
+            shown: "OPENKCM_DATABASE__URL or POSTGRES_CONNECTION",
+        },
+        EnvAlias {
+            var: ENV_TENANT_ISOLATION,
+            key: "tenant_isolation_enabled",
+            shown: ENV_TENANT_ISOLATION,
+        },
+        EnvAlias {
+            var: ENV_ROOT_KEY,
+            key: "root_key.value",
+            shown: ENV_ROOT_KEY,
+        },
+    ],
+    command_env: &COMMAND_ENV,
+};
 
 /// Command-line flags; each overrides the same key from every other source. Values stay
 /// text here so that they are parsed, and reported, with everything else.
@@ -214,10 +215,10 @@ impl ConfigSources {
     /// The flags and this process's environment (variables that are not UTF-8 are skipped:
     /// none of ours can be).
     pub fn from_process(flags: ConfigFlags) -> Self {
-        let env = std::env::vars_os()
-            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-            .collect();
-        Self { flags, env }
+        Self {
+            flags,
+            env: runtime::config::process_env(),
+        }
     }
 
     pub fn new(flags: ConfigFlags) -> Self {
@@ -230,6 +231,36 @@ impl ConfigSources {
     pub fn env(mut self, name: &str, value: &str) -> Self {
         self.env.push((name.to_owned(), value.to_owned()));
         self
+    }
+
+    /// The same sources as the dialect's loader reads them.
+    fn dialect(&self) -> Sources {
+        let f = &self.flags;
+        let flags = Flags::default()
+            .text("listen.api", f.listen_api.as_ref())
+            .text("listen.management", f.listen_management.as_ref())
+            .text("tls.cert", f.tls_cert.as_ref())
+            .text("tls.key", f.tls_key.as_ref())
+            .text("tls.client_ca", f.tls_client_ca.as_ref())
+            .text("database.url", f.database.as_ref())
+            .text(
+                "database.max_connections",
+                f.database_max_connections.as_ref(),
+            )
+            .text("root_key.id", f.root_key_id.as_ref())
+            .text("root_key.file", f.root_key_file.as_ref())
+            .text("limits.max_body_size", f.max_body_size.as_ref())
+            .text("cache.ttl", f.cache_ttl.as_ref())
+            .text("cache.capacity", f.cache_capacity.as_ref())
+            .text("log.level", f.log_level.as_ref())
+            .list("gateway.allowed_identities", &f.allow_gateway)
+            .list("root_key.previous", &f.previous_root_keys)
+            .switch("database.dev", f.dev);
+        Sources {
+            file: f.config.clone(),
+            env: self.env.clone(),
+            flags,
+        }
     }
 }
 
@@ -367,45 +398,6 @@ pub struct StoreSettings {
     pub log: LogFilter,
 }
 
-/// One bad value: which key, where it came from and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    pub key: String,
-    pub origin: String,
-    pub message: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.origin.is_empty() {
-            write!(f, "{}: {}", self.key, self.message)
-        } else {
-            write!(f, "{} (from {}): {}", self.key, self.origin, self.message)
-        }
-    }
-}
-
-/// Every problem found in the configuration.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub struct ConfigErrors(pub Vec<ConfigError>);
-
-impl fmt::Display for ConfigErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid configuration ({} problems):", self.0.len())?;
-        for e in &self.0 {
-            write!(f, "\n  - {e}")?;
-        }
-        Ok(())
-    }
-}
-
-impl ConfigErrors {
-    /// Whether any problem concerns `key`.
-    pub fn mentions(&self, key: &str) -> bool {
-        self.0.iter().any(|e| e.key == key)
-    }
-}
-
 /// Loads the server's configuration. On success, also returns warnings (unknown
 /// `OPENKCM_*` variables, which other components sharing the prefix may use).
 pub fn load_serve(sources: &ConfigSources) -> Result<(ServeConfig, Vec<String>), ConfigErrors> {
@@ -448,11 +440,11 @@ pub fn load_serve(sources: &ConfigSources) -> Result<(ServeConfig, Vec<String>),
                     cache,
                     log,
                 },
-                loader.warnings,
+                std::mem::take(&mut loader.warnings),
             ))
         }
         // Every None above pushed an error, so finish() returned them.
-        _ => Err(ConfigErrors(vec![internal_error()])),
+        _ => Err(ConfigErrors::internal()),
     }
 }
 
@@ -481,16 +473,8 @@ fn load_store(
     let store = loader.store_settings(new_root_key);
     loader.finish()?;
     store
-        .map(|s| (s, loader.warnings))
-        .ok_or_else(|| ConfigErrors(vec![internal_error()]))
-}
-
-fn internal_error() -> ConfigError {
-    ConfigError {
-        key: "configuration".into(),
-        origin: String::new(),
-        message: "incomplete but no error recorded".into(),
-    }
+        .map(|s| (s, std::mem::take(&mut loader.warnings)))
+        .ok_or_else(ConfigErrors::internal)
 }
 
 #[cfg(test)]
@@ -520,23 +504,5 @@ mod tests {
             );
             assert!(shown.contains("app") && shown.contains("db"), "{shown}");
         }
-    }
-
-    #[test]
-    fn env_names_map_to_nested_keys() {
-        let (layer, unknown) = sources::env_layer(&[
-            ("OPENKCM_LISTEN__API".into(), "1.2.3.4:5".into()),
-            ("OPENKCM_GATEWAY_HOST".into(), "x".into()),
-            ("PATH".into(), "/bin".into()),
-        ]);
-        let listen = layer
-            .data()
-            .get("listen")
-            .and_then(|v| v.as_dict().cloned());
-        assert_eq!(
-            listen.and_then(|d| d.get("api").and_then(loader::scalar)),
-            Some("1.2.3.4:5".to_owned())
-        );
-        assert_eq!(unknown, vec!["OPENKCM_GATEWAY_HOST".to_owned()]);
     }
 }
