@@ -307,8 +307,8 @@ async fn serve(args: &DevArgs, started: Instant) -> anyhow::Result<()> {
     // `..default()` keeps this compiling when the gateway grows flags.
     #[allow(clippy::needless_update)]
     let gateway_flags = GatewayFlags {
-        kmip_addr: args.kmip_addr.to_string(),
-        https_addr: args.https_addr.to_string(),
+        kmip_addr: Some(args.kmip_addr.to_string()),
+        https_addr: Some(args.https_addr.to_string()),
         tls_cert: Some(files.cert("gateway")),
         tls_key: Some(files.key("gateway")),
         client_ca: Some(files.ca()),
@@ -317,8 +317,8 @@ async fn serve(args: &DevArgs, started: Instant) -> anyhow::Result<()> {
         upstream_ca: Some(files.ca()),
         upstream_cert: Some(files.cert("gateway-upstream")),
         upstream_key: Some(files.key("gateway-upstream")),
-        upstream_server_name: KEYSVC_NAME.into(),
-        idle_timeout: gateway::config::DEFAULT_IDLE_TIMEOUT.as_secs(),
+        upstream_server_name: Some(KEYSVC_NAME.into()),
+        log_level: Some(args.log_level.clone()),
         threads: Some(args.gateway_threads.unwrap_or_else(|| {
             default_gateway_threads(std::thread::available_parallelism().map_or(1, |n| n.get()))
         })),

@@ -194,17 +194,19 @@ fn main() -> ExitCode {
 }
 
 fn gateway_serve(flags: &gateway::config::GatewayFlags) -> ExitCode {
-    let config = match flags.resolve() {
+    let config = match flags.resolve_with_env(runtime::config::process_env()) {
         Ok(config) => config,
         Err(errors) => {
             eprintln!("openkcm gateway: {errors}");
             return ExitCode::from(2);
         }
     };
-    let log = runtime::LogFilter::parse("info").expect("static log filter");
-    if let Err(e) = runtime::logging::init(&log) {
+    if let Err(e) = runtime::logging::init(&config.log) {
         eprintln!("openkcm gateway: cannot set up logging: {e}");
         return ExitCode::FAILURE;
+    }
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
     }
     // The routing and certificate watchers, health checks and DNS re-resolution are tokio
     // tasks: they run on this runtime's workers while Pingora's own runtimes serve.

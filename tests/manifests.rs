@@ -340,7 +340,11 @@ fn every_flag_env_and_port_the_manifests_use_exists_in_the_binary() {
             Some("gateway") => args
                 .iter()
                 .find_map(|a| a.strip_prefix("--grace-period="))
-                .map(|v| v.parse::<u64>().expect("--grace-period is a number"))
+                .map(|v| {
+                    runtime::parse_duration(v)
+                        .expect("--grace-period is a duration")
+                        .as_secs()
+                })
                 .unwrap_or(GATEWAY_DEFAULT_GRACE_SECONDS),
             Some("keysvc") if sub.len() == 1 => KEYSVC_DRAIN_SECONDS,
             _ => 0,

@@ -1,10 +1,16 @@
-//! `openkcm gateway` configuration: the command-line flags, checked completely (every bad
-//! value reported at once) into a typed [`GatewayConfig`] with no parsing left in it.
+//! `openkcm gateway` configuration in the dialect every component speaks
+//! (`runtime::config`): defaults ← TOML file (`--config`) ← `OPENKCM_*` environment ←
+//! flags, checked completely (every bad value reported at once) into a typed
+//! [`GatewayConfig`] with no parsing left in it.
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
+
+pub use runtime::config::ConfigErrors;
+use runtime::config::{Flags, KeySpec, Loader, Schema, Sources};
+use runtime::LogFilter;
 
 /// Default KMIP listener (IANA port for KMIP over TLS).
 pub const DEFAULT_KMIP_ADDR: &str = "127.0.0.1:5696";
@@ -13,31 +19,36 @@ pub const DEFAULT_HTTPS_ADDR: &str = "127.0.0.1:8443";
 /// Default idle time allowed between two requests on one KMIP connection: long enough for
 /// clients that keep a connection open between key fetches, short enough to free sockets
 /// held by clients that died without a FIN.
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+pub const DEFAULT_IDLE_TIMEOUT: &str = "300s";
 /// Largest KMIP request accepted (header included): keysvc's default body limit, so that
 /// anything the gateway forwards keysvc also accepts.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 1024 * 1024;
 /// The name checked against the keysvc server certificate when none is given.
 pub const DEFAULT_UPSTREAM_SERVER_NAME: &str = "keysvc";
 /// How often `--upstream HOST:PORT` names are re-resolved by default.
-pub const DEFAULT_UPSTREAM_RESOLVE_INTERVAL: Duration = Duration::from_secs(10);
+pub const DEFAULT_UPSTREAM_RESOLVE_INTERVAL: &str = "10s";
 /// Default total time a graceful stop (SIGTERM) may take: below Kubernetes' default
 /// `terminationGracePeriodSeconds` (30 s).
-pub const DEFAULT_GRACE_PERIOD_SECONDS: u64 = 25;
+pub const DEFAULT_GRACE_PERIOD: &str = "25s";
 /// Longest last stage of a graceful stop (Pingora's `graceful_shutdown_timeout_seconds`).
 pub const MAX_GRACEFUL_SHUTDOWN_TIMEOUT_SECONDS: u64 = 5;
 
-/// Command-line flags of `openkcm gateway`; values stay text so that every problem is
-/// reported together by [`GatewayFlags::resolve`].
+/// Command-line flags of `openkcm gateway`; each overrides the same key of the TOML file
+/// (`--config`) and of the `OPENKCM_*` environment. Values stay text so that every problem
+/// is reported together by [`GatewayFlags::resolve`].
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct GatewayFlags {
-    /// KMIP listener (TTLV over mutual TLS).
-    #[arg(long, value_name = "ADDR", default_value = DEFAULT_KMIP_ADDR)]
-    pub kmip_addr: String,
+    /// TOML configuration file (keys as in docs/gateway.md).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// KMIP listener (TTLV over mutual TLS) [default: 127.0.0.1:5696].
+    #[arg(long, value_name = "ADDR")]
+    pub kmip_addr: Option<String>,
     /// Management (/health, /ready, /metrics) and KMIP-over-HTTPS (POST /kmip) listener;
-    /// same server certificate, client certificate optional (required by /kmip).
-    #[arg(long, value_name = "ADDR", default_value = DEFAULT_HTTPS_ADDR)]
-    pub https_addr: String,
+    /// same server certificate, client certificate optional (required by /kmip)
+    /// [default: 127.0.0.1:8443].
+    #[arg(long, value_name = "ADDR")]
+    pub https_addr: Option<String>,
     /// Server certificate chain for the KMIP listener (PEM).
     #[arg(long, value_name = "FILE")]
     pub tls_cert: Option<PathBuf>,
@@ -45,7 +56,7 @@ pub struct GatewayFlags {
     #[arg(long, value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
     /// CA bundle tenant client certificates must chain to (PEM).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", visible_alias = "tls-client-ca")]
     pub client_ca: Option<PathBuf>,
     /// TenantRouting rule file or directory; repeatable.
     #[arg(long = "policies", value_name = "PATH")]
@@ -54,9 +65,10 @@ pub struct GatewayFlags {
     /// resolves to, re-resolved every --upstream-resolve-interval); repeatable.
     #[arg(long = "upstream", value_name = "ADDR")]
     pub upstreams: Vec<String>,
-    /// Seconds between two resolutions of the HOST:PORT upstreams, at least 1 [default: 10].
-    #[arg(long, value_name = "SECONDS")]
-    pub upstream_resolve_interval: Option<u64>,
+    /// How often the HOST:PORT upstreams are resolved again (e.g. 10s; a bare number is
+    /// seconds), at least 1 s [default: 10s].
+    #[arg(long, value_name = "DURATION")]
+    pub upstream_resolve_interval: Option<String>,
     /// CA bundle the keysvc server certificates chain to (PEM).
     #[arg(long, value_name = "FILE")]
     pub upstream_ca: Option<PathBuf>,
@@ -66,21 +78,72 @@ pub struct GatewayFlags {
     /// Private key of the upstream client certificate (PEM).
     #[arg(long, value_name = "FILE")]
     pub upstream_key: Option<PathBuf>,
-    /// Name (SNI, and checked against the keysvc certificate) used for every replica.
-    #[arg(long, value_name = "NAME", default_value = DEFAULT_UPSTREAM_SERVER_NAME)]
-    pub upstream_server_name: String,
-    /// Seconds a KMIP connection may stay idle between requests.
-    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_IDLE_TIMEOUT.as_secs())]
-    pub idle_timeout: u64,
-    /// Seconds a graceful stop (SIGTERM) takes in total, at least 2 [default: 25]: split
-    /// into Pingora's grace period (N − 5) and shutdown timeout (5); below 10 s the timeout
-    /// shrinks first, each part at least 1 s.
-    #[arg(long, value_name = "SECONDS")]
-    pub grace_period: Option<u64>,
+    /// Name (SNI, and checked against the keysvc certificate) used for every replica
+    /// [default: keysvc].
+    #[arg(long, value_name = "NAME")]
+    pub upstream_server_name: Option<String>,
+    /// How long a KMIP connection may stay idle between requests (e.g. 300s) [default: 300s].
+    #[arg(long, value_name = "DURATION")]
+    pub idle_timeout: Option<String>,
+    /// How long a graceful stop (SIGTERM) takes in total, whole seconds, at least 2 s
+    /// [default: 25s]: split into Pingora's grace period (N − 5) and shutdown timeout (5);
+    /// below 10 s the timeout shrinks first, each part at least 1 s.
+    #[arg(long, value_name = "DURATION")]
+    pub grace_period: Option<String>,
     /// Worker threads of each listener (KMIP, HTTPS) [default: the CPUs available].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub threads: Option<u16>,
+    /// Log filter (tracing directives, e.g. info or gateway=debug,info) [default: info].
+    #[arg(long, value_name = "FILTER")]
+    pub log_level: Option<String>,
 }
+
+/// Every key `openkcm gateway` reads, with its flag and default.
+pub const KEYS: &[KeySpec] = &[
+    KeySpec::new("listen.kmip", Some("--kmip-addr"), Some(DEFAULT_KMIP_ADDR)),
+    KeySpec::new(
+        "listen.https",
+        Some("--https-addr"),
+        Some(DEFAULT_HTTPS_ADDR),
+    ),
+    KeySpec::new("tls.cert", Some("--tls-cert"), None),
+    KeySpec::new("tls.key", Some("--tls-key"), None),
+    KeySpec::new("tls.client_ca", Some("--client-ca"), None),
+    KeySpec::new("routing.policies", Some("--policies"), None),
+    KeySpec::new("upstream.addresses", Some("--upstream"), None),
+    KeySpec::new(
+        "upstream.resolve_interval",
+        Some("--upstream-resolve-interval"),
+        Some(DEFAULT_UPSTREAM_RESOLVE_INTERVAL),
+    ),
+    KeySpec::new("upstream.ca", Some("--upstream-ca"), None),
+    KeySpec::new("upstream.cert", Some("--upstream-cert"), None),
+    KeySpec::new("upstream.key", Some("--upstream-key"), None),
+    KeySpec::new(
+        "upstream.server_name",
+        Some("--upstream-server-name"),
+        Some(DEFAULT_UPSTREAM_SERVER_NAME),
+    ),
+    KeySpec::new(
+        "kmip.idle_timeout",
+        Some("--idle-timeout"),
+        Some(DEFAULT_IDLE_TIMEOUT),
+    ),
+    KeySpec::new(
+        "shutdown.grace_period",
+        Some("--grace-period"),
+        Some(DEFAULT_GRACE_PERIOD),
+    ),
+    KeySpec::new("threads", Some("--threads"), None),
+    KeySpec::new("log.level", Some("--log-level"), Some("info")),
+];
+
+static SCHEMA: Schema = Schema {
+    component: "gateway",
+    keys: KEYS,
+    env_aliases: &[],
+    command_env: &[],
+};
 
 /// The gateway's configuration, every value checked.
 #[derive(Debug, Clone)]
@@ -106,6 +169,9 @@ pub struct GatewayConfig {
     pub threads: usize,
     /// Pingora's `graceful_shutdown_timeout_seconds`: the last stage, runtimes then dropped.
     pub graceful_shutdown_timeout_seconds: u64,
+    pub log: LogFilter,
+    /// Unknown `OPENKCM_*` variables, to be logged once logging is up.
+    pub warnings: Vec<String>,
 }
 
 /// One `--upstream` value.
@@ -175,130 +241,157 @@ pub fn split_grace_period(total: u64) -> (u64, u64) {
     (total.saturating_sub(timeout).max(1), timeout)
 }
 
-/// Every problem found in the flags, one per line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigErrors(pub Vec<String>);
+impl GatewayFlags {
+    /// Checks every key from the flags, the file they name and the defaults (no
+    /// environment: `openkcm dev` and tests); all problems are returned together.
+    pub fn resolve(&self) -> Result<GatewayConfig, ConfigErrors> {
+        self.resolve_with_env(Vec::new())
+    }
 
-impl fmt::Display for ConfigErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, e) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str("\n")?;
-            }
-            f.write_str(e)?;
+    /// [`GatewayFlags::resolve`] with the `OPENKCM_*` environment `env` as a layer between
+    /// the file and the flags.
+    pub fn resolve_with_env(
+        &self,
+        env: Vec<(String, String)>,
+    ) -> Result<GatewayConfig, ConfigErrors> {
+        let flags = Flags::default()
+            .text("listen.kmip", self.kmip_addr.as_ref())
+            .text("listen.https", self.https_addr.as_ref())
+            .text("tls.cert", self.tls_cert.as_ref().map(|p| p.display()))
+            .text("tls.key", self.tls_key.as_ref().map(|p| p.display()))
+            .text(
+                "tls.client_ca",
+                self.client_ca.as_ref().map(|p| p.display()),
+            )
+            .list(
+                "routing.policies",
+                &self
+                    .policies
+                    .iter()
+                    .map(|p| p.display())
+                    .collect::<Vec<_>>(),
+            )
+            .list("upstream.addresses", &self.upstreams)
+            .text(
+                "upstream.resolve_interval",
+                self.upstream_resolve_interval.as_ref(),
+            )
+            .text(
+                "upstream.ca",
+                self.upstream_ca.as_ref().map(|p| p.display()),
+            )
+            .text(
+                "upstream.cert",
+                self.upstream_cert.as_ref().map(|p| p.display()),
+            )
+            .text(
+                "upstream.key",
+                self.upstream_key.as_ref().map(|p| p.display()),
+            )
+            .text("upstream.server_name", self.upstream_server_name.as_ref())
+            .text("kmip.idle_timeout", self.idle_timeout.as_ref())
+            .text("shutdown.grace_period", self.grace_period.as_ref())
+            .text("threads", self.threads)
+            .text("log.level", self.log_level.as_ref());
+        let sources = Sources {
+            file: self.config.clone(),
+            env,
+            flags,
+        };
+        let mut l = Loader::new(&SCHEMA, &sources)?;
+        let kmip_addr = l.socket_addr("listen.kmip");
+        let https_addr = l.socket_addr("listen.https");
+        let tls_cert = file(&mut l, "tls.cert");
+        let tls_key = file(&mut l, "tls.key");
+        let client_ca = file(&mut l, "tls.client_ca");
+        let upstream_ca = file(&mut l, "upstream.ca");
+        let upstream_cert = file(&mut l, "upstream.cert");
+        let upstream_key = file(&mut l, "upstream.key");
+        let policies: Vec<PathBuf> = l
+            .list("routing.policies")
+            .into_iter()
+            .map(PathBuf::from)
+            .collect();
+        if policies.is_empty() {
+            l.error(
+                "routing.policies",
+                "required (flag --policies: a TenantRouting file or directory)",
+            );
         }
-        Ok(())
+        let mut upstreams = Vec::new();
+        let listed = l.list("upstream.addresses");
+        if listed.is_empty() {
+            l.error(
+                "upstream.addresses",
+                "required (flag --upstream: at least one keysvc replica)",
+            );
+        }
+        for upstream in listed {
+            match UpstreamAddr::parse(&upstream) {
+                Ok(addr) => upstreams.push(addr),
+                Err(e) => l.error(
+                    "upstream.addresses",
+                    format!("{upstream:?}: {e} (IP:PORT or HOST:PORT)"),
+                ),
+            }
+        }
+        let resolve_interval = l.parsed("upstream.resolve_interval", at_least(1));
+        // An empty SNI makes Pingora skip server-certificate verification: required_text
+        // refuses it.
+        let upstream_server_name = l.required_text("upstream.server_name");
+        let idle_timeout = l.parsed("kmip.idle_timeout", at_least(1));
+        let grace_period = l.parsed("shutdown.grace_period", at_least(2));
+        let threads = match l.text("threads") {
+            None => Some(std::thread::available_parallelism().map_or(1, |n| n.get())),
+            Some(_) => l.parsed("threads", |s| match s.parse::<u16>() {
+                Ok(n @ 1..=256) => Ok(usize::from(n)),
+                _ => Err("not a whole number from 1 to 256".into()),
+            }),
+        };
+        let log = l.log_filter();
+        l.finish()?;
+        let (grace_period_seconds, graceful_shutdown_timeout_seconds) =
+            split_grace_period(grace_period.map_or(0, |d| d.as_secs()));
+        Ok(GatewayConfig {
+            kmip_addr: kmip_addr.ok_or_else(ConfigErrors::internal)?,
+            https_addr: https_addr.ok_or_else(ConfigErrors::internal)?,
+            tls_cert: tls_cert.ok_or_else(ConfigErrors::internal)?,
+            tls_key: tls_key.ok_or_else(ConfigErrors::internal)?,
+            client_ca: client_ca.ok_or_else(ConfigErrors::internal)?,
+            policies,
+            upstreams,
+            upstream_resolve_interval: resolve_interval.ok_or_else(ConfigErrors::internal)?,
+            upstream_ca: upstream_ca.ok_or_else(ConfigErrors::internal)?,
+            upstream_cert: upstream_cert.ok_or_else(ConfigErrors::internal)?,
+            upstream_key: upstream_key.ok_or_else(ConfigErrors::internal)?,
+            upstream_server_name: upstream_server_name.ok_or_else(ConfigErrors::internal)?,
+            idle_timeout: idle_timeout.ok_or_else(ConfigErrors::internal)?,
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            grace_period_seconds,
+            graceful_shutdown_timeout_seconds,
+            threads: threads.ok_or_else(ConfigErrors::internal)?,
+            log: log.ok_or_else(ConfigErrors::internal)?,
+            warnings: std::mem::take(&mut l.warnings),
+        })
     }
 }
 
-impl std::error::Error for ConfigErrors {}
+/// A required file that exists.
+fn file(l: &mut Loader, key: &str) -> Option<PathBuf> {
+    let path = l.path(key)?;
+    if path.is_file() {
+        Some(path)
+    } else {
+        l.error(key, format!("{}: not a readable file", path.display()));
+        None
+    }
+}
 
-impl GatewayFlags {
-    /// Checks every flag; all problems are returned together.
-    pub fn resolve(&self) -> Result<GatewayConfig, ConfigErrors> {
-        let mut errors = Vec::new();
-        let kmip_addr = self
-            .kmip_addr
-            .parse::<SocketAddr>()
-            .map_err(|e| errors.push(format!("--kmip-addr {:?}: {e}", self.kmip_addr)))
-            .ok();
-        let https_addr = self
-            .https_addr
-            .parse::<SocketAddr>()
-            .map_err(|e| errors.push(format!("--https-addr {:?}: {e}", self.https_addr)))
-            .ok();
-        let mut file = |flag: &str, value: &Option<PathBuf>| match value {
-            None => {
-                errors.push(format!("--{flag} is required"));
-                None
-            }
-            Some(path) if !path.is_file() => {
-                errors.push(format!("--{flag} {}: not a readable file", path.display()));
-                None
-            }
-            Some(path) => Some(path.clone()),
-        };
-        let tls_cert = file("tls-cert", &self.tls_cert);
-        let tls_key = file("tls-key", &self.tls_key);
-        let client_ca = file("client-ca", &self.client_ca);
-        let upstream_ca = file("upstream-ca", &self.upstream_ca);
-        let upstream_cert = file("upstream-cert", &self.upstream_cert);
-        let upstream_key = file("upstream-key", &self.upstream_key);
-        if self.policies.is_empty() {
-            errors.push("--policies is required (a TenantRouting file or directory)".into());
-        }
-        if self.upstreams.is_empty() {
-            errors.push("--upstream is required (at least one keysvc replica)".into());
-        }
-        let mut upstreams = Vec::new();
-        for upstream in &self.upstreams {
-            match UpstreamAddr::parse(upstream) {
-                Ok(addr) => upstreams.push(addr),
-                Err(e) => errors.push(format!(
-                    "--upstream {upstream:?}: {e} (IP:PORT or HOST:PORT)"
-                )),
-            }
-        }
-        let resolve_interval = self
-            .upstream_resolve_interval
-            .unwrap_or(DEFAULT_UPSTREAM_RESOLVE_INTERVAL.as_secs());
-        if resolve_interval == 0 {
-            errors.push("--upstream-resolve-interval must be at least 1 second".into());
-        }
-        if self.upstream_server_name.is_empty() {
-            // An empty SNI makes Pingora skip server-certificate verification.
-            errors.push("--upstream-server-name must not be empty".into());
-        }
-        if self.idle_timeout == 0 {
-            errors.push("--idle-timeout must be at least 1 second".into());
-        }
-        let grace_period = self.grace_period.unwrap_or(DEFAULT_GRACE_PERIOD_SECONDS);
-        if grace_period < 2 {
-            errors.push("--grace-period must be at least 2 seconds".into());
-        }
-        let (grace_period_seconds, graceful_shutdown_timeout_seconds) =
-            split_grace_period(grace_period);
-        match (
-            kmip_addr.zip(https_addr),
-            tls_cert,
-            tls_key,
-            client_ca,
-            upstream_ca,
-            upstream_cert,
-            upstream_key,
-        ) {
-            (
-                Some((kmip_addr, https_addr)),
-                Some(tls_cert),
-                Some(tls_key),
-                Some(client_ca),
-                Some(upstream_ca),
-                Some(upstream_cert),
-                Some(upstream_key),
-            ) if errors.is_empty() => Ok(GatewayConfig {
-                kmip_addr,
-                https_addr,
-                tls_cert,
-                tls_key,
-                client_ca,
-                policies: self.policies.clone(),
-                upstreams,
-                upstream_resolve_interval: Duration::from_secs(resolve_interval),
-                upstream_ca,
-                upstream_cert,
-                upstream_key,
-                upstream_server_name: self.upstream_server_name.clone(),
-                idle_timeout: Duration::from_secs(self.idle_timeout),
-                max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
-                grace_period_seconds,
-                graceful_shutdown_timeout_seconds,
-                threads: self.threads.map_or_else(
-                    || std::thread::available_parallelism().map_or(1, |n| n.get()),
-                    usize::from,
-                ),
-            }),
-            _ => Err(ConfigErrors(errors)),
-        }
+/// A duration of at least `seconds` whole seconds.
+fn at_least(seconds: u64) -> impl FnOnce(&str) -> Result<Duration, String> {
+    move |s| match runtime::parse_duration(s)? {
+        d if d < Duration::from_secs(seconds) => Err(format!("must be at least {seconds} s")),
+        d => Ok(d),
     }
 }
 
@@ -309,14 +402,22 @@ mod tests {
     #[test]
     fn every_missing_flag_is_reported_at_once() {
         let flags = GatewayFlags {
-            kmip_addr: "nowhere".into(),
-            https_addr: "nowhere".into(),
+            kmip_addr: Some("nowhere".into()),
+            https_addr: Some("nowhere".into()),
             upstreams: vec!["keysvc".into()],
-            upstream_resolve_interval: Some(0),
-            grace_period: Some(1),
+            upstream_resolve_interval: Some("0".into()),
+            upstream_server_name: Some(String::new()),
+            idle_timeout: Some("0s".into()),
+            grace_period: Some("1".into()),
             ..GatewayFlags::default()
         };
-        let errors = flags.resolve().expect_err("invalid flags").0;
+        let errors: Vec<String> = flags
+            .resolve()
+            .expect_err("invalid flags")
+            .0
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         for needle in [
             "--kmip-addr",
             "--https-addr",
@@ -324,7 +425,7 @@ mod tests {
             "--tls-key",
             "--client-ca",
             "--policies",
-            "--upstream \"keysvc\"",
+            "--upstream): \"keysvc\"",
             "--upstream-resolve-interval",
             "--upstream-ca",
             "--upstream-cert",
@@ -387,7 +488,7 @@ mod tests {
 
     #[test]
     fn grace_period_is_split_into_pingora_stages() {
-        assert_eq!(split_grace_period(DEFAULT_GRACE_PERIOD_SECONDS), (20, 5));
+        assert_eq!(split_grace_period(25), (20, 5));
         assert_eq!(split_grace_period(60), (55, 5));
         assert_eq!(split_grace_period(6), (1, 5));
         assert_eq!(split_grace_period(4), (1, 3));
@@ -405,8 +506,11 @@ mod tests {
         let cli = Cli::try_parse_from(["gw"]).expect("no flags");
         assert_eq!(cli.flags.grace_period, None);
         let cli = Cli::try_parse_from(["gw", "--grace-period", "40"]).expect("flag");
-        assert_eq!(cli.flags.grace_period, Some(40));
-        assert!(Cli::try_parse_from(["gw", "--grace-period", "soon"]).is_err());
+        assert_eq!(cli.flags.grace_period.as_deref(), Some("40"));
+        // Parsed with every other key, and reported with them.
+        let cli = Cli::try_parse_from(["gw", "--grace-period", "soon"]).expect("text");
+        let errors = cli.flags.resolve().expect_err("soon is no duration");
+        assert!(errors.mentions("shutdown.grace_period"), "{errors}");
         let cli = Cli::try_parse_from(["gw", "--threads", "4"]).expect("flag");
         assert_eq!(cli.flags.threads, Some(4));
         assert!(Cli::try_parse_from(["gw", "--threads", "0"]).is_err());

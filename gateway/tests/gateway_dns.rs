@@ -15,7 +15,7 @@ async fn a_host_name_upstream_is_resolved_and_served() {
     let port = keysvc.api_addr().port();
     let gateway = RunningGateway::start_with(&pki, &[], |flags| {
         flags.upstreams = vec![format!("localhost:{port}")];
-        flags.upstream_resolve_interval = Some(1);
+        flags.upstream_resolve_interval = Some("1s".into());
     })
     .await;
 

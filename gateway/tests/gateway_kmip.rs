@@ -314,8 +314,10 @@ async fn only_read_only_requests_are_retried_after_the_request_was_sent() {
 async fn idle_connections_are_closed() {
     let pki = Pki::generate();
     let keysvc = start_keysvc(&pki).await;
-    let gateway =
-        RunningGateway::start_with(&pki, &[keysvc.api_addr()], |f| f.idle_timeout = 1).await;
+    let gateway = RunningGateway::start_with(&pki, &[keysvc.api_addr()], |f| {
+        f.idle_timeout = Some("1s".into())
+    })
+    .await;
     let mut a = kmip_client(&pki, &gateway.addr_text(), "tenant-a").await;
     a.discover_versions(&[]).await.expect("served");
     // No request for longer than the idle timeout: the gateway closes the connection.

@@ -43,8 +43,10 @@ async fn a_client_sending_one_byte_per_second_does_not_block_other_tenants() {
     let pki = Pki::generate();
     let keysvc = start_keysvc(&pki).await;
     // A 3 s idle timeout bounds how long a trickled message header may take.
-    let gateway =
-        RunningGateway::start_with(&pki, &[keysvc.api_addr()], |f| f.idle_timeout = 3).await;
+    let gateway = RunningGateway::start_with(&pki, &[keysvc.api_addr()], |f| {
+        f.idle_timeout = Some("3s".into())
+    })
+    .await;
     let mut b = kmip_client(&pki, &gateway.addr_text(), "tenant-b").await;
     let uid = b.create_aes_key(128, None).await.expect("create");
 
@@ -155,8 +157,10 @@ async fn two_thousand_idle_connections_do_not_stop_other_tenants() {
 async fn idle_connections_are_counted_until_closed_and_a_stop_closes_the_rest() {
     let pki = Pki::generate();
     let keysvc = start_keysvc(&pki).await;
-    let gateway =
-        RunningGateway::start_with(&pki, &[keysvc.api_addr()], |f| f.grace_period = Some(2)).await;
+    let gateway = RunningGateway::start_with(&pki, &[keysvc.api_addr()], |f| {
+        f.grace_period = Some("2s".into())
+    })
+    .await;
     let metrics = gateway.metrics.clone();
     let active_becomes = |n: i64| {
         let metrics = metrics.clone();

@@ -301,7 +301,11 @@ impl Loader {
         match v {
             Some(v) if !v.trim().is_empty() => Some(v),
             _ => {
-                self.error(key, "required but not set");
+                let message = match self.schema.key(key).and_then(|k| k.flag) {
+                    Some(flag) => format!("required but not set (flag {flag})"),
+                    None => "required but not set".to_owned(),
+                };
+                self.error(key, message);
                 None
             }
         }

@@ -166,8 +166,8 @@ impl Pki {
     /// The gateway's flags: KMIP on `kmip_addr`, forwarding to `upstreams`.
     pub fn gateway_flags(&self, kmip_addr: SocketAddr, upstreams: &[SocketAddr]) -> GatewayFlags {
         GatewayFlags {
-            kmip_addr: kmip_addr.to_string(),
-            https_addr: free_port().to_string(),
+            kmip_addr: Some(kmip_addr.to_string()),
+            https_addr: Some(free_port().to_string()),
             tls_cert: Some(self.path("gateway.pem")),
             tls_key: Some(self.path("gateway-key.pem")),
             client_ca: Some(self.path("ca.pem")),
@@ -177,10 +177,8 @@ impl Pki {
             upstream_ca: Some(self.path("ca.pem")),
             upstream_cert: Some(self.path("gateway-upstream.pem")),
             upstream_key: Some(self.path("gateway-upstream-key.pem")),
-            upstream_server_name: KEYSVC_NAME.into(),
-            idle_timeout: 300,
-            grace_period: None,
-            threads: None,
+            upstream_server_name: Some(KEYSVC_NAME.into()),
+            ..GatewayFlags::default()
         }
     }
 }
