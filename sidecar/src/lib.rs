@@ -93,12 +93,12 @@ pub struct SidecarArgs {
     /// Longest wait for the gateway's answer (connect included) before the workload gets a
     /// KMIP error response.
     #[arg(long, value_name = "DURATION", env = "OPENKCM_SIDECAR_TIMEOUT", default_value = "5s",
-          value_parser = parse_duration)]
+          value_parser = runtime::parse_duration)]
     pub timeout: Duration,
     /// Gateway connections are replaced after this long (between requests), so that new
     /// gateway replicas get their share of a long-running workload's requests.
     #[arg(long, value_name = "DURATION", env = "OPENKCM_SIDECAR_UPSTREAM_MAX_AGE",
-          default_value = "5m", value_parser = parse_duration)]
+          default_value = "5m", value_parser = runtime::parse_duration)]
     pub upstream_max_age: Duration,
     /// Log level (tracing directives, e.g. `info` or `sidecar=debug`).
     #[arg(
@@ -108,24 +108,6 @@ pub struct SidecarArgs {
         default_value = "info"
     )]
     pub log_level: String,
-}
-
-/// `500ms`, `5s`, `2m` or plain seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
-        Some(at) => text.split_at(at),
-        None => (text, "s"),
-    };
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration (e.g. 500ms, 5s, 2m)"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n.saturating_mul(60))),
-        _ => Err(format!("{text:?}: unknown unit (ms, s or m)")),
-    }
 }
 
 /// How long open workload connections get to finish their request at shutdown.
@@ -348,15 +330,5 @@ mod tests {
         assert!(gateway_host("gw.example").is_err());
         assert!(gateway_host(":5696").is_err());
         assert!(gateway_host("gw:http").is_err());
-    }
-
-    #[test]
-    fn durations_read_like_kubernetes_flags() {
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
-        assert!(parse_duration("5h").is_err());
-        assert!(parse_duration("fast").is_err());
     }
 }
