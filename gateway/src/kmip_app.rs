@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use kmip::contract;
 use kmip::relay::{answer_outcomes, error_response};
 use kmip::spec::{Operation, ResultReason};
 use kmip::ttlv::{self, HEADER_LEN};
@@ -25,8 +26,6 @@ use crate::upstream::{TenantHeaders, UpstreamError, UpstreamPool};
 /// Once a message header has arrived, its body must follow within this: a client that
 /// announces a message and stalls holds a buffer for nothing.
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
-/// Longest `x-openkcm-client` value keysvc accepts.
-const MAX_CLIENT_HEADER_LEN: usize = 256;
 
 /// The KMIP listener's application logic (a Pingora [`ServerApp`]).
 #[derive(Debug)]
@@ -264,7 +263,7 @@ async fn write_all(io: &mut Stream, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 /// The tenant client's identity for keysvc's audit log: the subject DN and serial, in
-/// the characters the header admits.
+/// the characters and the length the header admits.
 pub fn client_header(peer: &PeerIdentity) -> String {
     let mut text: String = format!("{} serial={}", peer.subject, peer.serial)
         .chars()
@@ -276,6 +275,6 @@ pub fn client_header(peer: &PeerIdentity) -> String {
             }
         })
         .collect();
-    text.truncate(MAX_CLIENT_HEADER_LEN);
+    text.truncate(contract::MAX_HEADER_VALUE_LEN);
     text
 }

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
+use kmip::contract;
 use kmip::relay::is_read_only;
 use pingora::connectors::http::v2::Connector;
 use pingora::http::RequestHeader;
@@ -765,25 +766,29 @@ fn request_header(
     who: &TenantHeaders<'_>,
 ) -> pingora::Result<Box<RequestHeader>> {
     // No header-name case map: that is for HTTP/1 and HTTP/2 sends names in lower case.
-    let mut header = RequestHeader::build_no_case("POST", b"/v1/kmip", Some(8))?;
+    let mut header = RequestHeader::build_no_case("POST", contract::KMIP_PATH.as_bytes(), Some(8))?;
     header.insert_header("host", authority)?;
     header.insert_header(
         "content-type",
         http::HeaderValue::from_static("application/octet-stream"),
     )?;
     header.insert_header("content-length", http::HeaderValue::from(len))?;
-    header.insert_header("x-openkcm-tenant", who.tenant)?;
+    header.insert_header(contract::TENANT_HEADER, who.tenant)?;
     if let Some(database) = who.database {
-        header.insert_header("x-openkcm-database", database)?;
+        header.insert_header(contract::DATABASE_HEADER, database)?;
     }
-    header.insert_header("x-openkcm-client", who.client)?;
+    header.insert_header(contract::CLIENT_HEADER, who.client)?;
     // Unique per request: marked never-indexed, so that it does not churn the HTTP/2
     // header table and push out the repeated headers above (sent as one-byte indexes).
     let mut request_id = http::HeaderValue::from_str(who.request_id).map_err(|e| {
-        pingora::Error::because(pingora::ErrorType::InvalidHTTPHeader, "x-request-id", e)
+        pingora::Error::because(
+            pingora::ErrorType::InvalidHTTPHeader,
+            contract::REQUEST_ID_HEADER,
+            e,
+        )
     })?;
     request_id.set_sensitive(true);
-    header.insert_header("x-request-id", request_id)?;
+    header.insert_header(contract::REQUEST_ID_HEADER, request_id)?;
     Ok(Box::new(header))
 }
 

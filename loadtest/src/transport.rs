@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use kmip::client::tls;
+use kmip::contract;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -15,9 +16,6 @@ use crate::config::{Config, Target};
 
 /// Largest response accepted: KMIP's usual 1 MiB message limit.
 const MAX_RESPONSE: usize = kmip::ttlv::DEFAULT_MAX_MESSAGE_SIZE;
-/// keysvc's request path and the header with which the gateway names the tenant.
-const KEYSVC_PATH: &str = "/v1/kmip";
-const TENANT_HEADER: &str = "x-openkcm-tenant";
 
 /// Why an exchange failed below KMIP: the connection is unusable afterwards.
 #[derive(Debug, thiserror::Error)]
@@ -211,8 +209,8 @@ impl Http2Connection {
         });
         let template = http::Request::builder()
             .method(http::Method::POST)
-            .uri(format!("https://{authority}{KEYSVC_PATH}"))
-            .header(TENANT_HEADER, tenant)
+            .uri(format!("https://{authority}{}", contract::KMIP_PATH))
+            .header(contract::TENANT_HEADER, tenant)
             .header(http::header::CONTENT_TYPE, "application/octet-stream")
             .body(())
             .map_err(|e| TransportError::Config(e.to_string()))?;
