@@ -5,7 +5,7 @@
 //!        ◄──Item::encode──           ◄──────────to_item──────────
 //!  xml   ──xml::parse────► Item tree        (KMIP XML profile, test cases)
 //!  json  ──json::parse───► Item tree        (KMIP JSON profile)
-//!  framing: tokio codec, size limit checked on the 8-byte header
+//!  framing: tokio codec and async message reader, size limit checked on the 8-byte header
 //!  client:  async KMIP client over any stream, rustls mTLS connector
 //!  relay:   helpers for programs that relay KMIP (error answers, retry safety)
 //!  contract: the gateway↔keysvc HTTP contract (path, headers, tenant-id rule)
