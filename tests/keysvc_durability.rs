@@ -73,7 +73,7 @@ async fn acknowledged_keys_survive_sigkill_and_a_root_key_rotation() {
                 let reply = match gw
                     .request(
                         "POST",
-                        "/v1/kmip",
+                        kmip::contract::KMIP_PATH,
                         &tenant_headers("tenant-a"),
                         kmip_request(vec![create_aes()]),
                     )

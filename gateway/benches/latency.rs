@@ -24,6 +24,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use kmip::client::Client;
+use kmip::contract;
 use kmip::message::payloads::GetRequest;
 use kmip::message::{RequestMessage, RequestPayload, UniqueIdentifier};
 use support::{start_keysvc, Pki, RunningGateway, GATEWAY_CN};
@@ -101,12 +102,19 @@ async fn direct_client(pki: &Pki, addr: std::net::SocketAddr) -> SendRequest<Ful
 async fn direct_get(sender: &mut SendRequest<Full<Bytes>>, body: &Bytes) -> usize {
     let request = hyper::Request::builder()
         .method("POST")
-        .uri(format!("https://{}/v1/kmip", support::KEYSVC_NAME))
+        .uri(format!(
+            "https://{}{}",
+            support::KEYSVC_NAME,
+            contract::KMIP_PATH
+        ))
         .header("content-type", "application/octet-stream")
         .header("content-length", body.len())
-        .header("x-openkcm-tenant", "tenant-a")
-        .header("x-openkcm-client", "CN=mongod.tenant-a,OU=tenant-a")
-        .header("x-request-id", uuid::Uuid::new_v4().to_string())
+        .header(contract::TENANT_HEADER, "tenant-a")
+        .header(contract::CLIENT_HEADER, "CN=mongod.tenant-a,OU=tenant-a")
+        .header(
+            contract::REQUEST_ID_HEADER,
+            uuid::Uuid::new_v4().to_string(),
+        )
         .body(Full::new(body.clone()))
         .expect("request");
     sender.ready().await.expect("HTTP/2 ready");

@@ -8,13 +8,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use kmip::contract;
+use kmip::framing::{MessageReader, ReadError};
 use kmip::relay::{answer_outcomes, error_response};
 use kmip::spec::{Operation, ResultReason};
-use kmip::ttlv::{self, HEADER_LEN};
 use pingora::apps::ServerApp;
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 use crate::identity::PeerIdentity;
 use crate::metrics::{GatewayMetrics, RequestCounters};
@@ -25,8 +26,6 @@ use crate::upstream::{TenantHeaders, UpstreamError, UpstreamPool};
 /// Once a message header has arrived, its body must follow within this: a client that
 /// announces a message and stalls holds a buffer for nothing.
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
-/// Longest `x-openkcm-client` value keysvc accepts.
-const MAX_CLIENT_HEADER_LEN: usize = 256;
 
 /// The KMIP listener's application logic (a Pingora [`ServerApp`]).
 #[derive(Debug)]
@@ -167,28 +166,25 @@ enum Next {
 
 impl KmipApp {
     async fn next_request(&self, io: &mut Stream, shutdown: &mut ShutdownWatch) -> Next {
-        let mut header = [0u8; HEADER_LEN];
+        let mut reader = MessageReader::new(self.max_message_size);
         // Shutdown and idleness are watched only between messages: a request that started
-        // is served to the end.
+        // is served to the end. The announced length is checked with the header, before
+        // anything is allocated for the body.
         tokio::select! {
             biased;
             _ = shutdown.changed() => return Next::Close("shutdown"),
-            read = tokio::time::timeout(self.idle_timeout, io.read_exact(&mut header)) => match read {
+            read = tokio::time::timeout(self.idle_timeout, reader.header(io)) => match read {
                 Err(_) => return Next::Close("idle timeout"),
-                Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Next::Close("closed by the client"),
-                Ok(Err(e)) => return Next::Abort(format!("read: {e}")),
+                Ok(Err(ReadError::Closed)) => return Next::Close("closed by the client"),
+                Ok(Err(ReadError::Io { error, .. })) if error.kind() == std::io::ErrorKind::UnexpectedEof => return Next::Close("closed by the client"),
+                Ok(Err(ReadError::Io { error, .. })) => return Next::Abort(format!("read: {error}")),
+                Ok(Err(e)) => return Next::Abort(format!("message header: {e}")),
                 Ok(Ok(_)) => {}
             },
         }
-        // The announced length is checked before anything is allocated for the body.
-        let len = match ttlv::message_len(&header, self.max_message_size) {
-            Ok(len) => len,
-            Err(e) => return Next::Abort(format!("message header: {e}")),
-        };
-        let mut message = vec![0u8; len];
-        message[..HEADER_LEN].copy_from_slice(&header);
-        match tokio::time::timeout(BODY_TIMEOUT, io.read_exact(&mut message[HEADER_LEN..])).await {
-            Ok(Ok(_)) => Next::Request(Bytes::from(message)),
+        let mut message = Vec::new();
+        match tokio::time::timeout(BODY_TIMEOUT, reader.read(io, &mut message)).await {
+            Ok(Ok(())) => Next::Request(Bytes::from(message)),
             Ok(Err(e)) => Next::Abort(format!("message body: {e}")),
             Err(_) => Next::Abort("message body timed out".into()),
         }
@@ -264,7 +260,7 @@ async fn write_all(io: &mut Stream, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 /// The tenant client's identity for keysvc's audit log: the subject DN and serial, in
-/// the characters the header admits.
+/// the characters and the length the header admits.
 pub fn client_header(peer: &PeerIdentity) -> String {
     let mut text: String = format!("{} serial={}", peer.subject, peer.serial)
         .chars()
@@ -276,6 +272,6 @@ pub fn client_header(peer: &PeerIdentity) -> String {
             }
         })
         .collect();
-    text.truncate(MAX_CLIENT_HEADER_LEN);
+    text.truncate(contract::MAX_HEADER_VALUE_LEN);
     text
 }

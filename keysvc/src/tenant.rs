@@ -3,11 +3,11 @@
 
 use std::fmt;
 
-/// Longest tenant id accepted: ids appear in HKDF info strings, SQL settings, metric labels
-/// and log lines; 128 bytes is far more than any naming scheme needs.
-pub const MAX_TENANT_ID_LEN: usize = 128;
+pub use kmip::contract::MAX_TENANT_ID_LEN;
+use kmip::contract::{is_valid_database_name, is_valid_tenant_id};
 
-/// A validated tenant identifier: 1–128 characters of `[A-Za-z0-9._-]`.
+/// A validated tenant identifier: 1–128 characters of `[A-Za-z0-9._-]`
+/// ([`kmip::contract::is_valid_tenant_id`], the rule the gateway's routing rules obey too).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TenantId(String);
 
@@ -17,11 +17,7 @@ pub struct InvalidTenantId(pub String);
 
 impl TenantId {
     pub fn parse(s: &str) -> Result<Self, InvalidTenantId> {
-        let valid = !s.is_empty()
-            && s.len() <= MAX_TENANT_ID_LEN
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-        if valid {
+        if is_valid_tenant_id(s) {
             Ok(Self(s.to_owned()))
         } else {
             Err(InvalidTenantId(s.to_owned()))
@@ -46,16 +42,14 @@ impl fmt::Debug for TenantId {
 }
 
 /// A dedicated database named by a TenantRouting route (`route.database`), same server.
-/// Restricted to a safe identifier because it becomes part of a connection URL.
+/// Restricted to a safe identifier because it becomes part of a connection URL
+/// ([`kmip::contract::is_valid_database_name`]).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct DatabaseName(String);
 
 impl DatabaseName {
     pub fn parse(s: &str) -> Result<Self, InvalidTenantId> {
-        let valid = !s.is_empty()
-            && s.len() <= 63
-            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-        if valid {
+        if is_valid_database_name(s) {
             Ok(Self(s.to_owned()))
         } else {
             Err(InvalidTenantId(s.to_owned()))

@@ -9,6 +9,7 @@ use std::convert::Infallible;
 use bytes::Bytes;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
+use kmip::contract::{KMIP_PATH, TENANT_HEADER};
 use kmip::spec::{ResultReason, ResultStatus};
 use support::*;
 
@@ -64,7 +65,7 @@ async fn the_gateway_runs_create_get_encrypt_over_http2() {
     let mut headers = tenant_headers("tenant-a");
     headers.push(("x-request-id", "gw-req-42"));
     let reply = gw
-        .request("POST", "/v1/kmip", &headers, kmip_request(vec![get(&uid)]))
+        .request("POST", KMIP_PATH, &headers, kmip_request(vec![get(&uid)]))
         .await
         .expect("reply");
     assert_eq!(
@@ -84,7 +85,7 @@ async fn an_intruder_certificate_gets_403_even_with_tenant_headers() {
     let reply = intruder
         .request(
             "POST",
-            "/v1/kmip",
+            KMIP_PATH,
             &tenant_headers("tenant-a"),
             kmip_request(vec![create_aes()]),
         )
@@ -142,24 +143,20 @@ async fn a_gateway_request_without_tenant_header_is_400() {
     let reply = gw
         .request(
             "POST",
-            "/v1/kmip",
+            KMIP_PATH,
             &[("content-type", "application/octet-stream")],
             kmip_request(vec![create_aes()]),
         )
         .await
         .expect("reply");
     assert_eq!(reply.status, 400);
-    assert!(
-        reply.text().contains("x-openkcm-tenant"),
-        "{}",
-        reply.text()
-    );
+    assert!(reply.text().contains(TENANT_HEADER), "{}", reply.text());
 
     let reply = gw
         .request(
             "POST",
-            "/v1/kmip",
-            &[("x-openkcm-tenant", "tenant a; drop")],
+            KMIP_PATH,
+            &[(TENANT_HEADER, "tenant a; drop")],
             kmip_request(vec![create_aes()]),
         )
         .await
@@ -215,7 +212,7 @@ async fn a_body_that_is_not_ttlv_is_400_and_a_broken_ttlv_gets_a_kmip_error() {
     let reply = gw
         .request(
             "POST",
-            "/v1/kmip",
+            KMIP_PATH,
             &tenant_headers("tenant-a"),
             b"{\"operation\": \"Create\"}".to_vec(),
         )
@@ -229,7 +226,7 @@ async fn a_body_that_is_not_ttlv_is_400_and_a_broken_ttlv_gets_a_kmip_error() {
     );
 
     let empty = gw
-        .request("POST", "/v1/kmip", &tenant_headers("tenant-a"), Vec::new())
+        .request("POST", KMIP_PATH, &tenant_headers("tenant-a"), Vec::new())
         .await
         .expect("reply");
     assert_eq!(empty.status, 400);
@@ -259,7 +256,7 @@ async fn an_oversized_body_is_413_whether_announced_or_streamed() {
     big.extend_from_slice(&(limit as u32).to_be_bytes());
     big.resize(limit + 8, 0);
     let reply = gw
-        .request("POST", "/v1/kmip", &tenant_headers("tenant-a"), big.clone())
+        .request("POST", KMIP_PATH, &tenant_headers("tenant-a"), big.clone())
         .await
         .expect("reply");
     assert_eq!(reply.status, 413);
@@ -276,7 +273,7 @@ async fn an_oversized_body_is_413_whether_announced_or_streamed() {
         .collect();
     let streamed = StreamBody::new(futures::stream::iter(chunks)).boxed();
     let reply = gw
-        .request_body("POST", "/v1/kmip", &tenant_headers("tenant-a"), streamed)
+        .request_body("POST", KMIP_PATH, &tenant_headers("tenant-a"), streamed)
         .await
         .expect("reply");
     assert_eq!(reply.status, 413, "{}", reply.text());
@@ -333,7 +330,7 @@ async fn the_management_port_serves_probes_and_metrics_without_a_certificate() {
         .expect("metrics");
     assert_eq!(reply.status, 200);
     assert!(reply.text().contains(r#"tenant="tenant-a""#));
-    let (status, _) = http1_get(server.management(), "/v1/kmip")
+    let (status, _) = http1_get(server.management(), KMIP_PATH)
         .await
         .expect("kmip");
     assert_eq!(status, 404, "the management port has no KMIP endpoint");
@@ -457,7 +454,7 @@ async fn shutdown_lets_a_request_in_flight_finish() {
     let in_flight = gw
         .start(
             "POST",
-            "/v1/kmip",
+            KMIP_PATH,
             &tenant_headers("tenant-a"),
             StreamBody::new(rx).boxed(),
         )

@@ -5,8 +5,10 @@
 //!        ◄──Item::encode──           ◄──────────to_item──────────
 //!  xml   ──xml::parse────► Item tree        (KMIP XML profile, test cases)
 //!  json  ──json::parse───► Item tree        (KMIP JSON profile)
-//!  framing: tokio codec, size limit checked on the 8-byte header
+//!  framing: tokio codec and async message reader, size limit checked on the 8-byte header
 //!  client:  async KMIP client over any stream, rustls mTLS connector
+//!  relay:   helpers for programs that relay KMIP (error answers, retry safety)
+//!  contract: the gateway↔keysvc HTTP contract (path, headers, tenant-id rule)
 //! ```
 //!
 //! The codec ([`ttlv`], [`message`], [`xml`], [`json`]) does no I/O; [`framing`] and [`client`] add
@@ -24,6 +26,7 @@ pub use spec::Tag;
 pub use ttlv::{Item, ItemType, Limits, Value};
 pub use version::ProtocolVersion;
 pub mod client;
+pub mod contract;
 pub mod framing;
 pub mod json;
 pub mod relay;

@@ -2,10 +2,11 @@
 //! sidecar): a KMIP failure answer for a request that could not be served, whether a
 //! request may safely be sent twice, and what an answer says (for counting it).
 
+use crate::contract::header_version;
 use crate::message::{RequestMessage, ResponseBatchItem, ResponseMessage};
 use crate::spec::{Operation, ResultReason, ResultStatus};
 use crate::ttlv::{self, ItemType, RawItem};
-use crate::{Item, Limits, ProtocolVersion, Tag, Value};
+use crate::{Limits, ProtocolVersion, Tag};
 
 /// A KMIP failure answer to `request` in the request's protocol version: one failed batch
 /// item per request batch item (operation and batch item id echoed), or a single one when
@@ -38,26 +39,6 @@ pub fn error_response(request: &[u8], reason: ResultReason, message: &str) -> Ve
         }
     };
     response.to_ttlv()
-}
-
-/// The protocol version in a request header, when it names a supported one.
-fn header_version(item: &Item) -> ProtocolVersion {
-    let int = |i: Option<&Item>| match i.map(|i| &i.value) {
-        Some(Value::Integer(v)) => Some(*v),
-        _ => None,
-    };
-    let pv = item
-        .child(Tag::REQUEST_HEADER)
-        .and_then(|h| h.child(Tag::PROTOCOL_VERSION));
-    match (
-        int(pv.and_then(|p| p.child(Tag::PROTOCOL_VERSION_MAJOR))),
-        int(pv.and_then(|p| p.child(Tag::PROTOCOL_VERSION_MINOR))),
-    ) {
-        (Some(major), Some(minor)) if ProtocolVersion::new(major, minor).is_supported() => {
-            ProtocolVersion::new(major, minor)
-        }
-        _ => ProtocolVersion::V1_0,
-    }
 }
 
 /// Operations that change nothing on the server, so that sending one twice (after an

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use kmip::client::tls;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use kmip::contract;
+use kmip::framing::{read_message, ReadError};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
@@ -15,9 +17,6 @@ use crate::config::{Config, Target};
 
 /// Largest response accepted: KMIP's usual 1 MiB message limit.
 const MAX_RESPONSE: usize = kmip::ttlv::DEFAULT_MAX_MESSAGE_SIZE;
-/// keysvc's request path and the header with which the gateway names the tenant.
-const KEYSVC_PATH: &str = "/v1/kmip";
-const TENANT_HEADER: &str = "x-openkcm-tenant";
 
 /// Why an exchange failed below KMIP: the connection is unusable afterwards.
 #[derive(Debug, thiserror::Error)]
@@ -157,7 +156,7 @@ impl Connection {
     }
 }
 
-/// TTLV over TLS: write the message, read the 8-byte header, then exactly its length.
+/// TTLV over TLS: write the message, read it back with [`read_message`].
 #[derive(Debug)]
 pub struct KmipConnection {
     stream: TlsStream<TcpStream>,
@@ -168,23 +167,19 @@ impl KmipConnection {
     async fn exchange(&mut self, request: &Bytes) -> Result<&[u8], TransportError> {
         self.stream.write_all(request).await?;
         self.stream.flush().await?;
-        let mut header = [0u8; kmip::ttlv::HEADER_LEN];
-        if let Err(e) = self.stream.read_exact(&mut header).await {
-            return Err(if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                TransportError::Closed
-            } else {
-                e.into()
-            });
+        match read_message(&mut self.stream, MAX_RESPONSE, &mut self.buffer).await {
+            Ok(()) => Ok(&self.buffer),
+            // The server closed before a whole header arrived.
+            Err(ReadError::Closed) => Err(TransportError::Closed),
+            Err(ReadError::Io { received, error })
+                if received < kmip::ttlv::HEADER_LEN
+                    && error.kind() == std::io::ErrorKind::UnexpectedEof =>
+            {
+                Err(TransportError::Closed)
+            }
+            Err(ReadError::Io { error, .. }) => Err(error.into()),
+            Err(e) => Err(TransportError::Frame(e.to_string())),
         }
-        let len = kmip::ttlv::message_len(&header, MAX_RESPONSE)
-            .map_err(|e| TransportError::Frame(e.to_string()))?;
-        self.buffer.clear();
-        self.buffer.extend_from_slice(&header);
-        self.buffer.resize(len, 0);
-        self.stream
-            .read_exact(&mut self.buffer[kmip::ttlv::HEADER_LEN..])
-            .await?;
-        Ok(&self.buffer)
     }
 }
 
@@ -211,8 +206,8 @@ impl Http2Connection {
         });
         let template = http::Request::builder()
             .method(http::Method::POST)
-            .uri(format!("https://{authority}{KEYSVC_PATH}"))
-            .header(TENANT_HEADER, tenant)
+            .uri(format!("https://{authority}{}", contract::KMIP_PATH))
+            .header(contract::TENANT_HEADER, tenant)
             .header(http::header::CONTENT_TYPE, "application/octet-stream")
             .body(())
             .map_err(|e| TransportError::Config(e.to_string()))?;

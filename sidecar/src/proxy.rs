@@ -5,9 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use kmip::framing::{MessageReader, ReadError};
 use kmip::relay::error_response;
 use kmip::spec::ResultReason;
-use kmip::ttlv::{self, HEADER_LEN};
+use kmip::ttlv;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixListener};
 use tokio_rustls::TlsAcceptor;
@@ -128,36 +129,25 @@ struct Refusal {
     reason: String,
 }
 
-/// The next framed request; `None` at a clean end of stream between messages.
+/// The next framed request; `None` at a clean end of stream between messages. The body
+/// timeout runs from the first byte of a message.
 async fn read_request<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Option<Vec<u8>>, Refusal> {
-    let mut header = [0u8; HEADER_LEN];
     let gone = |reason: String| Refusal {
         answer: None,
         reason,
     };
-    let first = stream
-        .read(&mut header)
-        .await
-        .map_err(|e| gone(e.to_string()))?;
-    if first == 0 {
-        return Ok(None);
+    let mut reader = MessageReader::new(ttlv::DEFAULT_MAX_MESSAGE_SIZE);
+    match reader.first_bytes(stream).await {
+        Ok(()) => {}
+        Err(ReadError::Closed) => return Ok(None),
+        Err(e) => return Err(gone(e.to_string())),
     }
-    let body = async {
-        stream.read_exact(&mut header[first..]).await?;
-        let len = match ttlv::message_len(&header, ttlv::DEFAULT_MAX_MESSAGE_SIZE) {
-            Ok(len) => len,
-            Err(e) => return Ok(Err(e)),
-        };
-        let mut request = vec![0u8; len];
-        request[..HEADER_LEN].copy_from_slice(&header);
-        stream.read_exact(&mut request[HEADER_LEN..]).await?;
-        Ok::<_, std::io::Error>(Ok(request))
-    };
-    match tokio::time::timeout(BODY_TIMEOUT, body).await {
-        Ok(Ok(Ok(request))) => Ok(Some(request)),
-        Ok(Ok(Err(e))) => Err(Refusal {
+    let mut request = Vec::new();
+    match tokio::time::timeout(BODY_TIMEOUT, reader.read(stream, &mut request)).await {
+        Ok(Ok(())) => Ok(Some(request)),
+        Ok(Err(e @ (ReadError::Header(_) | ReadError::TooLarge { .. }))) => Err(Refusal {
             answer: Some(error_response(
-                &header,
+                reader.header_bytes(),
                 ResultReason::InvalidMessage,
                 "openkcm sidecar: not a KMIP TTLV message (or larger than 1 MiB)",
             )),

@@ -27,8 +27,9 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 use futures::FutureExt;
+use kmip::framing::{read_message, ReadError};
 use kmip::relay::is_read_only;
-use kmip::ttlv::{self, HEADER_LEN};
+use kmip::ttlv;
 use rustls::pki_types::ServerName;
 use tlsmaterial::{FileBytes, Loaded, PeerIdentity, TlsError, Watched};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -397,31 +398,18 @@ async fn exchange(
     };
     stream.write_all(request).await.map_err(early)?;
     stream.flush().await.map_err(early)?;
-    let mut header = [0u8; HEADER_LEN];
-    let first = stream.read(&mut header).await.map_err(early)?;
-    if first == 0 {
-        return Err(Failure {
-            answered_nothing: true,
-            reason: "the gateway closed the connection".into(),
-        });
+    let mut answer = Vec::new();
+    match read_message(stream, max_message_size, &mut answer).await {
+        Ok(()) => Ok(answer),
+        Err(e) => Err(Failure {
+            answered_nothing: e.nothing_received(),
+            reason: match e {
+                ReadError::Closed => "the gateway closed the connection".into(),
+                ReadError::Io { error, .. } => error.to_string(),
+                e => format!("unusable answer: {e}"),
+            },
+        }),
     }
-    let late = |reason: String| Failure {
-        answered_nothing: false,
-        reason,
-    };
-    stream
-        .read_exact(&mut header[first..])
-        .await
-        .map_err(|e| late(e.to_string()))?;
-    let len = ttlv::message_len(&header, max_message_size)
-        .map_err(|e| late(format!("unusable answer: {e}")))?;
-    let mut answer = vec![0u8; len];
-    answer[..HEADER_LEN].copy_from_slice(&header);
-    stream
-        .read_exact(&mut answer[HEADER_LEN..])
-        .await
-        .map_err(|e| late(e.to_string()))?;
-    Ok(answer)
 }
 
 /// Whether an idle connection is still usable: a read that would block means nothing

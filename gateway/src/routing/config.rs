@@ -18,28 +18,14 @@ use super::{Condition, RouteTarget, RoutingRule, RuleRef};
 pub const API_VERSION: &str = "platform-mesh.io/v1";
 /// The `kind` of a TenantRouting document.
 pub const KIND: &str = "TenantRouting";
-/// Longest tenant id; keysvc's `TenantId` has the same limit (ids end up in HKDF info
-/// strings, SQL settings and metric labels).
-pub const MAX_TENANT_ID_LEN: usize = 128;
-/// Longest dedicated database name: PostgreSQL's identifier limit (NAMEDATALEN - 1).
-pub const MAX_DATABASE_NAME_LEN: usize = 63;
+// The tenant-id and database-name rules are keysvc's (the gateway↔keysvc contract): a
+// route that validates here is a route keysvc accepts.
+pub use kmip::contract::{
+    is_valid_database_name, is_valid_tenant_id, MAX_DATABASE_NAME_LEN, MAX_TENANT_ID_LEN,
+};
+
 /// Largest rule file read. Rule files are a few KiB; a ConfigMap cannot exceed 1 MiB.
 const MAX_FILE_BYTES: u64 = 1 << 20;
-
-/// Whether `s` is a tenant id: 1–128 characters of `A-Z a-z 0-9 . _ -`.
-pub fn is_valid_tenant_id(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= MAX_TENANT_ID_LEN
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-}
-
-/// Whether `s` is a dedicated database name: 1–63 characters of `A-Z a-z 0-9 _`.
-pub fn is_valid_database_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= MAX_DATABASE_NAME_LEN
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-}
 
 /// One thing wrong with the rule files, located as precisely as known.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -21,13 +21,14 @@ mod services;
 
 use std::sync::Arc;
 
+use kmip::contract::header_version;
 use kmip::message::{
     DateTime, RequestMessage, RequestPayload, ResponseBatchItem, ResponseHeader, ResponseMessage,
     ResponsePayload, TtlvValue, UniqueIdentifier,
 };
 use kmip::spec::{BatchErrorContinuationOption, Operation, ResultReason, ResultStatus};
 use kmip::ttlv::{self, Limits};
-use kmip::{Item, ProtocolVersion, Tag};
+use kmip::{ProtocolVersion, Tag};
 
 use crate::cache::{CacheConfig, ObjectCache};
 use crate::envelope::Keyring;
@@ -231,26 +232,6 @@ impl Engine {
             }
         }
         response
-    }
-}
-
-/// The protocol version in a request header, if the tree has one.
-fn header_version(item: &Item) -> ProtocolVersion {
-    let int = |i: Option<&Item>| match i.map(|i| &i.value) {
-        Some(kmip::Value::Integer(v)) => Some(*v),
-        _ => None,
-    };
-    let pv = item
-        .child(Tag::REQUEST_HEADER)
-        .and_then(|h| h.child(Tag::PROTOCOL_VERSION));
-    match (
-        int(pv.and_then(|p| p.child(Tag::PROTOCOL_VERSION_MAJOR))),
-        int(pv.and_then(|p| p.child(Tag::PROTOCOL_VERSION_MINOR))),
-    ) {
-        (Some(major), Some(minor)) if ProtocolVersion::new(major, minor).is_supported() => {
-            ProtocolVersion::new(major, minor)
-        }
-        _ => ProtocolVersion::V1_0,
     }
 }
 

@@ -35,6 +35,7 @@ use axum::routing::{get, post};
 use axum::{Extension, Router};
 use futures::FutureExt;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
+use kmip::contract;
 use tracing::Instrument;
 
 use crate::engine::Engine;
@@ -48,17 +49,16 @@ pub use tls::{ApiTls, POLL_INTERVAL};
 pub use tlsmaterial::TlsError;
 
 /// The tenant the request is for (required from the gateway).
-pub const TENANT_HEADER: HeaderName = HeaderName::from_static("x-openkcm-tenant");
+pub const TENANT_HEADER: HeaderName = HeaderName::from_static(contract::TENANT_HEADER);
 /// A dedicated database named by the tenant's route (optional).
-pub const DATABASE_HEADER: HeaderName = HeaderName::from_static("x-openkcm-database");
+pub const DATABASE_HEADER: HeaderName = HeaderName::from_static(contract::DATABASE_HEADER);
 /// The tenant client's certificate identity as the gateway saw it (audit only).
-pub const CLIENT_HEADER: HeaderName = HeaderName::from_static("x-openkcm-client");
+pub const CLIENT_HEADER: HeaderName = HeaderName::from_static(contract::CLIENT_HEADER);
 /// Correlates gateway and keysvc logs; generated when absent, always echoed.
-pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static(contract::REQUEST_ID_HEADER);
 
-/// Longest accepted request id or client identity header: ids are UUIDs or similar, and
-/// identities are certificate names; 256 bytes keeps log lines bounded.
-pub const MAX_HEADER_VALUE_LEN: usize = 256;
+/// Longest accepted request id or client identity header.
+pub use contract::MAX_HEADER_VALUE_LEN;
 
 /// What every handler shares.
 #[derive(Clone, Debug)]
@@ -76,7 +76,7 @@ pub struct RequestId(pub String);
 /// Routes of the mTLS listener.
 pub fn api_router(state: AppState) -> Router {
     let gateway_only = Router::new()
-        .route("/v1/kmip", post(kmip))
+        .route(contract::KMIP_PATH, post(kmip))
         .route("/metrics", get(metrics_text))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
@@ -305,7 +305,10 @@ fn tenant_context(headers: &HeaderMap, request_id: String) -> Result<TenantConte
         .map(|d| {
             DatabaseName::parse(d).map_err(|_| ApiError::BadHeader {
                 header: DATABASE_HEADER,
-                reason: "1-63 characters of A-Z a-z 0-9 _".into(),
+                reason: format!(
+                    "1-{} characters of A-Z a-z 0-9 _",
+                    contract::MAX_DATABASE_NAME_LEN
+                ),
             })
         })
         .transpose()?;

@@ -17,6 +17,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use keysvc::config::{self, ConfigFlags, ConfigSources, ServeConfig};
 use keysvc::envelope::RootKey;
 use keysvc::server::{self, KeysvcServer};
+use kmip::contract;
 use kmip::message::payloads::{
     CreateRequest, EncryptRequest, GetRequest, IdRequest, RevocationReason, RevokeRequest,
 };
@@ -428,9 +429,14 @@ impl Http2 {
 
     /// `POST /v1/kmip` as the gateway would send it for `tenant`.
     pub async fn kmip(&mut self, tenant: &str, request: Vec<u8>) -> Reply {
-        self.request("POST", "/v1/kmip", &tenant_headers(tenant), request)
-            .await
-            .expect("POST /v1/kmip")
+        self.request(
+            "POST",
+            contract::KMIP_PATH,
+            &tenant_headers(tenant),
+            request,
+        )
+        .await
+        .expect("POST /v1/kmip")
     }
 
     /// One operation for `tenant`; its single batch item.
@@ -443,8 +449,8 @@ impl Http2 {
 
 pub fn tenant_headers(tenant: &str) -> Vec<(&str, &str)> {
     vec![
-        ("x-openkcm-tenant", tenant),
-        ("x-openkcm-client", "CN=mongod,OU=tenant"),
+        (contract::TENANT_HEADER, tenant),
+        (contract::CLIENT_HEADER, "CN=mongod,OU=tenant"),
         ("content-type", "application/octet-stream"),
     ]
 }
