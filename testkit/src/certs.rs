@@ -103,6 +103,13 @@ impl TestPki {
         issued
     }
 
+    /// Issues `spec` under the file names of a cert-manager Secret mounted in a pod:
+    /// `tls.crt`, `tls.key`, and the CA as `ca.crt`.
+    pub fn issue_mounted(&self, spec: &CertSpec) -> IssuedCert {
+        self.write("ca.crt", self.ca.cert_pem());
+        self.issue_to(spec, "tls.crt", "tls.key")
+    }
+
     /// The CA certificate, DER, for a rustls root store.
     pub fn ca_der(&self) -> CertificateDer<'static> {
         CertificateDer::from(self.ca.cert_der().to_vec())
