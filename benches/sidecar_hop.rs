@@ -15,8 +15,6 @@
 //! machine load. Percentiles come from the sorted samples. The sidecar's RSS is read from
 //! /proc when it is idle after start-up and again after the run.
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,12 +24,15 @@ use kmip::message::{
     RequestMessage, RequestPayload, ResponseBatchItem, ResponseMessage, ResponsePayload,
     UniqueIdentifier,
 };
-use kmip::ttlv::HEADER_LEN;
-use pki::{CertSpec, CertificateAuthority};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use testkit::certs::{self, TestPki};
+use testkit::kmip_client::read_message;
+use testkit::net::{free_addr, retry_addr_in_use};
+use testkit::process::{command, Process};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixStream};
 
 const BLOCK: usize = 500;
+const BIN: &str = env!("CARGO_BIN_EXE_openkcm");
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -94,57 +95,14 @@ async fn responder(
             let Ok(mut tls) = acceptor.accept(tcp).await else {
                 return;
             };
-            let mut header = [0u8; HEADER_LEN];
-            let mut body = Vec::new();
-            loop {
-                if tls.read_exact(&mut header).await.is_err() {
-                    return;
-                }
-                let len = u32::from_be_bytes([header[4], header[5], header[6], header[7]]) as usize;
-                body.resize(len, 0);
-                if tls.read_exact(&mut body).await.is_err() || tls.write_all(&answer).await.is_err()
-                {
+            let mut request = Vec::new();
+            while read_message(&mut tls, &mut request).await.is_some() {
+                if tls.write_all(&answer).await.is_err() {
                     return;
                 }
             }
         });
     }
-}
-
-fn server_config(dir: &Path, ca: &CertificateAuthority) -> Arc<rustls::ServerConfig> {
-    let issued = ca
-        .issue(&CertSpec {
-            server: true,
-            dns_names: vec!["localhost".into()],
-            ..CertSpec::new("bench-gateway")
-        })
-        .expect("server certificate");
-    issued
-        .write(&dir.join("gw.pem"), &dir.join("gw-key.pem"))
-        .expect("write");
-    let certs = kmip::client::tls::certs_from_pem(dir.join("gw.pem")).expect("certs");
-    let key = kmip::client::tls::key_from_pem(dir.join("gw-key.pem")).expect("key");
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(rustls::pki_types::CertificateDer::from(
-            ca.cert_der().to_vec(),
-        ))
-        .expect("root");
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-        Arc::new(roots),
-        provider.clone(),
-    )
-    .build()
-    .expect("verifier");
-    Arc::new(
-        rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("versions")
-            .with_client_cert_verifier(verifier)
-            .with_single_cert(certs, key)
-            .expect("server config"),
-    )
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -156,13 +114,6 @@ fn rss_kib(pid: u32) -> u64 {
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         })
         .unwrap_or(0)
-}
-
-fn free_port() -> std::net::SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
 }
 
 async fn timed<S: AsyncRead + AsyncWrite + Unpin>(
@@ -183,76 +134,53 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 fn main() {
     let n = env_usize("HOP_N", 20_000);
     let warmup = env_usize("HOP_WARMUP", 2_000);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let ca = CertificateAuthority::create("bench CA").expect("CA");
-    std::fs::write(dir.path().join("ca.crt"), ca.cert_pem()).expect("ca");
-    ca.issue(&CertSpec {
-        client: true,
-        organizational_units: vec!["tenant-a".into()],
-        ..CertSpec::new("tenant-a")
-    })
-    .expect("client certificate")
-    .write(&dir.path().join("tls.crt"), &dir.path().join("tls.key"))
-    .expect("write");
+    let pki = TestPki::new("bench CA");
+    let dir = pki.dir();
+    pki.issue_mounted(&certs::client("tenant-a", &["tenant-a"]));
+    pki.issue("gw", &certs::localhost_server("bench-gateway"));
 
     // The upstream on its own thread and runtime.
-    let upstream_addr = free_port();
-    let config = server_config(dir.path(), &ca);
+    let upstream = testkit::net::listener();
+    upstream
+        .set_nonblocking(true)
+        .expect("non-blocking listener");
+    let upstream_addr = upstream.local_addr().expect("upstream address");
+    let acceptor = pki.acceptor("gw", true);
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("rt");
         rt.block_on(async move {
-            let listener = TcpListener::bind(upstream_addr)
-                .await
-                .expect("bind upstream");
-            responder(
-                listener,
-                tokio_rustls::TlsAcceptor::from(config),
-                Arc::new(get_answer()),
-            )
-            .await;
+            let listener = TcpListener::from_std(upstream).expect("upstream listener");
+            responder(listener, acceptor, Arc::new(get_answer())).await;
         });
     });
 
-    let run = dir.path().join("run");
-    let tls_addr = free_port();
-    let mut sidecar: Child = Command::new(env!("CARGO_BIN_EXE_openkcm"))
-        .arg("sidecar")
-        .args([
-            "--gateway",
-            &upstream_addr.to_string(),
-            "--gateway-server-name",
-            "localhost",
-        ])
-        .arg("--gateway-ca")
-        .arg(dir.path().join("ca.crt"))
-        .arg("--cert")
-        .arg(dir.path().join("tls.crt"))
-        .arg("--key")
-        .arg(dir.path().join("tls.key"))
-        .arg("--socket")
-        .arg(run.join("kmip.sock"))
-        .args(["--listen", &tls_addr.to_string()])
-        .arg("--local-dir")
-        .arg(&run)
-        .args([
-            "--management",
-            &free_port().to_string(),
-            "--log-level",
-            "warn",
-        ])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn openkcm sidecar");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !run.join("kmip.sock").exists() || std::net::TcpStream::connect(tls_addr).is_err() {
-        assert!(Instant::now() < deadline, "sidecar did not start");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let run = dir.join("run");
+    let upstream = upstream_addr.to_string();
+    let (mut sidecar, tls_addr) = retry_addr_in_use("openkcm sidecar", || {
+        let tls_addr = free_addr();
+        let (listen, management) = (tls_addr.to_string(), free_addr().to_string());
+        let path = |name: &str| dir.join(name).display().to_string();
+        let (ca, cert, key) = (path("ca.crt"), path("tls.crt"), path("tls.key"));
+        let (socket, local) = (path("run/kmip.sock"), path("run"));
+        #[rustfmt::skip]
+        let args = [
+            "sidecar", "--gateway", &upstream, "--gateway-server-name", "localhost",
+            "--gateway-ca", &ca, "--cert", &cert, "--key", &key, "--socket", &socket,
+            "--listen", &listen, "--local-dir", &local, "--management", &management,
+            "--log-level", "warn",
+        ];
+        let mut sidecar = Process::spawn("openkcm sidecar", command(BIN, &args));
+        sidecar.wait_for(Duration::from_secs(30), |_| {
+            (run.join("kmip.sock").exists() && std::net::TcpStream::connect(tls_addr).is_ok())
+                .then_some(())
+        })?;
+        Ok((sidecar, tls_addr))
+    });
     std::thread::sleep(Duration::from_secs(3)); // idle: first probe done, nothing else
-    let rss_idle = rss_kib(sidecar.id());
+    let rss_idle = rss_kib(sidecar.pid());
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -260,9 +188,9 @@ fn main() {
         .expect("rt");
     let (direct, unix, tls) = rt.block_on(async {
         let connector = kmip::client::tls::connector_from_pem_files(
-            dir.path().join("ca.crt"),
-            dir.path().join("tls.crt"),
-            dir.path().join("tls.key"),
+            dir.join("ca.crt"),
+            dir.join("tls.crt"),
+            dir.join("tls.key"),
         )
         .expect("connector");
         let mut direct = Client::connect_tls(&upstream_addr.to_string(), "localhost", &connector)
@@ -303,9 +231,8 @@ fn main() {
         }
         (d, u, t)
     });
-    let rss_after = rss_kib(sidecar.id());
-    let _ = sidecar.kill();
-    let _ = sidecar.wait();
+    let rss_after = rss_kib(sidecar.pid());
+    sidecar.kill();
 
     let stats = |mut v: Vec<Duration>| {
         v.sort();

@@ -31,28 +31,13 @@ const KEYSVC_NAME: &str = "keysvc";
 /// How long start-up may take before `openkcm dev` gives up.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
-const ROUTING_YAML: &str = r#"# Written by `openkcm dev`: client certificates with OU tenant-a / tenant-b get that tenant;
+/// The tenants of the dev PKI: each gets a client certificate with `OU=<tenant>` and a rule.
+const TENANTS: [&str; 2] = ["tenant-a", "tenant-b"];
+/// The head of the routing rules file `openkcm dev` writes.
+const ROUTING_HEADER: &str =
+    "# Written by `openkcm dev`: client certificates with OU tenant-a / tenant-b get that tenant;
 # every other certificate (stranger.pem) is refused.
-apiVersion: platform-mesh.io/v1
-kind: TenantRouting
-metadata:
-  name: tenant-routing
-spec:
-  service: kmip-crypto-service
-  routing:
-    - match:
-        certificate:
-          subject:
-            organizationalUnit: "tenant-a"
-      route:
-        tenant: tenant-a
-    - match:
-        certificate:
-          subject:
-            organizationalUnit: "tenant-b"
-      route:
-        tenant: tenant-b
-"#;
+";
 
 /// Flags of `openkcm dev`.
 #[derive(Debug, Clone, clap::Args)]
@@ -154,7 +139,7 @@ pub fn prepare(dir: &Path) -> anyhow::Result<(DevFiles, Vec<String>)> {
     let mut upstream = CertSpec::new(GATEWAY_CN);
     upstream.client = true;
     specs.push(("gateway-upstream", upstream));
-    for tenant in ["tenant-a", "tenant-b"] {
+    for tenant in TENANTS {
         let mut spec = CertSpec::new(tenant);
         spec.organizational_units.push(tenant.into());
         spec.client = true;
@@ -186,8 +171,11 @@ pub fn prepare(dir: &Path) -> anyhow::Result<(DevFiles, Vec<String>)> {
     std::fs::create_dir_all(files.policies())?;
     let rules = files.policies().join("tenant-routing.yaml");
     if !rules.is_file() {
-        std::fs::write(&rules, ROUTING_YAML)
-            .with_context(|| format!("cannot write {}", rules.display()))?;
+        std::fs::write(
+            &rules,
+            ROUTING_HEADER.to_owned() + &gateway::routing::tenant_ou_rules(&TENANTS),
+        )
+        .with_context(|| format!("cannot write {}", rules.display()))?;
         created.push("routing rules".to_owned());
     }
     if !files.root_key().is_file() {

@@ -69,7 +69,7 @@ fn tool(program: &str, args: &[&str]) {
 
 async fn admin(statement: &str) {
     use sqlx::Connection;
-    let mut admin = sqlx::PgConnection::connect(&postgres_admin_url())
+    let mut admin = sqlx::PgConnection::connect(&testkit::postgres::admin_url())
         .await
         .expect("admin connection");
     sqlx::query(statement)

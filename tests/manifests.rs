@@ -16,7 +16,7 @@ mod keysvc_support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{mpsc, Arc, OnceLock};
@@ -500,16 +500,10 @@ impl Drop for Dev {
     }
 }
 
-fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-}
-
 fn start_dev() -> Dev {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let https = free_port();
-    let kmip = free_port();
+    let https = testkit::net::free_addr();
+    let kmip = testkit::net::free_addr();
     let mut child = Command::new(BIN)
         .arg("dev")
         .arg("--dir")
@@ -572,10 +566,10 @@ fn start_injector() -> Injector {
         let done = openkcm(&args);
         assert!(done.status.success(), "openkcm {args:?}: {done:?}");
     }
-    let management = free_port();
+    let management = testkit::net::free_addr();
     let child = Command::new(BIN)
         .arg("injector")
-        .args(["--listen", &free_port().to_string()])
+        .args(["--listen", &testkit::net::free_addr().to_string()])
         .args(["--management", &management.to_string()])
         .args(["--cert", &format!("{out}/webhook.pem")])
         .args(["--key", &format!("{out}/webhook-key.pem")])

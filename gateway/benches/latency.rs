@@ -23,13 +23,11 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use kmip::client::Client;
 use kmip::contract;
-use kmip::message::payloads::GetRequest;
-use kmip::message::{RequestMessage, RequestPayload, UniqueIdentifier};
 use support::{start_keysvc, Pki, RunningGateway, GATEWAY_CN};
+use testkit::kmip_client::get_request;
 
-type KmipClient = Client<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+use testkit::kmip_client::TlsClient as KmipClient;
 
 /// Requests per path between switches of path.
 const BLOCK: usize = 500;
@@ -41,48 +39,16 @@ fn env_usize(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-fn get_request(uid: &str) -> Vec<u8> {
-    RequestMessage::new(
-        kmip::ProtocolVersion::V1_4,
-        vec![RequestPayload::Get(GetRequest {
-            unique_identifier: Some(UniqueIdentifier::from(uid)),
-            key_format_type: None,
-            key_wrap_type: None,
-            key_compression_type: None,
-            key_wrapping_specification: None,
-        })],
-    )
-    .to_ttlv()
-}
-
 /// A KMIP client through the gateway (tenant-a's certificate).
 async fn gateway_client(pki: &Pki, gateway: &RunningGateway) -> KmipClient {
-    let mut client = Client::connect_tls(
-        &gateway.addr_text(),
-        "localhost",
-        &pki.connector("tenant-a"),
-    )
-    .await
-    .expect("KMIP client connects through the gateway");
-    client.set_timeout(Duration::from_secs(10));
-    client
+    let addr = gateway.addr_text();
+    let version = kmip::ProtocolVersion::V1_4;
+    testkit::kmip_client::connect(pki, &addr, "tenant-a", version, Duration::from_secs(10)).await
 }
 
 /// An HTTP/2 mTLS connection straight to keysvc, as the gateway (its client certificate).
 async fn direct_client(pki: &Pki, addr: std::net::SocketAddr) -> SendRequest<Full<Bytes>> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in kmip::client::tls::certs_from_pem(pki.path("ca.pem")).expect("CA") {
-        roots.add(cert).expect("CA certificate");
-    }
-    let certs = kmip::client::tls::certs_from_pem(pki.path("gateway-upstream.pem")).expect("cert");
-    let key = kmip::client::tls::key_from_pem(pki.path("gateway-upstream-key.pem")).expect("key");
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_client_auth_cert(certs, key)
-        .expect("client config");
+    let mut config = pki.client_config(Some("gateway-upstream"));
     config.alpn_protocols = vec![b"h2".to_vec()];
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");

@@ -8,6 +8,7 @@ use std::time::Duration as StdDuration;
 
 use pki::{CertSpec, CertificateAuthority};
 use support::{kmip_client, start_keysvc, Pki, RunningGateway, EVENTUALLY};
+use testkit::kmip_client::get_request;
 use time::{Duration, OffsetDateTime};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -28,23 +29,6 @@ fn write_cert(pki: &Pki, ca: &CertificateAuthority, name: &str, spec: &CertSpec)
             &pki.path(&format!("{name}-key.pem")),
         )
         .expect("write certificate");
-}
-
-/// A KMIP 1.4 Get of `uid`, as TTLV.
-fn get_request(uid: &str) -> Vec<u8> {
-    use kmip::message::payloads::GetRequest;
-    use kmip::message::{RequestMessage, RequestPayload, UniqueIdentifier};
-    RequestMessage::new(
-        kmip::ProtocolVersion::V1_4,
-        vec![RequestPayload::Get(GetRequest {
-            unique_identifier: Some(UniqueIdentifier::from(uid)),
-            key_format_type: None,
-            key_wrap_type: None,
-            key_compression_type: None,
-            key_wrapping_specification: None,
-        })],
-    )
-    .to_ttlv()
 }
 
 /// The gateway must refuse `who` with the TLS alert `alert`: either in the handshake (TLS

@@ -3,26 +3,16 @@
 
 mod support;
 
-use kmip::message::payloads::GetRequest;
-use kmip::message::{RequestMessage, RequestPayload, ResponseMessage, UniqueIdentifier};
+use kmip::message::ResponseMessage;
 use kmip::spec::ResultReason;
 use kmip::{Limits, ProtocolVersion};
 use support::{
     eventually, https_request, kmip_client, start_keysvc, Pki, RunningGateway, EVENTUALLY,
 };
+use testkit::kmip_client::get_request_in;
 
 fn get_request(uid: &str) -> Vec<u8> {
-    RequestMessage::new(
-        ProtocolVersion::V2_0,
-        vec![RequestPayload::Get(GetRequest {
-            unique_identifier: Some(UniqueIdentifier::Text(uid.into())),
-            key_format_type: None,
-            key_wrap_type: None,
-            key_compression_type: None,
-            key_wrapping_specification: None,
-        })],
-    )
-    .to_ttlv()
+    get_request_in(ProtocolVersion::V2_0, uid)
 }
 
 /// The DER of the certificate the gateway presents to a new TLS connection on `addr`.
@@ -165,7 +155,7 @@ async fn a_routing_change_admits_new_connections_while_old_ones_keep_their_decis
 
     let rules = format!(
         "{}    - match:\n        certificate:\n          subject:\n            organizationalUnit: \"nobody\"\n      route:\n        tenant: tenant-n\n",
-        support::ROUTING_YAML
+        support::routing_yaml()
     );
     let tmp = pki.path("policies/routing.yaml.tmp");
     std::fs::write(&tmp, rules).expect("rules");

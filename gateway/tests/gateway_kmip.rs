@@ -3,19 +3,10 @@
 mod support;
 
 use kmip::client::Client;
-use kmip::message::CryptographicParameters;
-use kmip::spec::{BlockCipherMode, CryptographicAlgorithm, PaddingMethod, ResultReason};
+use kmip::spec::ResultReason;
 use support::{kmip_client, start_keysvc, Pki, RunningGateway, EVENTUALLY};
+use testkit::kmip_client::aes_cbc_pkcs5;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn aes_cbc_pkcs5() -> CryptographicParameters {
-    CryptographicParameters {
-        block_cipher_mode: Some(BlockCipherMode::Cbc),
-        padding_method: Some(PaddingMethod::Pkcs5),
-        cryptographic_algorithm: Some(CryptographicAlgorithm::Aes),
-        ..CryptographicParameters::default()
-    }
-}
 
 /// Reads until EOF or error; returns the bytes read. Bounded by [`EVENTUALLY`].
 async fn read_until_closed(
@@ -245,7 +236,7 @@ async fn dead_replica_is_skipped_before_sending() {
     let pki = Pki::generate();
     let keysvc = start_keysvc(&pki).await;
     // Nothing listens on the first upstream: every request must still succeed.
-    let dead = support::free_port();
+    let dead = testkit::net::free_addr();
     let gateway = RunningGateway::start(&pki, &[dead, keysvc.api_addr()]).await;
     let mut a = kmip_client(&pki, &gateway.addr_text(), "tenant-a").await;
     for _ in 0..4 {
@@ -260,7 +251,7 @@ async fn dead_replica_is_skipped_before_sending() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_reachable_replica_is_a_kmip_general_failure() {
     let pki = Pki::generate();
-    let gateway = RunningGateway::start(&pki, &[support::free_port()]).await;
+    let gateway = RunningGateway::start(&pki, &[testkit::net::free_addr()]).await;
     let mut a = kmip_client(&pki, &gateway.addr_text(), "tenant-a").await;
     let err = a
         .create_aes_key(128, None)

@@ -3,7 +3,6 @@
 //! open loop, `--requests`, errors by Result Reason, idle connections. The full stack is
 //! covered by the root crate's tests/loadtest_dev.rs; these run in the crate's own tests.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,8 +18,9 @@ use kmip::Limits;
 use loadtest::config::Config;
 use loadtest::report::Report;
 use loadtest::LoadtestArgs;
-use pki::{CertSpec, CertificateAuthority};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use testkit::certs::{self, TestPki};
+use testkit::kmip_client::read_message;
+use tokio::io::AsyncWriteExt;
 
 /// Every test is bounded: a hang fails instead of stalling the suite.
 const TEST_BUDGET: Duration = Duration::from_secs(30);
@@ -31,35 +31,13 @@ struct Cli {
     args: LoadtestArgs,
 }
 
-struct Files {
-    _dir: tempfile::TempDir,
-    path: PathBuf,
-}
-
-impl Files {
-    fn get(&self, name: &str) -> PathBuf {
-        self.path.join(name)
-    }
-}
-
-fn pki() -> Files {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().to_path_buf();
-    let (ca, _) = CertificateAuthority::load_or_create(&path, "loadtest test CA").expect("CA");
-    let mut server = CertSpec::new("server");
-    server.dns_names.push("localhost".into());
-    server.server = true;
-    ca.issue(&server)
-        .expect("server cert")
-        .write(&path.join("server.pem"), &path.join("server-key.pem"))
-        .expect("write");
-    let mut client = CertSpec::new("client");
-    client.client = true;
-    ca.issue(&client)
-        .expect("client cert")
-        .write(&path.join("client.pem"), &path.join("client-key.pem"))
-        .expect("write");
-    Files { _dir: dir, path }
+/// The mock's server certificate (`server.pem`) and the generator's client certificate
+/// (`client.pem`), of one test CA.
+fn pki() -> TestPki {
+    let pki = TestPki::new("loadtest test CA");
+    pki.issue("server", &certs::localhost_server("server"));
+    pki.issue("client", &certs::client("client", &[]));
+    pki
 }
 
 /// Answers Create with a new identifier, Activate/Get with Success, Encrypt with 48 bytes,
@@ -76,34 +54,14 @@ impl Drop for MockServer {
     }
 }
 
-async fn start_server(files: &Files) -> MockServer {
+async fn start_server(files: &TestPki) -> MockServer {
     start_slow_server(files, Duration::ZERO).await
 }
 
 /// The mock, answering each request after `delay`.
-async fn start_slow_server(files: &Files, delay: Duration) -> MockServer {
-    let ca = kmip::client::tls::certs_from_pem(files.get("ca.pem")).expect("ca");
-    let chain = kmip::client::tls::certs_from_pem(files.get("server.pem")).expect("cert");
-    let key = kmip::client::tls::key_from_pem(files.get("server-key.pem")).expect("key");
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca[0].clone()).expect("root");
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-        Arc::new(roots),
-        provider.clone(),
-    )
-    .build()
-    .expect("verifier");
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)
-        .expect("server config");
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
+async fn start_slow_server(files: &TestPki, delay: Duration) -> MockServer {
+    let acceptor = files.acceptor("server", true);
+    let listener = testkit::net::tokio_listener().await;
     let addr = listener.local_addr().expect("addr").to_string();
     let connections = Arc::new(AtomicU64::new(0));
     let counter = connections.clone();
@@ -117,17 +75,8 @@ async fn start_slow_server(files: &Files, delay: Duration) -> MockServer {
                     return;
                 };
                 counter.fetch_add(1, Ordering::Relaxed);
-                loop {
-                    let mut header = [0u8; 8];
-                    if tls.read_exact(&mut header).await.is_err() {
-                        return;
-                    }
-                    let len = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
-                    let mut message = header.to_vec();
-                    message.resize(8 + len as usize, 0);
-                    if tls.read_exact(&mut message[8..]).await.is_err() {
-                        return;
-                    }
+                let mut message = Vec::new();
+                while read_message(&mut tls, &mut message).await.is_some() {
                     let request =
                         RequestMessage::from_ttlv(&message, &Limits::default()).expect("request");
                     if !delay.is_zero() {
@@ -186,8 +135,8 @@ fn answer(request: &RequestMessage, next_uid: &AtomicU64) -> ResponseBatchItem {
     ResponseBatchItem::success(payload)
 }
 
-fn config(files: &Files, server: &MockServer, extra: &[&str]) -> Config {
-    let p = |name: &str| files.get(name).display().to_string();
+fn config(files: &TestPki, server: &MockServer, extra: &[&str]) -> Config {
+    let p = |name: &str| files.text(name);
     let mut argv = vec![
         "loadtest".to_owned(),
         "--addr".into(),

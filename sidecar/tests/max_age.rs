@@ -13,8 +13,8 @@ use sidecar::RunningSidecar;
 
 async fn connections_for_one_second_of_requests(extra: &[&str]) -> usize {
     let dir = tempfile::tempdir().expect("tempdir");
-    let ca = support::tenant_files(dir.path());
-    let (gateway, accepted) = support::start_gateway(dir.path(), &ca).await;
+    let pki = support::tenant_files(dir.path());
+    let (gateway, accepted) = support::start_gateway(&pki).await;
     let args = support::sidecar_args(dir.path(), gateway, extra);
     let sidecar = RunningSidecar::start(&args).await.expect("start");
     let stream = tokio::net::UnixStream::connect(support::socket(dir.path()))

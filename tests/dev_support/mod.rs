@@ -2,22 +2,18 @@
 #![allow(dead_code)] // each test binary uses its own subset
 
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+pub use testkit::net::free_addr as free_port;
+
 /// Longest start-up accepted (the target is well under a second).
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest SIGTERM-to-exit accepted.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A port free right now (the gateway binds its listener itself).
-pub fn free_port() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-    listener.local_addr().expect("local address")
-}
 
 /// The PyKMIP 0.11 venv python: `PYKMIP_PYTHON` (set by `make test`) or `<repo>/.venv`.
 pub fn pykmip_python() -> PathBuf {

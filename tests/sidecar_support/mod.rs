@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use testkit::net::free_addr as free_port;
+
 /// Longest start-up accepted (the target is well under a second).
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -120,12 +122,6 @@ impl Drop for SidecarProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// A port free right now.
-pub fn free_port() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-    listener.local_addr().expect("local address")
 }
 
 /// Copies a tenant's certificate from the dev PKI into `dir` under cert-manager's names, by

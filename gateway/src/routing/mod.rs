@@ -16,6 +16,7 @@
 //! [`DenyReason::Ambiguous`]. No match: denied. `docs/routing.md` has worked examples.
 
 mod config;
+mod ou_rules;
 mod watch;
 
 use std::fmt::{self, Write as _};
@@ -25,6 +26,7 @@ pub use config::{
     is_valid_database_name, is_valid_tenant_id, RoutingError, RoutingProblem, API_VERSION, KIND,
     MAX_DATABASE_NAME_LEN, MAX_TENANT_ID_LEN,
 };
+pub use ou_rules::tenant_ou_rules;
 pub use watch::RoutingWatcher;
 
 use crate::identity::PeerIdentity;

@@ -1,9 +1,10 @@
-//! Harness for the gateway integration tests: a dev PKI (the `pki` crate), a TenantRouting
-//! file, keysvc in-process on port 0, and the gateway's Pingora server on its own thread.
+//! Harness for the gateway integration tests: a test PKI (testkit), the TenantRouting file
+//! `openkcm dev` writes, keysvc in-process on port 0, and the gateway's Pingora server on its
+//! own thread.
 #![allow(dead_code)] // each test binary uses its own subset
 
-use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::ops::Deref;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -16,7 +17,8 @@ use keysvc::config::{self, ConfigFlags, ConfigSources};
 use keysvc::envelope::RootKey;
 use keysvc::server::{self, KeysvcServer};
 use pingora::server::{ShutdownSignal, ShutdownSignalWatch};
-use pki::{CertSpec, CertificateAuthority};
+use testkit::certs::{self, TestPki};
+use testkit::net::{free_addr, retry_addr_in_use_async};
 use tokio::sync::Notify;
 
 /// How long an asynchronous effect may take before a test fails.
@@ -26,126 +28,53 @@ pub const KEYSVC_NAME: &str = "keysvc";
 /// The gateway's identity towards keysvc (on keysvc's allow-list).
 pub const GATEWAY_CN: &str = "openkcm-gateway";
 
-pub const ROUTING_YAML: &str = r#"apiVersion: platform-mesh.io/v1
-kind: TenantRouting
-metadata:
-  name: tenant-routing
-spec:
-  service: kmip-crypto-service
-  routing:
-    - match:
-        certificate:
-          subject:
-            organizationalUnit: "tenant-a"
-      route:
-        tenant: tenant-a
-    - match:
-        certificate:
-          subject:
-            organizationalUnit: "tenant-b"
-      route:
-        tenant: tenant-b
-"#;
+/// The tenants the routing rules know; each has a client certificate `<tenant>.pem`.
+pub const TENANTS: [&str; 2] = ["tenant-a", "tenant-b"];
 
-/// Certificates and keys as files in a temporary directory.
-pub struct Pki {
-    pub dir: tempfile::TempDir,
-    pub ca: CertificateAuthority,
+/// The routing rules of `policies/routing.yaml`: `openkcm dev`'s.
+pub fn routing_yaml() -> String {
+    gateway::routing::tenant_ou_rules(&TENANTS)
+}
+
+/// The test PKI (`keysvc`, `gateway`, `gateway-upstream`, the tenants, `stranger`), a root
+/// key and the routing rules, as files in a temporary directory.
+pub struct Pki(TestPki);
+
+impl Deref for Pki {
+    type Target = TestPki;
+    fn deref(&self) -> &TestPki {
+        &self.0
+    }
 }
 
 impl Pki {
     pub fn generate() -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("gateway-test-")
-            .tempdir()
-            .expect("temporary directory");
-        let ca = CertificateAuthority::create("OpenKCM gateway test CA").expect("CA");
-        std::fs::write(dir.path().join("ca.pem"), ca.cert_pem()).expect("ca.pem");
-        let pki = Self { dir, ca };
-        let localhost = |mut spec: CertSpec| {
-            spec.dns_names.push("localhost".into());
-            spec.ip_addresses.push("127.0.0.1".parse().expect("IP"));
-            spec
-        };
-        let mut keysvc = localhost(CertSpec::new(KEYSVC_NAME));
+        let pki = Self(TestPki::new("OpenKCM gateway test CA"));
+        let mut keysvc = certs::localhost_server(KEYSVC_NAME);
         keysvc.dns_names.push(KEYSVC_NAME.into());
-        keysvc.server = true;
-        let ca = &pki.ca;
-        pki.issue(ca, "keysvc", &keysvc);
-        let mut upstream = CertSpec::new(GATEWAY_CN);
-        upstream.client = true;
-        pki.issue(ca, "gateway-upstream", &upstream);
-        let mut gateway = localhost(CertSpec::new("openkcm-gateway-kmip"));
-        gateway.server = true;
-        pki.issue(ca, "gateway", &gateway);
-        for tenant in ["tenant-a", "tenant-b"] {
-            let mut spec = CertSpec::new(format!("mongod.{tenant}"));
-            spec.organizational_units.push(tenant.into());
-            spec.client = true;
-            pki.issue(ca, tenant, &spec);
+        pki.issue("keysvc", &keysvc);
+        pki.issue("gateway-upstream", &certs::client(GATEWAY_CN, &[]));
+        pki.issue_gateway_cert("gateway");
+        for tenant in TENANTS {
+            pki.issue(tenant, &certs::tenant(tenant));
         }
-        let mut stranger = CertSpec::new("stranger");
-        stranger.organizational_units.push("nobody".into());
-        stranger.client = true;
-        pki.issue(ca, "stranger", &stranger);
+        pki.issue("stranger", &certs::client("stranger", &["nobody"]));
         let root = RootKey::generate("root-a").expect("root key");
-        std::fs::write(pki.path("root.key"), root.to_base64()).expect("root key file");
+        pki.write("root.key", &root.to_base64());
         std::fs::create_dir(pki.path("policies")).expect("policies dir");
-        std::fs::write(pki.path("policies/routing.yaml"), ROUTING_YAML).expect("routing");
+        pki.write("policies/routing.yaml", &routing_yaml());
         pki
     }
 
     /// Issues a new server certificate for the gateway's listeners into `name`.pem /
-    /// `name`-key.pem; returns its serial (hex, as `PeerIdentity` prints it).
+    /// `name`-key.pem.
     pub fn issue_gateway_cert(&self, name: &str) {
-        let mut spec = CertSpec::new("openkcm-gateway-kmip");
-        spec.dns_names.push("localhost".into());
-        spec.ip_addresses.push("127.0.0.1".parse().expect("IP"));
-        spec.server = true;
-        self.issue(&self.ca, name, &spec);
-    }
-
-    fn issue(&self, ca: &CertificateAuthority, name: &str, spec: &CertSpec) {
-        ca.issue(spec)
-            .expect("certificate")
-            .write(
-                &self.path(&format!("{name}.pem")),
-                &self.path(&format!("{name}-key.pem")),
-            )
-            .expect("write certificate");
-    }
-
-    pub fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    pub fn text(&self, name: &str) -> String {
-        self.path(name).display().to_string()
-    }
-
-    /// A KMIP client connector presenting `who`'s certificate (`tenant-a`, `stranger`, …).
-    pub fn connector(&self, who: &str) -> tokio_rustls::TlsConnector {
-        kmip::client::tls::connector_from_pem_files(
-            self.path("ca.pem"),
-            self.path(&format!("{who}.pem")),
-            self.path(&format!("{who}-key.pem")),
-        )
-        .expect("client connector")
+        self.issue(name, &certs::localhost_server("openkcm-gateway-kmip"));
     }
 
     /// A TLS client that presents no certificate.
     pub fn anonymous_connector(&self) -> tokio_rustls::TlsConnector {
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in kmip::client::tls::certs_from_pem(self.path("ca.pem")).expect("CA") {
-            roots.add(cert).expect("CA certificate");
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        tokio_rustls::TlsConnector::from(Arc::new(config))
+        tokio_rustls::TlsConnector::from(Arc::new(self.client_config(None)))
     }
 
     pub fn keysvc_flags(&self) -> ConfigFlags {
@@ -167,7 +96,7 @@ impl Pki {
     pub fn gateway_flags(&self, kmip_addr: SocketAddr, upstreams: &[SocketAddr]) -> GatewayFlags {
         GatewayFlags {
             kmip_addr: Some(kmip_addr.to_string()),
-            https_addr: Some(free_port().to_string()),
+            https_addr: Some(free_addr().to_string()),
             tls_cert: Some(self.path("gateway.pem")),
             tls_key: Some(self.path("gateway-key.pem")),
             client_ca: Some(self.path("ca.pem")),
@@ -183,26 +112,28 @@ impl Pki {
     }
 }
 
-/// A KMIP client over mTLS as `who` (a certificate of [`Pki`]).
-pub type TlsClient = kmip::client::Client<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+pub use testkit::kmip_client::TlsClient;
 
 /// `who` connected to the KMIP listener at `addr`; connect and every request bounded by
 /// [`EVENTUALLY`].
 pub async fn kmip_client(pki: &Pki, addr: &str, who: &str) -> TlsClient {
-    let mut client = tokio::time::timeout(
-        EVENTUALLY,
-        kmip::client::Client::connect_tls(addr, "localhost", &pki.connector(who)),
-    )
-    .await
-    .expect("connect in time")
-    .unwrap_or_else(|e| panic!("{who} connects: {e}"));
-    client.set_timeout(EVENTUALLY);
-    client
+    testkit::kmip_client::connect(pki, addr, who, kmip::ProtocolVersion::V1_4, EVENTUALLY).await
 }
 
 /// keysvc started in this process on port 0.
 pub async fn start_keysvc(pki: &Pki) -> KeysvcServer {
-    let (config, _) = config::load_serve(&ConfigSources::new(pki.keysvc_flags()))
+    start_keysvc_with(pki.keysvc_flags()).await
+}
+
+/// [`start_keysvc`] on the key store `database`.
+pub async fn start_keysvc_on(pki: &Pki, database: &str) -> KeysvcServer {
+    let mut flags = pki.keysvc_flags();
+    flags.database = Some(database.to_owned());
+    start_keysvc_with(flags).await
+}
+
+async fn start_keysvc_with(flags: ConfigFlags) -> KeysvcServer {
+    let (config, _) = config::load_serve(&ConfigSources::new(flags))
         .unwrap_or_else(|e| panic!("keysvc config: {e}"));
     let store = server::open_store(&config.store.database)
         .await
@@ -210,12 +141,6 @@ pub async fn start_keysvc(pki: &Pki) -> KeysvcServer {
     KeysvcServer::start(&config, store)
         .await
         .unwrap_or_else(|e| panic!("keysvc start: {e}"))
-}
-
-/// A port free right now (Pingora binds its listeners itself, so port 0 cannot be used).
-pub fn free_port() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-    listener.local_addr().expect("local address")
 }
 
 /// Tells a running Pingora server to stop.
@@ -247,13 +172,23 @@ impl RunningGateway {
         Self::start_with(pki, upstreams, |_| {}).await
     }
 
-    /// [`RunningGateway::start`] with some flags changed by `adjust`.
+    /// [`RunningGateway::start`] with some flags changed by `adjust`. Pingora binds its
+    /// listeners itself: a start whose ports were taken meanwhile is retried on others.
     pub async fn start_with(
         pki: &Pki,
         upstreams: &[SocketAddr],
-        adjust: impl FnOnce(&mut GatewayFlags),
+        adjust: impl Fn(&mut GatewayFlags),
     ) -> Self {
-        let addr = free_port();
+        retry_addr_in_use_async("the gateway", || Self::try_start(pki, upstreams, &adjust)).await
+    }
+
+    /// One start on free ports; the error of a server that stopped before it listened.
+    async fn try_start(
+        pki: &Pki,
+        upstreams: &[SocketAddr],
+        adjust: &impl Fn(&mut GatewayFlags),
+    ) -> Result<Self, String> {
+        let addr = free_addr();
         let mut flags = pki.gateway_flags(addr, upstreams);
         adjust(&mut flags);
         let config = flags
@@ -270,20 +205,30 @@ impl RunningGateway {
         while tokio::net::TcpStream::connect(addr).await.is_err()
             || tokio::net::TcpStream::connect(https_addr).await.is_err()
         {
+            if thread.is_finished() {
+                return Err(match thread.join() {
+                    Err(panic) => panic
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .unwrap_or_else(|| "the gateway panicked".into()),
+                    Ok(()) => "the gateway stopped at start".into(),
+                });
+            }
             assert!(
                 Instant::now() < deadline,
                 "gateway never listened on {addr}"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Self {
+        Ok(Self {
             addr,
             https_addr,
             upstream,
             metrics,
             stop,
             thread: Some(thread),
-        }
+        })
     }
 
     pub fn addr_text(&self) -> String {
@@ -309,20 +254,10 @@ pub async fn start_failing_replica(pki: &Pki) -> SocketAddr {
     use hyper::body::Incoming;
     use hyper_util::rt::{TokioExecutor, TokioIo};
 
-    let certs = kmip::client::tls::certs_from_pem(pki.path("keysvc.pem")).expect("cert");
-    let key = kmip::client::tls::key_from_pem(pki.path("keysvc-key.pem")).expect("key");
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .expect("server config");
+    let mut config = pki.server_config("keysvc", false);
     config.alpn_protocols = vec![b"h2".to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
+    let listener = testkit::net::tokio_listener().await;
     let addr = listener.local_addr().expect("address");
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {

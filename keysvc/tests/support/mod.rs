@@ -634,123 +634,38 @@ where
 
 // ------------------------------------------------------------------------ PostgreSQL
 
-/// The server the tests create throwaway databases on (trust authentication locally).
-pub fn postgres_admin_url() -> String {
-    std::env::var("OPENKCM_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
+/// A throwaway database and runtime role (testkit's), migrated with
+/// `keysvc::store::postgres::migrate` (or not, for tests that migrate through the binary).
+pub struct PgDatabase(testkit::postgres::PgDatabase);
 
-/// A fresh database and a fresh runtime role, migrated with `keysvc::store::postgres::migrate`
-/// (or not, for tests that migrate through the binary). Dropped with [`PgDatabase::drop`].
-pub struct PgDatabase {
-    pub name: String,
-    pub role: String,
+impl std::ops::Deref for PgDatabase {
+    type Target = testkit::postgres::PgDatabase;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 impl PgDatabase {
     pub async fn create(migrate: bool) -> Self {
-        use sqlx::Connection;
-        let suffix = uuid_suffix();
-        let db = Self {
-            name: format!("keysvc_http_{suffix}"),
-            role: format!("keysvc_app_{suffix}"),
-        };
-        let mut admin = sqlx::PgConnection::connect(&postgres_admin_url())
-            .await
-            .unwrap_or_else(|e| panic!("PostgreSQL at {}: {e}", postgres_admin_url()));
-        for statement in [
-            format!("CREATE ROLE {} LOGIN", db.role),
-            format!("CREATE DATABASE {}", db.name),
-        ] {
-            sqlx::query(&statement)
-                .execute(&mut admin)
-                .await
-                .unwrap_or_else(|e| panic!("{statement}: {e}"));
-        }
+        let db = Self(testkit::postgres::PgDatabase::create("keysvc_http").await);
         if migrate {
-            keysvc::store::postgres::migrate(&db.owner_url(), &db.role)
-                .await
-                .unwrap_or_else(|e| panic!("migrate: {e}"));
+            db.migrate().await;
         }
         db
     }
 
-    fn url_for(&self, user: &str) -> String {
-        let admin = postgres_admin_url();
-        let rest = admin
-            .split_once('@')
-            .map(|(_, r)| r)
-            .unwrap_or("127.0.0.1:5432/postgres");
-        let host = rest.split('/').next().unwrap_or("127.0.0.1:5432");
-        format!("postgres://{user}@{host}/{}", self.name)
-    }
-
-    /// The superuser's URL for this database (migrations).
-    pub fn owner_url(&self) -> String {
-        let admin = postgres_admin_url();
-        let user = admin
-            .trim_start_matches("postgres://")
-            .split('@')
-            .next()
-            .unwrap_or("postgres")
-            .to_owned();
-        self.url_for(&user)
-    }
-
-    /// The runtime role's URL (what keysvc connects with).
-    pub fn app_url(&self) -> String {
-        self.url_for(&self.role)
-    }
-
-    /// Drops the database (terminating its connections) and the role.
-    pub async fn drop(self) {
-        use sqlx::Connection;
-        let Ok(mut admin) = sqlx::PgConnection::connect(&postgres_admin_url()).await else {
-            return;
-        };
-        for statement in [
-            format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
-            format!("DROP ROLE IF EXISTS {}", self.role),
-        ] {
-            let _ = sqlx::query(&statement).execute(&mut admin).await;
-        }
-    }
-
-    /// Brings a vanished database back, empty and migrated (as after a restore).
-    pub async fn recreate(&self) {
-        use sqlx::Connection;
-        let mut admin = sqlx::PgConnection::connect(&postgres_admin_url())
-            .await
-            .expect("admin connection");
-        sqlx::query(&format!("CREATE DATABASE {}", self.name))
-            .execute(&mut admin)
-            .await
-            .expect("create database");
+    async fn migrate(&self) {
         keysvc::store::postgres::migrate(&self.owner_url(), &self.role)
             .await
             .unwrap_or_else(|e| panic!("migrate: {e}"));
     }
 
-    /// Makes the database unreachable for keysvc: terminates its sessions and drops it.
-    pub async fn vanish(&self) {
-        use sqlx::Connection;
-        let mut admin = sqlx::PgConnection::connect(&postgres_admin_url())
-            .await
-            .expect("admin connection");
-        sqlx::query(&format!("DROP DATABASE {} WITH (FORCE)", self.name))
-            .execute(&mut admin)
-            .await
-            .expect("drop database");
-    }
-}
+    /// Drops the database (terminating its connections) and the role, now.
+    pub async fn drop(self) {}
 
-/// Unique across the tests of one run and across concurrent runs (process id).
-fn uuid_suffix() -> String {
-    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!("{}_{n}_{nanos}", std::process::id())
+    /// Brings a vanished database back, empty and migrated (as after a restore).
+    pub async fn recreate(&self) {
+        self.recreate_empty().await;
+        self.migrate().await;
+    }
 }

@@ -11,10 +11,10 @@ use std::sync::Arc;
 use clap::Parser;
 use kmip::relay::error_response;
 use kmip::spec::ResultReason;
-use kmip::ttlv::HEADER_LEN;
-use pki::{CertSpec, CertificateAuthority};
 use sidecar::SidecarArgs;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use testkit::certs::{self, TestPki};
+use testkit::kmip_client::read_message;
+use tokio::io::AsyncWriteExt;
 
 #[derive(Debug, Parser)]
 struct Cli {
@@ -23,27 +23,12 @@ struct Cli {
 }
 
 /// A CA, a tenant-a client certificate (`tls.crt`, `tls.key`, `ca.crt`) and a gateway
-/// server certificate for `localhost` in `dir`.
-pub fn tenant_files(dir: &Path) -> CertificateAuthority {
-    let ca = CertificateAuthority::create("test CA").expect("CA");
-    std::fs::write(dir.join("ca.crt"), ca.cert_pem()).expect("ca");
-    ca.issue(&CertSpec {
-        client: true,
-        organizational_units: vec!["tenant-a".into()],
-        ..CertSpec::new("tenant-a")
-    })
-    .expect("client certificate")
-    .write(&dir.join("tls.crt"), &dir.join("tls.key"))
-    .expect("write");
-    ca.issue(&CertSpec {
-        server: true,
-        dns_names: vec!["localhost".into()],
-        ..CertSpec::new("gateway")
-    })
-    .expect("server certificate")
-    .write(&dir.join("gw.pem"), &dir.join("gw-key.pem"))
-    .expect("write");
-    ca
+/// server certificate for `localhost` (`gw.pem`) in `dir`.
+pub fn tenant_files(dir: &Path) -> TestPki {
+    let pki = TestPki::at(dir, "test CA");
+    pki.issue_mounted(&certs::client("tenant-a", &["tenant-a"]));
+    pki.issue("gw", &certs::localhost_server("gateway"));
+    pki
 }
 
 /// The sidecar's flags for `gateway`, files in `dir`, listeners on free ports, plus `extra`.
@@ -81,35 +66,9 @@ pub fn socket(dir: &Path) -> PathBuf {
 /// A stand-in gateway: mTLS with `gw.pem` from [`tenant_files`], every framed request
 /// answered (Operation Failed, Item Not Found). Returns its address and the number of
 /// connections it accepted.
-pub async fn start_gateway(
-    dir: &Path,
-    ca: &CertificateAuthority,
-) -> (SocketAddr, Arc<AtomicUsize>) {
-    let certs = kmip::client::tls::certs_from_pem(dir.join("gw.pem")).expect("certs");
-    let key = kmip::client::tls::key_from_pem(dir.join("gw-key.pem")).expect("key");
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(rustls::pki_types::CertificateDer::from(
-            ca.cert_der().to_vec(),
-        ))
-        .expect("root");
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-        Arc::new(roots),
-        provider.clone(),
-    )
-    .build()
-    .expect("verifier");
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(certs, key)
-        .expect("server config");
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
+pub async fn start_gateway(pki: &TestPki) -> (SocketAddr, Arc<AtomicUsize>) {
+    let acceptor = pki.acceptor("gw", true);
+    let listener = testkit::net::tokio_listener().await;
     let addr = listener.local_addr().expect("addr");
     let accepted = Arc::new(AtomicUsize::new(0));
     let counter = accepted.clone();
@@ -121,16 +80,8 @@ pub async fn start_gateway(
                 let Ok(mut tls) = acceptor.accept(tcp).await else {
                     return;
                 };
-                loop {
-                    let mut request = vec![0u8; HEADER_LEN];
-                    if tls.read_exact(&mut request).await.is_err() {
-                        return;
-                    }
-                    let len = u32::from_be_bytes([request[4], request[5], request[6], request[7]]);
-                    request.resize(HEADER_LEN + len as usize, 0);
-                    if tls.read_exact(&mut request[HEADER_LEN..]).await.is_err() {
-                        return;
-                    }
+                let mut request = Vec::new();
+                while read_message(&mut tls, &mut request).await.is_some() {
                     let answer = error_response(&request, ResultReason::ItemNotFound, "stand-in");
                     if tls.write_all(&answer).await.is_err() {
                         return;
