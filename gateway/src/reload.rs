@@ -22,8 +22,6 @@ pub use tlsmaterial::watch::POLL_INTERVAL;
 pub use tlsmaterial::{ReloadingClientVerifier, ServerCertResolver};
 
 use crate::metrics::GatewayMetrics;
-use crate::tls::TlsError;
-use crate::upstream::UpstreamPool;
 
 /// The files behind the TLS material.
 #[derive(Debug, Clone)]
@@ -56,7 +54,10 @@ struct Verifiers {
 impl TlsMaterial {
     /// Loads the server certificate, the client CA bundle and the upstream client
     /// certificate; fails before anything listens.
-    pub fn load(files: TlsFiles, metrics: Arc<GatewayMetrics>) -> Result<Self, TlsError> {
+    pub fn load(
+        files: TlsFiles,
+        metrics: Arc<GatewayMetrics>,
+    ) -> Result<Self, tlsmaterial::TlsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let tls_metrics: TlsMetrics = metrics.tls();
         let server_files = Watched::new(
@@ -94,9 +95,11 @@ impl TlsMaterial {
     }
 
     /// Polls the files every [`POLL_INTERVAL`] (a tokio task; abort the handle to stop).
+    /// A new upstream client certificate is handed to `set_upstream_cert` (the upstream
+    /// pool's `set_client_cert`).
     pub fn start_watching(
         self: &Arc<Self>,
-        upstream: Arc<UpstreamPool>,
+        set_upstream_cert: impl Fn(Arc<CertKey>) + Send + 'static,
     ) -> tokio::task::AbortHandle {
         let material = Arc::downgrade(self);
         tokio::spawn(async move {
@@ -107,14 +110,14 @@ impl TlsMaterial {
                 let Some(material) = material.upgrade() else {
                     return;
                 };
-                material.poll_once(&upstream);
+                material.poll_once(&set_upstream_cert);
             }
         })
         .abort_handle()
     }
 
     /// Compares the files with what is in force and reloads what changed.
-    pub fn poll_once(&self, upstream: &UpstreamPool) {
+    pub fn poll_once(&self, set_upstream_cert: &dyn Fn(Arc<CertKey>)) {
         let provider = &self.provider;
         if let Some(key) = self
             .server_files
@@ -133,7 +136,7 @@ impl TlsMaterial {
             .upstream_files
             .poll(|files| load_upstream_cert(provider, files))
         {
-            upstream.set_client_cert(Arc::new(cert_key));
+            set_upstream_cert(Arc::new(cert_key));
         }
     }
 }

@@ -78,7 +78,7 @@ impl Gateway {
             upstream_cert: config.upstream_cert.clone(),
             upstream_key: config.upstream_key.clone(),
         };
-        let material = Arc::new(TlsMaterial::load(files, metrics.clone())?);
+        let material = Arc::new(TlsMaterial::load(files, metrics.clone()).map_err(TlsError::from)?);
         for (addr, healthy) in upstream.health() {
             metrics.set_upstream_healthy(&addr.to_string(), healthy);
         }
@@ -108,7 +108,10 @@ impl Gateway {
             tls::https_listener_settings(&material)?,
         );
         let mut tasks = vec![
-            material.start_watching(upstream.clone()),
+            material.start_watching({
+                let upstream = upstream.clone();
+                move |cert_key| upstream.set_client_cert(cert_key)
+            }),
             upstream.start_health_checks(metrics.clone()),
         ];
         tasks.extend(upstream.start_resolver(config.upstream_resolve_interval, metrics.clone()));
