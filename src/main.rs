@@ -55,7 +55,7 @@ enum Command {
     /// gateway with the pod's tenant certificate.
     Sidecar(Box<sidecar::SidecarArgs>),
     /// The mutating admission webhook that adds the sidecar to tenant pods.
-    Injector(Box<sidecar::injector::InjectorArgs>),
+    Injector(Box<injector::InjectorArgs>),
     /// KMIP load generator: drives any KMIP server over TTLV + mTLS.
     Loadtest(Box<loadtest::LoadtestArgs>),
 }
@@ -187,7 +187,7 @@ fn main() -> ExitCode {
         }
         Command::Injector(args) => {
             let level = args.log_level.clone();
-            with_logging("injector", &level, || sidecar::injector::run(*args))
+            with_logging("injector", &level, || injector::run(*args))
         }
         Command::Loadtest(args) => loadtest::run(*args),
     }

@@ -1,9 +1,10 @@
-//! The per-pod KMIP sidecar proxy and the admission webhook that injects it.
+//! The per-pod KMIP sidecar proxy.
 //!
 //! `openkcm sidecar` ([`run`]) gives the workload a local KMIP endpoint — a Unix socket with
 //! plain TTLV and a localhost TLS port with a pod-local CA — and forwards every request to the
-//! gateway over mTLS with the pod's tenant certificate. `openkcm injector`
-//! ([`injector::run`]) is the mutating admission webhook that adds it to tenant pods.
+//! gateway over mTLS with the pod's tenant certificate. The admission webhook that adds it to
+//! tenant pods (`openkcm injector`) is the `injector` crate; it takes the paths below
+//! ([`DEFAULT_SOCKET`], [`DEFAULT_LOCAL_DIR`], [`DEFAULT_TENANT_DIR`]) from here.
 
 use std::net::SocketAddr;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
@@ -18,7 +19,6 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub mod injector;
 pub mod local_tls;
 mod management;
 pub mod metrics;

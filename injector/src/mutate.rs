@@ -6,12 +6,12 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::admission::{AdmissionRequest, AdmissionResponse};
-use super::config::{InjectorConfig, TenantBinding};
-use super::settings::{
+use crate::admission::{AdmissionRequest, AdmissionResponse};
+use crate::config::{InjectorConfig, TenantBinding};
+use crate::settings::{
     consistency_problems, parse_port, quoted, LogLevel, Quantity, SettingNames, SidecarSettings,
 };
-use super::shape::{
+use crate::shape::{
     kmip_volume, tenant_volume, workload_mount, SidecarPlan, KMIP_MOUNT_PATH, KMIP_VOLUME,
     SIDECAR_CONTAINER, TENANT_VOLUME,
 };

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::settings::{
+use crate::settings::{
     consistency_problems, parse_port, LogLevel, Quantity, SettingNames, SidecarSettings,
 };
 

@@ -2,7 +2,7 @@ use base64::Engine as _;
 use serde_json::json;
 
 use super::*;
-use crate::injector::admission::parse_review;
+use crate::admission::parse_review;
 
 const CONFIG: &str = "\
 image: ghcr.io/openkcm/openkcm:0.1.0

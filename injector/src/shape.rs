@@ -3,9 +3,9 @@
 
 use serde_json::{json, Value};
 
-use super::config::InjectorConfig;
-use super::settings::SidecarSettings;
-use crate::{DEFAULT_LOCAL_DIR, DEFAULT_SOCKET, DEFAULT_TENANT_DIR};
+use crate::config::InjectorConfig;
+use crate::settings::SidecarSettings;
+use sidecar::{DEFAULT_LOCAL_DIR, DEFAULT_SOCKET, DEFAULT_TENANT_DIR};
 
 /// The injected container's name; its presence also marks a pod as injected.
 pub const SIDECAR_CONTAINER: &str = "openkcm-sidecar";

@@ -1,6 +1,6 @@
 //! The listeners: HTTPS `POST /mutate` (AdmissionReview in, AdmissionReview out) and the
 //! plain-HTTP management endpoints; the file watcher; graceful shutdown. The decision
-//! itself is [`super::mutate::mutate`]: this module only moves bytes to and from it.
+//! itself is [`crate::mutate::mutate`]: this module only moves bytes to and from it.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -24,12 +24,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-use super::admission::{parse_review, ReviewError};
-use super::config::{ConfigError, InjectorConfig};
-use super::metrics::{InjectorMetrics, RESULT_ERROR};
-use super::mutate::mutate;
-use super::tls::{ServingCertificate, TlsError};
-use super::InjectorArgs;
+use crate::admission::{parse_review, ReviewError};
+use crate::config::{ConfigError, InjectorConfig};
+use crate::metrics::{InjectorMetrics, RESULT_ERROR};
+use crate::mutate::mutate;
+use crate::tls::{ServingCertificate, TlsError};
+use crate::InjectorArgs;
 
 /// Largest AdmissionReview accepted. A review carries the Pod twice at most (object and
 /// oldObject); the API server caps an object at about 1.5 MiB (etcd's request limit), so 3

@@ -11,7 +11,7 @@ use base64::Engine as _;
 use pki::{CertSpec, CertificateAuthority};
 use rustls::pki_types::ServerName;
 use serde_json::{json, Value};
-use sidecar::injector::{Injector, InjectorArgs, InjectorError, MAX_REVIEW_BYTES};
+use injector::{Injector, InjectorArgs, InjectorError, MAX_REVIEW_BYTES};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
