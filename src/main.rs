@@ -181,10 +181,21 @@ fn main() -> ExitCode {
         },
         Command::Gateway(flags) => gateway_serve(&flags),
         Command::Dev(args) => dev::run(&args),
-        Command::Sidecar(args) => {
-            let level = args.log_level.clone();
-            with_logging("sidecar", &level, || sidecar::run(*args))
-        }
+        Command::Sidecar(args) => match args.resolve_with_env(runtime::config::process_env()) {
+            Ok(config) => {
+                let log = config.log.clone();
+                with_log_filter("sidecar", &log, || {
+                    for warning in &config.warnings {
+                        tracing::warn!("{warning}");
+                    }
+                    sidecar::run(config)
+                })
+            }
+            Err(errors) => {
+                eprintln!("openkcm sidecar: {errors}");
+                ExitCode::from(2)
+            }
+        },
         Command::Injector(args) => {
             let level = args.log_level.clone();
             with_logging("injector", &level, || injector::run(*args))
@@ -237,14 +248,22 @@ fn gateway_serve(flags: &gateway::config::GatewayFlags) -> ExitCode {
 
 /// JSON logs on stderr at `level` (tracing directives), then `serve`.
 fn with_logging(component: &str, level: &str, serve: impl FnOnce() -> ExitCode) -> ExitCode {
-    let filter = match runtime::LogFilter::parse(level) {
-        Ok(filter) => filter,
+    match runtime::LogFilter::parse(level) {
+        Ok(filter) => with_log_filter(component, &filter, serve),
         Err(e) => {
             eprintln!("openkcm {component}: --log-level {level:?}: {e}");
-            return ExitCode::from(2);
+            ExitCode::from(2)
         }
-    };
-    if let Err(e) = runtime::logging::init(&filter) {
+    }
+}
+
+/// JSON logs on stderr through `filter`, then `serve`.
+fn with_log_filter(
+    component: &str,
+    filter: &runtime::LogFilter,
+    serve: impl FnOnce() -> ExitCode,
+) -> ExitCode {
+    if let Err(e) = runtime::logging::init(filter) {
         eprintln!("openkcm {component}: cannot set up logging: {e}");
         return ExitCode::FAILURE;
     }

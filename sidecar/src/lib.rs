@@ -13,18 +13,19 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Args;
 use tokio::net::{TcpListener, UnixListener};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+mod config;
 pub mod local_tls;
 mod management;
 pub mod metrics;
 mod proxy;
 pub mod upstream;
 
+pub use config::{SidecarArgs, SidecarConfig, KEYS};
 use metrics::SidecarMetrics;
 use upstream::{IdentityFiles, Upstream};
 
@@ -39,76 +40,6 @@ pub const DEFAULT_MANAGEMENT: &str = "0.0.0.0:15696";
 /// Where the tenant certificate Secret is mounted (cert-manager's `tls.crt`, `tls.key`,
 /// `ca.crt`).
 pub const DEFAULT_TENANT_DIR: &str = "/etc/openkcm/tenant";
-
-/// `openkcm sidecar` flags (each also read from the environment variable shown in `--help`).
-#[derive(Debug, Clone, Args)]
-pub struct SidecarArgs {
-    /// The gateway's KMIP endpoint.
-    #[arg(long, value_name = "HOST:PORT", env = "OPENKCM_SIDECAR_GATEWAY")]
-    pub gateway: String,
-    /// The name the gateway's certificate must carry [default: HOST of --gateway].
-    #[arg(long, value_name = "NAME", env = "OPENKCM_SIDECAR_GATEWAY_SERVER_NAME")]
-    pub gateway_server_name: Option<String>,
-    /// CA bundle that signs the gateway's certificate.
-    #[arg(
-        long,
-        value_name = "FILE",
-        env = "OPENKCM_SIDECAR_GATEWAY_CA",
-        default_value = "/etc/openkcm/tenant/ca.crt"
-    )]
-    pub gateway_ca: PathBuf,
-    /// The pod's tenant client certificate (PEM; reloaded when the file changes).
-    #[arg(
-        long,
-        value_name = "FILE",
-        env = "OPENKCM_SIDECAR_CERT",
-        default_value = "/etc/openkcm/tenant/tls.crt"
-    )]
-    pub cert: PathBuf,
-    /// The tenant certificate's private key (PEM).
-    #[arg(
-        long,
-        value_name = "FILE",
-        env = "OPENKCM_SIDECAR_KEY",
-        default_value = "/etc/openkcm/tenant/tls.key"
-    )]
-    pub key: PathBuf,
-    /// The workload's Unix socket (plain TTLV, mode 0660); `none` disables it.
-    #[arg(long, value_name = "PATH", env = "OPENKCM_SIDECAR_SOCKET", default_value = DEFAULT_SOCKET)]
-    pub socket: PathBuf,
-    /// The workload's TLS listener (pod-local certificate for localhost / 127.0.0.1).
-    #[arg(long, value_name = "ADDR", env = "OPENKCM_SIDECAR_LISTEN", default_value = DEFAULT_LISTEN)]
-    pub listen: SocketAddr,
-    /// Where the pod-local CA (`ca.pem`) and the local client pair (`client.pem`,
-    /// `client-key.pem`) are written for the workload.
-    #[arg(long, value_name = "DIR", env = "OPENKCM_SIDECAR_LOCAL_DIR", default_value = DEFAULT_LOCAL_DIR)]
-    pub local_dir: PathBuf,
-    /// Management listener: `/health`, `/ready`, `/metrics` (plain HTTP).
-    #[arg(long, value_name = "ADDR", env = "OPENKCM_SIDECAR_MANAGEMENT", default_value = DEFAULT_MANAGEMENT)]
-    pub management: SocketAddr,
-    /// Upstream (gateway) connections kept open.
-    #[arg(long, value_name = "N", env = "OPENKCM_SIDECAR_UPSTREAM_CONNECTIONS", default_value_t = 4,
-          value_parser = clap::value_parser!(u16).range(1..=256))]
-    pub upstream_connections: u16,
-    /// Longest wait for the gateway's answer (connect included) before the workload gets a
-    /// KMIP error response.
-    #[arg(long, value_name = "DURATION", env = "OPENKCM_SIDECAR_TIMEOUT", default_value = "5s",
-          value_parser = runtime::parse_duration)]
-    pub timeout: Duration,
-    /// Gateway connections are replaced after this long (between requests), so that new
-    /// gateway replicas get their share of a long-running workload's requests.
-    #[arg(long, value_name = "DURATION", env = "OPENKCM_SIDECAR_UPSTREAM_MAX_AGE",
-          default_value = "5m", value_parser = runtime::parse_duration)]
-    pub upstream_max_age: Duration,
-    /// Log level (tracing directives, e.g. `info` or `sidecar=debug`).
-    #[arg(
-        long,
-        value_name = "LEVEL",
-        env = "OPENKCM_LOG_LEVEL",
-        default_value = "info"
-    )]
-    pub log_level: String,
-}
 
 /// How long open workload connections get to finish their request at shutdown.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -146,7 +77,7 @@ pub struct RunningSidecar {
 impl RunningSidecar {
     /// Binds the listeners (port 0 takes a free port), writes the pod-local CA files and
     /// starts serving on the current tokio runtime.
-    pub async fn start(args: &SidecarArgs) -> Result<Self, SidecarError> {
+    pub async fn start(args: &SidecarConfig) -> Result<Self, SidecarError> {
         let server_name = match &args.gateway_server_name {
             Some(name) => name.clone(),
             None => gateway_host(&args.gateway)?,
@@ -291,7 +222,7 @@ fn bind_unix(path: &Path) -> std::io::Result<UnixListener> {
 }
 
 /// `openkcm sidecar`: serves until SIGTERM / Ctrl-C.
-pub fn run(args: SidecarArgs) -> ExitCode {
+pub fn run(args: SidecarConfig) -> ExitCode {
     // One thread: a sidecar relays one pod's requests; this keeps its memory small.
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

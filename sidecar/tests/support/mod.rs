@@ -11,7 +11,7 @@ use std::sync::Arc;
 use clap::Parser;
 use kmip::relay::error_response;
 use kmip::spec::ResultReason;
-use sidecar::SidecarArgs;
+use sidecar::{SidecarArgs, SidecarConfig};
 use testkit::certs::{self, TestPki};
 use testkit::kmip_client::read_message;
 use tokio::io::AsyncWriteExt;
@@ -32,7 +32,7 @@ pub fn tenant_files(dir: &Path) -> TestPki {
 }
 
 /// The sidecar's flags for `gateway`, files in `dir`, listeners on free ports, plus `extra`.
-pub fn sidecar_args(dir: &Path, gateway: SocketAddr, extra: &[&str]) -> SidecarArgs {
+pub fn sidecar_args(dir: &Path, gateway: SocketAddr, extra: &[&str]) -> SidecarConfig {
     let path = |name: &str| dir.join(name).display().to_string();
     let mut argv: Vec<String> = vec![
         "sidecar".into(),
@@ -56,7 +56,10 @@ pub fn sidecar_args(dir: &Path, gateway: SocketAddr, extra: &[&str]) -> SidecarA
         "127.0.0.1:0".into(),
     ];
     argv.extend(extra.iter().map(|s| s.to_string()));
-    Cli::parse_from(argv).args
+    Cli::parse_from(argv)
+        .args
+        .resolve()
+        .expect("the test's flags are valid")
 }
 
 pub fn socket(dir: &Path) -> PathBuf {
