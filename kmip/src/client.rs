@@ -210,15 +210,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         bits: i32,
         name: Option<&str>,
     ) -> Result<String, ClientError> {
-        let mut attrs = Attributes::new()
-            .with(Tag::CRYPTOGRAPHIC_ALGORITHM, &CryptographicAlgorithm::Aes)
-            .with(Tag::CRYPTOGRAPHIC_LENGTH, &bits)
-            .with(
-                Tag::CRYPTOGRAPHIC_USAGE_MASK,
-                &CryptographicUsageMask(
-                    CryptographicUsageMask::ENCRYPT.0 | CryptographicUsageMask::DECRYPT.0,
-                ),
-            );
+        let mut attrs = Attributes::aes_key(bits);
         if let Some(name) = name {
             attrs = attrs.with(Tag::NAME, &Name::text(name));
         }

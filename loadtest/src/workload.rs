@@ -111,15 +111,7 @@ pub fn cbc_parameters() -> CryptographicParameters {
 /// The attributes of the keys the set-up phase and `--op create` make: AES-256 for
 /// Encrypt and Decrypt.
 pub fn aes_256_attributes() -> Attributes {
-    Attributes::new()
-        .with(Tag::CRYPTOGRAPHIC_ALGORITHM, &CryptographicAlgorithm::Aes)
-        .with(Tag::CRYPTOGRAPHIC_LENGTH, &256i32)
-        .with(
-            Tag::CRYPTOGRAPHIC_USAGE_MASK,
-            &CryptographicUsageMask(
-                CryptographicUsageMask::ENCRYPT.0 | CryptographicUsageMask::DECRYPT.0,
-            ),
-        )
+    Attributes::aes_key(256)
 }
 
 fn encode(version: ProtocolVersion, payload: RequestPayload) -> Bytes {

@@ -503,17 +503,7 @@ pub fn kmip_request(payloads: Vec<RequestPayload>) -> Vec<u8> {
 pub fn create_aes() -> RequestPayload {
     RequestPayload::Create(CreateRequest {
         object_type: ObjectType::SymmetricKey,
-        attributes: Some(
-            Attributes::new()
-                .with(Tag::CRYPTOGRAPHIC_ALGORITHM, &CryptographicAlgorithm::Aes)
-                .with(Tag::CRYPTOGRAPHIC_LENGTH, &256i32)
-                .with(
-                    Tag::CRYPTOGRAPHIC_USAGE_MASK,
-                    &CryptographicUsageMask(
-                        CryptographicUsageMask::ENCRYPT.0 | CryptographicUsageMask::DECRYPT.0,
-                    ),
-                ),
-        ),
+        attributes: Some(Attributes::aes_key(256)),
         protection_storage_masks: None,
     })
 }

@@ -266,6 +266,20 @@ impl Attributes {
     pub fn new() -> Self {
         Self::default()
     }
+
+    /// The attributes of an AES key of `bits` usable for Encrypt and Decrypt (what the
+    /// client, the load generator and the tests create).
+    pub fn aes_key(bits: i32) -> Self {
+        Self::new()
+            .with(Tag::CRYPTOGRAPHIC_ALGORITHM, &CryptographicAlgorithm::Aes)
+            .with(Tag::CRYPTOGRAPHIC_LENGTH, &bits)
+            .with(
+                Tag::CRYPTOGRAPHIC_USAGE_MASK,
+                &CryptographicUsageMask(
+                    CryptographicUsageMask::ENCRYPT.0 | CryptographicUsageMask::DECRYPT.0,
+                ),
+            )
+    }
     pub fn is_empty(&self) -> bool {
         self.list.is_empty()
     }
