@@ -385,11 +385,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
                 cryptographic_parameters: parameters,
                 data: Some(ByteString::from(data)),
                 iv_counter_nonce: iv.map(ByteString::from),
-                correlation_value: None,
-                init_indicator: None,
-                final_indicator: None,
-                authenticated_encryption_additional_data: None,
                 authenticated_encryption_tag: tag.map(ByteString::from),
+                ..DecryptRequest::default()
             }))
             .await?;
         match p {

@@ -185,17 +185,7 @@ fn answer(request: &RequestMessage) -> ResponseMessage {
                     operations: OPERATIONS.to_vec(),
                     object_types: vec![ObjectType::SymmetricKey],
                     vendor_identification: Some("OpenKCM test server".into()),
-                    server_information: None,
-                    application_namespaces: Vec::new(),
-                    extension_information: Vec::new(),
-                    attestation_types: Vec::new(),
-                    rng_parameters: Vec::new(),
-                    profile_information: Vec::new(),
-                    validation_information: Vec::new(),
-                    capability_information: Vec::new(),
-                    client_registration_methods: Vec::new(),
-                    defaults_information: None,
-                    protection_storage_masks: Vec::new(),
+                    ..QueryResponse::default()
                 }))
             }
             Ok(RequestPayload::Get(r))

@@ -70,22 +70,7 @@ pub(super) fn discover_versions(r: &DiscoverVersionsRequest) -> ResponsePayload 
 pub(super) fn query(req: &Request<'_>, r: &QueryRequest) -> ResponsePayload {
     let v = req.version;
     let asked = |f: QueryFunction| r.query_functions.contains(&f);
-    let mut response = QueryResponse {
-        operations: Vec::new(),
-        object_types: Vec::new(),
-        vendor_identification: None,
-        server_information: None,
-        application_namespaces: Vec::new(),
-        extension_information: Vec::new(),
-        attestation_types: Vec::new(),
-        rng_parameters: Vec::new(),
-        profile_information: Vec::new(),
-        validation_information: Vec::new(),
-        capability_information: Vec::new(),
-        client_registration_methods: Vec::new(),
-        defaults_information: None,
-        protection_storage_masks: Vec::new(),
-    };
+    let mut response = QueryResponse::default();
     if asked(QueryFunction::QueryOperations) {
         let interop = req.engine.config.interop.then_some(Operation::Interop);
         response.operations = OPERATIONS

@@ -195,11 +195,8 @@ fn decrypt(
         cryptographic_parameters: params,
         data: Some(data.into()),
         iv_counter_nonce: iv.map(ByteString::from),
-        correlation_value: None,
-        init_indicator: None,
-        final_indicator: None,
-        authenticated_encryption_additional_data: None,
         authenticated_encryption_tag: tag.map(ByteString::from),
+        ..DecryptRequest::default()
     })
 }
 

@@ -37,6 +37,7 @@ kmip_struct! {
 kmip_struct! {
     /// Query response. Server Information and the capability structures are kept as item
     /// trees; their content is server-specific.
+    #[derive(Default)]
     pub struct QueryResponse {
         operations: rep Operation = OPERATION,
         object_types: rep ObjectType = OBJECT_TYPE,
@@ -276,6 +277,7 @@ kmip_struct! {
 }
 
 kmip_struct! {
+    #[derive(Default)]
     pub struct DecryptRequest {
         unique_identifier: opt UniqueIdentifier = UNIQUE_IDENTIFIER,
         cryptographic_parameters: opt CryptographicParameters = CRYPTOGRAPHIC_PARAMETERS,
