@@ -40,14 +40,6 @@ async fn client(dev: &DevProcess, who: &str, version: ProtocolVersion) -> TlsCli
     client
 }
 
-fn aes_cbc_pkcs5() -> CryptographicParameters {
-    CryptographicParameters {
-        block_cipher_mode: Some(BlockCipherMode::Cbc),
-        padding_method: Some(PaddingMethod::Pkcs5),
-        cryptographic_algorithm: Some(CryptographicAlgorithm::Aes),
-        ..CryptographicParameters::default()
-    }
-}
 
 /// KMIP 1.x says Item Not Found, 2.x Object Not Found.
 fn not_found(err: &kmip::client::ClientError) -> bool {
@@ -70,12 +62,12 @@ async fn flow(dev: &DevProcess, version: ProtocolVersion) {
     let iv = [9u8; 16];
     let plaintext = b"openkcm dev from Rust".to_vec();
     let encrypted = a
-        .encrypt(&uid, &plaintext, Some(aes_cbc_pkcs5()), Some(&iv))
+        .encrypt(&uid, &plaintext, Some(CryptographicParameters::aes_cbc_pkcs5()), Some(&iv))
         .await
         .expect("encrypt");
     let ciphertext = encrypted.data.expect("ciphertext");
     let decrypted = a
-        .decrypt(&uid, &ciphertext.0, Some(aes_cbc_pkcs5()), Some(&iv), None)
+        .decrypt(&uid, &ciphertext.0, Some(CryptographicParameters::aes_cbc_pkcs5()), Some(&iv), None)
         .await
         .expect("decrypt");
     assert_eq!(decrypted.0.as_slice(), plaintext.as_slice(), "{version}");

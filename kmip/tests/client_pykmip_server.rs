@@ -247,14 +247,6 @@ async fn bounded<F: std::future::Future>(f: F) -> F::Output {
         .expect("test exceeded its time budget")
 }
 
-fn aes_cbc_pkcs5() -> CryptographicParameters {
-    CryptographicParameters {
-        block_cipher_mode: Some(BlockCipherMode::Cbc),
-        padding_method: Some(PaddingMethod::Pkcs5),
-        cryptographic_algorithm: Some(CryptographicAlgorithm::Aes),
-        ..CryptographicParameters::default()
-    }
-}
 
 async fn state(server: &PyKmipServer, client: &mut TlsClient, uid: &str) -> Option<State> {
     let attrs = server.ok(
@@ -342,7 +334,7 @@ async fn key_lifecycle(version: ProtocolVersion) {
     let iv = [0x5au8; 16];
     let encrypted = s.ok(
         "Encrypt",
-        c.encrypt(&uid, &plaintext, Some(aes_cbc_pkcs5()), Some(&iv))
+        c.encrypt(&uid, &plaintext, Some(CryptographicParameters::aes_cbc_pkcs5()), Some(&iv))
             .await,
     );
     s.check_eq(
@@ -363,7 +355,7 @@ async fn key_lifecycle(version: ProtocolVersion) {
     );
     let decrypted = s.ok(
         "Decrypt",
-        c.decrypt(&uid, &ciphertext, Some(aes_cbc_pkcs5()), Some(&iv), None)
+        c.decrypt(&uid, &ciphertext, Some(CryptographicParameters::aes_cbc_pkcs5()), Some(&iv), None)
             .await,
     );
     s.check_eq(
@@ -376,7 +368,7 @@ async fn key_lifecycle(version: ProtocolVersion) {
         c.decrypt(
             &uid,
             &ciphertext,
-            Some(aes_cbc_pkcs5()),
+            Some(CryptographicParameters::aes_cbc_pkcs5()),
             Some(&[0u8; 16]),
             None,
         )
@@ -426,7 +418,7 @@ async fn key_lifecycle(version: ProtocolVersion) {
     );
     let refused = s.err(
         "Encrypt with a Deactivated key",
-        c.encrypt(&uid, &plaintext, Some(aes_cbc_pkcs5()), Some(&iv))
+        c.encrypt(&uid, &plaintext, Some(CryptographicParameters::aes_cbc_pkcs5()), Some(&iv))
             .await,
     );
     s.check_eq(

@@ -100,12 +100,7 @@ pub const OP_SLOTS: usize = 4;
 
 /// AES-CBC with PKCS#5 padding: the mode every KMIP server implements (MongoDB's default).
 pub fn cbc_parameters() -> CryptographicParameters {
-    CryptographicParameters {
-        block_cipher_mode: Some(BlockCipherMode::Cbc),
-        padding_method: Some(PaddingMethod::Pkcs5),
-        cryptographic_algorithm: Some(CryptographicAlgorithm::Aes),
-        ..CryptographicParameters::default()
-    }
+    CryptographicParameters::aes_cbc_pkcs5()
 }
 
 /// The attributes of the keys the set-up phase and `--op create` make: AES-256 for

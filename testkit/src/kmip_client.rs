@@ -39,12 +39,7 @@ pub async fn connect(
 
 /// AES-CBC with PKCS#5 padding.
 pub fn aes_cbc_pkcs5() -> CryptographicParameters {
-    CryptographicParameters {
-        block_cipher_mode: Some(BlockCipherMode::Cbc),
-        padding_method: Some(PaddingMethod::Pkcs5),
-        cryptographic_algorithm: Some(CryptographicAlgorithm::Aes),
-        ..CryptographicParameters::default()
-    }
+    CryptographicParameters::aes_cbc_pkcs5()
 }
 
 /// A KMIP 1.4 Get of `uid`, as TTLV.

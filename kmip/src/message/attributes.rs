@@ -610,6 +610,19 @@ kmip_struct! {
     }
 }
 
+impl CryptographicParameters {
+    /// AES-CBC with PKCS#5 padding: the mode every KMIP server implements (MongoDB's
+    /// default).
+    pub fn aes_cbc_pkcs5() -> Self {
+        Self {
+            block_cipher_mode: Some(BlockCipherMode::Cbc),
+            padding_method: Some(PaddingMethod::Pkcs5),
+            cryptographic_algorithm: Some(CryptographicAlgorithm::Aes),
+            ..Self::default()
+        }
+    }
+}
+
 kmip_struct! {
     /// The Digest attribute (KMIP 2.1 §4.21): a hash of the Key Material (of the Opaque Data
     /// Value, Certificate Value) in the named Key Format Type.
