@@ -8,9 +8,7 @@ use std::time::Duration;
 use dev_support::DevProcess;
 use kmip::client::Client;
 use kmip::message::attributes::{Attributes, CryptographicParameters, Name};
-use kmip::spec::{
-    BlockCipherMode, CryptographicAlgorithm, PaddingMethod, ResultReason, RevocationReasonCode, Tag,
-};
+use kmip::spec::{ResultReason, RevocationReasonCode, Tag};
 use kmip::ProtocolVersion;
 
 type TlsClient = Client<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
@@ -40,7 +38,6 @@ async fn client(dev: &DevProcess, who: &str, version: ProtocolVersion) -> TlsCli
     client
 }
 
-
 /// KMIP 1.x says Item Not Found, 2.x Object Not Found.
 fn not_found(err: &kmip::client::ClientError) -> bool {
     matches!(
@@ -62,12 +59,23 @@ async fn flow(dev: &DevProcess, version: ProtocolVersion) {
     let iv = [9u8; 16];
     let plaintext = b"openkcm dev from Rust".to_vec();
     let encrypted = a
-        .encrypt(&uid, &plaintext, Some(CryptographicParameters::aes_cbc_pkcs5()), Some(&iv))
+        .encrypt(
+            &uid,
+            &plaintext,
+            Some(CryptographicParameters::aes_cbc_pkcs5()),
+            Some(&iv),
+        )
         .await
         .expect("encrypt");
     let ciphertext = encrypted.data.expect("ciphertext");
     let decrypted = a
-        .decrypt(&uid, &ciphertext.0, Some(CryptographicParameters::aes_cbc_pkcs5()), Some(&iv), None)
+        .decrypt(
+            &uid,
+            &ciphertext.0,
+            Some(CryptographicParameters::aes_cbc_pkcs5()),
+            Some(&iv),
+            None,
+        )
         .await
         .expect("decrypt");
     assert_eq!(decrypted.0.as_slice(), plaintext.as_slice(), "{version}");

@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
+use injector::{Injector, InjectorArgs, InjectorError, MAX_REVIEW_BYTES};
 use pki::{CertSpec, CertificateAuthority};
 use rustls::pki_types::ServerName;
 use serde_json::{json, Value};
-use injector::{Injector, InjectorArgs, InjectorError, MAX_REVIEW_BYTES};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;

@@ -25,8 +25,7 @@ use crate::message::{
     ResponsePayload, UniqueIdentifier,
 };
 use crate::spec::{
-    CryptographicAlgorithm, CryptographicUsageMask, ObjectType, QueryFunction, ResultReason,
-    ResultStatus, RevocationReasonCode, Tag,
+    ObjectType, QueryFunction, ResultReason, ResultStatus, RevocationReasonCode, Tag,
 };
 use crate::ttlv::Limits;
 use crate::ProtocolVersion;

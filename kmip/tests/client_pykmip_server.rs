@@ -22,9 +22,8 @@ use kmip::message::{
     SymmetricKey, UniqueIdentifier,
 };
 use kmip::spec::{
-    BlockCipherMode, CryptographicAlgorithm, CryptographicUsageMask, KeyFormatType, ObjectType,
-    Operation, PaddingMethod, QueryFunction, ResultReason, RevocationReasonCode, SecretDataType,
-    State,
+    CryptographicAlgorithm, CryptographicUsageMask, KeyFormatType, ObjectType, Operation,
+    QueryFunction, ResultReason, RevocationReasonCode, SecretDataType, State,
 };
 use kmip::{ProtocolVersion, Tag};
 use rcgen::ExtendedKeyUsagePurpose;
@@ -247,7 +246,6 @@ async fn bounded<F: std::future::Future>(f: F) -> F::Output {
         .expect("test exceeded its time budget")
 }
 
-
 async fn state(server: &PyKmipServer, client: &mut TlsClient, uid: &str) -> Option<State> {
     let attrs = server.ok(
         "Get Attributes (State)",
@@ -334,8 +332,13 @@ async fn key_lifecycle(version: ProtocolVersion) {
     let iv = [0x5au8; 16];
     let encrypted = s.ok(
         "Encrypt",
-        c.encrypt(&uid, &plaintext, Some(CryptographicParameters::aes_cbc_pkcs5()), Some(&iv))
-            .await,
+        c.encrypt(
+            &uid,
+            &plaintext,
+            Some(CryptographicParameters::aes_cbc_pkcs5()),
+            Some(&iv),
+        )
+        .await,
     );
     s.check_eq(
         "Encrypt identifier",
@@ -355,8 +358,14 @@ async fn key_lifecycle(version: ProtocolVersion) {
     );
     let decrypted = s.ok(
         "Decrypt",
-        c.decrypt(&uid, &ciphertext, Some(CryptographicParameters::aes_cbc_pkcs5()), Some(&iv), None)
-            .await,
+        c.decrypt(
+            &uid,
+            &ciphertext,
+            Some(CryptographicParameters::aes_cbc_pkcs5()),
+            Some(&iv),
+            None,
+        )
+        .await,
     );
     s.check_eq(
         "Decrypt gives the plaintext back",
@@ -418,8 +427,13 @@ async fn key_lifecycle(version: ProtocolVersion) {
     );
     let refused = s.err(
         "Encrypt with a Deactivated key",
-        c.encrypt(&uid, &plaintext, Some(CryptographicParameters::aes_cbc_pkcs5()), Some(&iv))
-            .await,
+        c.encrypt(
+            &uid,
+            &plaintext,
+            Some(CryptographicParameters::aes_cbc_pkcs5()),
+            Some(&iv),
+        )
+        .await,
     );
     s.check_eq(
         "Encrypt with a Deactivated key",

@@ -8,10 +8,7 @@ use bytes::Bytes;
 use kmip::message::attributes::{Attributes, CryptographicParameters};
 use kmip::message::payloads::{CreateRequest, DecryptRequest, EncryptRequest, GetRequest};
 use kmip::message::{ByteString, RequestMessage, RequestPayload, UniqueIdentifier};
-use kmip::spec::{
-    BlockCipherMode, CryptographicAlgorithm, CryptographicUsageMask, ObjectType, PaddingMethod,
-    ResultReason, ResultStatus,
-};
+use kmip::spec::{ObjectType, ResultReason, ResultStatus};
 use kmip::{ProtocolVersion, Tag};
 
 /// The operation a run measures.

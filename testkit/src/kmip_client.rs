@@ -6,7 +6,6 @@ use std::time::Duration;
 use kmip::client::Client;
 use kmip::message::payloads::GetRequest;
 use kmip::message::{CryptographicParameters, RequestMessage, RequestPayload, UniqueIdentifier};
-use kmip::spec::{BlockCipherMode, CryptographicAlgorithm, PaddingMethod};
 use kmip::ttlv::HEADER_LEN;
 use kmip::ProtocolVersion;
 use tokio::io::{AsyncRead, AsyncReadExt};

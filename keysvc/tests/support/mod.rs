@@ -25,11 +25,9 @@ use kmip::message::{
     Attributes, ByteString, RequestMessage, RequestPayload, ResponseBatchItem, ResponseMessage,
     UniqueIdentifier,
 };
-use kmip::spec::{
-    CryptographicAlgorithm, CryptographicUsageMask, ObjectType, ResultStatus, RevocationReasonCode,
-};
+use kmip::spec::{ObjectType, ResultStatus, RevocationReasonCode};
 use kmip::ttlv::Limits;
-use kmip::{ProtocolVersion, Tag};
+use kmip::ProtocolVersion;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
     KeyUsagePurpose, SanType, PKCS_ECDSA_P256_SHA256,
