@@ -44,13 +44,7 @@ fn env_usize(name: &str, default: usize) -> usize {
 fn get_request() -> Vec<u8> {
     RequestMessage::new(
         kmip::ProtocolVersion::V1_4,
-        vec![RequestPayload::Get(GetRequest {
-            unique_identifier: Some(UniqueIdentifier::from("bench-key")),
-            key_format_type: None,
-            key_wrap_type: None,
-            key_compression_type: None,
-            key_wrapping_specification: None,
-        })],
+        vec![RequestPayload::Get(GetRequest::of("bench-key"))],
     )
     .to_ttlv()
 }

@@ -122,16 +122,7 @@ pub fn create_request(version: ProtocolVersion) -> Bytes {
 }
 
 pub fn get_request(version: ProtocolVersion, uid: &str) -> Bytes {
-    encode(
-        version,
-        RequestPayload::Get(GetRequest {
-            unique_identifier: Some(UniqueIdentifier::from(uid)),
-            key_format_type: None,
-            key_wrap_type: None,
-            key_compression_type: None,
-            key_wrapping_specification: None,
-        }),
-    )
+    encode(version, RequestPayload::Get(GetRequest::of(uid)))
 }
 
 pub fn encrypt_request(version: ProtocolVersion, uid: &str) -> Bytes {

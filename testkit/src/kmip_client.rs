@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use kmip::client::Client;
 use kmip::message::payloads::GetRequest;
-use kmip::message::{CryptographicParameters, RequestMessage, RequestPayload, UniqueIdentifier};
+use kmip::message::{CryptographicParameters, RequestMessage, RequestPayload};
 use kmip::ttlv::HEADER_LEN;
 use kmip::ProtocolVersion;
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -48,17 +48,7 @@ pub fn get_request(uid: &str) -> Vec<u8> {
 
 /// A Get of `uid` in `version`, as TTLV.
 pub fn get_request_in(version: ProtocolVersion, uid: &str) -> Vec<u8> {
-    RequestMessage::new(
-        version,
-        vec![RequestPayload::Get(GetRequest {
-            unique_identifier: Some(UniqueIdentifier::from(uid)),
-            key_format_type: None,
-            key_wrap_type: None,
-            key_compression_type: None,
-            key_wrapping_specification: None,
-        })],
-    )
-    .to_ttlv()
+    RequestMessage::new(version, vec![RequestPayload::Get(GetRequest::of(uid))]).to_ttlv()
 }
 
 /// Reads one TTLV message (header and value) into `message`, replacing its contents; `None`

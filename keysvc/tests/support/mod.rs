@@ -507,13 +507,7 @@ pub fn create_aes() -> RequestPayload {
 }
 
 pub fn get(uid: &str) -> RequestPayload {
-    RequestPayload::Get(GetRequest {
-        unique_identifier: Some(UniqueIdentifier::from(uid)),
-        key_format_type: None,
-        key_wrap_type: None,
-        key_compression_type: None,
-        key_wrapping_specification: None,
-    })
+    RequestPayload::Get(GetRequest::of(uid))
 }
 
 pub fn activate(uid: &str) -> RequestPayload {

@@ -94,12 +94,23 @@ kmip_struct! {
 // ---------------------------------------------------------------- Get, attributes
 
 kmip_struct! {
+    #[derive(Default)]
     pub struct GetRequest {
         unique_identifier: opt UniqueIdentifier = UNIQUE_IDENTIFIER,
         key_format_type: opt KeyFormatType = KEY_FORMAT_TYPE,
         key_wrap_type: opt KeyWrapType = KEY_WRAP_TYPE,
         key_compression_type: opt KeyCompressionType = KEY_COMPRESSION_TYPE,
         key_wrapping_specification: opt Item = KEY_WRAPPING_SPECIFICATION,
+    }
+}
+
+impl GetRequest {
+    /// A Get of `uid` with the server's default format (no wrapping, no compression).
+    pub fn of(uid: &str) -> Self {
+        Self {
+            unique_identifier: Some(UniqueIdentifier::from(uid)),
+            ..Self::default()
+        }
     }
 }
 
