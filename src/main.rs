@@ -55,7 +55,7 @@ enum Command {
     /// gateway with the pod's tenant certificate.
     Sidecar(Box<sidecar::SidecarArgs>),
     /// The mutating admission webhook that adds the sidecar to tenant pods.
-    Injector(Box<injector::InjectorArgs>),
+    Injector(Box<injector::InjectorFlags>),
     /// KMIP load generator: drives any KMIP server over TTLV + mTLS.
     Loadtest(Box<loadtest::LoadtestArgs>),
 }
@@ -196,10 +196,21 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Injector(args) => {
-            let level = args.log_level.clone();
-            with_logging("injector", &level, || injector::run(*args))
-        }
+        Command::Injector(flags) => match flags.resolve_with_env(runtime::config::process_env()) {
+            Ok((args, warnings)) => {
+                let log = args.log.clone();
+                with_log_filter("injector", &log, || {
+                    for warning in &warnings {
+                        tracing::warn!("{warning}");
+                    }
+                    injector::run(args)
+                })
+            }
+            Err(errors) => {
+                eprintln!("openkcm injector: {errors}");
+                ExitCode::from(2)
+            }
+        },
         Command::Loadtest(args) => loadtest::run(*args),
     }
 }
@@ -242,17 +253,6 @@ fn gateway_serve(flags: &gateway::config::GatewayFlags) -> ExitCode {
         Err(e) => {
             eprintln!("openkcm gateway: {e}");
             ExitCode::FAILURE
-        }
-    }
-}
-
-/// JSON logs on stderr at `level` (tracing directives), then `serve`.
-fn with_logging(component: &str, level: &str, serve: impl FnOnce() -> ExitCode) -> ExitCode {
-    match runtime::LogFilter::parse(level) {
-        Ok(filter) => with_log_filter(component, &filter, serve),
-        Err(e) => {
-            eprintln!("openkcm {component}: --log-level {level:?}: {e}");
-            ExitCode::from(2)
         }
     }
 }

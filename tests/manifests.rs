@@ -183,16 +183,21 @@ fn strings(v: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Whether `openkcm keysvc` reads environment variable `name` (its --help lists flags only):
-/// the configuration errors it reports with `name` set to a value no setting accepts
+/// Whether `openkcm SUBCOMMAND` reads environment variable `name` (its --help lists flags
+/// only): the configuration errors it reports with `name` set to a value no setting accepts
 /// differ from those without it — they name it, or a requirement it satisfies disappears.
-fn keysvc_reads_env(name: &str) -> bool {
-    let baseline = keysvc_config_errors(&[]);
-    let with = keysvc_config_errors(&[(name, "%not-a-value%")]);
-    with.contains(name) || with != baseline
+fn reads_env(subcommand: &str, name: &str) -> bool {
+    let baseline = config_errors(subcommand, &[]);
+    let with = config_errors(subcommand, &[(name, "%not-a-value%")]);
+    let ignored = format!("ignoring environment variable {name}");
+    !with.contains(&ignored) && (with.contains(name) || with != baseline)
 }
 
-fn keysvc_config_errors(env: &[(&str, &str)]) -> String {
+fn keysvc_reads_env(name: &str) -> bool {
+    reads_env("keysvc", name)
+}
+
+fn config_errors(subcommand: &str, env: &[(&str, &str)]) -> String {
     let dir = tempfile::tempdir().expect("temporary directory");
     let mut cmd = Command::new(BIN);
     for (k, _) in std::env::vars() {
@@ -205,18 +210,23 @@ fn keysvc_config_errors(env: &[(&str, &str)]) -> String {
     }
     let out = cmd
         .current_dir(dir.path())
-        .arg("keysvc")
+        .arg(subcommand)
         .envs(env.iter().copied())
         .stdin(Stdio::null())
         .output()
-        .expect("run openkcm keysvc");
+        .expect("run openkcm");
     assert_eq!(
         out.status.code(),
         Some(2),
-        "openkcm keysvc without configuration should refuse to start (exit 2): {}",
+        "openkcm {subcommand} without configuration should refuse to start (exit 2): {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    // The messages only: JSON log lines carry timestamps.
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|line| !line.starts_with('{') || line.contains("ignoring environment variable"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[test]
@@ -270,8 +280,8 @@ fn every_flag_env_and_port_the_manifests_use_exists_in_the_binary() {
             }
         }
 
-        // Environment: --help lists clap's variables; keysvc's figment configuration is
-        // asked directly. A variable that only feeds another one ($(NAME) references) is
+        // Environment: --help lists clap's variables; the components on the configuration
+        // dialect (keysvc, the injector) are asked directly. A variable that only feeds another one ($(NAME) references) is
         // fine as long as it does not look like one of ours.
         let env: Vec<&Value> = c["env"]
             .as_array()
@@ -291,7 +301,8 @@ fn every_flag_env_and_port_the_manifests_use_exists_in_the_binary() {
         for e in &env {
             let name = e["name"].as_str().expect("env name");
             let known = h.env.contains(name)
-                || (sub == ["keysvc"] && keysvc_reads_env(name))
+                || (matches!(sub.as_slice(), [s] if s == "keysvc" || s == "injector")
+                    && reads_env(&sub[0], name))
                 || (referenced.contains(name) && !name.starts_with("OPENKCM_"));
             if !known {
                 problems.push(format!(
@@ -363,12 +374,17 @@ fn every_flag_env_and_port_the_manifests_use_exists_in_the_binary() {
 }
 
 #[test]
-fn the_env_check_tells_a_keysvc_variable_from_an_unknown_one() {
+fn the_env_check_tells_a_component_variable_from_an_unknown_one() {
     assert!(keysvc_reads_env("OPENKCM_LOG__LEVEL"));
     assert!(keysvc_reads_env("POSTGRES_CONNECTION"));
     assert!(keysvc_reads_env("OPENKCM_ROOT_KEY__ID"));
     assert!(!keysvc_reads_env("OPENKCM_ROOT_KEY_ID"));
     assert!(!keysvc_reads_env("DATABASE_URL"));
+    // The injector speaks the same dialect: its aliases and the OPENKCM_A__B form.
+    assert!(reads_env("injector", "OPENKCM_LOG_LEVEL"));
+    assert!(reads_env("injector", "OPENKCM_INJECTOR_LISTEN"));
+    assert!(reads_env("injector", "OPENKCM_LISTEN__MANAGEMENT"));
+    assert!(!reads_env("injector", "OPENKCM_INJECTOR_LOGLEVEL"));
 }
 
 // --------------------------------------------------------------------------- routing

@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Args;
+use runtime::config::{ConfigErrors, EnvAlias, Flags, KeySpec, Loader, Schema, Sources};
 
 pub mod admission;
 pub mod config;
@@ -33,58 +33,143 @@ pub use settings::{LogLevel, Quantity, SidecarSettings};
 pub use shape::{KMIP_MOUNT_PATH, KMIP_VOLUME, SIDECAR_CONTAINER, TENANT_VOLUME};
 pub use tls::TlsError;
 
-/// `openkcm injector` flags (each also read from the environment variable shown in `--help`).
-#[derive(Debug, Clone, Args)]
+/// What `openkcm injector` runs with, every value checked ([`InjectorFlags::resolve_with_env`]).
+#[derive(Debug, Clone)]
 pub struct InjectorArgs {
     /// The webhook's HTTPS listener (AdmissionReview v1 at `/mutate`).
-    #[arg(
-        long,
-        value_name = "ADDR",
-        env = "OPENKCM_INJECTOR_LISTEN",
-        default_value = "0.0.0.0:9443"
-    )]
     pub listen: SocketAddr,
     /// The webhook's serving certificate (PEM; reloaded when the file changes).
-    #[arg(
-        long,
-        value_name = "FILE",
-        env = "OPENKCM_INJECTOR_CERT",
-        default_value = "/etc/openkcm/webhook/tls.crt"
-    )]
     pub cert: PathBuf,
     /// The serving certificate's private key (PEM).
-    #[arg(
-        long,
-        value_name = "FILE",
-        env = "OPENKCM_INJECTOR_KEY",
-        default_value = "/etc/openkcm/webhook/tls.key"
-    )]
     pub key: PathBuf,
-    /// Injection configuration (YAML): sidecar image, gateway address, tenant certificate
-    /// Secret per namespace, defaults.
-    #[arg(
-        long,
-        value_name = "FILE",
-        env = "OPENKCM_INJECTOR_CONFIG",
-        default_value = "/etc/openkcm/injector/config.yaml"
-    )]
+    /// Injection configuration (YAML; reloaded when the file changes).
     pub config: PathBuf,
     /// Management listener: `/health`, `/ready`, `/metrics` (plain HTTP).
-    #[arg(
-        long,
-        value_name = "ADDR",
-        env = "OPENKCM_INJECTOR_MANAGEMENT",
-        default_value = "0.0.0.0:8081"
-    )]
     pub management: SocketAddr,
-    /// Log level (tracing directives).
-    #[arg(
-        long,
-        value_name = "LEVEL",
-        env = "OPENKCM_LOG_LEVEL",
-        default_value = "info"
-    )]
-    pub log_level: String,
+    /// Log filter (tracing directives).
+    pub log: runtime::LogFilter,
+}
+
+/// `openkcm injector` flags, in the configuration dialect every component speaks
+/// (`runtime::config`): defaults ← environment ← flags, every problem reported together.
+/// Each key is also read from the variable in brackets (and from `OPENKCM_A__B` for key
+/// `a.b`). The injector has no TOML layer: its `--config` names the injection
+/// configuration (YAML), which it reloads itself.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct InjectorFlags {
+    /// The webhook's HTTPS listener (AdmissionReview v1 at `/mutate`) [default: 0.0.0.0:9443]
+    /// [env OPENKCM_INJECTOR_LISTEN].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// The webhook's serving certificate (PEM; reloaded when the file changes)
+    /// [default: /etc/openkcm/webhook/tls.crt] [env OPENKCM_INJECTOR_CERT].
+    #[arg(long, value_name = "FILE")]
+    pub cert: Option<String>,
+    /// The serving certificate's private key (PEM) [default: /etc/openkcm/webhook/tls.key]
+    /// [env OPENKCM_INJECTOR_KEY].
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<String>,
+    /// Injection configuration (YAML): sidecar image, gateway address, tenant certificate
+    /// Secret per namespace, defaults [default: /etc/openkcm/injector/config.yaml]
+    /// [env OPENKCM_INJECTOR_CONFIG].
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<String>,
+    /// Management listener: `/health`, `/ready`, `/metrics` (plain HTTP)
+    /// [default: 0.0.0.0:8081] [env OPENKCM_INJECTOR_MANAGEMENT].
+    #[arg(long, value_name = "ADDR")]
+    pub management: Option<String>,
+    /// Log level (tracing directives) [default: info] [env OPENKCM_LOG_LEVEL].
+    #[arg(long, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+}
+
+/// Every key `openkcm injector` reads, with its flag and default.
+pub const KEYS: &[KeySpec] = &[
+    KeySpec::new("listen.webhook", Some("--listen"), Some("0.0.0.0:9443")),
+    KeySpec::new(
+        "tls.cert",
+        Some("--cert"),
+        Some("/etc/openkcm/webhook/tls.crt"),
+    ),
+    KeySpec::new(
+        "tls.key",
+        Some("--key"),
+        Some("/etc/openkcm/webhook/tls.key"),
+    ),
+    KeySpec::new(
+        "injection.config",
+        Some("--config"),
+        Some("/etc/openkcm/injector/config.yaml"),
+    ),
+    KeySpec::new(
+        "listen.management",
+        Some("--management"),
+        Some("0.0.0.0:8081"),
+    ),
+    KeySpec::new("log.level", Some("--log-level"), Some("info")),
+];
+
+const fn alias(var: &'static str, key: &'static str) -> EnvAlias {
+    EnvAlias {
+        var,
+        key,
+        shown: var,
+    }
+}
+
+static SCHEMA: Schema = Schema {
+    component: "injector",
+    keys: KEYS,
+    env_aliases: &[
+        alias("OPENKCM_INJECTOR_LISTEN", "listen.webhook"),
+        alias("OPENKCM_INJECTOR_CERT", "tls.cert"),
+        alias("OPENKCM_INJECTOR_KEY", "tls.key"),
+        alias("OPENKCM_INJECTOR_CONFIG", "injection.config"),
+        alias("OPENKCM_INJECTOR_MANAGEMENT", "listen.management"),
+        alias("OPENKCM_LOG_LEVEL", "log.level"),
+    ],
+    command_env: &[],
+};
+
+impl InjectorFlags {
+    /// Checks every key from the flags, the environment `env` and the defaults; all
+    /// problems are returned together. On success, also the warnings (unknown `OPENKCM_*`
+    /// variables).
+    pub fn resolve_with_env(
+        &self,
+        env: Vec<(String, String)>,
+    ) -> Result<(InjectorArgs, Vec<String>), ConfigErrors> {
+        let flags = Flags::default()
+            .text("listen.webhook", self.listen.as_ref())
+            .text("tls.cert", self.cert.as_ref())
+            .text("tls.key", self.key.as_ref())
+            .text("injection.config", self.config.as_ref())
+            .text("listen.management", self.management.as_ref())
+            .text("log.level", self.log_level.as_ref());
+        let sources = Sources {
+            file: None,
+            env,
+            flags,
+        };
+        let mut l = Loader::new(&SCHEMA, &sources)?;
+        let listen = l.socket_addr("listen.webhook");
+        let cert = l.path("tls.cert");
+        let key = l.path("tls.key");
+        let config = l.path("injection.config");
+        let management = l.socket_addr("listen.management");
+        let log = l.log_filter();
+        l.finish()?;
+        let missing = ConfigErrors::internal;
+        let args = InjectorArgs {
+            listen: listen.ok_or_else(missing)?,
+            cert: cert.ok_or_else(missing)?,
+            key: key.ok_or_else(missing)?,
+            config: config.ok_or_else(missing)?,
+            management: management.ok_or_else(missing)?,
+            log: log.ok_or_else(missing)?,
+        };
+        Ok((args, std::mem::take(&mut l.warnings)))
+    }
 }
 
 /// `openkcm injector`: serves until SIGTERM / Ctrl-C. A configuration or certificate that

@@ -134,7 +134,7 @@ fn args(dir: &Path) -> InjectorArgs {
         key: dir.join("tls.key"),
         config: dir.join("config.yaml"),
         management: "127.0.0.1:0".parse().unwrap(),
-        log_level: "info".into(),
+        log: runtime::LogFilter::parse("info").unwrap(),
     }
 }
 

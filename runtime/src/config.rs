@@ -67,7 +67,8 @@ impl KeySpec {
 pub struct EnvAlias {
     pub var: &'static str,
     pub key: &'static str,
-    /// How errors name where the value came from.
+    /// How errors name where the value came from when the key is not set from the
+    /// environment (a variable that did set it is named as itself).
     pub shown: &'static str,
 }
 
@@ -235,7 +236,7 @@ impl Loader {
             .into_iter()
             .map(|name| {
                 format!(
-                    "ignoring environment variable {name}: not a {} setting",
+                    "ignoring environment variable {name}: not a setting of openkcm {}",
                     schema.component
                 )
             })
@@ -489,6 +490,8 @@ fn defaults_layer(schema: &'static Schema) -> Layer {
 fn env_layer(schema: &'static Schema, env: &[(String, String)]) -> (Layer, Vec<String>) {
     let mut data = Dict::new();
     let mut unknown = Vec::new();
+    // Which variable set each key (the last one wins, as in `data`).
+    let mut set_by: std::collections::HashMap<String, String> = std::collections::HashMap::new();
     let alias = |name: &str| schema.env_aliases.iter().find(|a| a.var == name);
     // Aliases first, so that the OPENKCM_ form of the same key, more specific, wins.
     let mut ordered: Vec<&(String, String)> = env.iter().collect();
@@ -506,13 +509,18 @@ fn env_layer(schema: &'static Schema, env: &[(String, String)]) -> (Layer, Vec<S
             continue;
         }
         nest(&mut data, &key, Value::from(value.clone()));
+        set_by.insert(key, name.clone());
     }
     let layer = Layer {
         metadata: Metadata::named("environment").interpolater(move |_, keys: &[&str]| {
             let key = keys.join(".");
-            let var = match schema.env_aliases.iter().find(|a| a.key == key) {
-                Some(alias) => alias.shown.to_owned(),
-                None => format!("{ENV_PREFIX}{}", keys.join("__").to_ascii_uppercase()),
+            let var = match (
+                set_by.get(&key),
+                schema.env_aliases.iter().find(|a| a.key == key),
+            ) {
+                (Some(var), _) => var.clone(),
+                (None, Some(alias)) => alias.shown.to_owned(),
+                (None, None) => format!("{ENV_PREFIX}{}", keys.join("__").to_ascii_uppercase()),
             };
             format!("environment variable {var}")
         }),
@@ -636,7 +644,7 @@ mod tests {
         );
         assert_eq!(
             loader.warnings,
-            ["ignoring environment variable OPENKCM_GATEWAY_HOST: not a test setting"]
+            ["ignoring environment variable OPENKCM_GATEWAY_HOST: not a setting of openkcm test"]
         );
     }
 
@@ -661,8 +669,9 @@ mod tests {
         let _ = loader.duration("cache.ttl");
         let errors = loader.finish().expect_err("three problems").to_string();
         assert!(!errors.contains("secret"), "{errors}");
+        // The variable that set the value is named, not its alias.
         assert!(
-            errors.contains("environment variable OPENKCM_DATABASE__URL or POSTGRES_CONNECTION"),
+            errors.contains("database.url (from environment variable OPENKCM_DATABASE__URL)"),
             "{errors}"
         );
         assert!(
