@@ -1,12 +1,12 @@
 //! Harness for the `openkcm dev` tests: the real binary in its own process, on loopback.
 #![allow(dead_code)] // each test binary uses its own subset
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
+
+use testkit::process::{command, Process};
 
 pub use testkit::net::free_addr as free_port;
 
@@ -22,15 +22,15 @@ pub fn pykmip_python() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"))
 }
 
-/// `openkcm dev` running as a child process; killed on drop if still running.
+/// `openkcm dev` running as a child process (testkit's [`Process`]); killed on drop if
+/// still running.
 pub struct DevProcess {
-    pub child: Child,
+    pub process: Process,
     pub kmip_addr: SocketAddr,
     pub dir: PathBuf,
-    /// Everything it printed on stdout up to "ready".
+    /// Everything it printed on stdout up to "ready", and what followed at once.
     pub banner: String,
     pub startup: Duration,
-    stdout: mpsc::Receiver<String>,
 }
 
 impl DevProcess {
@@ -44,66 +44,39 @@ impl DevProcess {
     /// its stderr (JSON logs, audit events included) going to `stderr`.
     pub fn start_with(dir: &Path, kmip_addr: SocketAddr, stderr: Stdio) -> Self {
         let started = Instant::now();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_openkcm"))
-            .args(["dev", "--dir"])
-            .arg(dir)
+        let mut cmd = command(env!("CARGO_BIN_EXE_openkcm"), &["dev", "--dir"]);
+        cmd.arg(dir)
             .args(["--kmip-addr", &kmip_addr.to_string()])
-            .args(["--https-addr", &free_port().to_string()])
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .expect("spawn openkcm dev");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut process = Self {
-            child,
-            kmip_addr,
-            dir: dir.to_path_buf(),
-            banner: String::new(),
-            startup: Duration::ZERO,
-            stdout: rx,
+            .args(["--https-addr", &free_port().to_string()]);
+        let mut process = Process::spawn_with_stderr("openkcm dev", cmd, Some(stderr));
+        let ready = |p: &mut Process| {
+            p.stdout()
+                .iter()
+                .any(|line| line.starts_with("openkcm dev ready"))
+                .then_some(())
         };
-        let deadline = started + START_TIMEOUT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match process.stdout.recv_timeout(left) {
-                Ok(line) => {
-                    let ready = line.starts_with("openkcm dev ready");
-                    process.banner.push_str(&line);
-                    process.banner.push('\n');
-                    if ready {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    let status = process.child.try_wait().ok().flatten();
-                    panic!(
-                        "openkcm dev not ready after {START_TIMEOUT:?} ({e}; exit {status:?}); \
-                         printed:\n{}",
-                        process.banner
-                    );
-                }
-            }
+        if let Err(e) = process.wait_for(START_TIMEOUT, ready) {
+            panic!("{e}; printed:\n{}", process.stdout().join("\n"));
         }
-        process.startup = started.elapsed();
+        let startup = started.elapsed();
         // The rest of the banner follows the ready line at once.
-        while let Ok(line) = process.stdout.recv_timeout(Duration::from_millis(200)) {
-            process.banner.push_str(&line);
-            process.banner.push('\n');
-        }
+        std::thread::sleep(Duration::from_millis(200));
+        let banner = process
+            .stdout()
+            .iter()
+            .map(|line| format!("{line}\n"))
+            .collect();
         assert!(
             std::net::TcpStream::connect(kmip_addr).is_ok(),
             "ready, yet {kmip_addr} does not accept"
         );
-        process
+        Self {
+            process,
+            kmip_addr,
+            dir: dir.to_path_buf(),
+            banner,
+            startup,
+        }
     }
 
     pub fn pki(&self, name: &str) -> PathBuf {
@@ -112,31 +85,6 @@ impl DevProcess {
 
     /// Sends SIGTERM and waits (bounded) for the exit; returns the status and the time taken.
     pub fn terminate(&mut self) -> (ExitStatus, Duration) {
-        let started = Instant::now();
-        let sent = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(sent.success(), "kill -TERM failed");
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return (status, started.elapsed());
-            }
-            if started.elapsed() > STOP_TIMEOUT {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                panic!("openkcm dev still running {STOP_TIMEOUT:?} after SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for DevProcess {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        self.process.terminate(STOP_TIMEOUT)
     }
 }
