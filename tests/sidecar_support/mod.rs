@@ -4,17 +4,18 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use testkit::net::free_addr as free_port;
+use testkit::process::{command, Process};
 
 /// Longest start-up accepted (the target is well under a second).
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A running `openkcm sidecar`; killed on drop.
+/// A running `openkcm sidecar` (testkit's [`Process`]); killed on drop.
 pub struct SidecarProcess {
-    pub child: Child,
+    pub process: Process,
     pub tls_addr: SocketAddr,
     pub management_addr: SocketAddr,
     pub socket: PathBuf,
@@ -29,9 +30,8 @@ impl SidecarProcess {
         let tls_addr = free_port();
         let management_addr = free_port();
         let socket = run_dir.join("kmip.sock");
-        let child = Command::new(env!("CARGO_BIN_EXE_openkcm"))
-            .arg("sidecar")
-            .args(["--gateway", &gateway.to_string()])
+        let mut cmd = command(env!("CARGO_BIN_EXE_openkcm"), &["sidecar"]);
+        cmd.args(["--gateway", &gateway.to_string()])
             .args(["--gateway-server-name", "localhost"])
             .arg("--gateway-ca")
             .arg(tenant_dir.join("ca.crt"))
@@ -45,55 +45,26 @@ impl SidecarProcess {
             .arg("--local-dir")
             .arg(run_dir)
             .args(["--management", &management_addr.to_string()])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn openkcm sidecar");
-        let mut sidecar = Self {
-            child,
+            .args(extra);
+        let mut process =
+            Process::spawn_with_stderr("openkcm sidecar", cmd, Some(Stdio::inherit()));
+        let serving =
+            |_: &mut Process| (http_get(management_addr, "/health").0 == 200).then_some(());
+        if let Err(e) = process.wait_for(START_TIMEOUT, serving) {
+            panic!("{e}");
+        }
+        Self {
+            process,
             tls_addr,
             management_addr,
             socket,
             local_dir: run_dir.to_path_buf(),
-        };
-        let deadline = Instant::now() + START_TIMEOUT;
-        while sidecar.http_get("/health").0 != 200 {
-            if let Ok(Some(status)) = sidecar.child.try_wait() {
-                panic!("openkcm sidecar exited at start: {status}");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "sidecar not serving after {START_TIMEOUT:?}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
         }
-        sidecar
     }
 
     /// Status code and body of a GET on the management listener (0 when it does not answer).
     pub fn http_get(&self, path: &str) -> (u16, String) {
-        let Ok(mut stream) = TcpStream::connect(self.management_addr) else {
-            return (0, String::new());
-        };
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-        let request =
-            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-        if stream.write_all(request.as_bytes()).is_err() {
-            return (0, String::new());
-        }
-        let mut response = String::new();
-        let _ = stream.read_to_string(&mut response);
-        let status = response
-            .split_whitespace()
-            .nth(1)
-            .and_then(|code| code.parse().ok())
-            .unwrap_or(0);
-        let body = response
-            .split_once("\r\n\r\n")
-            .map(|(_, body)| body.to_owned())
-            .unwrap_or_default();
-        (status, body)
+        http_get(self.management_addr, path)
     }
 
     /// Waits (bounded) until `/ready` says `want`.
@@ -117,11 +88,28 @@ impl SidecarProcess {
     }
 }
 
-impl Drop for SidecarProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// Status code and body of a GET on `addr` (0 when it does not answer).
+fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let Ok(mut stream) = TcpStream::connect(addr) else {
+        return (0, String::new());
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return (0, String::new());
     }
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    (status, body)
 }
 
 /// Copies a tenant's certificate from the dev PKI into `dir` under cert-manager's names, by
