@@ -19,15 +19,10 @@ use sqlx::{Connection, Executor};
 
 use store_common as common;
 
-const DEFAULT_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 /// Set in the child process of the `kill -9` test: the database URL it writes to.
 const CHILD_DATABASE: &str = "OPENKCM_TEST_POSTGRES_CHILD_URL";
 /// The brief's bar for a change to reach another store.
 const CROSS_STORE_DEADLINE: Duration = Duration::from_secs(1);
-
-fn admin_url() -> String {
-    std::env::var("OPENKCM_TEST_POSTGRES").unwrap_or_else(|_| DEFAULT_ADMIN_URL.into())
-}
 
 fn url_for(database: &str, user: &str) -> String {
     let mut url = url::Url::parse(&admin_url()).expect("admin URL");
@@ -36,16 +31,9 @@ fn url_for(database: &str, user: &str) -> String {
     url.to_string()
 }
 
-async fn admin() -> PgConnection {
-    let url = admin_url();
-    PgConnection::connect(&url)
-        .await
-        .unwrap_or_else(|e| panic!("these tests need PostgreSQL at {url}: {e}"))
-}
-
-fn unique(prefix: &str) -> String {
-    format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
-}
+/// The test kit's admin connection and URL (`OPENKCM_TEST_POSTGRES` or the local server),
+/// and its unique names.
+use testkit::postgres::{admin, admin_url, unique_name as unique};
 
 /// Small pools: tests run in parallel against a server with 100 connections.
 fn small() -> PostgresOptions {
