@@ -12,10 +12,11 @@ use std::sync::Arc;
 
 use pingora::utils::tls::CertKey;
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::CertificateDer;
 use rustls::server::danger::ClientCertVerifier;
-use rustls::sign::CertifiedKey;
-use tlsmaterial::material::{certified_key, client_verifier, ClientAuth};
+use tlsmaterial::material::{
+    certified_key, client_verifier, earliest_not_after, leaf_not_after, load_server_cert,
+    ClientAuth,
+};
 use tlsmaterial::{FileBytes, Loaded, TlsMetrics, Watched};
 
 pub use tlsmaterial::watch::POLL_INTERVAL;
@@ -141,36 +142,12 @@ impl TlsMaterial {
     }
 }
 
-fn leaf_not_after(chain: &[CertificateDer<'_>]) -> i64 {
-    chain
-        .first()
-        .and_then(|leaf| tlsmaterial::not_after(leaf))
-        .unwrap_or(0)
-}
-
-fn load_server_cert(
-    provider: &CryptoProvider,
-    [cert, key]: &[FileBytes; 2],
-) -> Result<Loaded<CertifiedKey>, tlsmaterial::TlsError> {
-    let cert = cert.certificates()?;
-    let certified = certified_key(provider, &cert, &key.private_key()?)?;
-    Ok(Loaded {
-        value: certified,
-        not_after: leaf_not_after(&cert.content),
-    })
-}
-
 fn load_verifiers(
     provider: &Arc<CryptoProvider>,
     [bundle]: &[FileBytes; 1],
 ) -> Result<Loaded<Verifiers>, tlsmaterial::TlsError> {
     let bundle = bundle.certificates()?;
-    let not_after = bundle
-        .content
-        .iter()
-        .filter_map(|c| tlsmaterial::not_after(c))
-        .min()
-        .unwrap_or(0);
+    let not_after = earliest_not_after(&bundle.content);
     Ok(Loaded {
         value: Verifiers {
             kmip: client_verifier(provider, &bundle, ClientAuth::Required)?,

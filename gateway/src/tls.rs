@@ -3,7 +3,7 @@
 //! [`PeerIdentity`] at the end of the handshake.
 
 use std::any::Any;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -20,8 +20,6 @@ pub use crate::reload::{ReloadingClientVerifier, ServerCertResolver, TlsMaterial
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TlsError {
-    #[error("{path}: {message}")]
-    File { path: PathBuf, message: String },
     #[error("client certificate verifier: {0}")]
     Verifier(String),
     #[error("{0}")]

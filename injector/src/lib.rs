@@ -109,24 +109,16 @@ pub const KEYS: &[KeySpec] = &[
     KeySpec::new("log.level", Some("--log-level"), Some("info")),
 ];
 
-const fn alias(var: &'static str, key: &'static str) -> EnvAlias {
-    EnvAlias {
-        var,
-        key,
-        shown: var,
-    }
-}
-
 static SCHEMA: Schema = Schema {
     component: "injector",
     keys: KEYS,
     env_aliases: &[
-        alias("OPENKCM_INJECTOR_LISTEN", "listen.webhook"),
-        alias("OPENKCM_INJECTOR_CERT", "tls.cert"),
-        alias("OPENKCM_INJECTOR_KEY", "tls.key"),
-        alias("OPENKCM_INJECTOR_CONFIG", "injection.config"),
-        alias("OPENKCM_INJECTOR_MANAGEMENT", "listen.management"),
-        alias("OPENKCM_LOG_LEVEL", "log.level"),
+        EnvAlias::new("OPENKCM_INJECTOR_LISTEN", "listen.webhook"),
+        EnvAlias::new("OPENKCM_INJECTOR_CERT", "tls.cert"),
+        EnvAlias::new("OPENKCM_INJECTOR_KEY", "tls.key"),
+        EnvAlias::new("OPENKCM_INJECTOR_CONFIG", "injection.config"),
+        EnvAlias::new("OPENKCM_INJECTOR_MANAGEMENT", "listen.management"),
+        EnvAlias::new("OPENKCM_LOG_LEVEL", "log.level"),
     ],
     command_env: &[],
 };

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use rustls::crypto::CryptoProvider;
 use rustls::ServerConfig;
-use tlsmaterial::material::certified_key;
-use tlsmaterial::{FileBytes, Loaded, ServerCertResolver, TlsMetrics, Watched};
+use tlsmaterial::material::load_server_cert;
+use tlsmaterial::{ServerCertResolver, TlsMetrics, Watched};
 
 pub use tlsmaterial::TlsError;
 
@@ -25,7 +25,7 @@ impl ServingCertificate {
     pub fn load(cert: PathBuf, key: PathBuf, metrics: TlsMetrics) -> Result<Self, TlsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let files = Watched::new("server", [cert, key], metrics);
-        let key = files.load(|files| load(&provider, files))?;
+        let key = files.load(|files| load_server_cert(&provider, files))?;
         Ok(Self {
             provider,
             files,
@@ -36,7 +36,10 @@ impl ServingCertificate {
     /// Puts changed files in force (a file that does not load keeps the certificate in
     /// force, logged and counted once per change).
     pub fn reload_if_changed(&self) {
-        if let Some(key) = self.files.poll(|files| load(&self.provider, files)) {
+        if let Some(key) = self
+            .files
+            .poll(|files| load_server_cert(&self.provider, files))
+        {
             self.resolver.store(key);
         }
     }
@@ -51,16 +54,4 @@ impl ServingCertificate {
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Arc::new(config))
     }
-}
-
-fn load(
-    provider: &CryptoProvider,
-    [cert, key]: &[FileBytes; 2],
-) -> Result<Loaded<rustls::sign::CertifiedKey>, TlsError> {
-    let cert = cert.certificates()?;
-    let certified = certified_key(provider, &cert, &key.private_key()?)?;
-    Ok(Loaded {
-        value: certified,
-        not_after: tlsmaterial::not_after(&cert.content[0]).unwrap_or(0),
-    })
 }

@@ -72,6 +72,17 @@ pub struct EnvAlias {
     pub shown: &'static str,
 }
 
+impl EnvAlias {
+    /// `var` for `key`, shown as itself.
+    pub const fn new(var: &'static str, key: &'static str) -> Self {
+        Self {
+            var,
+            key,
+            shown: var,
+        }
+    }
+}
+
 /// Every key a component reads.
 #[derive(Debug)]
 pub struct Schema {

@@ -133,34 +133,26 @@ pub const KEYS: &[KeySpec] = &[
     KeySpec::new("log.level", Some("--log-level"), Some("info")),
 ];
 
-const fn alias(var: &'static str, key: &'static str) -> EnvAlias {
-    EnvAlias {
-        var,
-        key,
-        shown: var,
-    }
-}
-
 static SCHEMA: Schema = Schema {
     component: "sidecar",
     keys: KEYS,
     env_aliases: &[
-        alias("OPENKCM_SIDECAR_GATEWAY", "gateway.address"),
-        alias("OPENKCM_SIDECAR_GATEWAY_SERVER_NAME", "gateway.server_name"),
-        alias("OPENKCM_SIDECAR_GATEWAY_CA", "gateway.ca"),
-        alias("OPENKCM_SIDECAR_CERT", "tls.cert"),
-        alias("OPENKCM_SIDECAR_KEY", "tls.key"),
-        alias("OPENKCM_SIDECAR_SOCKET", "listen.socket"),
-        alias("OPENKCM_SIDECAR_LISTEN", "listen.tls"),
-        alias("OPENKCM_SIDECAR_LOCAL_DIR", "local_dir"),
-        alias("OPENKCM_SIDECAR_MANAGEMENT", "listen.management"),
-        alias(
+        EnvAlias::new("OPENKCM_SIDECAR_GATEWAY", "gateway.address"),
+        EnvAlias::new("OPENKCM_SIDECAR_GATEWAY_SERVER_NAME", "gateway.server_name"),
+        EnvAlias::new("OPENKCM_SIDECAR_GATEWAY_CA", "gateway.ca"),
+        EnvAlias::new("OPENKCM_SIDECAR_CERT", "tls.cert"),
+        EnvAlias::new("OPENKCM_SIDECAR_KEY", "tls.key"),
+        EnvAlias::new("OPENKCM_SIDECAR_SOCKET", "listen.socket"),
+        EnvAlias::new("OPENKCM_SIDECAR_LISTEN", "listen.tls"),
+        EnvAlias::new("OPENKCM_SIDECAR_LOCAL_DIR", "local_dir"),
+        EnvAlias::new("OPENKCM_SIDECAR_MANAGEMENT", "listen.management"),
+        EnvAlias::new(
             "OPENKCM_SIDECAR_UPSTREAM_CONNECTIONS",
             "upstream.connections",
         ),
-        alias("OPENKCM_SIDECAR_TIMEOUT", "upstream.timeout"),
-        alias("OPENKCM_SIDECAR_UPSTREAM_MAX_AGE", "upstream.max_age"),
-        alias("OPENKCM_LOG_LEVEL", "log.level"),
+        EnvAlias::new("OPENKCM_SIDECAR_TIMEOUT", "upstream.timeout"),
+        EnvAlias::new("OPENKCM_SIDECAR_UPSTREAM_MAX_AGE", "upstream.max_age"),
+        EnvAlias::new("OPENKCM_LOG_LEVEL", "log.level"),
     ],
     command_env: &[],
 };

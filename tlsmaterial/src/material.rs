@@ -16,7 +16,8 @@ use rustls::sign::CertifiedKey;
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
 use x509_cert::der::Decode;
 
-use crate::pem::{PemError, PemFile};
+use crate::pem::{FileBytes, PemError, PemFile};
+use crate::watch::Loaded;
 
 /// Why TLS material did not load. Names the file, never echoes its content.
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +79,35 @@ pub fn client_verifier(
         ClientAuth::Optional => builder.allow_unauthenticated(),
     };
     builder.build().map_err(|e| fail(e.to_string()))
+}
+
+/// A server certificate chain and its key as a [`crate::Watched`] pair reads them: parsed,
+/// checked to belong together, with the leaf's notAfter.
+pub fn load_server_cert(
+    provider: &CryptoProvider,
+    [cert, key]: &[FileBytes; 2],
+) -> Result<Loaded<CertifiedKey>, TlsError> {
+    let cert = cert.certificates()?;
+    let value = certified_key(provider, &cert, &key.private_key()?)?;
+    Ok(Loaded {
+        value,
+        not_after: leaf_not_after(&cert.content),
+    })
+}
+
+/// notAfter of a chain's leaf as Unix seconds; 0 if it does not parse (rustls accepted it,
+/// so it does, but a metric is no reason to refuse a certificate).
+pub fn leaf_not_after(chain: &[CertificateDer<'_>]) -> i64 {
+    chain.first().and_then(|leaf| not_after(leaf)).unwrap_or(0)
+}
+
+/// The earliest notAfter of a CA bundle (0 if none parses).
+pub fn earliest_not_after(bundle: &[CertificateDer<'_>]) -> i64 {
+    bundle
+        .iter()
+        .filter_map(|c| not_after(c))
+        .min()
+        .unwrap_or(0)
 }
 
 /// notAfter of a DER certificate as Unix seconds; `None` if it does not parse.

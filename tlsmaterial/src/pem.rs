@@ -18,13 +18,6 @@ impl FileDigest {
     pub fn of(bytes: &[u8]) -> Self {
         Self(Sha256::digest(bytes).into())
     }
-
-    /// The digest of the file's current content; `None` when it cannot be read.
-    pub fn of_file(path: &Path) -> Option<Self> {
-        std::fs::read(path)
-            .ok()
-            .map(|bytes| Self::of(&Zeroizing::new(bytes)))
-    }
 }
 
 impl fmt::Debug for FileDigest {

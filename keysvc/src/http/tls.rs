@@ -19,7 +19,10 @@ use std::sync::Arc;
 use rustls::crypto::CryptoProvider;
 use rustls::server::NoServerSessionStorage;
 use rustls::ServerConfig;
-use tlsmaterial::material::{certified_key, client_verifier, ClientAuth};
+use tlsmaterial::material::{
+    certified_key, client_verifier, earliest_not_after, leaf_not_after, load_server_cert,
+    ClientAuth,
+};
 use tlsmaterial::watch::Loaded;
 use tlsmaterial::{
     FileBytes, ReloadingClientVerifier, ServerCertResolver, TlsError, TlsMetrics, Watched,
@@ -54,7 +57,7 @@ impl ApiTls {
         );
         server_files.in_force(
             [files.cert.digest, files.key.digest],
-            leaf_not_after(&server),
+            leaf_not_after(&server.cert),
         );
         let client_ca_file = Watched::new("client_ca", [files.client_ca.path.clone()], metrics);
         client_ca_file.in_force(
@@ -104,14 +107,10 @@ impl ApiTls {
     /// Reloads whatever changed since the last look.
     pub fn poll_once(&self) {
         let provider = &self.provider;
-        if let Some(key) = self.server_files.poll(|[cert, key]: &[FileBytes; 2]| {
-            let key = certified_key(provider, &cert.certificates()?, &key.private_key()?)?;
-            let not_after = leaf_not_after(&key);
-            Ok(Loaded {
-                value: key,
-                not_after,
-            })
-        }) {
+        if let Some(key) = self
+            .server_files
+            .poll(|files| load_server_cert(provider, files))
+        {
             self.server.store(key);
         }
         if let Some(verifier) = self.client_ca_file.poll(|[bundle]: &[FileBytes; 1]| {
@@ -124,24 +123,6 @@ impl ApiTls {
             self.verifier.store(verifier);
         }
     }
-}
-
-/// notAfter of the leaf as Unix seconds; 0 if it does not parse (rustls accepted it, so
-/// it does, but a metric is no reason to refuse a certificate).
-fn leaf_not_after(key: &rustls::sign::CertifiedKey) -> i64 {
-    key.cert
-        .first()
-        .and_then(|leaf| tlsmaterial::not_after(leaf))
-        .unwrap_or(0)
-}
-
-/// The earliest notAfter of a bundle (0 if none parses).
-fn earliest_not_after(bundle: &[rustls::pki_types::CertificateDer<'_>]) -> i64 {
-    bundle
-        .iter()
-        .filter_map(|c| tlsmaterial::not_after(c))
-        .min()
-        .unwrap_or(0)
 }
 
 #[cfg(test)]
