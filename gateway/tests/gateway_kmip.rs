@@ -272,7 +272,7 @@ async fn no_reachable_replica_is_a_kmip_general_failure() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn only_read_only_requests_are_retried_after_the_request_was_sent() {
+async fn a_request_that_reached_a_replica_is_never_sent_to_another() {
     let pki = Pki::generate();
     let keysvc = start_keysvc(&pki).await;
     let broken = support::start_failing_replica(&pki).await;
@@ -293,10 +293,33 @@ async fn only_read_only_requests_are_retried_after_the_request_was_sent() {
     assert!(err.to_string().contains("may or may not"), "{err}");
     // 2nd request starts at keysvc.
     let uid = a.create_aes_key(128, None).await.expect("create");
-    // 3rd request, broken replica first again: Get is retried on keysvc.
-    a.get(&uid)
-        .await
-        .expect("read-only Get retried on the live replica");
+    // 3rd request, broken replica first again: a read-only Get is not replayed either (a
+    // request that crashed one replica must not be handed to the next).
+    let err = a.get(&uid).await.expect_err("Get must not be replayed");
+    assert!(err.to_string().contains("may or may not"), "{err}");
+    // 4th starts at keysvc.
+    a.get(&uid).await.expect("served by the live replica");
+    drop(gateway);
+    keysvc.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_stream_is_retried_on_another_replica_for_any_operation() {
+    let pki = Pki::generate();
+    let keysvc = start_keysvc(&pki).await;
+    let refusing =
+        support::start_misbehaving_replica(&pki, support::Misbehaviour::RefusesStreams).await;
+    let gateway = RunningGateway::start(&pki, &[refusing, keysvc.api_addr()]).await;
+    let mut a = kmip_client(&pki, &gateway.addr_text(), "tenant-a").await;
+    // Whichever replica each request starts at, a stream refused before processing is
+    // provably not applied, so even Create goes on to the live replica.
+    for _ in 0..4 {
+        let uid = a
+            .create_aes_key(128, None)
+            .await
+            .expect("a refused Create is retried");
+        a.get(&uid).await.expect("and so is a Get");
+    }
     drop(gateway);
     keysvc.shutdown().await;
 }

@@ -12,6 +12,9 @@ use tokio_util::codec::{Decoder, Encoder};
 
 use crate::ttlv::{self, TtlvError, DEFAULT_MAX_MESSAGE_SIZE, HEADER_LEN};
 
+/// Most bytes [`MessageReader::read`] reserves ahead of what has arrived.
+const READ_CHUNK: usize = 16 * 1024;
+
 /// Why a stream of KMIP messages cannot go on.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -177,12 +180,15 @@ impl MessageReader {
     ) -> Result<(), ReadError> {
         let len = self.header(reader).await?;
         message.clear();
-        message.reserve_exact(len);
         message.extend_from_slice(&self.header);
-        message.resize(len, 0);
         let mut filled = HEADER_LEN;
         while filled < len {
-            match reader.read(&mut message[filled..]).await {
+            // The buffer grows as bytes arrive (at most READ_CHUNK ahead of them): a peer
+            // that announces a megabyte and sends ten bytes holds ten bytes' worth, not
+            // the megabyte it claimed.
+            let want = (len - filled).min(READ_CHUNK);
+            message.reserve(want);
+            match (&mut *reader).take(want as u64).read_buf(message).await {
                 Ok(0) => return Err(early_eof(filled)),
                 Ok(n) => filled += n,
                 Err(error) => {
@@ -442,5 +448,24 @@ mod tests {
         .await
         .expect_err("garbage");
         assert!(matches!(e, ReadError::Header(_)), "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn a_body_is_buffered_as_it_arrives_not_as_announced() {
+        // A Structure announcing 1 MiB (minus the header), then 100 bytes, then the end.
+        let len = 1024 * 1024 - HEADER_LEN;
+        let mut announced = vec![0x42, 0x00, 0x78, 0x01];
+        announced.extend_from_slice(&(len as u32).to_be_bytes());
+        announced.extend_from_slice(&[0u8; 100]);
+        let mut got = Vec::new();
+        let e = read_message(&mut Pieces::new(&[&announced]), 2 * 1024 * 1024, &mut got)
+            .await
+            .expect_err("cut short");
+        assert!(matches!(e, ReadError::Io { received, .. } if received == HEADER_LEN + 100));
+        assert!(
+            got.capacity() < 64 * 1024,
+            "reserved {} bytes for 108 received",
+            got.capacity()
+        );
     }
 }

@@ -2,13 +2,16 @@
 //! round robin per request (not per connection: KMIP clients hold connections for hours),
 //! retried on another replica when that cannot change the outcome.
 //!
-//! Retry rules:
-//! - the connection to a replica fails (connect, TLS, or a pooled HTTP/2 connection that
-//!   died before the request headers left) → the next replica, whatever the operation;
-//!   the replica is then skipped for [`DOWN_FOR`] unless every replica is down;
-//! - the exchange fails after the request was sent (reset, timeout, non-200 status) → the
-//!   next replica only if every batch item is read-only ([`kmip::relay::is_read_only`]); otherwise the
-//!   caller answers General Failure ("may or may not have been applied").
+//! Retry rule (at most [`retry::MAX_ATTEMPTS`] replicas per request):
+//! - the request provably never reached the replica — connect or TLS failed, a pooled
+//!   HTTP/2 connection died before the request headers left, the stream was refused
+//!   (REFUSED_STREAM), or a graceful GOAWAY's last stream id is below the request's stream
+//!   → one more replica, whatever the operation; the replica is then skipped for
+//!   [`DOWN_FOR`] unless every replica is down;
+//! - anything after the request may have reached the replica (reset mid-exchange, timeout,
+//!   non-200 status, a connection broken after sending) → no retry, not even for reads: a
+//!   request that crashed one replica must not be handed to the next. The caller answers
+//!   General Failure ("may or may not have been applied").
 //!
 //! Replicas come from `--upstream`: an `IP:PORT` is one replica for the gateway's lifetime;
 //! a `HOST:PORT` (e.g. a Kubernetes headless Service) is one replica per address the name

@@ -6,7 +6,7 @@ use kmip::contract;
 use pingora::http::RequestHeader;
 use pingora::upstreams::peer::Peer;
 
-use super::retry::Attempt;
+use super::retry::{never_processed, Attempt};
 use super::{Replica, TenantHeaders, UpstreamPool, MAX_RESPONSE_SIZE, POOL_IDLE_TIMEOUT};
 
 impl UpstreamPool {
@@ -41,11 +41,14 @@ impl UpstreamPool {
             .take_request_body_writer()
             .ok_or_else(|| Attempt::NotSent("the request stream has no body writer".into()))?
             .send_data(request.clone(), true)
-            .map_err(|e| Attempt::Sent(e.to_string()))?;
+            .map_err(|e| match never_processed(&e) {
+                true => Attempt::NotSent(e.to_string()),
+                false => Attempt::Sent(e.to_string()),
+            })?;
         session
             .read_response_header()
             .await
-            .map_err(|e| Attempt::Sent(e.to_string()))?;
+            .map_err(|e| Attempt::after_send(&e))?;
         let status = session
             .response_header()
             .map(|h| h.status.as_u16())
@@ -57,6 +60,7 @@ impl UpstreamPool {
         while let Some(chunk) = session
             .read_response_body()
             .await
+            // Headers arrived: the replica processed this request, whatever happens next.
             .map_err(|e| Attempt::Sent(e.to_string()))?
         {
             let len = gathered.as_ref().map_or(body.len(), BytesMut::len);

@@ -1,21 +1,47 @@
-//! The retry rule: every replica once per request in round-robin order (those marked down
-//! or failing their health check last), the next one after a failure only when that cannot
-//! change the outcome.
+//! The retry rule: a request goes to the next replica in round-robin order (those marked
+//! down or failing their health check last) and is tried on one more replica only when it
+//! provably never reached the first — whatever the operation — and never after it may have.
+//! A request that reached a replica is never sent to a second one: whatever it did to the
+//! first (crashed it, say) it cannot do to the next.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use kmip::relay::is_read_only;
 
 use super::{Replica, TenantHeaders, UpstreamError, UpstreamPool, EXCHANGE_TIMEOUT};
 
+/// Replicas one request is tried on: the first, and one more if the first never saw it.
+pub const MAX_ATTEMPTS: usize = 2;
+
 /// How one attempt failed.
+#[derive(Debug)]
 pub(super) enum Attempt {
-    /// Nothing reached the replica: always safe to try another.
+    /// Nothing reached the replica: connect failed, the stream was refused
+    /// (REFUSED_STREAM), or a GOAWAY said the replica will never process it.
     NotSent(String),
-    /// The request (perhaps) reached the replica.
+    /// The request (perhaps) reached the replica: reset mid-exchange, timeout, an error
+    /// status, a broken connection after the request left.
     Sent(String),
+}
+
+impl Attempt {
+    /// An HTTP/2 failure after the request was handed to the connection: not sent only
+    /// when the server said so — REFUSED_STREAM, or a graceful GOAWAY whose last stream id
+    /// is below this stream (h2 fails exactly those streams with the GOAWAY's own error).
+    pub(super) fn after_send(e: &pingora::Error) -> Self {
+        match e.root_cause().downcast_ref::<h2::Error>() {
+            Some(h2) if never_processed(h2) => Attempt::NotSent(format!("{e} (not processed)")),
+            _ => Attempt::Sent(e.to_string()),
+        }
+    }
+}
+
+/// Whether the server said it never processed the stream (RFC 9113 §8.7).
+pub(super) fn never_processed(e: &h2::Error) -> bool {
+    let refused = e.is_reset() && e.reason() == Some(h2::Reason::REFUSED_STREAM);
+    let graceful_go_away = e.is_go_away() && e.reason() == Some(h2::Reason::NO_ERROR);
+    e.is_remote() && (refused || graceful_go_away)
 }
 
 impl UpstreamPool {
@@ -25,10 +51,8 @@ impl UpstreamPool {
         request: &Bytes,
         who: &TenantHeaders<'_>,
     ) -> Result<Bytes, UpstreamError> {
-        let mut read_only: Option<bool> = None;
         let mut last = String::from("no replica (upstream names not resolved yet?)");
-        let mut sent = false;
-        for replica in self.order() {
+        for replica in self.order().into_iter().take(MAX_ATTEMPTS) {
             let replica = &*replica;
             let attempt =
                 tokio::time::timeout(EXCHANGE_TIMEOUT, self.exchange(replica, request, who))
@@ -43,26 +67,20 @@ impl UpstreamPool {
                     return Ok(answer);
                 }
                 Err(Attempt::NotSent(e)) => {
-                    tracing::warn!(upstream = %replica.addr, request_id = who.request_id, error = %e, "keysvc replica unreachable");
+                    tracing::warn!(upstream = %replica.addr, request_id = who.request_id, error = %e, "keysvc replica did not take the request");
                     replica.mark_down(self.now_ms());
                     last = format!("{}: {e}", replica.addr);
                 }
                 Err(Attempt::Sent(e)) => {
                     tracing::warn!(upstream = %replica.addr, request_id = who.request_id, error = %e, "keysvc exchange failed");
-                    last = format!("{}: {e}", replica.addr);
-                    sent = true;
-                    let retry = *read_only.get_or_insert_with(|| is_read_only(request));
-                    if !retry {
-                        return Err(UpstreamError::MaybeApplied(last));
-                    }
+                    return Err(UpstreamError::MaybeApplied(format!(
+                        "{}: {e}",
+                        replica.addr
+                    )));
                 }
             }
         }
-        if sent {
-            Err(UpstreamError::MaybeApplied(last))
-        } else {
-            Err(UpstreamError::Unavailable(last))
-        }
+        Err(UpstreamError::Unavailable(last))
     }
 
     /// Every replica once, starting at the next in round-robin order, the ones marked down

@@ -246,14 +246,24 @@ impl Drop for RunningGateway {
     }
 }
 
-/// A stand-in keysvc replica that completes TLS and HTTP/2, passes the gateway's `/ready`
-/// health checks and fails every other request with HTTP 500: the request reached it, so
-/// only read-only requests may be retried.
-pub async fn start_failing_replica(pki: &Pki) -> SocketAddr {
-    use http_body_util::Full;
-    use hyper::body::Incoming;
-    use hyper_util::rt::{TokioExecutor, TokioIo};
+/// How a fake keysvc replica misbehaves on `/v1/kmip` (its `/ready` answers 200, so the
+/// gateway keeps it in rotation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Misbehaviour {
+    /// Takes the request and answers HTTP 500: the request reached it.
+    Fails,
+    /// Resets the stream with REFUSED_STREAM before processing (RFC 9113 §8.7): the
+    /// request provably never reached it.
+    RefusesStreams,
+}
 
+/// A replica that passes health checks but misbehaves on every KMIP request.
+pub async fn start_failing_replica(pki: &Pki) -> SocketAddr {
+    start_misbehaving_replica(pki, Misbehaviour::Fails).await
+}
+
+/// A replica that passes health checks and misbehaves on KMIP requests as `how` says.
+pub async fn start_misbehaving_replica(pki: &Pki, how: Misbehaviour) -> SocketAddr {
     let mut config = pki.server_config("keysvc", false);
     config.alpn_protocols = vec![b"h2".to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
@@ -266,24 +276,27 @@ pub async fn start_failing_replica(pki: &Pki) -> SocketAddr {
                 let Ok(tls) = acceptor.accept(tcp).await else {
                     return;
                 };
-                // Healthy for the gateway's /ready checks, broken for requests.
-                let service =
-                    hyper::service::service_fn(|req: hyper::Request<Incoming>| async move {
-                        let status = if req.uri().path() == "/ready" {
-                            200
-                        } else {
-                            500
-                        };
-                        Ok::<_, std::convert::Infallible>(
-                            hyper::Response::builder()
-                                .status(status)
-                                .body(Full::new(bytes::Bytes::from_static(b"broken replica")))
-                                .expect("response"),
-                        )
-                    });
-                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tls), service)
-                    .await;
+                let Ok(mut connection) = h2::server::handshake(tls).await else {
+                    return;
+                };
+                while let Some(Ok((request, mut respond))) = connection.accept().await {
+                    if request.uri().path() != "/ready" && how == Misbehaviour::RefusesStreams {
+                        respond.send_reset(h2::Reason::REFUSED_STREAM);
+                        continue;
+                    }
+                    let status = if request.uri().path() == "/ready" {
+                        200
+                    } else {
+                        500
+                    };
+                    let response = http::Response::builder()
+                        .status(status)
+                        .body(())
+                        .expect("response");
+                    if let Ok(mut body) = respond.send_response(response, false) {
+                        let _ = body.send_data(bytes::Bytes::from_static(b"broken replica"), true);
+                    }
+                }
             });
         }
     });
