@@ -6,7 +6,7 @@
 //! The cache does not look inside what it holds: the engine caches its `KeyObject`s here,
 //! and this module depends on nothing of the engine's.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,11 +16,15 @@ use tokio::sync::broadcast;
 use crate::store::ObjectChanged;
 use crate::tenant::{TenantContext, TenantId};
 
-/// Cache bounds.
+/// Cache bounds: in entries and in bytes, whichever is reached first.
 #[derive(Clone, Copy, Debug)]
 pub struct CacheConfig {
-    /// Most entries. 100,000 objects of ~1 KiB each is ~100 MiB at most.
+    /// Most entries.
     pub capacity: usize,
+    /// Most bytes of cached objects (each weighed by [`Weigh`]). A tenant that registers
+    /// large objects and reads them in a loop fills this, not the process's memory; an
+    /// object heavier than a sixteenth of it is never cached.
+    pub max_bytes: usize,
     /// How long an entry may serve without being re-read. Invalidation normally arrives
     /// within milliseconds; the TTL bounds staleness if a notification is ever lost.
     pub ttl: Duration,
@@ -30,6 +34,7 @@ impl Default for CacheConfig {
     fn default() -> Self {
         Self {
             capacity: 100_000,
+            max_bytes: 64 * 1024 * 1024,
             ttl: Duration::from_secs(30),
         }
     }
@@ -43,10 +48,16 @@ pub struct CacheKey {
     uid: String,
 }
 
+/// How many bytes a cached object holds, roughly (its encoded size).
+pub trait Weigh {
+    fn weight(&self) -> usize;
+}
+
 #[derive(Debug)]
 struct Entry<T> {
     object: Arc<T>,
     inserted: Instant,
+    weight: usize,
 }
 
 /// The cache. Shared by every request of a process.
@@ -57,16 +68,19 @@ pub struct ObjectCache<T> {
     /// Bumped on every invalidation: a read that began before it must not be cached,
     /// since it may have read the object as it was before the change.
     epoch: AtomicU64,
+    /// Sum of the entries' weights.
+    bytes: AtomicUsize,
     hits: AtomicU64,
     misses: AtomicU64,
 }
 
-impl<T: Send + Sync + 'static> ObjectCache<T> {
+impl<T: Weigh + Send + Sync + 'static> ObjectCache<T> {
     pub fn new(config: CacheConfig) -> Self {
         Self {
             entries: DashMap::new(),
             config,
             epoch: AtomicU64::new(0),
+            bytes: AtomicUsize::new(0),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         }
@@ -87,8 +101,10 @@ impl<T: Send + Sync + 'static> ObjectCache<T> {
         match &found {
             Some(_) => self.hits.fetch_add(1, Ordering::Relaxed),
             None => {
-                self.entries
+                let removed = self
+                    .entries
                     .remove_if(key, |_, e| e.inserted.elapsed() >= self.config.ttl);
+                self.forget(removed.map(|(_, e)| e));
                 self.misses.fetch_add(1, Ordering::Relaxed)
             }
         };
@@ -105,30 +121,64 @@ impl<T: Send + Sync + 'static> ObjectCache<T> {
         if self.epoch() != read_epoch {
             return;
         }
-        if self.entries.len() >= self.config.capacity {
+        let weight = object.weight();
+        if weight > self.config.max_bytes / 16 {
+            return;
+        }
+        if !self.has_room(weight) {
             let ttl = self.config.ttl;
-            self.entries.retain(|_, e| e.inserted.elapsed() < ttl);
-            if self.entries.len() >= self.config.capacity {
+            self.entries.retain(|_, e| {
+                let keep = e.inserted.elapsed() < ttl;
+                if !keep {
+                    self.bytes.fetch_sub(e.weight, Ordering::Relaxed);
+                }
+                keep
+            });
+            if !self.has_room(weight) {
                 return;
             }
         }
-        self.entries.insert(
+        self.bytes.fetch_add(weight, Ordering::Relaxed);
+        let replaced = self.entries.insert(
             key,
             Entry {
                 object,
                 inserted: Instant::now(),
+                weight,
             },
         );
+        self.forget(replaced);
+    }
+
+    fn has_room(&self, weight: usize) -> bool {
+        self.entries.len() < self.config.capacity
+            && self.bytes.load(Ordering::Relaxed) + weight <= self.config.max_bytes
+    }
+
+    /// Takes a removed entry's weight off the total.
+    fn forget(&self, removed: Option<Entry<T>>) {
+        if let Some(e) = removed {
+            self.bytes.fetch_sub(e.weight, Ordering::Relaxed);
+        }
     }
 
     pub fn invalidate(&self, key: &CacheKey) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
-        self.entries.remove(key);
+        let removed = self.entries.remove(key);
+        self.forget(removed.map(|(_, e)| e));
     }
 
     fn clear(&self) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
-        self.entries.clear();
+        self.entries.retain(|_, e| {
+            self.bytes.fetch_sub(e.weight, Ordering::Relaxed);
+            false
+        });
+    }
+
+    /// Bytes held, as weighed when cached.
+    pub fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
     }
 
     /// Drops entries as change notifications arrive (needs a tokio runtime; without one,

@@ -6,7 +6,11 @@
 //! kmip_request_duration_seconds                   one per POST /v1/kmip
 //! openkcm_http_requests_total{code}              every HTTP response, both listeners
 //! openkcm_keysvc_cache_{hits,misses}_total,
-//! openkcm_keysvc_cache_entries                    sampled from the engine's cache at scrape
+//! openkcm_keysvc_cache_entries,
+//! openkcm_keysvc_cache_bytes                      sampled from the engine's cache at scrape
+//! openkcm_tenant_throttled_total{tenant,reason}   a request that waited for one of its
+//!                                                 tenant's slots (reason "concurrency") or
+//!                                                 got none in time ("concurrency_timeout")
 //! openkcm_keysvc_db_pool_connections{state}       sampled from the PostgreSQL pool at scrape
 //! openkcm_keysvc_database_up                      1/0: the last store operation or probe
 //!                                                 (every 10 s) reached the database
@@ -26,6 +30,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use runtime::fairness::ThrottleMetrics;
 use tlsmaterial::TlsMetrics;
 
 use crate::engine::{Engine, ItemOutcome};
@@ -60,6 +65,7 @@ pub struct Metrics {
     kmip_duration: Histogram,
     http_requests: Family<CodeLabels, Counter>,
     certificates: TlsMetrics,
+    throttled: ThrottleMetrics,
 }
 
 impl Metrics {
@@ -94,6 +100,8 @@ impl Metrics {
         );
         let certificates = TlsMetrics::default();
         certificates.register(&mut registry);
+        let throttled = ThrottleMetrics::default();
+        throttled.register(&mut registry);
         registry.register_collector(Box::new(CacheCollector {
             engine: engine.clone(),
         }));
@@ -103,6 +111,7 @@ impl Metrics {
             kmip_duration,
             http_requests,
             certificates,
+            throttled,
         }
     }
 
@@ -130,6 +139,11 @@ impl Metrics {
 
     pub fn record_http(&self, code: u16) {
         self.http_requests.get_or_create(&CodeLabels { code }).inc();
+    }
+
+    /// Per-tenant limits hit.
+    pub fn throttled(&self) -> &ThrottleMetrics {
+        &self.throttled
     }
 
     /// The handle the certificate reloader writes to.
@@ -179,6 +193,14 @@ impl Collector for CacheCollector {
             entries.metric_type(),
         )?;
         entries.encode(metric)?;
+        let bytes = ConstGauge::new(i64::try_from(cache.bytes()).unwrap_or(i64::MAX));
+        let metric = encoder.encode_descriptor(
+            "openkcm_keysvc_cache_bytes",
+            "Bytes of the objects currently cached (bounded by cache.max_bytes)",
+            None,
+            bytes.metric_type(),
+        )?;
+        bytes.encode(metric)?;
         if let Some(pool) = self.engine.store().pool_connections() {
             let mut family = encoder.encode_descriptor(
                 "openkcm_keysvc_db_pool_connections",

@@ -28,6 +28,7 @@ use crate::metrics::Metrics;
 use crate::store::postgres::{PostgresOptions, PostgresStore};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
+use runtime::fairness::TenantSlots;
 
 /// How long open connections may take to finish their in-flight requests after a
 /// shutdown signal: below Kubernetes' default 30 s termination grace period, so keysvc
@@ -106,6 +107,7 @@ impl KeysvcServer {
             engine: engine.clone(),
             gateways: Arc::new(GatewayAllowList::new(config.gateways.clone())),
             max_body_size: config.max_body_size,
+            tenant_slots: Arc::new(TenantSlots::new(config.tenant_concurrency)),
         };
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
@@ -181,6 +183,7 @@ fn engine(store: Arc<dyn Store>, keyring: Arc<Keyring>, config: &ServeConfig) ->
     // A body the HTTP layer accepted must not then be refused by the decoder for size.
     engine_config.limits.max_message_size = config.max_body_size;
     engine_config.cache = config.cache;
+    engine_config.caps = config.caps;
     Engine::new(store, keyring, engine_config)
 }
 

@@ -7,11 +7,13 @@
 //! - [`duration`]: durations as configuration writes them (`"30s"`, `"500ms"`, `"2m"`);
 //! - [`config`]: the configuration dialect (defaults ← TOML file ← `OPENKCM_*` environment
 //!   ← flags, every problem reported together);
+//! - [`fairness`]: per-tenant slots, so one tenant cannot hold all of a shared process;
 //! - [`serve`]: the accept loop (back-off on accept errors, one task per connection) and
 //!   the graceful drain after shutdown.
 
 pub mod config;
 pub mod duration;
+pub mod fairness;
 pub mod logging;
 pub mod serve;
 pub mod signal;

@@ -1,6 +1,6 @@
 //! The parsing pass: every key read once, every problem recorded with where it came from.
 
-use std::ops::{Deref, DerefMut};
+use std::ops::{Deref, DerefMut, RangeInclusive};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -13,6 +13,7 @@ use super::{
     StoreSettings, TlsFiles, ENV_ROOT_KEY, MAX_BODY_SIZE, MIN_BODY_SIZE, SCHEMA,
 };
 use crate::cache::CacheConfig;
+use crate::engine::Caps;
 use crate::envelope::{EnvelopeError, Keyring, RootKey};
 use tlsmaterial::pem::{self, PemError, PemFile};
 
@@ -69,13 +70,39 @@ impl Loader {
 
     pub(super) fn cache(&mut self) -> Option<CacheConfig> {
         let ttl = self.duration("cache.ttl");
-        let capacity = self.parsed("cache.capacity", |s| match s.parse::<usize>() {
-            Ok(0) | Err(_) => Err("not a whole number above zero".into()),
-            Ok(n) => Ok(n),
-        });
+        let capacity = self.count("cache.capacity", 1..=usize::MAX);
+        let max_bytes = self.count("cache.max_bytes", 1024 * 1024..=usize::MAX);
         Some(CacheConfig {
             capacity: capacity?,
+            max_bytes: max_bytes?,
             ttl: ttl?,
+        })
+    }
+
+    /// The bounds of one request.
+    pub(super) fn caps(&mut self) -> Option<Caps> {
+        let max_batch_items = self.count("limits.max_batch_items", 1..=65_536);
+        let max_object_size = self.count("limits.max_object_size", 1024..=MAX_BODY_SIZE);
+        let max_response_size = self.count("limits.max_response_size", 64 * 1024..=MAX_BODY_SIZE);
+        Some(Caps {
+            max_batch_items: max_batch_items?,
+            max_object_size: max_object_size?,
+            max_response_size: max_response_size?,
+        })
+    }
+
+    /// A whole number within `range`.
+    pub(super) fn count(&mut self, key: &str, range: RangeInclusive<usize>) -> Option<usize> {
+        self.parsed(key, |s| match s.parse::<usize>() {
+            Ok(n) if range.contains(&n) => Ok(n),
+            _ if *range.end() == usize::MAX => {
+                Err(format!("not a whole number of at least {}", range.start()))
+            }
+            _ => Err(format!(
+                "not a whole number from {} to {}",
+                range.start(),
+                range.end()
+            )),
         })
     }
 

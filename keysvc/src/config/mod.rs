@@ -25,6 +25,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use zeroize::Zeroizing;
 
 use crate::cache::CacheConfig;
+use crate::engine::Caps;
 use crate::envelope::{Keyring, RootKey};
 
 mod loader;
@@ -104,8 +105,33 @@ pub const KEYS: &[KeySpec] = &[
         Some("--max-body-size"),
         Some("1048576"),
     ),
+    spec(
+        "limits.max_batch_items",
+        Some("--max-batch-items"),
+        Some("256"),
+    ),
+    spec(
+        "limits.max_object_size",
+        Some("--max-object-size"),
+        Some("262144"),
+    ),
+    spec(
+        "limits.max_response_size",
+        Some("--max-response-size"),
+        Some("1048576"),
+    ),
+    spec(
+        "limits.tenant_concurrency",
+        Some("--tenant-concurrency"),
+        Some("32"),
+    ),
     spec("cache.ttl", Some("--cache-ttl"), Some("30s")),
     spec("cache.capacity", Some("--cache-capacity"), Some("100000")),
+    spec(
+        "cache.max_bytes",
+        Some("--cache-max-bytes"),
+        Some("67108864"),
+    ),
     spec("log.level", Some("--log-level"), Some("info")),
     spec("tenant_isolation_enabled", None, Some("true")),
 ];
@@ -187,6 +213,21 @@ pub struct ConfigFlags {
     /// Most cached keys.
     #[arg(long, value_name = "N")]
     pub cache_capacity: Option<String>,
+    /// Most bytes of cached keys.
+    #[arg(long, value_name = "BYTES")]
+    pub cache_max_bytes: Option<String>,
+    /// Most batch items in one request.
+    #[arg(long, value_name = "N")]
+    pub max_batch_items: Option<String>,
+    /// Largest object Register accepts, bytes as encoded.
+    #[arg(long, value_name = "BYTES")]
+    pub max_object_size: Option<String>,
+    /// Largest response built for one request, bytes.
+    #[arg(long, value_name = "BYTES")]
+    pub max_response_size: Option<String>,
+    /// Most requests of one tenant executing at once in this process.
+    #[arg(long, value_name = "N")]
+    pub tenant_concurrency: Option<String>,
     /// Log filter (tracing directives, e.g. info or keysvc=debug,info).
     #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,
@@ -252,6 +293,11 @@ impl ConfigSources {
             .text("limits.max_body_size", f.max_body_size.as_ref())
             .text("cache.ttl", f.cache_ttl.as_ref())
             .text("cache.capacity", f.cache_capacity.as_ref())
+            .text("cache.max_bytes", f.cache_max_bytes.as_ref())
+            .text("limits.max_batch_items", f.max_batch_items.as_ref())
+            .text("limits.max_object_size", f.max_object_size.as_ref())
+            .text("limits.max_response_size", f.max_response_size.as_ref())
+            .text("limits.tenant_concurrency", f.tenant_concurrency.as_ref())
             .text("log.level", f.log_level.as_ref())
             .list("gateway.allowed_identities", &f.allow_gateway)
             .list("root_key.previous", &f.previous_root_keys)
@@ -387,6 +433,10 @@ pub struct ServeConfig {
     pub store: StoreSettings,
     pub max_body_size: usize,
     pub cache: CacheConfig,
+    /// The bounds of one request.
+    pub caps: Caps,
+    /// Most requests of one tenant executing at once (`limits.tenant_concurrency`).
+    pub tenant_concurrency: usize,
     pub log: LogFilter,
 }
 
@@ -409,6 +459,8 @@ pub fn load_serve(sources: &ConfigSources) -> Result<(ServeConfig, Vec<String>),
     let store = loader.store_settings(None);
     let max_body_size = loader.body_size("limits.max_body_size");
     let cache = loader.cache();
+    let caps = loader.caps();
+    let tenant_concurrency = loader.count("limits.tenant_concurrency", 1..=100_000);
     loader.finish()?;
     match (
         api_addr,
@@ -417,7 +469,7 @@ pub fn load_serve(sources: &ConfigSources) -> Result<(ServeConfig, Vec<String>),
         gateways,
         store,
         max_body_size,
-        cache,
+        (cache, caps, tenant_concurrency),
     ) {
         (
             Some(api_addr),
@@ -426,7 +478,7 @@ pub fn load_serve(sources: &ConfigSources) -> Result<(ServeConfig, Vec<String>),
             Some(gateways),
             Some(store),
             Some(max_body_size),
-            Some(cache),
+            (Some(cache), Some(caps), Some(tenant_concurrency)),
         ) => {
             let log = store.log.clone();
             Ok((
@@ -438,6 +490,8 @@ pub fn load_serve(sources: &ConfigSources) -> Result<(ServeConfig, Vec<String>),
                     store,
                     max_body_size,
                     cache,
+                    caps,
+                    tenant_concurrency,
                     log,
                 },
                 std::mem::take(&mut loader.warnings),
@@ -487,6 +541,8 @@ mod tests {
         let cache = loader.cache().expect("default cache settings");
         assert_eq!(cache.capacity, CacheConfig::default().capacity);
         assert_eq!(cache.ttl, CacheConfig::default().ttl);
+        assert_eq!(cache.max_bytes, CacheConfig::default().max_bytes);
+        assert_eq!(loader.caps(), Some(Caps::default()));
         assert_eq!(
             loader.body_size("limits.max_body_size"),
             Some(kmip::ttlv::DEFAULT_MAX_MESSAGE_SIZE)

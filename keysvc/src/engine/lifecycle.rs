@@ -176,6 +176,13 @@ pub(super) async fn register(
         .object
         .clone()
         .ok_or_else(|| OpError::new(ResultReason::InvalidMessage, "Register needs an object"))?;
+    let size = object.to_item(req.version).encoded_len();
+    let max = req.engine.config.caps.max_object_size;
+    if size > max {
+        return Err(OpError::invalid_field(format!(
+            "an object of {size} bytes exceeds this server's limit of {max} bytes"
+        )));
+    }
     let actual_type = object.object_type();
     if actual_type != Some(r.object_type) {
         return Err(OpError::invalid_field(

@@ -42,6 +42,32 @@ pub use object::KeyObject;
 /// enough that a request cannot make the server produce megabytes.
 pub const MAX_RNG_BYTES: i32 = 4096;
 
+/// What one request may make the server do: each bound is far above what any real client
+/// sends, and each stops a request that would make a replica allocate gigabytes (one
+/// request must never take a replica down for every tenant).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Caps {
+    /// Most batch items in one request.
+    pub max_batch_items: usize,
+    /// Largest object Register accepts, as encoded (key block, opaque data).
+    pub max_object_size: usize,
+    /// Largest response the server builds, whatever the client's Maximum Response Size:
+    /// items are measured as they execute, and the items past it answer Response Too
+    /// Large without being executed. The default equals the request limit, which KMIP
+    /// clients commonly also apply to what they read.
+    pub max_response_size: usize,
+}
+
+impl Default for Caps {
+    fn default() -> Self {
+        Self {
+            max_batch_items: 256,
+            max_object_size: 256 * 1024,
+            max_response_size: 1024 * 1024,
+        }
+    }
+}
+
 /// Engine settings that do not change per request.
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
@@ -55,6 +81,8 @@ pub struct EngineConfig {
     pub interop: bool,
     /// Bounds of the key cache.
     pub cache: CacheConfig,
+    /// Bounds of one request.
+    pub caps: Caps,
 }
 
 impl Default for EngineConfig {
@@ -64,6 +92,7 @@ impl Default for EngineConfig {
             vendor: format!("OpenKCM {}", env!("CARGO_PKG_VERSION")),
             interop: false,
             cache: CacheConfig::default(),
+            caps: Caps::default(),
         }
     }
 }
@@ -152,33 +181,91 @@ impl Engine {
             version,
             tx: None,
             wrote: false,
+            writes: 0,
             placeholder: None,
         };
+        let caps = self.config.caps;
+        if message.batch_items.len() > caps.max_batch_items {
+            let e = OpError::new(
+                ResultReason::InvalidMessage,
+                format!(
+                    "a batch of {} items exceeds this server's limit of {}",
+                    message.batch_items.len(),
+                    caps.max_batch_items
+                ),
+            );
+            audit_refusal(ctx, None, &e);
+            let mut response = ResponseMessage::new(
+                version,
+                vec![ResponseBatchItem::failure(None, e.reason, e.message)],
+            );
+            response.header.client_correlation_value =
+                message.header.client_correlation_value.clone();
+            return response;
+        }
+        // The response is measured as items execute: past the budget, items are answered
+        // Response Too Large and not executed, so no request makes the server build (or
+        // hold) more than the budget.
+        let budget = match message.header.maximum_response_size {
+            Some(max) if max >= 0 => (max as usize).min(caps.max_response_size),
+            _ => caps.max_response_size,
+        };
+        let mut used = RESPONSE_HEADER_ALLOWANCE;
+        let mut over_budget = false;
+        // The item that crossed the budget wrote: nothing of the request may be kept (its
+        // change cannot be separated from the earlier items').
+        let mut discard_writes = false;
+
         let mut items: Vec<ResponseBatchItem> = Vec::with_capacity(message.batch_items.len());
         let mut failed = false;
-        for batch_item in &message.batch_items {
+        for (n, batch_item) in message.batch_items.iter().enumerate() {
+            // Room kept for answering every later item Response Too Large.
+            let reserve = (message.batch_items.len() - n - 1) * TOO_LARGE_ITEM_LEN;
             if failed && continuation != BatchErrorContinuationOption::Continue {
                 break;
             }
-            let result = match &batch_item.payload {
-                Ok(payload) => req.run(payload).await,
-                Err(untyped) => Err(OpError::malformed(&untyped.error)),
-            };
-            let mut out = match result {
-                Ok(payload) => ResponseBatchItem::success(payload),
-                Err(e) => {
-                    failed = true;
-                    audit_refusal(ctx, batch_item.operation(), &e);
-                    ResponseBatchItem::failure(
-                        Some(batch_item.operation),
-                        e.for_version(version),
-                        e.message,
-                    )
+            let writes_before = req.writes;
+            let result = if over_budget {
+                Err(too_large(budget))
+            } else {
+                match &batch_item.payload {
+                    Ok(payload) => req.run(payload).await,
+                    Err(untyped) => Err(OpError::malformed(&untyped.error)),
                 }
             };
-            out.operation = Some(batch_item.operation);
-            out.unique_batch_item_id = batch_item.unique_batch_item_id.clone();
+            let mut out = item_response(ctx, batch_item, result, version, &mut failed);
+            let size = out.encode(version).encoded_len();
+            if !over_budget && used + size + reserve > budget {
+                over_budget = true;
+                // This item's own change must not be kept when its answer is a failure.
+                discard_writes = req.writes != writes_before;
+                out = item_response(
+                    ctx,
+                    batch_item,
+                    Err(too_large(budget)),
+                    version,
+                    &mut failed,
+                );
+            }
+            used += size.min(budget);
             items.push(out);
+        }
+
+        if discard_writes {
+            drop(req.tx.take());
+            for item in &mut items {
+                if item.result_status == ResultStatus::Success {
+                    *item = ResponseBatchItem {
+                        operation: item.operation,
+                        unique_batch_item_id: item.unique_batch_item_id.clone(),
+                        ..ResponseBatchItem::failure(
+                            item.operation,
+                            ResultReason::ResponseTooLarge,
+                            format!("not applied: the response would exceed {budget} bytes"),
+                        )
+                    };
+                }
+            }
         }
 
         if failed && continuation == BatchErrorContinuationOption::Undo {
@@ -235,6 +322,46 @@ impl Engine {
     }
 }
 
+/// Room left in the budget for the response header, which is measured with the whole
+/// response at the end.
+const RESPONSE_HEADER_ALLOWANCE: usize = 256;
+
+/// At least the encoded size of one item answered [`too_large`] (operation, status,
+/// reason, the message, an 8-byte batch item id).
+const TOO_LARGE_ITEM_LEN: usize = 192;
+
+fn too_large(budget: usize) -> OpError {
+    OpError::new(
+        ResultReason::ResponseTooLarge,
+        format!("the response would exceed {budget} bytes; send fewer or smaller items"),
+    )
+}
+
+/// One batch item's answer (failures audited; `failed` set on a failure).
+fn item_response(
+    ctx: &TenantContext,
+    batch_item: &kmip::message::RequestBatchItem,
+    result: Result<ResponsePayload, OpError>,
+    version: ProtocolVersion,
+    failed: &mut bool,
+) -> ResponseBatchItem {
+    let mut out = match result {
+        Ok(payload) => ResponseBatchItem::success(payload),
+        Err(e) => {
+            *failed = true;
+            audit_refusal(ctx, batch_item.operation(), &e);
+            ResponseBatchItem::failure(
+                Some(batch_item.operation),
+                e.for_version(version),
+                e.message,
+            )
+        }
+    };
+    out.operation = Some(batch_item.operation);
+    out.unique_batch_item_id = batch_item.unique_batch_item_id.clone();
+    out
+}
+
 /// A whole-message refusal: one failed batch item, Invalid Message.
 fn refuse(version: ProtocolVersion, message: &str) -> (Vec<u8>, Vec<ItemOutcome>) {
     tracing::info!(target: "audit", event = "refused", reason = "InvalidMessage", message);
@@ -276,6 +403,8 @@ struct Request<'e> {
     /// The transaction holds changes not yet committed (and perhaps never: Undo, a failed
     /// commit), so reads go to it and nothing read is cached.
     wrote: bool,
+    /// Writes made so far (which item wrote, for the response budget).
+    writes: u32,
     placeholder: Option<String>,
 }
 
@@ -373,6 +502,7 @@ impl Request<'_> {
     async fn insert(&mut self, object: &KeyObject) -> Result<(), OpError> {
         let record = object.to_record(&self.engine.keyring, &self.ctx.tenant);
         self.wrote = true;
+        self.writes += 1;
         self.tx().await?.insert(&record).await?;
         self.audit("created", &object.uid);
         Ok(())
@@ -381,6 +511,7 @@ impl Request<'_> {
     async fn update(&mut self, object: &KeyObject, event: &str) -> Result<(), OpError> {
         let record = object.to_record(&self.engine.keyring, &self.ctx.tenant);
         self.wrote = true;
+        self.writes += 1;
         self.tx().await?.update(&record).await?;
         let key = self.engine.cache.key(self.ctx, &object.uid);
         self.engine.cache.invalidate(&key);
@@ -410,6 +541,7 @@ impl Request<'_> {
             .to_ttlv();
         record.index = object::index_pairs(&attributes);
         self.wrote = true;
+        self.writes += 1;
         self.tx().await?.update(&record).await?;
         let key = self.engine.cache.key(self.ctx, uid);
         self.engine.cache.invalidate(&key);

@@ -180,3 +180,19 @@ pub(crate) fn index_pair(a: &Attribute) -> Option<(String, String)> {
         _ => None,
     }
 }
+
+impl crate::cache::Weigh for KeyObject {
+    /// The object's and its attributes' encoded sizes: what a cached copy holds, give or
+    /// take the structures around them.
+    fn weight(&self) -> usize {
+        let object = self
+            .object
+            .as_ref()
+            .map_or(0, |o| o.to_item(ProtocolVersion::V2_1).encoded_len());
+        let attributes = self
+            .attributes
+            .encode(Tag::ATTRIBUTES, ProtocolVersion::V2_1)
+            .encoded_len();
+        self.uid.len() + object + attributes
+    }
+}

@@ -1563,6 +1563,217 @@ async fn a_response_over_the_maximum_response_size_is_refused() {
     );
 }
 
+// ------------------------------------------------------------------ caps
+
+fn register_opaque(len: usize) -> RequestPayload {
+    RequestPayload::Register(RegisterRequest {
+        object_type: ObjectType::OpaqueObject,
+        attributes: None,
+        object: Some(ManagedObject::OpaqueObject(OpaqueObject {
+            opaque_data_type: RawEnum(0x8000_0001),
+            opaque_data_value: ByteString::new(vec![7u8; len]),
+        })),
+        protection_storage_masks: None,
+    })
+}
+
+async fn registered_opaque(engine: &Engine, ctx: &TenantContext, len: usize) -> String {
+    let ResponsePayload::Register(r) = ok(engine, ctx, V2_1, register_opaque(len)).await else {
+        panic!("not a Register answer")
+    };
+    r.unique_identifier.as_text().expect("uid").to_owned()
+}
+
+#[tokio::test]
+async fn a_batch_over_the_item_limit_is_refused_whole() {
+    let f = fixture().await;
+    let t = tenant("tenant-a");
+    let limit = Caps::default().max_batch_items;
+    let items = (0..=limit).map(|_| rng(16)).collect();
+    let r = send(&f.engine, &t, &RequestMessage::new(V2_1, items)).await;
+    assert_eq!(r.batch_items.len(), 1);
+    assert_eq!(
+        r.batch_items[0].result_reason,
+        Some(ResultReason::InvalidMessage)
+    );
+    let message = r.batch_items[0].result_message.clone().unwrap_or_default();
+    assert!(message.contains(&limit.to_string()), "{message}");
+    // At the limit, every item is served.
+    let items = (0..limit).map(|_| rng(16)).collect();
+    let r = send(&f.engine, &t, &RequestMessage::new(V2_1, items)).await;
+    assert_eq!(r.batch_items.len(), limit);
+    assert!(r
+        .batch_items
+        .iter()
+        .all(|i| i.result_status == ResultStatus::Success));
+}
+
+fn rng(len: i32) -> RequestPayload {
+    RequestPayload::RngRetrieve(RngRetrieveRequest { data_length: len })
+}
+
+#[test]
+fn the_reserve_per_refused_item_covers_its_answer() {
+    let item = RequestBatchItem {
+        unique_batch_item_id: Some(ByteString::new(vec![0xff; 8])),
+        ..RequestBatchItem::new(RequestPayload::RngRetrieve(RngRetrieveRequest {
+            data_length: 1,
+        }))
+    };
+    let mut failed = false;
+    let ctx = tenant("tenant-a");
+    for v in ProtocolVersion::SUPPORTED {
+        let answer = item_response(&ctx, &item, Err(too_large(usize::MAX)), v, &mut failed);
+        assert!(answer.encode(v).encoded_len() <= TOO_LARGE_ITEM_LEN);
+    }
+}
+
+#[tokio::test]
+async fn register_refuses_an_object_over_the_size_limit() {
+    let f = fixture().await;
+    let t = tenant("tenant-a");
+    let max = Caps::default().max_object_size;
+    let (reason, message) = fails(&f.engine, &t, V2_1, register_opaque(max)).await;
+    assert_eq!(reason, ResultReason::InvalidField);
+    assert!(message.contains("limit"), "{message}");
+    // Comfortably below it is fine.
+    registered_opaque(&f.engine, &t, max / 2).await;
+}
+
+#[tokio::test]
+async fn gets_past_the_response_budget_answer_too_large_without_executing() {
+    let f = fixture().await;
+    let t = tenant("tenant-a");
+    // Objects of 50 KiB; the server's response budget (1 MiB) holds about 20 of them.
+    let uid = registered_opaque(&f.engine, &t, 50 * 1024).await;
+    let items: Vec<_> = (0..200).map(|_| get(&uid, None)).collect();
+    let mut m = RequestMessage::new(V2_1, items);
+    m.header.batch_error_continuation_option = Some(BatchErrorContinuationOption::Continue);
+    let (bytes, _) = f.engine.handle(&t, &m.to_ttlv()).await;
+    assert!(
+        bytes.len() <= Caps::default().max_response_size,
+        "a response of {} bytes",
+        bytes.len()
+    );
+    let r = ResponseMessage::from_ttlv(&bytes, &kmip::Limits::default()).expect("decodes");
+    assert_eq!(r.batch_items.len(), 200, "every item answered");
+    let served = r
+        .batch_items
+        .iter()
+        .take_while(|i| i.result_status == ResultStatus::Success)
+        .count();
+    assert!(
+        (10..30).contains(&served),
+        "{served} Gets served; first: {:?}",
+        r.batch_items[0].result_message
+    );
+    assert!(r.batch_items[served..]
+        .iter()
+        .all(|i| i.result_reason == Some(ResultReason::ResponseTooLarge)));
+
+    // The client's own Maximum Response Size is the budget when it is smaller: the first
+    // item fits, the second does not.
+    let mut m = RequestMessage::new(V2_1, vec![get(&uid, None), get(&uid, None)]);
+    m.header.maximum_response_size = Some(80 * 1024);
+    m.header.batch_error_continuation_option = Some(BatchErrorContinuationOption::Continue);
+    let r = send(&f.engine, &t, &m).await;
+    assert_eq!(r.batch_items[0].result_status, ResultStatus::Success);
+    assert_eq!(
+        r.batch_items[1].result_reason,
+        Some(ResultReason::ResponseTooLarge)
+    );
+}
+
+#[tokio::test]
+async fn the_change_of_an_item_answered_too_large_is_not_kept() {
+    let f = fixture().await;
+    let t = tenant("tenant-a");
+    let uid = registered_opaque(&f.engine, &t, 4096).await;
+    let fresh = |r: ResponsePayload| match r {
+        ResponsePayload::GetAttributes(r) => r
+            .attributes
+            .expect("attributes")
+            .typed::<bool>(Tag::FRESH)
+            .expect("a Boolean"),
+        other => panic!("unexpected {other:?}"),
+    };
+    assert_eq!(
+        fresh(ok(&f.engine, &t, V2_1, get_attributes(&uid, &[Tag::FRESH])).await),
+        Some(true)
+    );
+    // A first Get marks an object no longer Fresh; a first Get whose answer does not fit
+    // the client's Maximum Response Size served nothing, so the object stays Fresh.
+    let mut m = RequestMessage::new(V2_1, vec![get(&uid, None)]);
+    m.header.maximum_response_size = Some(1024);
+    let r = send(&f.engine, &t, &m).await;
+    assert_eq!(
+        r.batch_items[0].result_reason,
+        Some(ResultReason::ResponseTooLarge)
+    );
+    assert_eq!(
+        fresh(ok(&f.engine, &t, V2_1, get_attributes(&uid, &[Tag::FRESH])).await),
+        Some(true),
+        "a Get that delivered nothing cleared Fresh"
+    );
+    // An earlier item whose success was answered is kept: a Destroy before the Gets
+    // that overflow.
+    let big = registered_opaque(&f.engine, &t, 50 * 1024).await;
+    let victim = active_aes_key(&f.engine, &t).await;
+    ok(
+        &f.engine,
+        &t,
+        V2_1,
+        revoke(&victim, RevocationReasonCode::CessationOfOperation),
+    )
+    .await;
+    let mut items = vec![destroy(&victim)];
+    items.extend((0..40).map(|_| get(&big, None)));
+    let mut m = RequestMessage::new(V2_1, items);
+    m.header.batch_error_continuation_option = Some(BatchErrorContinuationOption::Continue);
+    let r = send(&f.engine, &t, &m).await;
+    assert_eq!(r.batch_items[0].result_status, ResultStatus::Success);
+    assert_eq!(
+        r.batch_items[40].result_reason,
+        Some(ResultReason::ResponseTooLarge)
+    );
+    assert_eq!(state_of(&f.engine, &t, &victim).await, State::Destroyed);
+}
+
+#[tokio::test]
+async fn the_cache_is_bounded_in_bytes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SqliteStore::open(dir.path().join("keys.db").to_str().expect("utf-8 path"))
+        .await
+        .expect("store opens");
+    let keyring = Keyring::new(RootKey::generate("test-root").expect("root key"));
+    let mut config = EngineConfig::default();
+    config.cache.max_bytes = 1024 * 1024;
+    let engine = Engine::new(Arc::new(store), Arc::new(keyring), config);
+    let t = tenant("tenant-a");
+    // 40 objects of 50 KiB (under a sixteenth of the bound, so each may be cached), read
+    // twice each: 2 MB of objects against a 1 MiB bound.
+    let mut uids = Vec::new();
+    for _ in 0..40 {
+        uids.push(registered_opaque(&engine, &t, 50 * 1024).await);
+    }
+    for uid in uids.iter().chain(uids.iter()) {
+        ok(&engine, &t, V2_1, get(uid, None)).await;
+    }
+    assert!(!engine.cache().is_empty(), "something is cached");
+    assert!(
+        engine.cache().bytes() <= 1024 * 1024,
+        "{} bytes cached",
+        engine.cache().bytes()
+    );
+    assert!(engine.cache().len() < 40, "not everything fits");
+    // An object over a sixteenth of the bound is never cached.
+    let big = registered_opaque(&engine, &t, 100 * 1024).await;
+    let before = engine.cache().len();
+    ok(&engine, &t, V2_1, get(&big, None)).await;
+    ok(&engine, &t, V2_1, get(&big, None)).await;
+    assert!(engine.cache().len() <= before);
+}
+
 // ------------------------------------------------------------------ cache
 
 #[tokio::test]

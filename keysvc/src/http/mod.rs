@@ -24,7 +24,7 @@ mod streams;
 mod tls;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -36,6 +36,7 @@ use axum::{Extension, Router};
 use futures::FutureExt;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use kmip::contract;
+use runtime::fairness::{TenantSlots, Waited};
 use tracing::Instrument;
 
 use crate::engine::Engine;
@@ -67,7 +68,13 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub gateways: Arc<GatewayAllowList>,
     pub max_body_size: usize,
+    /// Each tenant's slots for executing requests (`limits.tenant_concurrency`).
+    pub tenant_slots: Arc<TenantSlots>,
 }
+
+/// Longest a request waits for one of its tenant's slots before it is answered with a
+/// KMIP error: well inside the gateway's exchange timeout, long enough to ride out a burst.
+pub const TENANT_SLOT_WAIT: Duration = Duration::from_secs(5);
 
 /// The request id of the request being handled.
 #[derive(Clone, Debug)]
@@ -263,8 +270,40 @@ async fn kmip(
     let started = Instant::now();
     let ctx = tenant_context(&headers, request_id)?;
     tracing::Span::current().record("tenant", ctx.tenant.as_str());
+    // Taken before the body is read and before any store transaction: a tenant with all
+    // its slots busy queues behind its own requests and holds neither memory nor database
+    // connections while it waits.
+    let slot = state
+        .tenant_slots
+        .take_within(ctx.tenant.as_str(), TENANT_SLOT_WAIT)
+        .await;
     let request = read_body(&headers, body, state.max_body_size).await?;
     check_ttlv_header(&request)?;
+    let _slot = match slot {
+        Waited::AtOnce(slot) => slot,
+        Waited::Queued(slot) => {
+            state
+                .metrics
+                .throttled()
+                .throttled(ctx.tenant.as_str(), "concurrency");
+            slot
+        }
+        Waited::TimedOut => {
+            state
+                .metrics
+                .throttled()
+                .throttled(ctx.tenant.as_str(), "concurrency_timeout");
+            tracing::warn!(tenant = %ctx.tenant, limit = state.tenant_slots.per_tenant(), "tenant request refused: all its slots stayed busy");
+            let answer = kmip::relay::error_response(
+                &request,
+                kmip::spec::ResultReason::GeneralFailure,
+                "too many concurrent requests for this tenant; not executed, retry later",
+            );
+            return Ok(
+                ([(header::CONTENT_TYPE, "application/octet-stream")], answer).into_response(),
+            );
+        }
+    };
 
     // The engine answers every input in KMIP; a panic would be a bug, and must cost this
     // request only, not the connection with its other streams.

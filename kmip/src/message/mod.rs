@@ -515,7 +515,8 @@ impl ResponseBatchItem {
         })
     }
 
-    fn encode(&self, v: ProtocolVersion) -> Item {
+    /// The item as it is encoded in a response of version `v`.
+    pub fn encode(&self, v: ProtocolVersion) -> Item {
         let mut out = Vec::new();
         if let Some(op) = self.operation {
             out.push(Item::enumeration(Tag::OPERATION, op));
