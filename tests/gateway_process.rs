@@ -4,63 +4,30 @@
 
 mod dev_support;
 mod keysvc_support;
+mod stack_support;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use dev_support::{free_port, DevProcess};
-use keysvc_support::{Keysvc, BIN};
+use dev_support::free_port;
+use keysvc_support::Keysvc;
 use kmip::client::Client;
 use kmip::spec::ResultReason;
+use stack_support::DevFiles;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openkcm_gateway_serves_in_front_of_openkcm_keysvc_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let dev_dir = dir.path().join("dev");
     // `openkcm dev` writes the PKI, the routing rules and the root key, then goes away.
-    DevProcess::start(&dev_dir).terminate();
-    let pki = |name: &str| dev_dir.join("pki").join(name).display().to_string();
-    let keysvc = Keysvc::spawn(&[
-        "keysvc".into(),
-        "--listen-api".into(),
-        "127.0.0.1:0".into(),
-        "--listen-management".into(),
-        "127.0.0.1:0".into(),
-        "--tls-cert".into(),
-        pki("keysvc.pem"),
-        "--tls-key".into(),
-        pki("keysvc-key.pem"),
-        "--tls-client-ca".into(),
-        pki("ca.pem"),
-        "--allow-gateway".into(),
-        "openkcm-gateway".into(),
-        "--database".into(),
-        format!("sqlite://{}", dev_dir.join("keys.db").display()),
-        "--root-key-id".into(),
-        "dev-root-1".into(),
-        "--root-key-file".into(),
-        dev_dir.join("root-key.b64").display().to_string(),
-    ]);
+    let files = DevFiles::write(&dir.path().join("dev"));
+    let pki = |name: &str| files.pki(name);
+    let keysvc = Keysvc::spawn(
+        &files.keysvc_args(&format!("sqlite://{}", files.dir.join("keys.db").display())),
+    );
 
     let kmip_addr = free_port();
-    let mut gateway = Command::new(BIN)
-        .arg("gateway")
-        .args(["--kmip-addr", &kmip_addr.to_string()])
-        .args(["--https-addr", &free_port().to_string()])
-        .args([
-            "--tls-cert",
-            &pki("gateway.pem"),
-            "--tls-key",
-            &pki("gateway-key.pem"),
-        ])
-        .args(["--client-ca", &pki("ca.pem")])
-        .arg("--policies")
-        .arg(dev_dir.join("policies"))
-        .args(["--upstream", &keysvc.api.to_string()])
-        .args(["--upstream-ca", &pki("ca.pem")])
-        .args(["--upstream-cert", &pki("gateway-upstream.pem")])
-        .args(["--upstream-key", &pki("gateway-upstream-key.pem")])
-        .args(["--upstream-server-name", "keysvc", "--grace-period", "2"])
+    let mut gateway = files
+        .gateway_command(kmip_addr, &[keysvc.api])
         .stdout(Stdio::null())
         .spawn()
         .expect("spawn openkcm gateway");
