@@ -20,6 +20,12 @@ pub const DEFAULT_HTTPS_ADDR: &str = "127.0.0.1:8443";
 /// clients that keep a connection open between key fetches, short enough to free sockets
 /// held by clients that died without a FIN.
 pub const DEFAULT_IDLE_TIMEOUT: &str = "300s";
+/// A KMIP connection is closed (at a message boundary) once it is this old, busy or not,
+/// so that every client re-handshakes — and is routed and verified afresh — at least this
+/// often.
+pub const DEFAULT_MAX_CONNECTION_AGE: &str = "1h";
+/// Open KMIP connections one tenant may hold on one gateway process.
+pub const DEFAULT_TENANT_CONNECTIONS: &str = "1024";
 /// Largest KMIP request accepted (header included): keysvc's default body limit, so that
 /// anything the gateway forwards keysvc also accepts.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 1024 * 1024;
@@ -85,6 +91,13 @@ pub struct GatewayFlags {
     /// How long a KMIP connection may stay idle between requests (e.g. 300s) [default: 300s].
     #[arg(long, value_name = "DURATION")]
     pub idle_timeout: Option<String>,
+    /// Age at which a KMIP connection is closed at the next message boundary (e.g. 1h)
+    /// [default: 1h].
+    #[arg(long, value_name = "DURATION")]
+    pub max_connection_age: Option<String>,
+    /// Open KMIP connections one tenant may hold [default: 1024].
+    #[arg(long, value_name = "N")]
+    pub tenant_connections: Option<String>,
     /// How long a graceful stop (SIGTERM) takes in total, whole seconds, at least 2 s
     /// [default: 25s]: split into Pingora's grace period (N − 5) and shutdown timeout (5);
     /// below 10 s the timeout shrinks first, each part at least 1 s.
@@ -130,6 +143,16 @@ pub const KEYS: &[KeySpec] = &[
         Some(DEFAULT_IDLE_TIMEOUT),
     ),
     KeySpec::new(
+        "kmip.max_connection_age",
+        Some("--max-connection-age"),
+        Some(DEFAULT_MAX_CONNECTION_AGE),
+    ),
+    KeySpec::new(
+        "kmip.tenant_connections",
+        Some("--tenant-connections"),
+        Some(DEFAULT_TENANT_CONNECTIONS),
+    ),
+    KeySpec::new(
         "shutdown.grace_period",
         Some("--grace-period"),
         Some(DEFAULT_GRACE_PERIOD),
@@ -162,6 +185,9 @@ pub struct GatewayConfig {
     pub upstream_key: PathBuf,
     pub upstream_server_name: String,
     pub idle_timeout: Duration,
+    pub max_connection_age: Duration,
+    /// Open KMIP connections per tenant.
+    pub tenant_connections: usize,
     pub max_message_size: usize,
     /// Pingora's `grace_period_seconds`: how long in-flight requests get after SIGTERM.
     pub grace_period_seconds: u64,
@@ -290,6 +316,8 @@ impl GatewayFlags {
             )
             .text("upstream.server_name", self.upstream_server_name.as_ref())
             .text("kmip.idle_timeout", self.idle_timeout.as_ref())
+            .text("kmip.max_connection_age", self.max_connection_age.as_ref())
+            .text("kmip.tenant_connections", self.tenant_connections.as_ref())
             .text("shutdown.grace_period", self.grace_period.as_ref())
             .text("threads", self.threads)
             .text("log.level", self.log_level.as_ref());
@@ -340,6 +368,11 @@ impl GatewayFlags {
         // refuses it.
         let upstream_server_name = l.required_text("upstream.server_name");
         let idle_timeout = l.parsed("kmip.idle_timeout", at_least(1));
+        let max_connection_age = l.parsed("kmip.max_connection_age", at_least(1));
+        let tenant_connections = l.parsed("kmip.tenant_connections", |s| match s.parse() {
+            Ok(n) if n >= 1 => Ok(n),
+            _ => Err("not a whole number of at least 1".to_owned()),
+        });
         let grace_period = l.parsed("shutdown.grace_period", at_least(2));
         let threads = match l.text("threads") {
             None => Some(std::thread::available_parallelism().map_or(1, |n| n.get())),
@@ -366,6 +399,8 @@ impl GatewayFlags {
             upstream_key: upstream_key.ok_or_else(ConfigErrors::internal)?,
             upstream_server_name: upstream_server_name.ok_or_else(ConfigErrors::internal)?,
             idle_timeout: idle_timeout.ok_or_else(ConfigErrors::internal)?,
+            max_connection_age: max_connection_age.ok_or_else(ConfigErrors::internal)?,
+            tenant_connections: tenant_connections.ok_or_else(ConfigErrors::internal)?,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             grace_period_seconds,
             graceful_shutdown_timeout_seconds,

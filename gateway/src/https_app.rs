@@ -7,8 +7,10 @@
 //! - `GET /metrics`: OpenMetrics text;
 //! - `POST /kmip`: a TTLV request as the body, the TTLV answer as the body
 //!   (`application/octet-stream`), routed and forwarded exactly like on the KMIP port.
-//!   A client certificate is required: none → 401; a certificate no rule routes → 403
-//!   with the KMIP *Permission Denied* answer as the body.
+//!   A client certificate is required: none → 401; a certificate no rule routes, or one
+//!   that expired or no longer verifies against the client CA bundle since the connection
+//!   was opened → 403 with the KMIP *Permission Denied* answer as the body. Every request
+//!   is decided and checked afresh.
 //!
 //! The TLS layer asks for a client certificate but accepts connections without one
 //! (probes, Prometheus); a certificate that is sent must chain to the client CA.
@@ -24,13 +26,15 @@ use pingora::protocols::http::ServerSession;
 use crate::kmip_app::{client_header, KmipApp};
 use crate::metrics::{GatewayMetrics, RequestCounters};
 use crate::routing::Decision;
-use crate::tls::peer_identity;
+use crate::tls::{verified_peer, ReloadingClientVerifier};
 use crate::upstream::UpstreamPool;
 
 /// The HTTPS listener's application.
 #[derive(Debug)]
 pub struct HttpsApp {
     kmip: Arc<KmipApp>,
+    /// The HTTPS listener's client-certificate verifier.
+    verifier: Arc<ReloadingClientVerifier>,
     upstream: Arc<UpstreamPool>,
     metrics: Arc<GatewayMetrics>,
 }
@@ -38,25 +42,25 @@ pub struct HttpsApp {
 impl HttpsApp {
     pub fn new(
         kmip: Arc<KmipApp>,
+        verifier: Arc<ReloadingClientVerifier>,
         upstream: Arc<UpstreamPool>,
         metrics: Arc<GatewayMetrics>,
     ) -> Self {
         Self {
             kmip,
+            verifier,
             upstream,
             metrics,
         }
     }
 
     async fn kmip(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        let peer = session
-            .digest()
-            .and_then(|d| d.ssl_digest.as_deref())
-            .and_then(peer_identity)
-            .cloned();
-        let Some(peer) = peer else {
+        let digest = session.digest().and_then(|d| d.ssl_digest.clone());
+        let Some(verified) = digest.as_deref().and_then(verified_peer) else {
             return text(401, "a client certificate is required for /kmip\n");
         };
+        let peer = verified.identity.clone();
+        let revoked = self.kmip.recheck(verified, &self.verifier).err();
         let max = self.kmip.max_message_size();
         let mut body = BytesMut::new();
         loop {
@@ -79,6 +83,19 @@ impl HttpsApp {
             Some(Ok(len)) if len == request.len() => {}
             Some(Err(e)) => return text(400, &format!("not a TTLV message: {e}\n")),
             _ => return text(400, "the body is not exactly one TTLV message\n"),
+        }
+        if let Some(revoked) = revoked {
+            let answer = kmip::relay::error_response(
+                &request,
+                kmip::spec::ResultReason::PermissionDenied,
+                &revoked.to_string(),
+            );
+            return Response::builder()
+                .status(403)
+                .header("content-type", "application/octet-stream")
+                .header("content-length", answer.len())
+                .body(answer)
+                .unwrap_or_else(|_| Response::new(Vec::new()));
         }
         // One decision per HTTP request (there is no long-lived KMIP connection here).
         let decision = self.kmip.decide(Some(&peer));

@@ -1,7 +1,10 @@
-//! The KMIP TTLV listener: one tenant decision per connection (from the certificate
+//! The KMIP TTLV listener: a tenant decision per connection (from the certificate
 //! captured in the handshake and the current TenantRouting table), then per request: frame
-//! the TTLV message (length checked before the body is read), forward it to keysvc, write
-//! the answer back. This is the one place where failures become KMIP responses.
+//! the TTLV message (the body buffered as it arrives), re-authorize (the certificate has not
+//! expired, still verifies if the client CA bundle changed, is decided again if the routing
+//! rules changed), forward it to keysvc, write the answer back. A connection is closed at
+//! a message boundary once it reaches its maximum age. This is the one place where
+//! failures become KMIP responses.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,13 +22,27 @@ use tokio::io::AsyncWriteExt;
 
 use crate::identity::PeerIdentity;
 use crate::metrics::{GatewayMetrics, RequestCounters};
-use crate::routing::{Decision, DenyReason, Route, RoutingWatcher};
-use crate::tls::peer_identity;
+use crate::routing::{Decision, DenyReason, Route, RoutingTable, RoutingWatcher};
+use crate::tls::{verified_peer, ReloadingClientVerifier, Revoked, VerifiedPeer};
 use crate::upstream::{TenantHeaders, UpstreamError, UpstreamPool};
+use runtime::fairness::{Slot, TenantSlots};
 
 /// Once a message header has arrived, its body must follow within this: a client that
 /// announces a message and stalls holds a buffer for nothing.
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The KMIP listener's bounds.
+#[derive(Debug, Clone, Copy)]
+pub struct KmipLimits {
+    /// Longest wait for the next request on an open connection.
+    pub idle_timeout: Duration,
+    /// Age at which a connection is closed at the next message boundary.
+    pub max_connection_age: Duration,
+    /// The largest request accepted.
+    pub max_message_size: usize,
+    /// Open connections per tenant.
+    pub tenant_connections: usize,
+}
 
 /// The KMIP listener's application logic (a Pingora [`ServerApp`]).
 #[derive(Debug)]
@@ -33,36 +50,64 @@ pub struct KmipApp {
     routing: Arc<RoutingWatcher>,
     upstream: Arc<UpstreamPool>,
     metrics: Arc<GatewayMetrics>,
-    idle_timeout: Duration,
-    max_message_size: usize,
+    /// The KMIP listener's client-certificate verifier (re-verification after a CA change).
+    verifier: Arc<ReloadingClientVerifier>,
+    limits: KmipLimits,
+    /// Each tenant's connection slots.
+    connections: TenantSlots,
 }
 
 impl KmipApp {
     /// The largest request accepted.
     pub fn max_message_size(&self) -> usize {
-        self.max_message_size
+        self.limits.max_message_size
     }
 
     pub fn new(
         routing: Arc<RoutingWatcher>,
         upstream: Arc<UpstreamPool>,
         metrics: Arc<GatewayMetrics>,
-        idle_timeout: Duration,
-        max_message_size: usize,
+        verifier: Arc<ReloadingClientVerifier>,
+        limits: KmipLimits,
     ) -> Self {
         Self {
             routing,
             upstream,
             metrics,
-            idle_timeout,
-            max_message_size,
+            verifier,
+            limits,
+            connections: TenantSlots::new(limits.tenant_connections),
         }
     }
 
-    /// Decides the tenant of a connection (denials are logged and counted here, once).
+    /// Decides the tenant of a connection under the rules in force now (denials are logged
+    /// and counted here).
     pub fn decide(&self, peer: Option<&PeerIdentity>) -> Decision {
+        self.decide_under(&self.routing.current(), peer)
+    }
+
+    /// Re-checks a verified peer before one of its requests (`verifier`: the listener's);
+    /// a refusal is logged and counted.
+    pub fn recheck(
+        &self,
+        peer: &VerifiedPeer,
+        verifier: &ReloadingClientVerifier,
+    ) -> Result<(), Revoked> {
+        peer.recheck(verifier).inspect_err(|revoked| {
+            self.metrics.denied(revoked.as_label());
+            tracing::warn!(
+                subject = peer.identity.subject.as_str(),
+                serial = peer.identity.serial.as_str(),
+                reason = revoked.as_label(),
+                detail = %revoked,
+                "request refused: the connection's certificate no longer admits it"
+            );
+        })
+    }
+
+    fn decide_under(&self, table: &RoutingTable, peer: Option<&PeerIdentity>) -> Decision {
         let decision = match peer {
-            Some(peer) => self.routing.current().decide(peer),
+            Some(peer) => table.decide(peer),
             None => Decision::Deny {
                 reason: DenyReason::UnreadableCertificate,
             },
@@ -165,15 +210,21 @@ enum Next {
 }
 
 impl KmipApp {
-    async fn next_request(&self, io: &mut Stream, shutdown: &mut ShutdownWatch) -> Next {
-        let mut reader = MessageReader::new(self.max_message_size);
+    async fn next_request(
+        &self,
+        io: &mut Stream,
+        shutdown: &mut ShutdownWatch,
+        closes_at: tokio::time::Instant,
+    ) -> Next {
+        let mut reader = MessageReader::new(self.limits.max_message_size);
         // Shutdown and idleness are watched only between messages: a request that started
         // is served to the end. The announced length is checked with the header, before
         // anything is allocated for the body.
         tokio::select! {
             biased;
             _ = shutdown.changed() => return Next::Close("shutdown"),
-            read = tokio::time::timeout(self.idle_timeout, reader.header(io)) => match read {
+            _ = tokio::time::sleep_until(closes_at) => return Next::Close("maximum connection age"),
+            read = tokio::time::timeout(self.limits.idle_timeout, reader.header(io)) => match read {
                 Err(_) => return Next::Close("idle timeout"),
                 Ok(Err(ReadError::Closed)) => return Next::Close("closed by the client"),
                 Ok(Err(ReadError::Io { error, .. })) if error.kind() == std::io::ErrorKind::UnexpectedEof => return Next::Close("closed by the client"),
@@ -209,19 +260,23 @@ impl ServerApp for KmipApp {
 
 impl KmipApp {
     /// Serves one KMIP connection until the client leaves, idles out, breaks the framing,
-    /// or the gateway shuts down.
+    /// loses its admission, reaches its maximum age, or the gateway shuts down.
     async fn serve(self: Arc<Self>, mut io: Stream, mut shutdown: ShutdownWatch) {
         let _connection = self.metrics.connection();
+        let closes_at = tokio::time::Instant::now() + self.limits.max_connection_age;
         let digest = io.get_ssl_digest();
-        let peer = digest.as_deref().and_then(peer_identity);
-        let decision = self.decide(peer);
-        let client = peer.map(client_header).unwrap_or_default();
+        let peer = digest.as_deref().and_then(verified_peer);
+        let identity = peer.map(|p| &p.identity);
+        let mut table = self.routing.current();
+        let mut decision = self.decide_under(&table, identity);
+        let mut slot = self.connection_slot(&decision);
+        let client = identity.map(client_header).unwrap_or_default();
         let mut counters = RequestCounters::default();
         loop {
             if *shutdown.borrow() {
                 break;
             }
-            let request = match self.next_request(&mut io, &mut shutdown).await {
+            let request = match self.next_request(&mut io, &mut shutdown, closes_at).await {
                 Next::Request(request) => request,
                 Next::Close(why) => {
                     tracing::debug!(why, "KMIP connection closed");
@@ -232,6 +287,37 @@ impl KmipApp {
                     break;
                 }
             };
+            // Admitted at the handshake is not admitted forever: before every request the
+            // certificate must still be valid (and verify, after a CA bundle change), and
+            // the tenant is decided again when the rules changed.
+            let refusal = match peer.map(|p| self.recheck(p, &self.verifier)) {
+                Some(Err(revoked)) => Some(revoked.to_string()),
+                _ => None,
+            };
+            let current = self.routing.current();
+            if refusal.is_none() && !Arc::ptr_eq(&current, &table) {
+                let again = self.decide_under(&current, identity);
+                if again != decision {
+                    tracing::info!(client, "routing rules changed: connection decided again");
+                    slot = self.connection_slot(&again);
+                    decision = again;
+                }
+                table = current;
+            }
+            let refusal = refusal.or_else(|| match (&decision, &slot) {
+                (Decision::Allow(route), None) => Some(format!(
+                    "tenant {} already holds its {} connections to this gateway",
+                    route.tenant, self.limits.tenant_connections
+                )),
+                _ => None,
+            });
+            if let Some(reason) = refusal {
+                // Answered, then closed: the client reconnects (and is decided afresh).
+                let answer = error_response(&request, ResultReason::PermissionDenied, &reason);
+                let _ = write_all(&mut io, &answer).await;
+                tracing::info!(client, reason, "KMIP connection closed after a refusal");
+                break;
+            }
             // Boxed: the upstream exchange is a large future, and inline it would be part of
             // every idle connection's task for the connection's whole life.
             let answer = Box::pin(self.answer(request, &decision, &client, &mut counters)).await;
@@ -240,6 +326,22 @@ impl KmipApp {
                 break;
             }
         }
+    }
+
+    /// One of the tenant's connection slots (`None`: all taken, counted); a denied
+    /// connection needs none.
+    fn connection_slot(&self, decision: &Decision) -> Option<Slot> {
+        let Decision::Allow(route) = decision else {
+            return None;
+        };
+        let slot = self.connections.try_take(&route.tenant);
+        if slot.is_none() {
+            self.metrics
+                .throttled()
+                .throttled(&route.tenant, "connections");
+            tracing::warn!(tenant = %route.tenant, limit = self.limits.tenant_connections, "tenant connection refused: its connection limit is reached");
+        }
+        slot
     }
 }
 

@@ -7,6 +7,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use runtime::fairness::ThrottleMetrics;
 use tlsmaterial::TlsMetrics;
 
 type Labels = Vec<(String, String)>;
@@ -29,6 +30,7 @@ pub struct GatewayMetrics {
     active: Gauge,
     upstream_up: Family<Labels, Gauge>,
     tls: TlsMetrics,
+    throttled: ThrottleMetrics,
 }
 
 impl Default for GatewayMetrics {
@@ -43,7 +45,7 @@ impl GatewayMetrics {
         let denials = Family::<Labels, Counter>::default();
         registry.register(
             "openkcm_tenant_denials",
-            "KMIP connections refused a tenant by the TenantRouting rules",
+            "KMIP connections refused a tenant by the TenantRouting rules, and requests refused because the connection's certificate expired or stopped verifying",
             denials.clone(),
         );
         let upstream_failures = Family::<Labels, Counter>::default();
@@ -78,6 +80,8 @@ impl GatewayMetrics {
         );
         let tls = TlsMetrics::default();
         tls.register(&mut registry);
+        let throttled = ThrottleMetrics::default();
+        throttled.register(&mut registry);
         Self {
             registry,
             denials,
@@ -87,6 +91,7 @@ impl GatewayMetrics {
             active,
             upstream_up,
             tls,
+            throttled,
         }
     }
 
@@ -146,6 +151,11 @@ impl GatewayMetrics {
         self.upstream_up
             .get_or_create(&labels(&[("upstream", upstream)]))
             .set(i64::from(healthy));
+    }
+
+    /// `openkcm_tenant_throttled_total{tenant,reason="connections"}`.
+    pub fn throttled(&self) -> &ThrottleMetrics {
+        &self.throttled
     }
 
     /// The certificate metrics (`cert` = `server`, `client_ca`, `upstream_client`), written

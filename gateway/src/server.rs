@@ -12,7 +12,7 @@ use pingora::services::listening::Service;
 
 use crate::config::GatewayConfig;
 use crate::https_app::HttpsApp;
-use crate::kmip_app::{KmipApp, SharedKmipApp};
+use crate::kmip_app::{KmipApp, KmipLimits, SharedKmipApp};
 use crate::metrics::GatewayMetrics;
 use crate::reload::{TlsFiles, TlsMaterial};
 use crate::routing::{RoutingError, RoutingWatcher};
@@ -86,8 +86,13 @@ impl Gateway {
             routing.clone(),
             upstream.clone(),
             metrics.clone(),
-            config.idle_timeout,
-            config.max_message_size,
+            material.kmip_verifier.clone(),
+            KmipLimits {
+                idle_timeout: config.idle_timeout,
+                max_connection_age: config.max_connection_age,
+                max_message_size: config.max_message_size,
+                tenant_connections: config.tenant_connections,
+            },
         ));
         let mut kmip = Service::new("KMIP TTLV listener".to_owned(), SharedKmipApp(app.clone()));
         // No L4 read buffer under TLS: rustls buffers the records itself, and Pingora's
@@ -100,7 +105,12 @@ impl Gateway {
         );
         let mut https = Service::new(
             "management and KMIP-over-HTTPS listener".to_owned(),
-            HttpsApp::new(app, upstream.clone(), metrics.clone()),
+            HttpsApp::new(
+                app,
+                material.https_verifier.clone(),
+                upstream.clone(),
+                metrics.clone(),
+            ),
         );
         https.add_tls_with_settings(
             &config.https_addr.to_string(),

@@ -4,6 +4,7 @@
 
 use std::any::Any;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -28,9 +29,67 @@ pub enum TlsError {
     Material(#[from] tlsmaterial::TlsError),
 }
 
-/// Stores the peer's [`PeerIdentity`] in the connection's `SslDigest` extension, read back
-/// with [`peer_identity`]. A certificate that does not parse leaves the extension empty:
-/// the routing decision then denies the connection (`unreadable_certificate`).
+/// A client certificate as verified in the handshake, kept with the connection so that it
+/// can be checked again before every request ([`VerifiedPeer::recheck`]).
+#[derive(Debug)]
+pub struct VerifiedPeer {
+    pub identity: PeerIdentity,
+    /// The chain the client presented, leaf first.
+    chain: Vec<CertificateDer<'static>>,
+    /// The client-CA generation it was verified under.
+    generation: AtomicU64,
+}
+
+/// Why a connection's certificate no longer admits requests.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Revoked {
+    #[error("the client certificate expired at {not_after} (Unix time)")]
+    Expired { not_after: i64 },
+    #[error("the client certificate no longer verifies against the client CA bundle: {0}")]
+    Untrusted(String),
+}
+
+impl Revoked {
+    /// The label counted in `gateway_tenant_denied_total{reason}`.
+    pub fn as_label(&self) -> &'static str {
+        match self {
+            Revoked::Expired { .. } => "certificate_expired",
+            Revoked::Untrusted(_) => "certificate_untrusted",
+        }
+    }
+}
+
+impl VerifiedPeer {
+    /// Before a request: the certificate has not expired, and still verifies against the
+    /// client CA bundle if that changed since it was last verified (a signature check only
+    /// then; otherwise two atomic loads and a clock read).
+    pub fn recheck(&self, verifier: &ReloadingClientVerifier) -> Result<(), Revoked> {
+        let now = UnixTime::now();
+        let now_secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+        if now_secs >= self.identity.not_after {
+            return Err(Revoked::Expired {
+                not_after: self.identity.not_after,
+            });
+        }
+        let generation = verifier.generation();
+        if generation != self.generation.load(Ordering::Acquire) {
+            let (end_entity, intermediates) = self
+                .chain
+                .split_first()
+                .ok_or_else(|| Revoked::Untrusted("no certificate".into()))?;
+            verifier
+                .verify_client_cert(end_entity, intermediates, now)
+                .map_err(|e| Revoked::Untrusted(e.to_string()))?;
+            self.generation.store(generation, Ordering::Release);
+        }
+        Ok(())
+    }
+}
+
+/// Stores the peer's [`VerifiedPeer`] in the connection's `SslDigest` extension, read back
+/// with [`verified_peer`] / [`peer_identity`]. A certificate that does not parse leaves the
+/// extension empty: the routing decision then denies the connection
+/// (`unreadable_certificate`).
 ///
 /// The chain is verified once more, against the client CA bundle in force now: a resumed
 /// TLS session (Pingora's rustls listener keeps rustls' session cache, which this gateway
@@ -51,6 +110,7 @@ impl TlsAccept for PeerIdentityCapture {
     ) -> Option<Arc<dyn Any + Send + Sync>> {
         let chain = tls.peer_cert_chain_der()?;
         let (end_entity, intermediates) = chain.split_first()?;
+        let generation = self.verifier.generation();
         if let Err(e) = self
             .verifier
             .verify_client_cert(end_entity, intermediates, UnixTime::now())
@@ -59,7 +119,11 @@ impl TlsAccept for PeerIdentityCapture {
             return None;
         }
         match PeerIdentity::from_der(end_entity) {
-            Ok(identity) => Some(Arc::new(identity)),
+            Ok(identity) => Some(Arc::new(VerifiedPeer {
+                identity,
+                chain: chain.iter().map(|c| c.clone().into_owned()).collect(),
+                generation: AtomicU64::new(generation),
+            })),
             Err(e) => {
                 tracing::warn!(error = %e, "verified client certificate is unreadable");
                 None
@@ -70,7 +134,12 @@ impl TlsAccept for PeerIdentityCapture {
 
 /// The identity captured during the handshake of `digest`'s connection.
 pub fn peer_identity(digest: &pingora::protocols::tls::SslDigest) -> Option<&PeerIdentity> {
-    digest.extension.get::<PeerIdentity>()
+    verified_peer(digest).map(|p| &p.identity)
+}
+
+/// The verified certificate of `digest`'s connection.
+pub fn verified_peer(digest: &pingora::protocols::tls::SslDigest) -> Option<&VerifiedPeer> {
+    digest.extension.get::<VerifiedPeer>()
 }
 
 /// KMIP listener settings: the (reloadable) server certificate, client certificates

@@ -144,7 +144,7 @@ async fn a_rotated_server_certificate_is_used_by_new_connections_while_open_ones
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_routing_change_admits_new_connections_while_old_ones_keep_their_decision() {
+async fn a_routing_change_applies_to_new_and_open_connections() {
     let pki = Pki::generate();
     let keysvc = start_keysvc(&pki).await;
     let gateway = RunningGateway::start(&pki, &[keysvc.api_addr()]).await;
@@ -167,9 +167,10 @@ async fn a_routing_change_admits_new_connections_while_old_ones_keep_their_decis
             == Some(ResultReason::ItemNotFound)
     })
     .await;
-    // The decision is per connection: the old one stays denied.
-    let err = denied.get("x").await.expect_err("still denied");
-    assert_eq!(err.result_reason(), Some(ResultReason::PermissionDenied));
+    // Open connections are decided again before their next request: the one denied
+    // before the change is admitted now.
+    let err = denied.get("x").await.expect_err("no such object");
+    assert_eq!(err.result_reason(), Some(ResultReason::ItemNotFound));
     drop(denied);
     drop(gateway);
     keysvc.shutdown().await;

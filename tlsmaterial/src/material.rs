@@ -4,6 +4,7 @@
 //! keep what their handshake used.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -157,6 +158,9 @@ impl ResolvesServerCert for ServerCertResolver {
 pub struct ReloadingClientVerifier {
     inner: ArcSwap<Arc<dyn ClientCertVerifier>>,
     auth: ClientAuth,
+    /// Bumped after each [`ReloadingClientVerifier::store`]: a connection verified under an
+    /// older generation verifies its peer again before its next request.
+    generation: AtomicU64,
 }
 
 impl ReloadingClientVerifier {
@@ -165,12 +169,20 @@ impl ReloadingClientVerifier {
         Self {
             inner: ArcSwap::from_pointee(inner),
             auth,
+            generation: AtomicU64::new(0),
         }
     }
 
     /// From the next handshake on, certificates are verified by `inner`.
     pub fn store(&self, inner: Arc<dyn ClientCertVerifier>) {
         self.inner.store(Arc::new(inner));
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// How many times the verifier was replaced. Read it before verifying: a peer verified
+    /// after reading generation `g` is good for `g`.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// The verifier in force now.
