@@ -3,7 +3,8 @@
 //! ```text
 //! for each tenant (store.tenants()):
 //!     page of ≤ ROTATE_BATCH uids (creation order) ─► one transaction in the tenant's scope:
-//!         get ─► unwrap (any loaded root key) ─► wrap (current) ─► update ─► commit
+//!         get, row locked ─► unwrap (any loaded root key) ─► wrap (current)
+//!         ─► update (over the version read) ─► commit
 //! ```
 //!
 //! Small transactions keep row locks short, so rotation runs while keysvc serves; objects
@@ -83,8 +84,10 @@ async fn rotate_tenant(
             .await?;
         for uid in &page {
             report.objects += 1;
+            // Locked until the batch commits, so a Destroy or Revoke committed by a replica
+            // meanwhile is either seen here or waits for this batch: never undone by it.
             // Gone since the page was listed: nothing to rewrap.
-            let Some(record) = tx.get(uid).await? else {
+            let Some(record) = tx.get_for_update(uid).await? else {
                 continue;
             };
             match &record.material {

@@ -391,6 +391,11 @@ impl Request<'_> {
     /// Changes only attributes, for a change a read causes (Fresh after Get): the stored
     /// material is written back as it is, neither unwrapped nor rewrapped under the current
     /// root key, so reading an object never rewraps it.
+    ///
+    /// The record is re-read locked (the caller's copy may come from the cache, or from
+    /// before a Destroy or Revoke committed on another replica) and written only over the
+    /// version read. An object destroyed since the caller read it answers Object Destroyed:
+    /// the read must not hand out material that no longer exists.
     async fn update_attributes(
         &mut self,
         uid: &str,
@@ -400,9 +405,16 @@ impl Request<'_> {
         let mut record = self
             .tx()
             .await?
-            .get(uid)
+            .get_for_update(uid)
             .await?
             .ok_or_else(|| OpError::not_found(uid))?;
+        if record.material.is_none() {
+            return Err(OpError::new(
+                kmip::spec::ResultReason::ObjectDestroyed,
+                format!("object {uid} has been destroyed"),
+            ));
+        }
+        record.version += 1;
         let mut attributes = object::stored_attributes(&record)?;
         change(&mut attributes);
         record.attributes = attributes

@@ -49,6 +49,10 @@ pub struct KeyObject {
     /// `None` once destroyed (metadata is kept, material erased).
     pub object: Option<ManagedObject>,
     pub created_at: i64,
+    /// The stored record's version this object was read at (0 for a new object): the
+    /// record [`KeyObject::to_record`] writes is the next one, and the store writes it only
+    /// over this one.
+    pub version: i64,
 }
 
 impl KeyObject {
@@ -109,6 +113,7 @@ impl KeyObject {
             attributes,
             material,
             created_at: self.created_at,
+            version: self.version + 1,
         }
     }
 
@@ -133,6 +138,7 @@ impl KeyObject {
             attributes,
             object: None,
             created_at: record.created_at,
+            version: record.version,
         };
         if let Some(wrapped) = &record.material {
             let plain = keyring

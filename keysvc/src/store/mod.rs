@@ -45,6 +45,11 @@ pub struct ObjectRecord {
     pub material: Option<WrappedKey>,
     /// Seconds since the epoch; objects are listed in creation order.
     pub created_at: i64,
+    /// How many times the record has been written: 1 when inserted, +1 per update; 0 for a
+    /// row written before versions existed. [`Transaction::update`] writes a record only
+    /// over `version - 1`, so a write based on a stale read fails instead of undoing a
+    /// change committed in between.
+    pub version: i64,
 }
 
 /// Equality filters a store can evaluate; everything else is filtered by the engine.
@@ -79,6 +84,10 @@ pub enum StoreError {
     Duplicate(String),
     #[error("object {0} does not exist")]
     NotFound(String),
+    /// The stored object is not the version the update was based on: it changed since it
+    /// was read. Nothing was written.
+    #[error("object {0} was changed concurrently")]
+    Conflict(String),
     /// The runtime role could bypass Row-Level Security; keysvc refuses to start.
     #[error("unsafe database role: {0}")]
     UnsafeRole(String),
@@ -132,7 +141,9 @@ pub trait Transaction: Send {
     async fn get_for_update(&mut self, uid: &str) -> Result<Option<ObjectRecord>, StoreError> {
         self.get(uid).await
     }
-    /// Replaces the record with the same uid; `NotFound` if it is not this tenant's.
+    /// Replaces the record with the same uid, provided the stored one is at version
+    /// `record.version - 1`; `NotFound` if it is not this tenant's, `Conflict` if its
+    /// version differs (changed since it was read).
     async fn update(&mut self, record: &ObjectRecord) -> Result<(), StoreError>;
     /// Uids matching the filter, in creation order.
     async fn locate(&mut self, filter: &LocateFilter) -> Result<Vec<String>, StoreError>;

@@ -64,7 +64,10 @@ const WRITER_WAIT: Duration = Duration::from_secs(30);
 const READER_CONNECTIONS: u32 = 2;
 
 /// The schema, in order; `PRAGMA user_version` records how many have been applied.
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/sqlite/0001_objects.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/sqlite/0001_objects.sql"),
+    include_str!("../../migrations/sqlite/0002_versions.sql"),
+];
 
 /// Embedded key store on one SQLite file (`sqlite://PATH`).
 pub struct SqliteStore {
@@ -479,14 +482,18 @@ impl Transaction for SqliteTransaction {
 // Every statement on tenant data binds the tenant as ?1.
 const INSERT_OBJECT: &str = "INSERT INTO objects (tenant_id, uid, object_type, state, \
      cryptographic_algorithm, cryptographic_length, attributes, root_key_id, material, \
-     created_at, seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, \
+     created_at, version, seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, \
      (SELECT IFNULL(MAX(seq), 0) + 1 FROM objects WHERE tenant_id = ?1)) \
      ON CONFLICT (tenant_id, uid) DO NOTHING";
+/// Applies only over the version the record was based on (`version - 1`).
 const UPDATE_OBJECT: &str = "UPDATE objects SET object_type = ?3, state = ?4, \
      cryptographic_algorithm = ?5, cryptographic_length = ?6, attributes = ?7, \
-     root_key_id = ?8, material = ?9, created_at = ?10 WHERE tenant_id = ?1 AND uid = ?2";
+     root_key_id = ?8, material = ?9, created_at = ?10, version = ?11 \
+     WHERE tenant_id = ?1 AND uid = ?2 AND version = ?11 - 1";
+const OBJECT_EXISTS: &str =
+    "SELECT EXISTS (SELECT 1 FROM objects WHERE tenant_id = ?1 AND uid = ?2)";
 const GET_OBJECT: &str = "SELECT object_type, state, cryptographic_algorithm, \
-     cryptographic_length, attributes, root_key_id, material, created_at \
+     cryptographic_length, attributes, root_key_id, material, created_at, version \
      FROM objects WHERE tenant_id = ?1 AND uid = ?2";
 const GET_INDEX: &str =
     "SELECT name, value FROM object_index WHERE tenant_id = ?1 AND uid = ?2 ORDER BY position";
@@ -500,7 +507,7 @@ struct TenantRows<'a> {
 
 type SqliteQuery<'q> = sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>>;
 
-/// Binds ?1..?10 of [`INSERT_OBJECT`] and [`UPDATE_OBJECT`].
+/// Binds ?1..?11 of [`INSERT_OBJECT`] and [`UPDATE_OBJECT`].
 fn bind_record<'q>(sql: &'q str, tenant: &'q str, record: &'q ObjectRecord) -> SqliteQuery<'q> {
     let (root_key_id, material) = material_to_sql(record.material.as_ref());
     sqlx::query(sql)
@@ -514,6 +521,7 @@ fn bind_record<'q>(sql: &'q str, tenant: &'q str, record: &'q ObjectRecord) -> S
         .bind(root_key_id)
         .bind(material)
         .bind(record.created_at)
+        .bind(record.version)
 }
 
 impl TenantRows<'_> {
@@ -530,13 +538,23 @@ impl TenantRows<'_> {
         Ok(true)
     }
 
-    /// `false` if the tenant has no object with this uid.
+    /// `false` if the tenant has no object with this uid; `Conflict` if it is not at
+    /// `record.version - 1`.
     async fn update(&mut self, record: &ObjectRecord) -> Result<bool, StoreError> {
         let done = bind_record(UPDATE_OBJECT, self.tenant, record)
             .execute(&mut *self.conn)
             .await
             .map_err(db_error)?;
         if done.rows_affected() == 0 {
+            let exists: bool = sqlx::query_scalar(OBJECT_EXISTS)
+                .bind(self.tenant)
+                .bind(record.uid.as_str())
+                .fetch_one(&mut *self.conn)
+                .await
+                .map_err(db_error)?;
+            if exists {
+                return Err(StoreError::Conflict(record.uid.clone()));
+            }
             return Ok(false);
         }
         sqlx::query(DELETE_INDEX)
@@ -611,6 +629,7 @@ impl TenantRows<'_> {
                 row.try_get("material").map_err(db_error)?,
             )?,
             created_at: row.try_get("created_at").map_err(db_error)?,
+            version: row.try_get("version").map_err(db_error)?,
         }))
     }
 
@@ -655,7 +674,13 @@ mod tests {
 
     #[test]
     fn every_statement_on_tenant_data_binds_the_tenant_first() {
-        for sql in [UPDATE_OBJECT, GET_OBJECT, GET_INDEX, DELETE_INDEX] {
+        for sql in [
+            UPDATE_OBJECT,
+            GET_OBJECT,
+            GET_INDEX,
+            DELETE_INDEX,
+            OBJECT_EXISTS,
+        ] {
             assert!(sql.contains("WHERE tenant_id = ?1"), "{sql}");
         }
         assert!(

@@ -22,11 +22,18 @@ use crate::store::StoreError;
 
 /// The schema, embedded in the binary: (version, description, SQL). sqlx records applied
 /// versions and their checksums in `_sqlx_migrations`.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "objects",
-    include_str!("../../../migrations/postgres/0001_objects.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "objects",
+        include_str!("../../../migrations/postgres/0001_objects.sql"),
+    ),
+    (
+        2,
+        "versions",
+        include_str!("../../../migrations/postgres/0002_versions.sql"),
+    ),
+];
 
 /// Tables keysvc needs, and those of them that hold tenant data (and so must force RLS).
 pub(super) const TABLES: [&str; 3] = ["tenants", "objects", "object_index"];
