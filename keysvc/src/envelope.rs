@@ -12,10 +12,14 @@
 
 use std::fmt;
 
+use std::collections::HashSet;
+use std::sync::{Mutex, PoisonError};
+
 use aes_gcm_siv::aead::{Aead, KeyInit, Payload};
 use aes_gcm_siv::{Aes256GcmSiv, Nonce};
 use base64::Engine as _;
 use hkdf::Hkdf;
+use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
@@ -108,6 +112,24 @@ impl RootKey {
     }
 }
 
+impl RootKey {
+    /// The check value recorded for this key in the database: HMAC-SHA-256, under a key
+    /// derived from the root key with its own HKDF label, of a fixed label, the key id and
+    /// the `legacy_rows` flag recorded with it. It proves the bytes without revealing them.
+    pub fn check_value(&self, legacy_rows: bool) -> [u8; 32] {
+        let hk = Hkdf::<Sha256>::new(None, self.key.as_slice());
+        let mut check_key = Zeroizing::new([0u8; KEY_LEN]);
+        let _ = hk.expand(b"openkcm/v1/root-key-check", check_key.as_mut_slice());
+        let mut mac = <Hmac<Sha256> as hmac::digest::KeyInit>::new_from_slice(check_key.as_slice())
+            .expect("HMAC takes any key length");
+        mac.update(b"openkcm root key check v1\0");
+        mac.update(&(self.id.len() as u32).to_be_bytes());
+        mac.update(self.id.as_bytes());
+        mac.update(&[u8::from(legacy_rows)]);
+        mac.finalize().into_bytes().into()
+    }
+}
+
 impl fmt::Debug for RootKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RootKey")
@@ -163,6 +185,9 @@ impl Binding<'_> {
 pub struct Keyring {
     current: RootKey,
     previous: Vec<RootKey>,
+    /// Root key ids under which rows written before records were authenticated may still
+    /// be read; set from the database's verified root key records at start-up.
+    legacy: Mutex<HashSet<String>>,
 }
 
 impl Keyring {
@@ -170,6 +195,31 @@ impl Keyring {
         Self {
             current,
             previous: Vec::new(),
+            legacy: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// Every loaded root key, the current one first.
+    pub fn keys(&self) -> impl Iterator<Item = &RootKey> {
+        std::iter::once(&self.current).chain(&self.previous)
+    }
+
+    /// Allows rows that predate authenticated records under root key `id` (and destroyed
+    /// ones, which name no key): called for the keys whose verified record says so.
+    pub fn permit_legacy_rows(&self, id: &str) {
+        self.legacy
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id.to_owned());
+    }
+
+    /// Whether rows predating authenticated records may be read under root key `id`; `None`
+    /// asks whether any loaded key allows them.
+    pub fn legacy_rows_permitted(&self, id: Option<&str>) -> bool {
+        let legacy = self.legacy.lock().unwrap_or_else(PoisonError::into_inner);
+        match id {
+            Some(id) => legacy.contains(id),
+            None => !legacy.is_empty(),
         }
     }
 
@@ -183,10 +233,12 @@ impl Keyring {
         self.current.id()
     }
 
+    pub fn current(&self) -> &RootKey {
+        &self.current
+    }
+
     fn key(&self, id: &str) -> Option<&RootKey> {
-        std::iter::once(&self.current)
-            .chain(&self.previous)
-            .find(|k| k.id() == id)
+        self.keys().find(|k| k.id() == id)
     }
 
     /// Seals `plaintext` for the binding under the current root key.

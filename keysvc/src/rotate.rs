@@ -38,6 +38,9 @@ pub struct RotateReport {
 pub enum RotateError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The keyring does not match the database's root key records.
+    #[error("{0}")]
+    RootKey(String),
     /// The object's material does not unwrap with any loaded root key (the old key is
     /// missing from the keyring, or the row is damaged). Nothing of its batch was written.
     #[error("tenant {tenant}, object {uid}: {reason}")]
@@ -54,6 +57,11 @@ pub async fn rotate_root(
     store: &dyn Store,
     keyring: &Keyring,
 ) -> Result<RotateReport, RotateError> {
+    // A wrong key under a known id is refused before anything is rewritten, and the new
+    // key's check value is recorded as it becomes current.
+    crate::server::verify_root_keys(store, keyring)
+        .await
+        .map_err(|e| RotateError::RootKey(e.to_string()))?;
     let mut report = RotateReport::default();
     for tenant in store.tenants().await? {
         report.tenants += 1;

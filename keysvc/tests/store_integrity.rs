@@ -2,6 +2,10 @@
 //! PostgreSQL server and on SQLite:
 //!
 //! - no lost updates: a Destroy racing root-key rotation and first Gets stays destroyed;
+//! - the key cache is cleared when the change feed reconnects;
+//! - a wrong root key (same id, other bytes; or an id the data never saw) is refused at
+//!   start; rotation records the new key;
+//! - the runtime role may not have CREATEROLE, and cannot read the tenant list;
 //!
 //! The PostgreSQL server is required (`OPENKCM_TEST_POSTGRES`, default the local one).
 
@@ -10,16 +14,23 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use keysvc::config::{self, ConfigSources};
 use keysvc::envelope::{Keyring, RootKey};
 use keysvc::rotate::rotate_root;
-use keysvc::store::postgres::PostgresStore;
-use keysvc::store::Store;
+use keysvc::server::{self, verify_root_keys, KeysvcServer, RootKeyError};
+use keysvc::store::postgres::{PostgresOptions, PostgresStore};
+use keysvc::store::sqlite::SqliteStore;
+use keysvc::store::{Store, StoreError};
 use keysvc::{Engine, EngineConfig, TenantContext, TenantId};
 use kmip::message::payloads::{GetAttributesRequest, IdRequest};
-use kmip::message::{RequestPayload, ResponseBatchItem, ResponseMessage, UniqueIdentifier};
-use kmip::spec::{ResultReason, ResultStatus};
+use kmip::message::{
+    RequestPayload, ResponseBatchItem, ResponseMessage, ResponsePayload, UniqueIdentifier,
+};
+use kmip::spec::{ResultReason, ResultStatus, State};
 use kmip::ttlv::Limits;
-use support::{create_aes, get, kmip_request, success_uid, PgDatabase};
+use sqlx::Connection;
+use support::{activate, create_aes, get, kmip_request, revoke, success_uid, PgDatabase, Pki};
+use testkit::postgres::{admin, admin_execute};
 
 const TENANT: &str = "tenant-a";
 
@@ -213,4 +224,286 @@ async fn a_destroyed_key_never_comes_back_on_postgres() {
         "{destroyed_total} keys destroyed in {rounds} rounds racing rotate-root and Gets, {:?}",
         started.elapsed()
     );
+}
+
+// ------------------------------------------------------------- item 5a: change feed gaps
+
+/// The State a replica answers for `uid` (GetAttributes, served from its cache if cached).
+async fn state(engine: &Engine, uid: &str) -> State {
+    let item = one(engine, TENANT, get_attributes(uid)).await;
+    match item.payload {
+        Some(Ok(ResponsePayload::GetAttributes(r))) => r
+            .attributes
+            .expect("attributes")
+            .state()
+            .expect("State decodes")
+            .expect("State present"),
+        other => panic!("GetAttributes {uid}: {other:?} ({:?})", item.result_reason),
+    }
+}
+
+async fn listeners(db: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity \
+         WHERE datname = $1 AND application_name = 'openkcm-listener'",
+    )
+    .bind(db)
+    .fetch_one(&mut admin().await)
+    .await
+    .expect("pg_stat_activity")
+}
+
+/// A replica whose LISTEN connection dies misses the notifications sent until it is back;
+/// when it is back, it must drop its whole cache rather than serve what changed meanwhile
+/// until the TTL (30 s) runs out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cache_is_cleared_when_the_change_feed_reconnects() {
+    let db = PgDatabase::create(true).await;
+    let keys = Keys::new();
+    let open = || async {
+        Arc::new(
+            PostgresStore::connect(&db.app_url(), PostgresOptions::default())
+                .await
+                .expect("runtime-role store"),
+        ) as Arc<dyn Store>
+    };
+    let (first, second) = (open().await, open().await);
+    let replica = engine(&first, keys.ab());
+    let other = engine(&second, keys.ab());
+    let uid = success_uid(&one(&other, TENANT, create_aes()).await);
+    assert_eq!(
+        one(&other, TENANT, activate(&uid)).await.result_status,
+        ResultStatus::Success
+    );
+    assert_eq!(
+        state(&replica, &uid).await,
+        State::Active,
+        "cached as Active"
+    );
+
+    // Cut every listener off and keep the role from logging in again, so the gap lasts
+    // until the change below has been made (existing pool connections keep working).
+    admin_execute(&format!("ALTER ROLE {} NOLOGIN", db.role)).await;
+    let killed: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = $1 AND application_name = 'openkcm-listener'",
+    )
+    .bind(&db.name)
+    .fetch_all(&mut admin().await)
+    .await
+    .expect("terminate the listeners");
+    assert_eq!(killed.len(), 2, "one listener per store");
+    let revoked = one(&other, TENANT, revoke(&uid)).await;
+    admin_execute(&format!("ALTER ROLE {} LOGIN", db.role)).await;
+    assert_eq!(revoked.result_status, ResultStatus::Success, "{revoked:?}");
+
+    // Bounded by far less than the cache TTL: a cleared cache answers at once.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let listening = listeners(&db.name).await;
+        let seen = state(&replica, &uid).await;
+        if seen == State::Deactivated {
+            assert!(
+                listening >= 1,
+                "answered from the database with no listener back"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the replica still serves the revoked key as {seen:?} from its cache \
+             ({listening} listeners back)"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+// ----------------------------------------------------------- item 5b: root key checks
+
+/// keysvc as `openkcm keysvc` starts it (store opened, then `KeysvcServer::start`), with
+/// the PKI's root key file `root.key` under id `root-a`.
+async fn start(pki: &Pki, database: &str) -> Result<KeysvcServer, String> {
+    let (config, _) = config::load_serve(&ConfigSources::new(pki.flags(database)))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let store = server::open_store(&config.store.database)
+        .await
+        .map_err(|e| e.to_string())?;
+    KeysvcServer::start(&config, store)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+async fn wrong_root_key_is_refused_at_start(database: &str) {
+    let pki = Pki::generate();
+    start(&pki, database)
+        .await
+        .expect("first start records root-a")
+        .shutdown()
+        .await;
+    start(&pki, database)
+        .await
+        .expect("a normal restart")
+        .shutdown()
+        .await;
+    // Other bytes under the same id.
+    pki.write_root_key("root.key", "root-a");
+    let refused = start(&pki, database).await.expect_err("wrong key bytes");
+    assert!(
+        refused.contains("root key root-a does not match"),
+        "{refused}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_root_key_is_refused_at_start_on_sqlite() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("keys.db").display());
+    wrong_root_key_is_refused_at_start(&url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_root_key_is_refused_at_start_on_postgres() {
+    let db = PgDatabase::create(true).await;
+    wrong_root_key_is_refused_at_start(&db.app_url()).await;
+}
+
+/// The keyring checks that `rotate-root` and every start run, through a rotation from A to
+/// B: a key id the database never saw is refused on its own, accepted (and recorded) next
+/// to a known one, and known from then on.
+async fn root_key_records_follow_a_rotation(store: Arc<dyn Store>) {
+    let keys = Keys::new();
+    let a = || Keyring::new(keys.a());
+    verify_root_keys(store.as_ref(), &a())
+        .await
+        .expect("A recorded");
+    let under_a = engine(&store, a());
+    let uid = success_uid(&one(&under_a, TENANT, create_aes()).await);
+
+    match verify_root_keys(store.as_ref(), &Keyring::new(keys.b())).await {
+        Err(e @ RootKeyError::Unknown { .. }) => {
+            let shown = e.to_string();
+            assert!(
+                shown.contains("root-b") && shown.contains("root-a"),
+                "{shown}"
+            );
+        }
+        other => panic!("a keyring the database never saw: {other:?}"),
+    }
+    let impostor = RootKey::generate("root-a").expect("key");
+    match verify_root_keys(
+        store.as_ref(),
+        &Keyring::new(keys.b()).with_previous(impostor),
+    )
+    .await
+    {
+        Err(RootKeyError::Mismatch(id)) => assert_eq!(id, "root-a"),
+        other => panic!("wrong bytes under a known id: {other:?}"),
+    }
+
+    // rotate-root with B current and A previous records B, and rewraps.
+    let report = rotate_root(store.as_ref(), &keys.ba())
+        .await
+        .expect("rotate");
+    assert_eq!(report.rewrapped, 1, "{report:?}");
+    let b_only = Keyring::new(keys.b());
+    verify_root_keys(store.as_ref(), &b_only)
+        .await
+        .expect("B is known after the rotation");
+    let item = one(&engine(&store, b_only), TENANT, get(&uid)).await;
+    assert_eq!(item.result_status, ResultStatus::Success, "{item:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn root_key_records_follow_a_rotation_on_sqlite() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::open(dir.path().join("keys.db").to_str().expect("utf-8"))
+        .await
+        .expect("store");
+    root_key_records_follow_a_rotation(Arc::new(store)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn root_key_records_follow_a_rotation_on_postgres() {
+    let db = PgDatabase::create(true).await;
+    let store = PostgresStore::connect_with_owner(
+        &db.app_url(),
+        &db.owner_url(),
+        PostgresOptions::default(),
+    )
+    .await
+    .expect("store");
+    root_key_records_follow_a_rotation(Arc::new(store)).await;
+}
+
+// -------------------------------------------------- items 5c, 5d: the runtime role's rights
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runtime_role_with_createrole_is_refused() {
+    let db = PgDatabase::create(true).await;
+    admin_execute(&format!("ALTER ROLE {} CREATEROLE", db.role)).await;
+    match PostgresStore::connect(&db.app_url(), PostgresOptions::default()).await {
+        Err(StoreError::UnsafeRole(why)) => {
+            assert!(
+                why.contains("CREATEROLE") && why.contains(&db.role),
+                "{why}"
+            )
+        }
+        Err(other) => panic!("unexpected error {other:?}"),
+        Ok(_) => panic!("keysvc started as a CREATEROLE role"),
+    }
+    match keysvc::store::postgres::migrate(&db.owner_url(), &db.role).await {
+        Err(StoreError::UnsafeRole(why)) => assert!(why.contains("CREATEROLE"), "{why}"),
+        other => panic!("migrate granted a CREATEROLE role: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_runtime_role_cannot_read_the_tenant_list() {
+    let db = PgDatabase::create(true).await;
+    let store: Arc<dyn Store> = Arc::new(
+        PostgresStore::connect(&db.app_url(), PostgresOptions::default())
+            .await
+            .expect("store"),
+    );
+    let keyring = Keys::new().ab();
+    let service = engine(&store, keyring);
+    for tenant in ["tenant-a", "tenant-b"] {
+        success_uid(&one(&service, tenant, create_aes()).await);
+    }
+
+    let mut conn = sqlx::PgConnection::connect(&db.app_url())
+        .await
+        .expect("connect as the runtime role");
+    let all: Vec<String> = sqlx::query_scalar("SELECT tenant_id FROM tenants")
+        .fetch_all(&mut conn)
+        .await
+        .expect("select");
+    assert_eq!(all, Vec::<String>::new(), "no tenant set: no tenant listed");
+    let mut tx = conn.begin().await.expect("begin");
+    sqlx::query("SELECT set_config('app.current_tenant', 'tenant-a', true)")
+        .execute(&mut *tx)
+        .await
+        .expect("set tenant");
+    let own: Vec<String> = sqlx::query_scalar("SELECT tenant_id FROM tenants")
+        .fetch_all(&mut *tx)
+        .await
+        .expect("select");
+    assert_eq!(own, ["tenant-a"], "a tenant sees only itself");
+    drop(tx);
+
+    // The runtime-role store cannot list tenants; with the owner's URL (rotate-root) it can.
+    match store.tenants().await {
+        Err(StoreError::Database(why)) => assert!(why.contains("owner"), "{why}"),
+        other => panic!("the runtime role listed tenants: {other:?}"),
+    }
+    let rotation = PostgresStore::connect_with_owner(
+        &db.app_url(),
+        &db.owner_url(),
+        PostgresOptions::default(),
+    )
+    .await
+    .expect("store with the owner's URL");
+    let tenants = rotation.tenants().await.expect("tenants");
+    let names: Vec<&str> = tenants.iter().map(TenantId::as_str).collect();
+    assert_eq!(names, ["tenant-a", "tenant-b"]);
 }

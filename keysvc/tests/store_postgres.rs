@@ -334,6 +334,14 @@ async fn start_up_role_check_refuses_roles_that_can_bypass_rls() {
         .await
         .is_some());
     drop(store);
+
+    // The owner (not a superuser: subject to the forced RLS) lists the tenants for
+    // rotate-root; the runtime role alone cannot.
+    let rotation = PostgresStore::connect_with_owner(&db.url_as(&app.name), &owner_url, small())
+        .await
+        .expect("the app role with the owner's URL");
+    let tenants = rotation.tenants().await.expect("the owner lists tenants");
+    assert_eq!(tenants, [common::tenant("tenant-a").tenant]);
 }
 
 #[tokio::test]
@@ -402,7 +410,7 @@ async fn the_listener_reconnects_after_losing_its_connection() {
         tx.commit().await.expect("commit");
         let wait = Duration::from_millis(200);
         match tokio::time::timeout(wait, changes.recv()).await {
-            Ok(Ok(change)) if change.uid == "k1" => return,
+            Ok(Ok(keysvc::store::StoreEvent::Changed(change))) if change.uid == "k1" => return,
             _ if attempt < ATTEMPTS => continue,
             other => panic!("no change after the listener was killed: {other:?}"),
         }

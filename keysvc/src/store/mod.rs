@@ -74,6 +74,37 @@ pub struct ObjectChanged {
     pub uid: String,
 }
 
+/// What a store publishes to the caches that follow it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreEvent {
+    /// One object changed: drop its cached copy.
+    Changed(ObjectChanged),
+    /// Changes may have been missed (the PostgreSQL change feed lost its connection and
+    /// reconnected): every cached object may be stale.
+    Missed,
+}
+
+/// A root key's check value as recorded in the database: proof, without the key, that a
+/// key loaded under this id has the bytes the database's objects were sealed with.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RootKeyCheck {
+    pub root_key_id: String,
+    /// HMAC of a fixed label under a key derived from the root key (never the key).
+    pub check_value: Vec<u8>,
+    /// Rows written before records were authenticated may be read under this key (see
+    /// `engine::object`); part of what the check value authenticates.
+    pub legacy_rows: bool,
+}
+
+impl fmt::Debug for RootKeyCheck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RootKeyCheck")
+            .field("root_key_id", &self.root_key_id)
+            .field("legacy_rows", &self.legacy_rows)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Why a store operation failed. Messages never contain key material.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -107,11 +138,20 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     async fn ready(&self) -> Result<(), StoreError>;
 
     /// Tenants that own at least one object (for `rotate-root`, which must visit each).
+    /// PostgreSQL answers this only to a store holding the owner's connection: the runtime
+    /// role cannot read the tenant list.
     async fn tenants(&self) -> Result<Vec<TenantId>, StoreError>;
+
+    /// The root key check values recorded in the (main) database.
+    async fn root_key_checks(&self) -> Result<Vec<RootKeyCheck>, StoreError>;
+
+    /// Records a root key's check value unless one is recorded for its id already (then
+    /// nothing changes: the caller re-reads and compares).
+    async fn record_root_key_check(&self, check: &RootKeyCheck) -> Result<(), StoreError>;
 
     /// Changes made by any process sharing this database (PostgreSQL LISTEN/NOTIFY), or by
     /// this process only (SQLite).
-    fn subscribe(&self) -> broadcast::Receiver<ObjectChanged>;
+    fn subscribe(&self) -> broadcast::Receiver<StoreEvent>;
 
     /// The main connection pool's connections, for metrics; `None` for a store without a
     /// pool worth reporting (SQLite has one writer connection).

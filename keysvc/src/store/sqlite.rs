@@ -48,7 +48,10 @@ use super::columns::{
     db_error, enum_from_sql, enum_to_sql, filter_columns, material_from_sql, material_to_sql,
     optional_enum_from_sql, page, position, CHANGES_CAPACITY, INDEX_ROWS_PER_INSERT,
 };
-use super::{LocateFilter, ObjectChanged, ObjectRecord, Store, StoreError, Transaction};
+use super::{
+    LocateFilter, ObjectChanged, ObjectRecord, RootKeyCheck, Store, StoreError, StoreEvent,
+    Transaction,
+};
 use crate::tenant::{TenantContext, TenantId};
 
 /// How long a statement waits for another process's write lock on the file (a CLI run, a
@@ -67,6 +70,7 @@ const READER_CONNECTIONS: u32 = 2;
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0001_objects.sql"),
     include_str!("../../migrations/sqlite/0002_versions.sql"),
+    include_str!("../../migrations/sqlite/0003_root_keys.sql"),
 ];
 
 /// Embedded key store on one SQLite file (`sqlite://PATH`).
@@ -78,7 +82,7 @@ pub struct SqliteStore {
 
 struct Shared {
     writer: Arc<Mutex<Writer>>,
-    changes: broadcast::Sender<ObjectChanged>,
+    changes: broadcast::Sender<StoreEvent>,
     /// A closer is queued for the writer and has not taken it yet.
     closer_queued: AtomicBool,
 }
@@ -232,7 +236,7 @@ impl Writer {
     }
 
     /// Commits the open batch, if any: one fsync for every request in it.
-    async fn close_batch(&mut self, changes: &broadcast::Sender<ObjectChanged>) {
+    async fn close_batch(&mut self, changes: &broadcast::Sender<StoreEvent>) {
         let Some(batch) = self.batch.take() else {
             return;
         };
@@ -240,7 +244,7 @@ impl Writer {
             Ok(()) => {
                 for change in batch.changes {
                     // No receiver is fine: nobody caches yet.
-                    let _ = changes.send(change);
+                    let _ = changes.send(StoreEvent::Changed(change));
                 }
                 batch.done.send_replace(Some(Ok(())));
             }
@@ -345,7 +349,44 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    fn subscribe(&self) -> broadcast::Receiver<ObjectChanged> {
+    async fn root_key_checks(&self) -> Result<Vec<RootKeyCheck>, StoreError> {
+        let rows: Vec<(String, Vec<u8>, bool)> =
+            sqlx::query_as("SELECT root_key_id, check_value, legacy_rows FROM root_keys")
+                .fetch_all(&self.readers)
+                .await
+                .map_err(db_error)?;
+        Ok(rows
+            .into_iter()
+            .map(|(root_key_id, check_value, legacy_rows)| RootKeyCheck {
+                root_key_id,
+                check_value,
+                legacy_rows,
+            })
+            .collect())
+    }
+
+    async fn record_root_key_check(&self, check: &RootKeyCheck) -> Result<(), StoreError> {
+        // Through the writer, so it is ordered with (and durable like) every other write.
+        let writer = Arc::clone(&self.shared.writer);
+        let mut writer = tokio::time::timeout(WRITER_WAIT, writer.lock_owned())
+            .await
+            .map_err(|_| {
+                StoreError::Unavailable("timed out waiting for the SQLite writer".into())
+            })?;
+        writer.settle().await;
+        writer.close_batch(&self.shared.changes).await;
+        sqlx::query(RECORD_ROOT_KEY)
+            .bind(check.root_key_id.as_str())
+            .bind(check.check_value.as_slice())
+            .bind(check.legacy_rows)
+            .bind(unix_now())
+            .execute(&mut writer.conn)
+            .await
+            .map(drop)
+            .map_err(db_error)
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<StoreEvent> {
         self.shared.changes.subscribe()
     }
 }
@@ -477,6 +518,13 @@ impl Transaction for SqliteTransaction {
             None => Err(StoreError::Unavailable("commit outcome unknown".into())),
         }
     }
+}
+
+const RECORD_ROOT_KEY: &str = "INSERT INTO root_keys (root_key_id, check_value, legacy_rows, \
+     recorded_at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT (root_key_id) DO NOTHING";
+
+fn unix_now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
 // Every statement on tenant data binds the tenant as ?1.

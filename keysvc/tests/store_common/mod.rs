@@ -7,7 +7,7 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use keysvc::envelope::WrappedKey;
-use keysvc::store::{LocateFilter, ObjectChanged, ObjectRecord, Store, StoreError};
+use keysvc::store::{LocateFilter, ObjectChanged, ObjectRecord, Store, StoreError, StoreEvent};
 use keysvc::{TenantContext, TenantId};
 use tokio::sync::broadcast;
 
@@ -72,14 +72,14 @@ pub async fn locate(store: &dyn Store, ctx: &TenantContext, filter: &LocateFilte
 
 /// The next change for `uid`, skipping others; fails the test after `deadline`.
 pub async fn next_change_for(
-    changes: &mut broadcast::Receiver<ObjectChanged>,
+    changes: &mut broadcast::Receiver<StoreEvent>,
     uid: &str,
     deadline: Duration,
 ) -> ObjectChanged {
     let wait = async {
         loop {
             match changes.recv().await {
-                Ok(change) if change.uid == uid => return change,
+                Ok(StoreEvent::Changed(change)) if change.uid == uid => return change,
                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
                 Err(broadcast::error::RecvError::Closed) => panic!("change channel closed"),
             }
@@ -406,7 +406,14 @@ pub async fn commit_is_published(store: &dyn Store) {
 
     // Nothing was published for the rolled-back insert: drain what has arrived so far.
     while let Ok(change) = changes.try_recv() {
-        assert_ne!(change.uid, "never", "a rolled-back insert was published");
+        assert_ne!(
+            change,
+            StoreEvent::Changed(ObjectChanged {
+                tenant: a.tenant.clone(),
+                uid: "never".into()
+            }),
+            "a rolled-back insert was published"
+        );
     }
 }
 
