@@ -162,6 +162,12 @@ impl Store for ObservedStore {
         recorded
     }
 
+    async fn predates_integrity(&self) -> Result<bool, StoreError> {
+        let predates = self.inner.predates_integrity().await;
+        self.health.record(&predates);
+        predates
+    }
+
     fn subscribe(&self) -> broadcast::Receiver<StoreEvent> {
         self.inner.subscribe()
     }

@@ -7,6 +7,8 @@
 //! openkcm_http_requests_total{code}              every HTTP response, both listeners
 //! openkcm_keysvc_cache_{hits,misses}_total,
 //! openkcm_keysvc_cache_entries                    sampled from the engine's cache at scrape
+//! openkcm_keysvc_integrity_failures_total         stored objects that failed their
+//!                                                 integrity check (changed outside keysvc)
 //! openkcm_keysvc_db_pool_connections{state}       sampled from the PostgreSQL pool at scrape
 //! openkcm_keysvc_database_up                      1/0: the last store operation or probe
 //!                                                 (every 10 s) reached the database
@@ -165,6 +167,11 @@ impl Collector for CacheCollector {
                 "openkcm_keysvc_cache_misses",
                 "Key lookups that went to the database",
                 cache.misses(),
+            ),
+            (
+                "openkcm_keysvc_integrity_failures",
+                "Stored objects that failed their integrity check (changed outside keysvc)",
+                crate::engine::integrity_failures(),
             ),
         ] {
             let counter = ConstCounter::new(value);

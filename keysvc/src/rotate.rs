@@ -98,17 +98,28 @@ async fn rotate_tenant(
             let Some(record) = tx.get_for_update(uid).await? else {
                 continue;
             };
+            // Sealed (authenticator) under the current key too, or rewritten: a row that
+            // predates authenticated records is sealed here, and a destroyed object's
+            // authenticator moves to the new key with everything else.
+            let sealed_current = record
+                .integrity
+                .as_deref()
+                .and_then(crate::envelope::integrity_key_id)
+                == Some(keyring.current_id());
             match &record.material {
                 None => {
                     report.without_material += 1;
-                    continue;
+                    if sealed_current {
+                        continue;
+                    }
                 }
-                Some(w) if w.root_key_id == keyring.current_id() => {
+                Some(w) if w.root_key_id == keyring.current_id() && sealed_current => {
                     report.already_current += 1;
                     continue;
                 }
                 Some(_) => {}
             }
+            let destroyed = record.material.is_none();
             let object = KeyObject::from_record(record, keyring, tenant).map_err(|e| {
                 RotateError::Unreadable {
                     tenant: tenant.clone(),
@@ -117,7 +128,9 @@ async fn rotate_tenant(
                 }
             })?;
             tx.update(&object.to_record(keyring, tenant)).await?;
-            report.rewrapped += 1;
+            if !destroyed {
+                report.rewrapped += 1;
+            }
         }
         tx.commit().await?;
         if page.len() < ROTATE_BATCH {

@@ -108,17 +108,34 @@ pub async fn verify_root_keys(store: &dyn Store, keyring: &Keyring) -> Result<()
             recorded: ids(&mut recorded.iter().map(|r| r.root_key_id.as_str())),
         });
     }
+    // First start on this database (or since root key records exist): every loaded key is
+    // recorded, allowing rows that predate authenticated records if the migration found
+    // some. Later, only a new current key is recorded, and never allows them.
+    let first = recorded.is_empty();
+    let legacy_rows = first && store.predates_integrity().await?;
     let current = keyring.current();
-    if !recorded.iter().any(|r| r.root_key_id == current.id()) {
-        let legacy_rows = false;
+    let mut new_keys = Vec::new();
+    for key in keyring.keys() {
+        let is_new = !recorded.iter().any(|r| r.root_key_id == key.id());
+        if is_new && (first || key.id() == current.id()) {
+            new_keys.push(key);
+        }
+    }
+    for key in &new_keys {
         store
             .record_root_key_check(&RootKeyCheck {
-                root_key_id: current.id().to_owned(),
-                check_value: current.check_value(legacy_rows).to_vec(),
+                root_key_id: key.id().to_owned(),
+                check_value: key.check_value(legacy_rows).to_vec(),
                 legacy_rows,
             })
             .await?;
-        tracing::info!(root_key = current.id(), "root key check value recorded");
+        tracing::info!(
+            root_key = key.id(),
+            legacy_rows,
+            "root key check value recorded"
+        );
+    }
+    if !new_keys.is_empty() {
         verify(&store.root_key_checks().await?)?;
     }
     Ok(())

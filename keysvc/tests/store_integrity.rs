@@ -6,6 +6,9 @@
 //! - a wrong root key (same id, other bytes; or an id the data never saw) is refused at
 //!   start; rotation records the new key;
 //! - the runtime role may not have CREATEROLE, and cannot read the tenant list;
+//! - a record changed behind keysvc's back (state column, attributes) answers as tampered,
+//!   counted, and nothing else is affected; rows that predate authentication still read
+//!   where allowed and are sealed on their next write.
 //!
 //! The PostgreSQL server is required (`OPENKCM_TEST_POSTGRES`, default the local one).
 
@@ -23,13 +26,16 @@ use keysvc::store::sqlite::SqliteStore;
 use keysvc::store::{Store, StoreError};
 use keysvc::{Engine, EngineConfig, TenantContext, TenantId};
 use kmip::message::payloads::{GetAttributesRequest, IdRequest};
+use kmip::message::TtlvValue;
 use kmip::message::{
     RequestPayload, ResponseBatchItem, ResponseMessage, ResponsePayload, UniqueIdentifier,
 };
 use kmip::spec::{ResultReason, ResultStatus, State};
 use kmip::ttlv::Limits;
 use sqlx::Connection;
-use support::{activate, create_aes, get, kmip_request, revoke, success_uid, PgDatabase, Pki};
+use support::{
+    activate, create_aes, encrypt, get, kmip_request, revoke, success_uid, PgDatabase, Pki,
+};
 use testkit::postgres::{admin, admin_execute};
 
 const TENANT: &str = "tenant-a";
@@ -506,4 +512,225 @@ async fn the_runtime_role_cannot_read_the_tenant_list() {
     let tenants = rotation.tenants().await.expect("tenants");
     let names: Vec<&str> = tenants.iter().map(TenantId::as_str).collect();
     assert_eq!(names, ["tenant-a", "tenant-b"]);
+}
+
+// ------------------------------------------------------ item 8: authenticated attributes
+
+/// Runs one statement on the store's database behind keysvc's back (PostgreSQL: as the
+/// superuser, past RLS; SQLite: on the file).
+enum Backdoor {
+    Postgres(String),
+    Sqlite(String),
+}
+
+impl Backdoor {
+    async fn execute(&self, sql: &str, uid: &str, blob: Option<Vec<u8>>) {
+        match self {
+            Backdoor::Postgres(url) => {
+                let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
+                let sql = sql.replace("?1", "$1").replace("?2", "$2");
+                let mut query = sqlx::query(&sql).bind(uid);
+                if let Some(blob) = blob {
+                    query = query.bind(blob);
+                }
+                query.execute(&mut conn).await.expect("backdoor update");
+            }
+            Backdoor::Sqlite(path) => {
+                let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{path}"))
+                    .await
+                    .expect("connect");
+                let mut query = sqlx::query(sql).bind(uid);
+                if let Some(blob) = blob {
+                    query = query.bind(blob);
+                }
+                query.execute(&mut conn).await.expect("backdoor update");
+            }
+        }
+    }
+}
+
+fn is_tampered(item: &ResponseBatchItem) -> bool {
+    item.result_reason == Some(ResultReason::GeneralFailure)
+        && item
+            .result_message
+            .as_deref()
+            .is_some_and(|m| m.contains("integrity"))
+}
+
+async fn tampering_is_detected(store: Arc<dyn Store>, backdoor: Backdoor) {
+    let keys = Keys::new();
+    let service = engine(&store, keys.ab());
+    let mut uids = Vec::new();
+    for _ in 0..4 {
+        let uid = success_uid(&one(&service, TENANT, create_aes()).await);
+        assert_eq!(
+            one(&service, TENANT, activate(&uid)).await.result_status,
+            ResultStatus::Success
+        );
+        uids.push(uid);
+    }
+    let [state_edited, attributes_edited, untouched, destroyed] =
+        <[String; 4]>::try_from(uids).expect("four keys");
+    // A destroyed object: metadata only.
+    assert_eq!(
+        one(&service, TENANT, revoke(&destroyed))
+            .await
+            .result_status,
+        ResultStatus::Success
+    );
+    assert_eq!(
+        one(&service, TENANT, destroy(&destroyed))
+            .await
+            .result_status,
+        ResultStatus::Success
+    );
+    let before = keysvc::engine::integrity_failures();
+
+    // Active → Pre-Active in the state column.
+    backdoor
+        .execute(
+            "UPDATE objects SET state = 1 WHERE uid = ?1",
+            &state_edited,
+            None,
+        )
+        .await;
+    // The usage mask in the attributes blob: Encrypt taken away... or given.
+    let mut tx = store.begin(&ctx(TENANT)).await.expect("begin");
+    let record = tx
+        .get(&attributes_edited)
+        .await
+        .expect("get")
+        .expect("present");
+    drop(tx);
+    let item = kmip::ttlv::decode(&record.attributes, &Limits::default()).expect("ttlv");
+    let mut attributes =
+        kmip::message::Attributes::decode(&item, kmip::ProtocolVersion::V2_1).expect("attrs");
+    attributes.set_typed(
+        kmip::Tag::CRYPTOGRAPHIC_USAGE_MASK,
+        &kmip::spec::CryptographicUsageMask(0x7f_ffff),
+    );
+    let blob = attributes
+        .encode(kmip::Tag::ATTRIBUTES, kmip::ProtocolVersion::V2_1)
+        .to_ttlv();
+    backdoor
+        .execute(
+            "UPDATE objects SET attributes = ?2 WHERE uid = ?1",
+            &attributes_edited,
+            Some(blob),
+        )
+        .await;
+    // A destroyed object brought back to Active in its state column.
+    backdoor
+        .execute(
+            "UPDATE objects SET state = 2 WHERE uid = ?1",
+            &destroyed,
+            None,
+        )
+        .await;
+
+    let reader = engine(&store, keys.ab());
+    for uid in [&state_edited, &attributes_edited] {
+        for payload in [get(uid), encrypt(uid, b"sixteen byte msg")] {
+            let item = one(&reader, TENANT, payload).await;
+            assert!(is_tampered(&item), "{uid}: {item:?}");
+        }
+    }
+    let item = one(&reader, TENANT, get_attributes(&destroyed)).await;
+    assert!(is_tampered(&item), "destroyed {destroyed}: {item:?}");
+    for payload in [get(&untouched), encrypt(&untouched, b"sixteen byte msg")] {
+        let item = one(&reader, TENANT, payload).await;
+        assert_eq!(item.result_status, ResultStatus::Success, "{item:?}");
+    }
+    let counted = keysvc::engine::integrity_failures() - before;
+    assert!(counted >= 5, "integrity failures counted: {counted}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tampered_records_are_refused_on_postgres() {
+    let db = PgDatabase::create(true).await;
+    let store = PostgresStore::connect(&db.app_url(), PostgresOptions::default())
+        .await
+        .expect("store");
+    tampering_is_detected(Arc::new(store), Backdoor::Postgres(db.owner_url())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tampered_records_are_refused_on_sqlite() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("keys.db").display().to_string();
+    let store = SqliteStore::open(&path).await.expect("store");
+    tampering_is_detected(Arc::new(store), Backdoor::Sqlite(path)).await;
+}
+
+/// A row written before records were authenticated (no authenticator, version 0) reads
+/// only under a root key whose verified record allows such rows, and is sealed by its next
+/// write; stripping the authenticator of a row under any other key is tampering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_that_predate_authentication_read_where_allowed_and_are_sealed_on_write() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("keys.db").display().to_string();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).await.expect("store"));
+    let keys = Keys::new();
+    let service = engine(&store, keys.ab());
+    let uid = success_uid(&one(&service, TENANT, create_aes()).await);
+    let backdoor = Backdoor::Sqlite(path.clone());
+    // As an old keysvc wrote it, in a database the migration found rows in.
+    backdoor
+        .execute(
+            "UPDATE objects SET integrity = NULL, version = 0 WHERE uid = ?1",
+            &uid,
+            None,
+        )
+        .await;
+    backdoor
+        .execute(
+            "UPDATE integrity_upgrade SET legacy_rows = 1 WHERE ?1 = ?1",
+            "",
+            None,
+        )
+        .await;
+
+    let unverified = engine(&store, keys.ab());
+    assert!(is_tampered(&one(&unverified, TENANT, get(&uid)).await));
+
+    let keyring = keys.ab();
+    verify_root_keys(store.as_ref(), &keyring)
+        .await
+        .expect("first start: A and B recorded as allowing old rows");
+    let upgraded = engine(&store, keyring);
+    // The first Get clears Fresh: a write, which seals the row.
+    let item = one(&upgraded, TENANT, get(&uid)).await;
+    assert_eq!(item.result_status, ResultStatus::Success, "{item:?}");
+    let mut tx = store.begin(&ctx(TENANT)).await.expect("begin");
+    let record = tx.get(&uid).await.expect("get").expect("present");
+    drop(tx);
+    assert!(
+        record.integrity.is_some() && record.version == 1,
+        "{record:?}"
+    );
+
+    // A key recorded later (a rotation to C) does not allow them.
+    let c = RootKey::generate("root-c").expect("key");
+    let c_b64 = c.to_base64();
+    let rotated = Keyring::new(c)
+        .with_previous(keys.a())
+        .with_previous(keys.b());
+    rotate_root(store.as_ref(), &rotated).await.expect("rotate");
+    let stripped = success_uid(&one(&engine(&store, rotated), TENANT, create_aes()).await);
+    backdoor
+        .execute(
+            "UPDATE objects SET integrity = NULL, version = 0 WHERE uid = ?1",
+            &stripped,
+            None,
+        )
+        .await;
+    let ring = Keyring::new(RootKey::from_base64("root-c", &c_b64).expect("C"))
+        .with_previous(keys.a())
+        .with_previous(keys.b());
+    verify_root_keys(store.as_ref(), &ring)
+        .await
+        .expect("known keys");
+    assert!(is_tampered(
+        &one(&engine(&store, ring), TENANT, get(&stripped)).await
+    ));
 }

@@ -36,7 +36,7 @@ use crate::store::{Store, Transaction};
 use crate::tenant::TenantContext;
 
 pub use errors::OpError;
-pub use object::KeyObject;
+pub use object::{integrity_failures, KeyObject};
 
 /// Most random bytes one RNG Retrieve may ask for: enough for any key or nonce, small
 /// enough that a request cannot make the server produce megabytes.
@@ -414,13 +414,16 @@ impl Request<'_> {
                 format!("object {uid} has been destroyed"),
             ));
         }
-        record.version += 1;
-        let mut attributes = object::stored_attributes(&record)?;
+        let keyring = self.engine.keyring.clone();
+        // Never seal attributes changed outside keysvc as if they were ours.
+        let mut attributes = object::verify_record(&record, &keyring, &self.ctx.tenant)?;
         change(&mut attributes);
+        record.version += 1;
         record.attributes = attributes
             .encode(Tag::ATTRIBUTES, ProtocolVersion::V2_1)
             .to_ttlv();
         record.index = object::index_pairs(&attributes);
+        object::reseal(&mut record, &keyring, &self.ctx.tenant);
         self.wrote = true;
         self.tx().await?.update(&record).await?;
         let key = self.engine.cache.key(self.ctx, uid);

@@ -50,6 +50,9 @@ pub struct ObjectRecord {
     /// over `version - 1`, so a write based on a stale read fails instead of undoing a
     /// change committed in between.
     pub version: i64,
+    /// The record's authenticator (`engine::object`): `None` only for a row written before
+    /// records were authenticated.
+    pub integrity: Option<Vec<u8>>,
 }
 
 /// Equality filters a store can evaluate; everything else is filtered by the engine.
@@ -148,6 +151,10 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Records a root key's check value unless one is recorded for its id already (then
     /// nothing changes: the caller re-reads and compares).
     async fn record_root_key_check(&self, check: &RootKeyCheck) -> Result<(), StoreError>;
+
+    /// Whether the database held objects when authenticated records were introduced
+    /// (decided once, by the migration).
+    async fn predates_integrity(&self) -> Result<bool, StoreError>;
 
     /// Changes made by any process sharing this database (PostgreSQL LISTEN/NOTIFY), or by
     /// this process only (SQLite).

@@ -446,6 +446,13 @@ impl Store for PostgresStore {
         .map_err(db_error)
     }
 
+    async fn predates_integrity(&self) -> Result<bool, StoreError> {
+        sqlx::query_scalar("SELECT bool_or(legacy_rows) IS TRUE FROM integrity_upgrade")
+            .fetch_one(&self.inner.main)
+            .await
+            .map_err(db_error)
+    }
+
     fn subscribe(&self) -> broadcast::Receiver<StoreEvent> {
         self.inner.changes.subscribe()
     }
@@ -480,12 +487,13 @@ struct PgTransaction {
 const REGISTER_TENANT: &str = "INSERT INTO tenants (tenant_id) VALUES ($1) ON CONFLICT DO NOTHING";
 const INSERT_OBJECT: &str = "INSERT INTO objects (tenant_id, uid, object_type, state, \
      cryptographic_algorithm, cryptographic_length, attributes, root_key_id, material, \
-     created_at, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+     created_at, version, integrity) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
+     $12) \
      ON CONFLICT (tenant_id, uid) DO NOTHING";
 /// Applies only over the version the record was based on (`version - 1`).
 const UPDATE_OBJECT: &str = "UPDATE objects SET object_type = $3, state = $4, \
      cryptographic_algorithm = $5, cryptographic_length = $6, attributes = $7, \
-     root_key_id = $8, material = $9, created_at = $10, version = $11 \
+     root_key_id = $8, material = $9, created_at = $10, version = $11, integrity = $12 \
      WHERE tenant_id = $1 AND uid = $2 AND version = $11 - 1";
 const OBJECT_EXISTS: &str =
     "SELECT EXISTS (SELECT 1 FROM objects WHERE tenant_id = $1 AND uid = $2)";
@@ -494,7 +502,7 @@ macro_rules! get_object_sql {
     () => {
         "SELECT o.object_type, o.state, o.cryptographic_algorithm, \
          o.cryptographic_length, o.attributes, o.root_key_id, o.material, o.created_at, \
-         o.version, ARRAY(SELECT i.name FROM object_index i WHERE i.tenant_id = o.tenant_id \
+         o.version, o.integrity, ARRAY(SELECT i.name FROM object_index i WHERE i.tenant_id = o.tenant_id \
                AND i.uid = o.uid ORDER BY i.position) AS index_names, \
          ARRAY(SELECT i.value FROM object_index i WHERE i.tenant_id = o.tenant_id \
                AND i.uid = o.uid ORDER BY i.position) AS index_values \
@@ -512,7 +520,7 @@ const NOTIFY: &str = "SELECT pg_notify($1, $2 || ':' || uid) FROM UNNEST($3::tex
 
 type PgQuery<'q> = sqlx::query::Query<'q, Postgres, PgArguments>;
 
-/// Binds $1..$11 of [`INSERT_OBJECT`] and [`UPDATE_OBJECT`].
+/// Binds $1..$12 of [`INSERT_OBJECT`] and [`UPDATE_OBJECT`].
 fn bind_record<'q>(sql: &'q str, tenant: &'q str, record: &'q ObjectRecord) -> PgQuery<'q> {
     let (root_key_id, material) = material_to_sql(record.material.as_ref());
     sqlx::query(sql)
@@ -527,6 +535,7 @@ fn bind_record<'q>(sql: &'q str, tenant: &'q str, record: &'q ObjectRecord) -> P
         .bind(material)
         .bind(record.created_at)
         .bind(record.version)
+        .bind(record.integrity.as_deref())
 }
 
 /// Sends one change notification per uid (delivered when the surrounding transaction, if
@@ -629,6 +638,7 @@ impl PgTransaction {
             )?,
             created_at: row.try_get("created_at").map_err(db_error)?,
             version: row.try_get("version").map_err(db_error)?,
+            integrity: row.try_get("integrity").map_err(db_error)?,
         })
     }
 }

@@ -71,6 +71,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0001_objects.sql"),
     include_str!("../../migrations/sqlite/0002_versions.sql"),
     include_str!("../../migrations/sqlite/0003_root_keys.sql"),
+    include_str!("../../migrations/sqlite/0004_integrity.sql"),
 ];
 
 /// Embedded key store on one SQLite file (`sqlite://PATH`).
@@ -386,6 +387,13 @@ impl Store for SqliteStore {
             .map_err(db_error)
     }
 
+    async fn predates_integrity(&self) -> Result<bool, StoreError> {
+        sqlx::query_scalar("SELECT IFNULL(MAX(legacy_rows), 0) != 0 FROM integrity_upgrade")
+            .fetch_one(&self.readers)
+            .await
+            .map_err(db_error)
+    }
+
     fn subscribe(&self) -> broadcast::Receiver<StoreEvent> {
         self.shared.changes.subscribe()
     }
@@ -530,18 +538,19 @@ fn unix_now() -> i64 {
 // Every statement on tenant data binds the tenant as ?1.
 const INSERT_OBJECT: &str = "INSERT INTO objects (tenant_id, uid, object_type, state, \
      cryptographic_algorithm, cryptographic_length, attributes, root_key_id, material, \
-     created_at, version, seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, \
+     created_at, version, integrity, seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, \
+     ?11, ?12, \
      (SELECT IFNULL(MAX(seq), 0) + 1 FROM objects WHERE tenant_id = ?1)) \
      ON CONFLICT (tenant_id, uid) DO NOTHING";
 /// Applies only over the version the record was based on (`version - 1`).
 const UPDATE_OBJECT: &str = "UPDATE objects SET object_type = ?3, state = ?4, \
      cryptographic_algorithm = ?5, cryptographic_length = ?6, attributes = ?7, \
-     root_key_id = ?8, material = ?9, created_at = ?10, version = ?11 \
+     root_key_id = ?8, material = ?9, created_at = ?10, version = ?11, integrity = ?12 \
      WHERE tenant_id = ?1 AND uid = ?2 AND version = ?11 - 1";
 const OBJECT_EXISTS: &str =
     "SELECT EXISTS (SELECT 1 FROM objects WHERE tenant_id = ?1 AND uid = ?2)";
 const GET_OBJECT: &str = "SELECT object_type, state, cryptographic_algorithm, \
-     cryptographic_length, attributes, root_key_id, material, created_at, version \
+     cryptographic_length, attributes, root_key_id, material, created_at, version, integrity \
      FROM objects WHERE tenant_id = ?1 AND uid = ?2";
 const GET_INDEX: &str =
     "SELECT name, value FROM object_index WHERE tenant_id = ?1 AND uid = ?2 ORDER BY position";
@@ -555,7 +564,7 @@ struct TenantRows<'a> {
 
 type SqliteQuery<'q> = sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>>;
 
-/// Binds ?1..?11 of [`INSERT_OBJECT`] and [`UPDATE_OBJECT`].
+/// Binds ?1..?12 of [`INSERT_OBJECT`] and [`UPDATE_OBJECT`].
 fn bind_record<'q>(sql: &'q str, tenant: &'q str, record: &'q ObjectRecord) -> SqliteQuery<'q> {
     let (root_key_id, material) = material_to_sql(record.material.as_ref());
     sqlx::query(sql)
@@ -570,6 +579,7 @@ fn bind_record<'q>(sql: &'q str, tenant: &'q str, record: &'q ObjectRecord) -> S
         .bind(material)
         .bind(record.created_at)
         .bind(record.version)
+        .bind(record.integrity.as_deref())
 }
 
 impl TenantRows<'_> {
@@ -678,6 +688,7 @@ impl TenantRows<'_> {
             )?,
             created_at: row.try_get("created_at").map_err(db_error)?,
             version: row.try_get("version").map_err(db_error)?,
+            integrity: row.try_get("integrity").map_err(db_error)?,
         }))
     }
 

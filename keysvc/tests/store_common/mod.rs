@@ -45,6 +45,7 @@ pub fn key(uid: &str) -> ObjectRecord {
         }),
         created_at: 1_700_000_000,
         version: 1,
+        integrity: Some(vec![0x01; 40]),
     }
 }
 

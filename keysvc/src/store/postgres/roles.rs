@@ -38,16 +38,28 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "root keys",
         include_str!("../../../migrations/postgres/0003_root_keys.sql"),
     ),
+    (
+        4,
+        "integrity",
+        include_str!("../../../migrations/postgres/0004_integrity.sql"),
+    ),
 ];
 
 /// Tables keysvc needs, and those of them that hold tenant data (and so must force RLS).
-pub(super) const TABLES: [&str; 4] = ["tenants", "objects", "object_index", "root_keys"];
+pub(super) const TABLES: [&str; 5] = [
+    "tenants",
+    "objects",
+    "object_index",
+    "root_keys",
+    "integrity_upgrade",
+];
 const TENANT_TABLES: [&str; 3] = ["tenants", "objects", "object_index"];
 
 /// Privileges of the app role: no ownership, and DELETE only where an update replaces rows
 /// (index pairs). `%1$I` is the schema, `%2$I` the role, both quoted by `format`.
-const GRANTS: [&str; 6] = [
+const GRANTS: [&str; 7] = [
     "GRANT USAGE ON SCHEMA %1$I TO %2$I",
+    "GRANT SELECT ON TABLE %1$I.integrity_upgrade TO %2$I",
     "GRANT SELECT, INSERT ON TABLE %1$I.root_keys TO %2$I",
     "GRANT SELECT, INSERT, UPDATE ON TABLE %1$I.objects TO %2$I",
     "GRANT SELECT, INSERT, DELETE ON TABLE %1$I.object_index TO %2$I",
