@@ -142,6 +142,10 @@ struct RotateRootArgs {
     /// Id of the new root key.
     #[arg(long, value_name = "ID", env = config::ENV_NEW_ROOT_KEY_ID)]
     new_key_id: String,
+    /// PostgreSQL: the table owner's URL (as for `migrate`), used only to list the tenants,
+    /// which the runtime role cannot read. Prefer the environment variable: `ps` shows flags.
+    #[arg(long, value_name = "OWNER_URL", env = config::ENV_MIGRATE_DATABASE, hide_env_values = true)]
+    owner_database: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -175,8 +179,9 @@ fn main() -> ExitCode {
                     flags,
                     new_key_file,
                     new_key_id,
+                    owner_database,
                 } = *rotate;
-                rotate_root(flags, new_key_file, &new_key_id)
+                rotate_root(flags, new_key_file, &new_key_id, owner_database.as_deref())
             }
         },
         Command::Gateway(flags) => gateway_serve(&flags),
@@ -340,7 +345,12 @@ async fn migrate(owner_url: &str, app_role: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn rotate_root(flags: ConfigFlags, new_key_file: Option<PathBuf>, new_key_id: &str) -> ExitCode {
+fn rotate_root(
+    flags: ConfigFlags,
+    new_key_file: Option<PathBuf>,
+    new_key_id: &str,
+    owner_database: Option<&str>,
+) -> ExitCode {
     let new_key = match new_root_key(new_key_file, new_key_id) {
         Ok(key) => key,
         Err(e) => return report(Err(e)),
@@ -359,7 +369,7 @@ fn rotate_root(flags: ConfigFlags, new_key_file: Option<PathBuf>, new_key_id: &s
     }
     report(runtime().and_then(|rt| {
         rt.block_on(async {
-            let store = server::open_store(&settings.database)
+            let store = server::open_store_for_rotation(&settings.database, owner_database)
                 .await
                 .with_context(|| format!("database {}", database_name(&settings.database)))?;
             let report = keysvc::rotate::rotate_root(store.as_ref(), &settings.keyring).await?;

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use dashmap::DashMap;
 use tokio::sync::broadcast;
 
-use crate::store::ObjectChanged;
+use crate::store::{ObjectChanged, StoreEvent};
 use crate::tenant::{TenantContext, TenantId};
 
 /// Cache bounds: in entries and in bytes, whichever is reached first.
@@ -183,7 +183,7 @@ impl<T: Weigh + Send + Sync + 'static> ObjectCache<T> {
 
     /// Drops entries as change notifications arrive (needs a tokio runtime; without one,
     /// only this process's own changes and the TTL keep the cache fresh).
-    pub fn follow(self: &Arc<Self>, mut changes: broadcast::Receiver<ObjectChanged>) {
+    pub fn follow(self: &Arc<Self>, mut changes: broadcast::Receiver<StoreEvent>) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             tracing::warn!("no runtime: cache does not follow change notifications");
             return;
@@ -194,11 +194,15 @@ impl<T: Weigh + Send + Sync + 'static> ObjectCache<T> {
                 let event = changes.recv().await;
                 let Some(cache) = cache.upgrade() else { return };
                 match event {
-                    Ok(ObjectChanged { tenant, uid }) => {
+                    Ok(StoreEvent::Changed(ObjectChanged { tenant, uid })) => {
                         cache.invalidate(&CacheKey { tenant, uid })
                     }
-                    // Missed notifications: anything may have changed.
-                    Err(broadcast::error::RecvError::Lagged(_)) => cache.clear(),
+                    // Missed notifications (the change feed reconnected, or this receiver
+                    // fell behind): anything may have changed.
+                    Ok(StoreEvent::Missed) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                        tracing::warn!("change notifications were missed: key cache cleared");
+                        cache.clear()
+                    }
                     Err(broadcast::error::RecvError::Closed) => return,
                 }
             }

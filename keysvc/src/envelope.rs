@@ -12,10 +12,14 @@
 
 use std::fmt;
 
+use std::collections::HashSet;
+use std::sync::{Mutex, PoisonError};
+
 use aes_gcm_siv::aead::{Aead, KeyInit, Payload};
 use aes_gcm_siv::{Aes256GcmSiv, Nonce};
 use base64::Engine as _;
 use hkdf::Hkdf;
+use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
@@ -108,6 +112,24 @@ impl RootKey {
     }
 }
 
+impl RootKey {
+    /// The check value recorded for this key in the database: HMAC-SHA-256, under a key
+    /// derived from the root key with its own HKDF label, of a fixed label, the key id and
+    /// the `legacy_rows` flag recorded with it. It proves the bytes without revealing them.
+    pub fn check_value(&self, legacy_rows: bool) -> [u8; 32] {
+        let hk = Hkdf::<Sha256>::new(None, self.key.as_slice());
+        let mut check_key = Zeroizing::new([0u8; KEY_LEN]);
+        let _ = hk.expand(b"openkcm/v1/root-key-check", check_key.as_mut_slice());
+        let mut mac = <Hmac<Sha256> as hmac::digest::KeyInit>::new_from_slice(check_key.as_slice())
+            .expect("HMAC takes any key length");
+        mac.update(b"openkcm root key check v1\0");
+        mac.update(&(self.id.len() as u32).to_be_bytes());
+        mac.update(self.id.as_bytes());
+        mac.update(&[u8::from(legacy_rows)]);
+        mac.finalize().into_bytes().into()
+    }
+}
+
 impl fmt::Debug for RootKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RootKey")
@@ -134,6 +156,67 @@ impl fmt::Debug for WrappedKey {
             self.blob.len()
         )
     }
+}
+
+/// First byte of a record authenticator (`integrity` column).
+const INTEGRITY_V1: u8 = 1;
+const TAG_LEN: usize = 32;
+
+/// Everything a record authenticator covers: the stored record but its derived columns
+/// (state, algorithm, length, index), which the reader checks against `attributes`.
+#[derive(Clone, Copy, Debug)]
+pub struct SealedRecord<'a> {
+    pub tenant: &'a TenantId,
+    pub uid: &'a str,
+    pub object_type: u32,
+    pub version: i64,
+    pub created_at: i64,
+    /// The attributes as stored (TTLV).
+    pub attributes: &'a [u8],
+    pub material: Option<&'a WrappedKey>,
+}
+
+impl SealedRecord<'_> {
+    fn tag(&self, root: &RootKey) -> [u8; TAG_LEN] {
+        // A key of its own, derived from the tenant KEK with a distinct label: it covers
+        // destroyed objects (no material) as well.
+        let kek = root.tenant_kek(self.tenant);
+        let hk = Hkdf::<Sha256>::new(None, kek.as_slice());
+        let mut mac_key = Zeroizing::new([0u8; KEY_LEN]);
+        let _ = hk.expand(b"openkcm/v1/record-mac", mac_key.as_mut_slice());
+        let mut mac = <Hmac<Sha256> as hmac::digest::KeyInit>::new_from_slice(mac_key.as_slice())
+            .expect("HMAC takes any key length");
+        let mut part = |bytes: &[u8]| {
+            mac.update(&(bytes.len() as u64).to_be_bytes());
+            mac.update(bytes);
+        };
+        part(b"openkcm record v1");
+        part(self.tenant.as_str().as_bytes());
+        part(self.uid.as_bytes());
+        part(&self.object_type.to_be_bytes());
+        part(&self.version.to_be_bytes());
+        part(&self.created_at.to_be_bytes());
+        part(self.attributes);
+        match self.material {
+            None => part(b"destroyed"),
+            Some(w) => {
+                part(b"material");
+                part(w.root_key_id.as_bytes());
+                part(&w.blob);
+            }
+        }
+        mac.finalize().into_bytes().into()
+    }
+}
+
+/// The root key id a record authenticator was made under, if it is well formed.
+pub fn integrity_key_id(integrity: &[u8]) -> Option<&str> {
+    let (&format, rest) = integrity.split_first()?;
+    let (&len, rest) = rest.split_first()?;
+    if format != INTEGRITY_V1 || rest.len() != usize::from(len) + TAG_LEN {
+        return None;
+    }
+    std::str::from_utf8(&rest[..usize::from(len)]).ok()
 }
 
 /// What a wrapped blob is bound to: it unwraps only for the same tenant, object and type.
@@ -163,6 +246,9 @@ impl Binding<'_> {
 pub struct Keyring {
     current: RootKey,
     previous: Vec<RootKey>,
+    /// Root key ids under which rows written before records were authenticated may still
+    /// be read; set from the database's verified root key records at start-up.
+    legacy: Mutex<HashSet<String>>,
 }
 
 impl Keyring {
@@ -170,6 +256,31 @@ impl Keyring {
         Self {
             current,
             previous: Vec::new(),
+            legacy: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// Every loaded root key, the current one first.
+    pub fn keys(&self) -> impl Iterator<Item = &RootKey> {
+        std::iter::once(&self.current).chain(&self.previous)
+    }
+
+    /// Allows rows that predate authenticated records under root key `id` (and destroyed
+    /// ones, which name no key): called for the keys whose verified record says so.
+    pub fn permit_legacy_rows(&self, id: &str) {
+        self.legacy
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id.to_owned());
+    }
+
+    /// Whether rows predating authenticated records may be read under root key `id`; `None`
+    /// asks whether any loaded key allows them.
+    pub fn legacy_rows_permitted(&self, id: Option<&str>) -> bool {
+        let legacy = self.legacy.lock().unwrap_or_else(PoisonError::into_inner);
+        match id {
+            Some(id) => legacy.contains(id),
+            None => !legacy.is_empty(),
         }
     }
 
@@ -183,10 +294,50 @@ impl Keyring {
         self.current.id()
     }
 
+    pub fn current(&self) -> &RootKey {
+        &self.current
+    }
+
     fn key(&self, id: &str) -> Option<&RootKey> {
-        std::iter::once(&self.current)
-            .chain(&self.previous)
-            .find(|k| k.id() == id)
+        self.keys().find(|k| k.id() == id)
+    }
+
+    /// The authenticator of a record, under the current root key:
+    /// `format ‖ id length ‖ root key id ‖ HMAC-SHA-256`.
+    pub fn seal_record(&self, record: SealedRecord<'_>) -> Vec<u8> {
+        let id = self.current.id().as_bytes();
+        let mut out = Vec::with_capacity(2 + id.len() + TAG_LEN);
+        out.push(INTEGRITY_V1);
+        // Root key ids are at most 64 bytes (RootKey::new).
+        out.push(u8::try_from(id.len()).unwrap_or(u8::MAX));
+        out.extend_from_slice(id);
+        out.extend_from_slice(&record.tag(&self.current));
+        out
+    }
+
+    /// Checks a record's authenticator: [`EnvelopeError::UnknownRootKey`] if it was made
+    /// under a key that is not loaded, [`EnvelopeError::Unwrap`] if it does not match (the
+    /// record was changed outside keysvc) or is malformed.
+    pub fn verify_record(
+        &self,
+        record: SealedRecord<'_>,
+        integrity: &[u8],
+    ) -> Result<(), EnvelopeError> {
+        let id = integrity_key_id(integrity).ok_or(EnvelopeError::Unwrap)?;
+        let root = self
+            .key(id)
+            .ok_or_else(|| EnvelopeError::UnknownRootKey(id.to_owned()))?;
+        let expected = record.tag(root);
+        let stored = &integrity[integrity.len() - TAG_LEN..];
+        let differs = expected
+            .iter()
+            .zip(stored)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        if differs == 0 {
+            Ok(())
+        } else {
+            Err(EnvelopeError::Unwrap)
+        }
     }
 
     /// Seals `plaintext` for the binding under the current root key.

@@ -18,7 +18,8 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::store::{
-    LocateFilter, ObjectChanged, ObjectRecord, PoolConnections, Store, StoreError, Transaction,
+    LocateFilter, ObjectRecord, PoolConnections, RootKeyCheck, Store, StoreError, StoreEvent,
+    Transaction,
 };
 use crate::tenant::{TenantContext, TenantId};
 
@@ -149,7 +150,25 @@ impl Store for ObservedStore {
         tenants
     }
 
-    fn subscribe(&self) -> broadcast::Receiver<ObjectChanged> {
+    async fn root_key_checks(&self) -> Result<Vec<RootKeyCheck>, StoreError> {
+        let checks = self.inner.root_key_checks().await;
+        self.health.record(&checks);
+        checks
+    }
+
+    async fn record_root_key_check(&self, check: &RootKeyCheck) -> Result<(), StoreError> {
+        let recorded = self.inner.record_root_key_check(check).await;
+        self.health.record(&recorded);
+        recorded
+    }
+
+    async fn predates_integrity(&self) -> Result<bool, StoreError> {
+        let predates = self.inner.predates_integrity().await;
+        self.health.record(&predates);
+        predates
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<StoreEvent> {
         self.inner.subscribe()
     }
 

@@ -8,6 +8,8 @@
 //! openkcm_keysvc_cache_{hits,misses}_total,
 //! openkcm_keysvc_cache_entries,
 //! openkcm_keysvc_cache_bytes                      sampled from the engine's cache at scrape
+//! openkcm_keysvc_integrity_failures_total         stored objects that failed their
+//!                                                 integrity check (changed outside keysvc)
 //! openkcm_tenant_throttled_total{tenant,reason}   a request that waited for one of its
 //!                                                 tenant's slots (reason "concurrency") or
 //!                                                 got none in time ("concurrency_timeout")
@@ -179,6 +181,11 @@ impl Collector for CacheCollector {
                 "openkcm_keysvc_cache_misses",
                 "Key lookups that went to the database",
                 cache.misses(),
+            ),
+            (
+                "openkcm_keysvc_integrity_failures",
+                "Stored objects that failed their integrity check (changed outside keysvc)",
+                crate::engine::integrity_failures(),
             ),
         ] {
             let counter = ConstCounter::new(value);

@@ -3,7 +3,8 @@
 //! ```text
 //! for each tenant (store.tenants()):
 //!     page of ≤ ROTATE_BATCH uids (creation order) ─► one transaction in the tenant's scope:
-//!         get ─► unwrap (any loaded root key) ─► wrap (current) ─► update ─► commit
+//!         get, row locked ─► unwrap (any loaded root key) ─► wrap (current)
+//!         ─► update (over the version read) ─► commit
 //! ```
 //!
 //! Small transactions keep row locks short, so rotation runs while keysvc serves; objects
@@ -37,6 +38,9 @@ pub struct RotateReport {
 pub enum RotateError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The keyring does not match the database's root key records.
+    #[error("{0}")]
+    RootKey(String),
     /// The object's material does not unwrap with any loaded root key (the old key is
     /// missing from the keyring, or the row is damaged). Nothing of its batch was written.
     #[error("tenant {tenant}, object {uid}: {reason}")]
@@ -53,6 +57,11 @@ pub async fn rotate_root(
     store: &dyn Store,
     keyring: &Keyring,
 ) -> Result<RotateReport, RotateError> {
+    // A wrong key under a known id is refused before anything is rewritten, and the new
+    // key's check value is recorded as it becomes current.
+    crate::server::verify_root_keys(store, keyring)
+        .await
+        .map_err(|e| RotateError::RootKey(e.to_string()))?;
     let mut report = RotateReport::default();
     for tenant in store.tenants().await? {
         report.tenants += 1;
@@ -83,21 +92,34 @@ async fn rotate_tenant(
             .await?;
         for uid in &page {
             report.objects += 1;
+            // Locked until the batch commits, so a Destroy or Revoke committed by a replica
+            // meanwhile is either seen here or waits for this batch: never undone by it.
             // Gone since the page was listed: nothing to rewrap.
-            let Some(record) = tx.get(uid).await? else {
+            let Some(record) = tx.get_for_update(uid).await? else {
                 continue;
             };
+            // Sealed (authenticator) under the current key too, or rewritten: a row that
+            // predates authenticated records is sealed here, and a destroyed object's
+            // authenticator moves to the new key with everything else.
+            let sealed_current = record
+                .integrity
+                .as_deref()
+                .and_then(crate::envelope::integrity_key_id)
+                == Some(keyring.current_id());
             match &record.material {
                 None => {
                     report.without_material += 1;
-                    continue;
+                    if sealed_current {
+                        continue;
+                    }
                 }
-                Some(w) if w.root_key_id == keyring.current_id() => {
+                Some(w) if w.root_key_id == keyring.current_id() && sealed_current => {
                     report.already_current += 1;
                     continue;
                 }
                 Some(_) => {}
             }
+            let destroyed = record.material.is_none();
             let object = KeyObject::from_record(record, keyring, tenant).map_err(|e| {
                 RotateError::Unreadable {
                     tenant: tenant.clone(),
@@ -106,7 +128,9 @@ async fn rotate_tenant(
                 }
             })?;
             tx.update(&object.to_record(keyring, tenant)).await?;
-            report.rewrapped += 1;
+            if !destroyed {
+                report.rewrapped += 1;
+            }
         }
         tx.commit().await?;
         if page.len() < ROTATE_BATCH {

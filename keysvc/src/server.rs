@@ -21,13 +21,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{DatabaseConfig, ServeConfig};
 use crate::engine::{Engine, EngineConfig};
-use crate::envelope::Keyring;
+use crate::envelope::{Keyring, RootKey};
 use crate::health::{DatabaseHealth, ObservedStore};
 use crate::http::{self, ApiTls, AppState, GatewayAllowList, TlsError, Transport};
 use crate::metrics::Metrics;
 use crate::store::postgres::{PostgresOptions, PostgresStore};
 use crate::store::sqlite::SqliteStore;
-use crate::store::{Store, StoreError};
+use crate::store::{RootKeyCheck, Store, StoreError};
 use runtime::fairness::TenantSlots;
 
 /// How long open connections may take to finish their in-flight requests after a
@@ -47,6 +47,103 @@ pub enum ServerError {
     },
     #[error("TLS configuration: {0}")]
     Tls(#[from] TlsError),
+    #[error(transparent)]
+    RootKey(#[from] RootKeyError),
+}
+
+/// The loaded root keys do not match the database (see [`verify_root_keys`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RootKeyError {
+    #[error(
+        "root key {0} does not match the key recorded under that id in the database \
+         (wrong key bytes for this id): refusing to start"
+    )]
+    Mismatch(String),
+    #[error(
+        "none of the loaded root keys ({loaded}) was ever used with this database, which \
+         was sealed under {recorded}: refusing to start (configure the key the data was \
+         sealed with, as root_key or root_key.previous)"
+    )]
+    Unknown { loaded: String, recorded: String },
+    #[error("root key check: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// Checks the keyring against the root key check values recorded in the database, and
+/// records the current key's when it is new:
+///
+/// - a loaded key whose id is recorded must reproduce the recorded check value
+///   ([`RootKeyError::Mismatch`]: same id, other bytes);
+/// - if any key is recorded, at least one loaded key must be ([`RootKeyError::Unknown`]:
+///   a keyring that was never used with this database);
+/// - the current key's check value is recorded if absent (a new key becoming current, as
+///   in a rotation), then re-read and compared (another replica may record concurrently).
+///
+/// Keys whose record allows rows predating authenticated records are marked so in the
+/// keyring. Run at every start (serve and rotate-root), before anything is read or written.
+pub async fn verify_root_keys(store: &dyn Store, keyring: &Keyring) -> Result<(), RootKeyError> {
+    let recorded = store.root_key_checks().await?;
+    let verify = |recorded: &[RootKeyCheck]| -> Result<usize, RootKeyError> {
+        let mut known = 0;
+        for key in keyring.keys() {
+            let Some(record) = recorded.iter().find(|r| r.root_key_id == key.id()) else {
+                continue;
+            };
+            let expected = key.check_value(record.legacy_rows);
+            if !constant_time_eq(&expected, &record.check_value) {
+                return Err(RootKeyError::Mismatch(key.id().to_owned()));
+            }
+            if record.legacy_rows {
+                keyring.permit_legacy_rows(key.id());
+            }
+            known += 1;
+        }
+        Ok(known)
+    };
+    let known = verify(&recorded)?;
+    if !recorded.is_empty() && known == 0 {
+        let ids = |it: &mut dyn Iterator<Item = &str>| it.collect::<Vec<_>>().join(", ");
+        return Err(RootKeyError::Unknown {
+            loaded: ids(&mut keyring.keys().map(RootKey::id)),
+            recorded: ids(&mut recorded.iter().map(|r| r.root_key_id.as_str())),
+        });
+    }
+    // First start on this database (or since root key records exist): every loaded key is
+    // recorded, allowing rows that predate authenticated records if the migration found
+    // some. Later, only a new current key is recorded, and never allows them.
+    let first = recorded.is_empty();
+    let legacy_rows = first && store.predates_integrity().await?;
+    let current = keyring.current();
+    let mut new_keys = Vec::new();
+    for key in keyring.keys() {
+        let is_new = !recorded.iter().any(|r| r.root_key_id == key.id());
+        if is_new && (first || key.id() == current.id()) {
+            new_keys.push(key);
+        }
+    }
+    for key in &new_keys {
+        store
+            .record_root_key_check(&RootKeyCheck {
+                root_key_id: key.id().to_owned(),
+                check_value: key.check_value(legacy_rows).to_vec(),
+                legacy_rows,
+            })
+            .await?;
+        tracing::info!(
+            root_key = key.id(),
+            legacy_rows,
+            "root key check value recorded"
+        );
+    }
+    if !new_keys.is_empty() {
+        verify(&store.root_key_checks().await?)?;
+    }
+    Ok(())
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Opens the configured store. PostgreSQL in production refuses a role that could bypass
@@ -75,6 +172,35 @@ pub async fn open_store(database: &DatabaseConfig) -> Result<Arc<dyn Store>, Sto
     })
 }
 
+/// Opens the store for `rotate-root`: as [`open_store`], and on PostgreSQL (outside dev
+/// mode, whose store holds the owner's connection already) with the table owner's URL,
+/// which listing tenants needs: the runtime role cannot read the tenant list.
+pub async fn open_store_for_rotation(
+    database: &DatabaseConfig,
+    owner_url: Option<&str>,
+) -> Result<Arc<dyn Store>, StoreError> {
+    match (database, owner_url) {
+        (
+            DatabaseConfig::Postgres {
+                url,
+                dev: false,
+                max_connections,
+                acquire_timeout,
+            },
+            Some(owner_url),
+        ) => {
+            let options = PostgresOptions {
+                max_connections: *max_connections,
+                acquire_timeout: *acquire_timeout,
+                ..PostgresOptions::default()
+            };
+            let store = PostgresStore::connect_with_owner(url.expose(), owner_url, options).await?;
+            Ok(Arc::new(store))
+        }
+        _ => open_store(database).await,
+    }
+}
+
 /// A running keysvc: both listeners bound and serving.
 #[derive(Debug)]
 pub struct KeysvcServer {
@@ -90,6 +216,7 @@ impl KeysvcServer {
     /// any other store in tests), watching the TLS files and probing the database until
     /// shutdown.
     pub async fn start(config: &ServeConfig, store: Arc<dyn Store>) -> Result<Self, ServerError> {
+        verify_root_keys(store.as_ref(), &config.store.keyring).await?;
         let database = DatabaseHealth::new();
         let store: Arc<dyn Store> = Arc::new(ObservedStore::new(store, database.clone()));
         let engine = engine(store.clone(), config.store.keyring.clone(), config);

@@ -334,6 +334,14 @@ async fn start_up_role_check_refuses_roles_that_can_bypass_rls() {
         .await
         .is_some());
     drop(store);
+
+    // The owner (not a superuser: subject to the forced RLS) lists the tenants for
+    // rotate-root; the runtime role alone cannot.
+    let rotation = PostgresStore::connect_with_owner(&db.url_as(&app.name), &owner_url, small())
+        .await
+        .expect("the app role with the owner's URL");
+    let tenants = rotation.tenants().await.expect("the owner lists tenants");
+    assert_eq!(tenants, [common::tenant("tenant-a").tenant]);
 }
 
 #[tokio::test]
@@ -365,6 +373,7 @@ async fn a_change_reaches_another_store_on_the_same_database() {
     let mut changes = reader.subscribe();
     let mut updated = common::key("shared");
     updated.state = 2;
+    updated.version = 2;
     let mut tx = writer.begin(&a).await.expect("begin");
     tx.update(&updated).await.expect("update");
     tx.commit().await.expect("commit");
@@ -395,11 +404,13 @@ async fn the_listener_reconnects_after_losing_its_connection() {
     const ATTEMPTS: u32 = 100;
     for attempt in 1..=ATTEMPTS {
         let mut tx = store.begin(&a).await.expect("begin");
-        tx.update(&common::key("k1")).await.expect("update");
+        let mut next = common::key("k1");
+        next.version = i64::from(attempt) + 1;
+        tx.update(&next).await.expect("update");
         tx.commit().await.expect("commit");
         let wait = Duration::from_millis(200);
         match tokio::time::timeout(wait, changes.recv()).await {
-            Ok(Ok(change)) if change.uid == "k1" => return,
+            Ok(Ok(keysvc::store::StoreEvent::Changed(change))) if change.uid == "k1" => return,
             _ if attempt < ATTEMPTS => continue,
             other => panic!("no change after the listener was killed: {other:?}"),
         }
@@ -434,6 +445,7 @@ async fn a_dev_store_creates_a_dedicated_database_on_first_use() {
     let mut changes = other.subscribe();
     let mut updated = common::key("silo-key");
     updated.state = 2;
+    updated.version = 2;
     let mut tx = store.begin(&siloed).await.expect("begin");
     tx.update(&updated).await.expect("update");
     tx.commit().await.expect("commit");
@@ -608,6 +620,7 @@ async fn get_for_update_waits_for_the_transaction_holding_the_object() {
     );
 
     record.state += 1;
+    record.version += 1;
     first.update(&record).await.expect("update");
     first.commit().await.expect("commit");
     let seen_by_second = tokio::time::timeout(Duration::from_secs(10), second)

@@ -158,6 +158,7 @@ pub(super) async fn create(
         attributes: attrs,
         object: Some(key),
         created_at: now.seconds(),
+        version: 0,
     };
     req.insert(&object).await?;
     req.placeholder = Some(uid.clone());
@@ -269,6 +270,7 @@ pub(super) async fn register(
         attributes: attrs,
         object: Some(object),
         created_at: now.seconds(),
+        version: 0,
     };
     req.insert(&record).await?;
     req.placeholder = Some(uid.clone());
@@ -532,6 +534,7 @@ pub(super) async fn rekey(
         attributes: attrs,
         object: Some(key),
         created_at: now.seconds(),
+        version: 0,
     };
     req.insert(&replacement).await?;
 

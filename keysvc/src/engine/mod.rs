@@ -36,7 +36,7 @@ use crate::store::{Store, Transaction};
 use crate::tenant::TenantContext;
 
 pub use errors::OpError;
-pub use object::KeyObject;
+pub use object::{integrity_failures, KeyObject};
 
 /// Most random bytes one RNG Retrieve may ask for: enough for any key or nonce, small
 /// enough that a request cannot make the server produce megabytes.
@@ -522,6 +522,11 @@ impl Request<'_> {
     /// Changes only attributes, for a change a read causes (Fresh after Get): the stored
     /// material is written back as it is, neither unwrapped nor rewrapped under the current
     /// root key, so reading an object never rewraps it.
+    ///
+    /// The record is re-read locked (the caller's copy may come from the cache, or from
+    /// before a Destroy or Revoke committed on another replica) and written only over the
+    /// version read. An object destroyed since the caller read it answers Object Destroyed:
+    /// the read must not hand out material that no longer exists.
     async fn update_attributes(
         &mut self,
         uid: &str,
@@ -531,15 +536,25 @@ impl Request<'_> {
         let mut record = self
             .tx()
             .await?
-            .get(uid)
+            .get_for_update(uid)
             .await?
             .ok_or_else(|| OpError::not_found(uid))?;
-        let mut attributes = object::stored_attributes(&record)?;
+        if record.material.is_none() {
+            return Err(OpError::new(
+                kmip::spec::ResultReason::ObjectDestroyed,
+                format!("object {uid} has been destroyed"),
+            ));
+        }
+        let keyring = self.engine.keyring.clone();
+        // Never seal attributes changed outside keysvc as if they were ours.
+        let mut attributes = object::verify_record(&record, &keyring, &self.ctx.tenant)?;
         change(&mut attributes);
+        record.version += 1;
         record.attributes = attributes
             .encode(Tag::ATTRIBUTES, ProtocolVersion::V2_1)
             .to_ttlv();
         record.index = object::index_pairs(&attributes);
+        object::reseal(&mut record, &keyring, &self.ctx.tenant);
         self.wrote = true;
         self.writes += 1;
         self.tx().await?.update(&record).await?;

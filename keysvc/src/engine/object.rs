@@ -1,5 +1,16 @@
 //! A managed object as the engine works with it — attributes in clear, key material
 //! unwrapped — and its conversion to and from the stored, wrapped record.
+//!
+//! Stored records are authenticated: `integrity` is an HMAC (key derived from the tenant
+//! KEK) over tenant, uid, object type, version, creation time, every attribute (state,
+//! usage mask, Sensitive, Extractable, usage limits, dates, …) and the wrapped material,
+//! and the columns derived from the attributes (state, algorithm, length, index) must agree
+//! with them. A record changed behind keysvc's back answers as tampered — General Failure
+//! "stored object failed integrity check", logged with tenant and uid, counted in
+//! [`integrity_failures`] — and only that object is affected. Rows written before records
+//! were authenticated (`integrity` NULL, version 0) are read the old way only under a root
+//! key whose verified record allows it (`Keyring::legacy_rows_permitted`), and are sealed
+//! on their next write or by rotate-root.
 
 use kmip::message::{
     Attribute, AttributeName, Attributes, DateTime, ManagedObject, Name, TtlvValue,
@@ -8,8 +19,10 @@ use kmip::spec::{CryptographicUsageMask, ObjectType, State};
 use kmip::ttlv::{self, Limits};
 use kmip::{ProtocolVersion, Tag, Value};
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use super::OpError;
-use crate::envelope::{Binding, Keyring};
+use crate::envelope::{Binding, EnvelopeError, Keyring, SealedRecord};
 use crate::store::ObjectRecord;
 use crate::tenant::TenantId;
 
@@ -40,6 +53,98 @@ pub(crate) const SERVER_ATTRIBUTES: [Tag; 23] = [
     Tag::LEASE_TIME,
 ];
 
+/// Records that failed their integrity check, since the process started.
+static INTEGRITY_FAILURES: AtomicU64 = AtomicU64::new(0);
+
+/// How many stored records failed their integrity check (the metric
+/// `openkcm_keysvc_integrity_failures_total`).
+pub fn integrity_failures() -> u64 {
+    INTEGRITY_FAILURES.load(Ordering::Relaxed)
+}
+
+/// The answer for a record changed outside keysvc: logged (tenant, uid, what; never
+/// material) and counted.
+fn tampered(tenant: &TenantId, uid: &str, what: &str) -> OpError {
+    INTEGRITY_FAILURES.fetch_add(1, Ordering::Relaxed);
+    tracing::error!(%tenant, uid, what, "stored object failed integrity check");
+    OpError::new(
+        kmip::spec::ResultReason::GeneralFailure,
+        "stored object failed integrity check",
+    )
+}
+
+fn sealed<'a>(record: &'a ObjectRecord, tenant: &'a TenantId) -> SealedRecord<'a> {
+    SealedRecord {
+        tenant,
+        uid: &record.uid,
+        object_type: record.object_type,
+        version: record.version,
+        created_at: record.created_at,
+        attributes: &record.attributes,
+        material: record.material.as_ref(),
+    }
+}
+
+/// Checks a stored record's authenticator (or, for a row that predates them, that its root
+/// key allows such rows) and that the derived columns agree with its attributes; answers the
+/// decoded attributes. Does not unwrap the material.
+pub(crate) fn verify_record(
+    record: &ObjectRecord,
+    keyring: &Keyring,
+    tenant: &TenantId,
+) -> Result<Attributes, OpError> {
+    match &record.integrity {
+        Some(integrity) => match keyring.verify_record(sealed(record, tenant), integrity) {
+            Ok(()) => {}
+            Err(EnvelopeError::UnknownRootKey(id)) => {
+                tracing::error!(%tenant, uid = %record.uid, root_key = %id,
+                    "stored object is sealed under a root key that is not loaded");
+                return Err(OpError::unreadable());
+            }
+            Err(_) => return Err(tampered(tenant, &record.uid, "authenticator")),
+        },
+        None => {
+            let permitted = record.version == 0
+                && keyring.legacy_rows_permitted(
+                    record.material.as_ref().map(|w| w.root_key_id.as_str()),
+                );
+            if !permitted {
+                return Err(tampered(tenant, &record.uid, "authenticator missing"));
+            }
+        }
+    }
+    let attributes = stored_attributes(record)
+        .map_err(|_| tampered(tenant, &record.uid, "attributes do not decode"))?;
+    let state = attributes
+        .state()
+        .ok()
+        .flatten()
+        .unwrap_or(State::PreActive)
+        .value();
+    let consistent = record.state == state
+        && record.cryptographic_algorithm
+            == attributes
+                .cryptographic_algorithm()
+                .ok()
+                .flatten()
+                .map(|a| a.value())
+        && record.cryptographic_length == attributes.cryptographic_length().ok().flatten()
+        && record.index == index_pairs(&attributes);
+    if !consistent {
+        return Err(tampered(
+            tenant,
+            &record.uid,
+            "indexed columns disagree with the attributes",
+        ));
+    }
+    Ok(attributes)
+}
+
+/// Seals a record after its attributes changed (the material as stored).
+pub(crate) fn reseal(record: &mut ObjectRecord, keyring: &Keyring, tenant: &TenantId) {
+    record.integrity = Some(keyring.seal_record(sealed(record, tenant)));
+}
+
 /// A managed object in clear. Key material lives in `object` and is zeroized with it.
 #[derive(Clone, Debug)]
 pub struct KeyObject {
@@ -49,6 +154,10 @@ pub struct KeyObject {
     /// `None` once destroyed (metadata is kept, material erased).
     pub object: Option<ManagedObject>,
     pub created_at: i64,
+    /// The stored record's version this object was read at (0 for a new object): the
+    /// record [`KeyObject::to_record`] writes is the next one, and the store writes it only
+    /// over this one.
+    pub version: i64,
 }
 
 impl KeyObject {
@@ -94,7 +203,7 @@ impl KeyObject {
             let plain = zeroize::Zeroizing::new(object.to_item(ProtocolVersion::V2_1).to_ttlv());
             keyring.wrap(self.binding(tenant), &plain)
         });
-        ObjectRecord {
+        let mut record = ObjectRecord {
             uid: self.uid.clone(),
             object_type: self.object_type.value(),
             state: self.state().value(),
@@ -109,7 +218,11 @@ impl KeyObject {
             attributes,
             material,
             created_at: self.created_at,
-        }
+            version: self.version + 1,
+            integrity: None,
+        };
+        reseal(&mut record, keyring, tenant);
+        record
     }
 
     pub fn from_record(
@@ -121,18 +234,17 @@ impl KeyObject {
             tracing::error!(uid = %record.uid, what, "stored object does not decode");
             OpError::unreadable()
         };
+        let attributes = verify_record(&record, keyring, tenant)?;
         let object_type =
             ObjectType::from_value(record.object_type).ok_or_else(|| corrupt("object type"))?;
         let limits = Limits::default();
-        let item = ttlv::decode(&record.attributes, &limits).map_err(|_| corrupt("attributes"))?;
-        let attributes =
-            Attributes::decode(&item, ProtocolVersion::V2_1).map_err(|_| corrupt("attributes"))?;
         let mut object = Self {
             uid: record.uid.clone(),
             object_type,
             attributes,
             object: None,
             created_at: record.created_at,
+            version: record.version,
         };
         if let Some(wrapped) = &record.material {
             let plain = keyring

@@ -45,6 +45,14 @@ pub struct ObjectRecord {
     pub material: Option<WrappedKey>,
     /// Seconds since the epoch; objects are listed in creation order.
     pub created_at: i64,
+    /// How many times the record has been written: 1 when inserted, +1 per update; 0 for a
+    /// row written before versions existed. [`Transaction::update`] writes a record only
+    /// over `version - 1`, so a write based on a stale read fails instead of undoing a
+    /// change committed in between.
+    pub version: i64,
+    /// The record's authenticator (`engine::object`): `None` only for a row written before
+    /// records were authenticated.
+    pub integrity: Option<Vec<u8>>,
 }
 
 /// Equality filters a store can evaluate; everything else is filtered by the engine.
@@ -69,6 +77,37 @@ pub struct ObjectChanged {
     pub uid: String,
 }
 
+/// What a store publishes to the caches that follow it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreEvent {
+    /// One object changed: drop its cached copy.
+    Changed(ObjectChanged),
+    /// Changes may have been missed (the PostgreSQL change feed lost its connection and
+    /// reconnected): every cached object may be stale.
+    Missed,
+}
+
+/// A root key's check value as recorded in the database: proof, without the key, that a
+/// key loaded under this id has the bytes the database's objects were sealed with.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RootKeyCheck {
+    pub root_key_id: String,
+    /// HMAC of a fixed label under a key derived from the root key (never the key).
+    pub check_value: Vec<u8>,
+    /// Rows written before records were authenticated may be read under this key (see
+    /// `engine::object`); part of what the check value authenticates.
+    pub legacy_rows: bool,
+}
+
+impl fmt::Debug for RootKeyCheck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RootKeyCheck")
+            .field("root_key_id", &self.root_key_id)
+            .field("legacy_rows", &self.legacy_rows)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Why a store operation failed. Messages never contain key material.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -79,6 +118,10 @@ pub enum StoreError {
     Duplicate(String),
     #[error("object {0} does not exist")]
     NotFound(String),
+    /// The stored object is not the version the update was based on: it changed since it
+    /// was read. Nothing was written.
+    #[error("object {0} was changed concurrently")]
+    Conflict(String),
     /// The runtime role could bypass Row-Level Security; keysvc refuses to start.
     #[error("unsafe database role: {0}")]
     UnsafeRole(String),
@@ -98,11 +141,24 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     async fn ready(&self) -> Result<(), StoreError>;
 
     /// Tenants that own at least one object (for `rotate-root`, which must visit each).
+    /// PostgreSQL answers this only to a store holding the owner's connection: the runtime
+    /// role cannot read the tenant list.
     async fn tenants(&self) -> Result<Vec<TenantId>, StoreError>;
+
+    /// The root key check values recorded in the (main) database.
+    async fn root_key_checks(&self) -> Result<Vec<RootKeyCheck>, StoreError>;
+
+    /// Records a root key's check value unless one is recorded for its id already (then
+    /// nothing changes: the caller re-reads and compares).
+    async fn record_root_key_check(&self, check: &RootKeyCheck) -> Result<(), StoreError>;
+
+    /// Whether the database held objects when authenticated records were introduced
+    /// (decided once, by the migration).
+    async fn predates_integrity(&self) -> Result<bool, StoreError>;
 
     /// Changes made by any process sharing this database (PostgreSQL LISTEN/NOTIFY), or by
     /// this process only (SQLite).
-    fn subscribe(&self) -> broadcast::Receiver<ObjectChanged>;
+    fn subscribe(&self) -> broadcast::Receiver<StoreEvent>;
 
     /// The main connection pool's connections, for metrics; `None` for a store without a
     /// pool worth reporting (SQLite has one writer connection).
@@ -132,7 +188,9 @@ pub trait Transaction: Send {
     async fn get_for_update(&mut self, uid: &str) -> Result<Option<ObjectRecord>, StoreError> {
         self.get(uid).await
     }
-    /// Replaces the record with the same uid; `NotFound` if it is not this tenant's.
+    /// Replaces the record with the same uid, provided the stored one is at version
+    /// `record.version - 1`; `NotFound` if it is not this tenant's, `Conflict` if its
+    /// version differs (changed since it was read).
     async fn update(&mut self, record: &ObjectRecord) -> Result<(), StoreError>;
     /// Uids matching the filter, in creation order.
     async fn locate(&mut self, filter: &LocateFilter) -> Result<Vec<String>, StoreError>;

@@ -27,8 +27,11 @@
 //! crash between that COMMIT and the NOTIFY loses the notification (other replicas keep a
 //! stale cache entry until it is evicted); in the main database NOTIFY is transactional.
 //!
-//! The `tenants` table lists tenant ids for `rotate-root` without RLS: it holds no key data,
-//! and no KMIP operation reads it, so a tenant cannot learn other tenants' ids through it.
+//! The `tenants` table lists tenant ids for `rotate-root`. It is under forced RLS like the
+//! others: the runtime role reads a tenant's row only with that tenant set, so it cannot
+//! enumerate tenants. Listing them ([`Store::tenants`]) takes the owner's connection: a dev
+//! store has it, a production store has it when opened by
+//! [`PostgresStore::connect_with_owner`] (`rotate-root --owner-database`).
 
 mod listener;
 mod lru;
@@ -50,7 +53,7 @@ use super::columns::{
     db_error, enum_from_sql, enum_to_sql, filter_columns, material_from_sql, material_to_sql,
     optional_enum_from_sql, page, position, CHANGES_CAPACITY,
 };
-use super::{LocateFilter, ObjectChanged, ObjectRecord, Store, StoreError, Transaction};
+use super::{LocateFilter, ObjectRecord, RootKeyCheck, Store, StoreError, StoreEvent, Transaction};
 use crate::tenant::{DatabaseName, TenantContext, TenantId};
 
 /// The login role [`PostgresStore::connect_dev`] creates and runs as.
@@ -119,8 +122,10 @@ struct Inner {
     /// database do not both create it.
     opening: tokio::sync::Mutex<()>,
     known_tenants: Mutex<HashSet<(Option<DatabaseName>, TenantId)>>,
-    changes: broadcast::Sender<ObjectChanged>,
+    changes: broadcast::Sender<StoreEvent>,
     listener: JoinHandle<()>,
+    /// The owner's connection options, for listing tenants (dev stores, rotate-root).
+    lister: Option<PgConnectOptions>,
 }
 
 impl Drop for Inner {
@@ -139,7 +144,18 @@ impl PostgresStore {
     /// role that is superuser, has BYPASSRLS, belongs to such a role or owns a table, and
     /// with [`StoreError::Migration`] a database that is not migrated.
     pub async fn connect(url: &str, options: PostgresOptions) -> Result<Self, StoreError> {
-        Self::start(parse_url(url)?, None, options).await
+        Self::start(parse_url(url)?, None, None, options).await
+    }
+
+    /// [`PostgresStore::connect`], plus the table owner's URL, used only to list tenants
+    /// (`rotate-root`): the runtime role cannot read the tenant list. The owner connection
+    /// is opened per listing and closed after it.
+    pub async fn connect_with_owner(
+        url: &str,
+        owner_url: &str,
+        options: PostgresOptions,
+    ) -> Result<Self, StoreError> {
+        Self::start(parse_url(url)?, None, Some(parse_url(owner_url)?), options).await
     }
 
     /// For the local dev stack, whose URL names a superuser (`postgres://postgres@…`):
@@ -169,12 +185,19 @@ impl PostgresStore {
         let _ = sqlx::Connection::close(conn).await;
         created?;
         roles::migrate_with(&owner, DEV_APP_ROLE).await?;
-        Self::start(parse_url(app_url.as_str())?, Some(owner), options).await
+        Self::start(
+            parse_url(app_url.as_str())?,
+            Some(owner.clone()),
+            Some(owner),
+            options,
+        )
+        .await
     }
 
     async fn start(
         app: PgConnectOptions,
         owner: Option<PgConnectOptions>,
+        lister: Option<PgConnectOptions>,
         options: PostgresOptions,
     ) -> Result<Self, StoreError> {
         let main = PgPoolOptions::new()
@@ -210,6 +233,7 @@ impl PostgresStore {
                 known_tenants: Mutex::new(HashSet::new()),
                 changes,
                 listener,
+                lister,
             }),
         })
     }
@@ -369,17 +393,67 @@ impl Store for PostgresStore {
     }
 
     async fn tenants(&self) -> Result<Vec<TenantId>, StoreError> {
-        // Tenants of the main database; silo tenants are known from their routes.
-        let ids: Vec<String> = sqlx::query_scalar("SELECT tenant_id FROM tenants ORDER BY 1")
-            .fetch_all(&self.inner.main)
+        // Tenants of the main database; silo tenants are known from their routes. The
+        // runtime role sees no row without a tenant set: only the owner can list them.
+        let Some(owner) = &self.inner.lister else {
+            return Err(StoreError::Database(
+                "listing tenants needs the table owner's connection (rotate-root \
+                 --owner-database URL): the runtime role cannot read the tenant list"
+                    .into(),
+            ));
+        };
+        let mut conn = <sqlx::postgres::PgConnection as sqlx::Connection>::connect_with(owner)
             .await
-            .map_err(db_error)?;
-        ids.iter()
+            .map_err(unavailable)?;
+        let ids = sqlx::query_scalar::<_, String>("SELECT tenant_id FROM tenants ORDER BY 1")
+            .fetch_all(&mut conn)
+            .await
+            .map_err(db_error);
+        let _ = sqlx::Connection::close(conn).await;
+        ids?.iter()
             .map(|id| TenantId::parse(id).map_err(|e| StoreError::Database(e.to_string())))
             .collect()
     }
 
-    fn subscribe(&self) -> broadcast::Receiver<ObjectChanged> {
+    async fn root_key_checks(&self) -> Result<Vec<RootKeyCheck>, StoreError> {
+        let rows: Vec<(String, Vec<u8>, bool)> =
+            sqlx::query_as("SELECT root_key_id, check_value, legacy_rows FROM root_keys")
+                .fetch_all(&self.inner.main)
+                .await
+                .map_err(db_error)?;
+        Ok(rows
+            .into_iter()
+            .map(|(root_key_id, check_value, legacy_rows)| RootKeyCheck {
+                root_key_id,
+                check_value,
+                legacy_rows,
+            })
+            .collect())
+    }
+
+    async fn record_root_key_check(&self, check: &RootKeyCheck) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO root_keys (root_key_id, check_value, legacy_rows, recorded_at) \
+             VALUES ($1, $2, $3, extract(epoch FROM now())::bigint) \
+             ON CONFLICT (root_key_id) DO NOTHING",
+        )
+        .bind(check.root_key_id.as_str())
+        .bind(check.check_value.as_slice())
+        .bind(check.legacy_rows)
+        .execute(&self.inner.main)
+        .await
+        .map(drop)
+        .map_err(db_error)
+    }
+
+    async fn predates_integrity(&self) -> Result<bool, StoreError> {
+        sqlx::query_scalar("SELECT bool_or(legacy_rows) IS TRUE FROM integrity_upgrade")
+            .fetch_one(&self.inner.main)
+            .await
+            .map_err(db_error)
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<StoreEvent> {
         self.inner.changes.subscribe()
     }
 
@@ -413,17 +487,22 @@ struct PgTransaction {
 const REGISTER_TENANT: &str = "INSERT INTO tenants (tenant_id) VALUES ($1) ON CONFLICT DO NOTHING";
 const INSERT_OBJECT: &str = "INSERT INTO objects (tenant_id, uid, object_type, state, \
      cryptographic_algorithm, cryptographic_length, attributes, root_key_id, material, \
-     created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+     created_at, version, integrity) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
+     $12) \
      ON CONFLICT (tenant_id, uid) DO NOTHING";
+/// Applies only over the version the record was based on (`version - 1`).
 const UPDATE_OBJECT: &str = "UPDATE objects SET object_type = $3, state = $4, \
      cryptographic_algorithm = $5, cryptographic_length = $6, attributes = $7, \
-     root_key_id = $8, material = $9, created_at = $10 WHERE tenant_id = $1 AND uid = $2";
+     root_key_id = $8, material = $9, created_at = $10, version = $11, integrity = $12 \
+     WHERE tenant_id = $1 AND uid = $2 AND version = $11 - 1";
+const OBJECT_EXISTS: &str =
+    "SELECT EXISTS (SELECT 1 FROM objects WHERE tenant_id = $1 AND uid = $2)";
 /// One object with its index rows (a macro, so the locking variant can extend the text).
 macro_rules! get_object_sql {
     () => {
         "SELECT o.object_type, o.state, o.cryptographic_algorithm, \
          o.cryptographic_length, o.attributes, o.root_key_id, o.material, o.created_at, \
-         ARRAY(SELECT i.name FROM object_index i WHERE i.tenant_id = o.tenant_id \
+         o.version, o.integrity, ARRAY(SELECT i.name FROM object_index i WHERE i.tenant_id = o.tenant_id \
                AND i.uid = o.uid ORDER BY i.position) AS index_names, \
          ARRAY(SELECT i.value FROM object_index i WHERE i.tenant_id = o.tenant_id \
                AND i.uid = o.uid ORDER BY i.position) AS index_values \
@@ -441,7 +520,7 @@ const NOTIFY: &str = "SELECT pg_notify($1, $2 || ':' || uid) FROM UNNEST($3::tex
 
 type PgQuery<'q> = sqlx::query::Query<'q, Postgres, PgArguments>;
 
-/// Binds $1..$10 of [`INSERT_OBJECT`] and [`UPDATE_OBJECT`].
+/// Binds $1..$12 of [`INSERT_OBJECT`] and [`UPDATE_OBJECT`].
 fn bind_record<'q>(sql: &'q str, tenant: &'q str, record: &'q ObjectRecord) -> PgQuery<'q> {
     let (root_key_id, material) = material_to_sql(record.material.as_ref());
     sqlx::query(sql)
@@ -455,6 +534,8 @@ fn bind_record<'q>(sql: &'q str, tenant: &'q str, record: &'q ObjectRecord) -> P
         .bind(root_key_id)
         .bind(material)
         .bind(record.created_at)
+        .bind(record.version)
+        .bind(record.integrity.as_deref())
 }
 
 /// Sends one change notification per uid (delivered when the surrounding transaction, if
@@ -556,6 +637,8 @@ impl PgTransaction {
                 row.try_get("material").map_err(db_error)?,
             )?,
             created_at: row.try_get("created_at").map_err(db_error)?,
+            version: row.try_get("version").map_err(db_error)?,
+            integrity: row.try_get("integrity").map_err(db_error)?,
         })
     }
 }
@@ -597,7 +680,16 @@ impl Transaction for PgTransaction {
             .execute(&mut *self.tx)
             .await;
         if self.track(updated)?.rows_affected() == 0 {
-            return Err(StoreError::NotFound(record.uid.clone()));
+            let exists = sqlx::query_scalar::<_, bool>(OBJECT_EXISTS)
+                .bind(self.tenant.as_str())
+                .bind(record.uid.as_str())
+                .fetch_one(&mut *self.tx)
+                .await;
+            return Err(if self.track(exists)? {
+                StoreError::Conflict(record.uid.clone())
+            } else {
+                StoreError::NotFound(record.uid.clone())
+            });
         }
         let deleted = sqlx::query(DELETE_INDEX)
             .bind(self.tenant.as_str())

@@ -48,7 +48,10 @@ use super::columns::{
     db_error, enum_from_sql, enum_to_sql, filter_columns, material_from_sql, material_to_sql,
     optional_enum_from_sql, page, position, CHANGES_CAPACITY, INDEX_ROWS_PER_INSERT,
 };
-use super::{LocateFilter, ObjectChanged, ObjectRecord, Store, StoreError, Transaction};
+use super::{
+    LocateFilter, ObjectChanged, ObjectRecord, RootKeyCheck, Store, StoreError, StoreEvent,
+    Transaction,
+};
 use crate::tenant::{TenantContext, TenantId};
 
 /// How long a statement waits for another process's write lock on the file (a CLI run, a
@@ -64,7 +67,12 @@ const WRITER_WAIT: Duration = Duration::from_secs(30);
 const READER_CONNECTIONS: u32 = 2;
 
 /// The schema, in order; `PRAGMA user_version` records how many have been applied.
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/sqlite/0001_objects.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/sqlite/0001_objects.sql"),
+    include_str!("../../migrations/sqlite/0002_versions.sql"),
+    include_str!("../../migrations/sqlite/0003_root_keys.sql"),
+    include_str!("../../migrations/sqlite/0004_integrity.sql"),
+];
 
 /// Embedded key store on one SQLite file (`sqlite://PATH`).
 pub struct SqliteStore {
@@ -75,7 +83,7 @@ pub struct SqliteStore {
 
 struct Shared {
     writer: Arc<Mutex<Writer>>,
-    changes: broadcast::Sender<ObjectChanged>,
+    changes: broadcast::Sender<StoreEvent>,
     /// A closer is queued for the writer and has not taken it yet.
     closer_queued: AtomicBool,
 }
@@ -229,7 +237,7 @@ impl Writer {
     }
 
     /// Commits the open batch, if any: one fsync for every request in it.
-    async fn close_batch(&mut self, changes: &broadcast::Sender<ObjectChanged>) {
+    async fn close_batch(&mut self, changes: &broadcast::Sender<StoreEvent>) {
         let Some(batch) = self.batch.take() else {
             return;
         };
@@ -237,7 +245,7 @@ impl Writer {
             Ok(()) => {
                 for change in batch.changes {
                     // No receiver is fine: nobody caches yet.
-                    let _ = changes.send(change);
+                    let _ = changes.send(StoreEvent::Changed(change));
                 }
                 batch.done.send_replace(Some(Ok(())));
             }
@@ -342,7 +350,51 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    fn subscribe(&self) -> broadcast::Receiver<ObjectChanged> {
+    async fn root_key_checks(&self) -> Result<Vec<RootKeyCheck>, StoreError> {
+        let rows: Vec<(String, Vec<u8>, bool)> =
+            sqlx::query_as("SELECT root_key_id, check_value, legacy_rows FROM root_keys")
+                .fetch_all(&self.readers)
+                .await
+                .map_err(db_error)?;
+        Ok(rows
+            .into_iter()
+            .map(|(root_key_id, check_value, legacy_rows)| RootKeyCheck {
+                root_key_id,
+                check_value,
+                legacy_rows,
+            })
+            .collect())
+    }
+
+    async fn record_root_key_check(&self, check: &RootKeyCheck) -> Result<(), StoreError> {
+        // Through the writer, so it is ordered with (and durable like) every other write.
+        let writer = Arc::clone(&self.shared.writer);
+        let mut writer = tokio::time::timeout(WRITER_WAIT, writer.lock_owned())
+            .await
+            .map_err(|_| {
+                StoreError::Unavailable("timed out waiting for the SQLite writer".into())
+            })?;
+        writer.settle().await;
+        writer.close_batch(&self.shared.changes).await;
+        sqlx::query(RECORD_ROOT_KEY)
+            .bind(check.root_key_id.as_str())
+            .bind(check.check_value.as_slice())
+            .bind(check.legacy_rows)
+            .bind(unix_now())
+            .execute(&mut writer.conn)
+            .await
+            .map(drop)
+            .map_err(db_error)
+    }
+
+    async fn predates_integrity(&self) -> Result<bool, StoreError> {
+        sqlx::query_scalar("SELECT IFNULL(MAX(legacy_rows), 0) != 0 FROM integrity_upgrade")
+            .fetch_one(&self.readers)
+            .await
+            .map_err(db_error)
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<StoreEvent> {
         self.shared.changes.subscribe()
     }
 }
@@ -476,17 +528,29 @@ impl Transaction for SqliteTransaction {
     }
 }
 
+const RECORD_ROOT_KEY: &str = "INSERT INTO root_keys (root_key_id, check_value, legacy_rows, \
+     recorded_at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT (root_key_id) DO NOTHING";
+
+fn unix_now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
 // Every statement on tenant data binds the tenant as ?1.
 const INSERT_OBJECT: &str = "INSERT INTO objects (tenant_id, uid, object_type, state, \
      cryptographic_algorithm, cryptographic_length, attributes, root_key_id, material, \
-     created_at, seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, \
+     created_at, version, integrity, seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, \
+     ?11, ?12, \
      (SELECT IFNULL(MAX(seq), 0) + 1 FROM objects WHERE tenant_id = ?1)) \
      ON CONFLICT (tenant_id, uid) DO NOTHING";
+/// Applies only over the version the record was based on (`version - 1`).
 const UPDATE_OBJECT: &str = "UPDATE objects SET object_type = ?3, state = ?4, \
      cryptographic_algorithm = ?5, cryptographic_length = ?6, attributes = ?7, \
-     root_key_id = ?8, material = ?9, created_at = ?10 WHERE tenant_id = ?1 AND uid = ?2";
+     root_key_id = ?8, material = ?9, created_at = ?10, version = ?11, integrity = ?12 \
+     WHERE tenant_id = ?1 AND uid = ?2 AND version = ?11 - 1";
+const OBJECT_EXISTS: &str =
+    "SELECT EXISTS (SELECT 1 FROM objects WHERE tenant_id = ?1 AND uid = ?2)";
 const GET_OBJECT: &str = "SELECT object_type, state, cryptographic_algorithm, \
-     cryptographic_length, attributes, root_key_id, material, created_at \
+     cryptographic_length, attributes, root_key_id, material, created_at, version, integrity \
      FROM objects WHERE tenant_id = ?1 AND uid = ?2";
 const GET_INDEX: &str =
     "SELECT name, value FROM object_index WHERE tenant_id = ?1 AND uid = ?2 ORDER BY position";
@@ -500,7 +564,7 @@ struct TenantRows<'a> {
 
 type SqliteQuery<'q> = sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>>;
 
-/// Binds ?1..?10 of [`INSERT_OBJECT`] and [`UPDATE_OBJECT`].
+/// Binds ?1..?12 of [`INSERT_OBJECT`] and [`UPDATE_OBJECT`].
 fn bind_record<'q>(sql: &'q str, tenant: &'q str, record: &'q ObjectRecord) -> SqliteQuery<'q> {
     let (root_key_id, material) = material_to_sql(record.material.as_ref());
     sqlx::query(sql)
@@ -514,6 +578,8 @@ fn bind_record<'q>(sql: &'q str, tenant: &'q str, record: &'q ObjectRecord) -> S
         .bind(root_key_id)
         .bind(material)
         .bind(record.created_at)
+        .bind(record.version)
+        .bind(record.integrity.as_deref())
 }
 
 impl TenantRows<'_> {
@@ -530,13 +596,23 @@ impl TenantRows<'_> {
         Ok(true)
     }
 
-    /// `false` if the tenant has no object with this uid.
+    /// `false` if the tenant has no object with this uid; `Conflict` if it is not at
+    /// `record.version - 1`.
     async fn update(&mut self, record: &ObjectRecord) -> Result<bool, StoreError> {
         let done = bind_record(UPDATE_OBJECT, self.tenant, record)
             .execute(&mut *self.conn)
             .await
             .map_err(db_error)?;
         if done.rows_affected() == 0 {
+            let exists: bool = sqlx::query_scalar(OBJECT_EXISTS)
+                .bind(self.tenant)
+                .bind(record.uid.as_str())
+                .fetch_one(&mut *self.conn)
+                .await
+                .map_err(db_error)?;
+            if exists {
+                return Err(StoreError::Conflict(record.uid.clone()));
+            }
             return Ok(false);
         }
         sqlx::query(DELETE_INDEX)
@@ -611,6 +687,8 @@ impl TenantRows<'_> {
                 row.try_get("material").map_err(db_error)?,
             )?,
             created_at: row.try_get("created_at").map_err(db_error)?,
+            version: row.try_get("version").map_err(db_error)?,
+            integrity: row.try_get("integrity").map_err(db_error)?,
         }))
     }
 
@@ -655,7 +733,13 @@ mod tests {
 
     #[test]
     fn every_statement_on_tenant_data_binds_the_tenant_first() {
-        for sql in [UPDATE_OBJECT, GET_OBJECT, GET_INDEX, DELETE_INDEX] {
+        for sql in [
+            UPDATE_OBJECT,
+            GET_OBJECT,
+            GET_INDEX,
+            DELETE_INDEX,
+            OBJECT_EXISTS,
+        ] {
             assert!(sql.contains("WHERE tenant_id = ?1"), "{sql}");
         }
         assert!(

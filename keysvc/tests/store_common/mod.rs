@@ -7,7 +7,7 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use keysvc::envelope::WrappedKey;
-use keysvc::store::{LocateFilter, ObjectChanged, ObjectRecord, Store, StoreError};
+use keysvc::store::{LocateFilter, ObjectChanged, ObjectRecord, Store, StoreError, StoreEvent};
 use keysvc::{TenantContext, TenantId};
 use tokio::sync::broadcast;
 
@@ -44,6 +44,8 @@ pub fn key(uid: &str) -> ObjectRecord {
             blob: vec![0x17; 61],
         }),
         created_at: 1_700_000_000,
+        version: 1,
+        integrity: Some(vec![0x01; 40]),
     }
 }
 
@@ -71,14 +73,14 @@ pub async fn locate(store: &dyn Store, ctx: &TenantContext, filter: &LocateFilte
 
 /// The next change for `uid`, skipping others; fails the test after `deadline`.
 pub async fn next_change_for(
-    changes: &mut broadcast::Receiver<ObjectChanged>,
+    changes: &mut broadcast::Receiver<StoreEvent>,
     uid: &str,
     deadline: Duration,
 ) -> ObjectChanged {
     let wait = async {
         loop {
             match changes.recv().await {
-                Ok(change) if change.uid == uid => return change,
+                Ok(StoreEvent::Changed(change)) if change.uid == uid => return change,
                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
                 Err(broadcast::error::RecvError::Closed) => panic!("change channel closed"),
             }
@@ -96,6 +98,7 @@ pub async fn insert_get_update_round_trip(store: &dyn Store) {
     assert_eq!(get(store, &a, "k1").await.as_ref(), Some(&record));
 
     // Activate, re-index, then destroy the material: the stored record follows each time.
+    record.version = 2;
     record.state = ACTIVE;
     record.index = vec![
         ("Name".into(), "renamed".into()),
@@ -111,6 +114,21 @@ pub async fn insert_get_update_round_trip(store: &dyn Store) {
     tx.commit().await.expect("commit");
     assert_eq!(get(store, &a, "k1").await.as_ref(), Some(&record));
 
+    // An update based on a version that is no longer stored writes nothing.
+    let mut stale = record.clone();
+    stale.material = stale.material.clone().map(|mut w| {
+        w.blob = vec![0x99; 61];
+        w
+    });
+    let mut tx = store.begin(&a).await.expect("begin");
+    match tx.update(&stale).await {
+        Err(StoreError::Conflict(uid)) => assert_eq!(uid, "k1"),
+        other => panic!("expected Conflict, got {other:?}"),
+    }
+    drop(tx);
+    assert_eq!(get(store, &a, "k1").await.as_ref(), Some(&record));
+
+    record.version = 3;
     record.material = None;
     record.cryptographic_algorithm = None;
     record.cryptographic_length = None;
@@ -353,6 +371,7 @@ pub async fn dropped_transaction_leaves_nothing(store: &dyn Store) {
     tx.insert(&key("ghost")).await.expect("insert");
     let mut changed = key("kept");
     changed.state = ACTIVE;
+    changed.version = 2;
     tx.update(&changed).await.expect("update");
     drop(tx);
 
@@ -380,6 +399,7 @@ pub async fn commit_is_published(store: &dyn Store) {
 
     let mut updated = key("created");
     updated.state = ACTIVE;
+    updated.version = 2;
     let mut tx = store.begin(&a).await.expect("begin");
     tx.update(&updated).await.expect("update");
     tx.commit().await.expect("commit");
@@ -387,7 +407,14 @@ pub async fn commit_is_published(store: &dyn Store) {
 
     // Nothing was published for the rolled-back insert: drain what has arrived so far.
     while let Ok(change) = changes.try_recv() {
-        assert_ne!(change.uid, "never", "a rolled-back insert was published");
+        assert_ne!(
+            change,
+            StoreEvent::Changed(ObjectChanged {
+                tenant: a.tenant.clone(),
+                uid: "never".into()
+            }),
+            "a rolled-back insert was published"
+        );
     }
 }
 

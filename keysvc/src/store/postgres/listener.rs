@@ -7,7 +7,8 @@
 //! ```
 //!
 //! Notifications are not queued for a disconnected listener: after a reconnect, changes made
-//! in the gap are not seen (logged as a warning). Payloads are `tenant:uid`; tenant ids
+//! in the gap are not seen, so the listener publishes [`StoreEvent::Missed`] and every cache
+//! following the store clears itself (logged as a warning). Payloads are `tenant:uid`; tenant ids
 //! cannot contain ':', so the first ':' separates them.
 
 use std::time::Duration;
@@ -16,7 +17,7 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
-use crate::store::{ObjectChanged, StoreError};
+use crate::store::{ObjectChanged, StoreError, StoreEvent};
 use crate::tenant::TenantId;
 
 /// The NOTIFY channel every replica listens on.
@@ -39,7 +40,7 @@ const LISTENER_CONNECTIONS: u32 = 2;
 /// spawns the forwarding task.
 pub(super) async fn start(
     options: &PgConnectOptions,
-    changes: broadcast::Sender<ObjectChanged>,
+    changes: broadcast::Sender<StoreEvent>,
 ) -> Result<JoinHandle<()>, StoreError> {
     let pool = PgPoolOptions::new()
         .max_connections(LISTENER_CONNECTIONS)
@@ -56,11 +57,7 @@ async fn subscribe(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
     Ok(listener)
 }
 
-async fn forward(
-    pool: PgPool,
-    mut listener: PgListener,
-    changes: broadcast::Sender<ObjectChanged>,
-) {
+async fn forward(pool: PgPool, mut listener: PgListener, changes: broadcast::Sender<StoreEvent>) {
     let mut backoff = MIN_BACKOFF;
     loop {
         match listener.try_recv().await {
@@ -68,7 +65,7 @@ async fn forward(
                 backoff = MIN_BACKOFF;
                 match parse(notification.payload()) {
                     // No receiver is fine: nobody caches yet.
-                    Some(change) => drop(changes.send(change)),
+                    Some(change) => drop(changes.send(StoreEvent::Changed(change))),
                     None => tracing::warn!(
                         payload = notification.payload(),
                         "ignoring malformed change notification"
@@ -76,17 +73,29 @@ async fn forward(
                 }
             }
             // sqlx has already reconnected and listens again.
-            Ok(None) => tracing::warn!(
-                channel = CHANNEL,
-                "LISTEN connection was lost and re-established; changes made meanwhile were missed"
-            ),
+            Ok(None) => {
+                tracing::warn!(
+                    channel = CHANNEL,
+                    "LISTEN connection was lost and re-established; changes made meanwhile \
+                     were missed: caches cleared"
+                );
+                drop(changes.send(StoreEvent::Missed));
+            }
             Err(error) => {
                 tracing::warn!(%error, channel = CHANNEL, "LISTEN connection failed; reconnecting");
                 listener = loop {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                     match subscribe(&pool).await {
-                        Ok(listener) => break listener,
+                        Ok(listener) => {
+                            tracing::warn!(
+                                channel = CHANNEL,
+                                "LISTEN re-established; changes made meanwhile were missed: \
+                                 caches cleared"
+                            );
+                            drop(changes.send(StoreEvent::Missed));
+                            break listener;
+                        }
                         Err(error) => tracing::warn!(%error, "reconnecting LISTEN failed"),
                     }
                 };

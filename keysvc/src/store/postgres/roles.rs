@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!  owner role ── migrate ──► tables, RLS policies; GRANT SELECT/INSERT/… TO app role
-//!  app role   ── connect ──► refused if superuser, BYPASSRLS, a member of such a role,
+//!  app role   ── connect ──► refused if superuser, BYPASSRLS, CREATEROLE, a member of such a role,
 //!                            or (a member of) the owner of a table; refused if a table is
 //!                            missing or its row-level security is not forced
 //! ```
@@ -22,20 +22,45 @@ use crate::store::StoreError;
 
 /// The schema, embedded in the binary: (version, description, SQL). sqlx records applied
 /// versions and their checksums in `_sqlx_migrations`.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "objects",
-    include_str!("../../../migrations/postgres/0001_objects.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "objects",
+        include_str!("../../../migrations/postgres/0001_objects.sql"),
+    ),
+    (
+        2,
+        "versions",
+        include_str!("../../../migrations/postgres/0002_versions.sql"),
+    ),
+    (
+        3,
+        "root keys",
+        include_str!("../../../migrations/postgres/0003_root_keys.sql"),
+    ),
+    (
+        4,
+        "integrity",
+        include_str!("../../../migrations/postgres/0004_integrity.sql"),
+    ),
+];
 
 /// Tables keysvc needs, and those of them that hold tenant data (and so must force RLS).
-pub(super) const TABLES: [&str; 3] = ["tenants", "objects", "object_index"];
-const TENANT_TABLES: [&str; 2] = ["objects", "object_index"];
+pub(super) const TABLES: [&str; 5] = [
+    "tenants",
+    "objects",
+    "object_index",
+    "root_keys",
+    "integrity_upgrade",
+];
+const TENANT_TABLES: [&str; 3] = ["tenants", "objects", "object_index"];
 
 /// Privileges of the app role: no ownership, and DELETE only where an update replaces rows
 /// (index pairs). `%1$I` is the schema, `%2$I` the role, both quoted by `format`.
-const GRANTS: [&str; 5] = [
+const GRANTS: [&str; 7] = [
     "GRANT USAGE ON SCHEMA %1$I TO %2$I",
+    "GRANT SELECT ON TABLE %1$I.integrity_upgrade TO %2$I",
+    "GRANT SELECT, INSERT ON TABLE %1$I.root_keys TO %2$I",
     "GRANT SELECT, INSERT, UPDATE ON TABLE %1$I.objects TO %2$I",
     "GRANT SELECT, INSERT, DELETE ON TABLE %1$I.object_index TO %2$I",
     "GRANT SELECT, INSERT ON TABLE %1$I.tenants TO %2$I",
@@ -129,7 +154,7 @@ pub(super) async fn migrate_with(
 
 async fn migrate_on(conn: &mut PgConnection, app_role: &str) -> Result<(), StoreError> {
     let role = sqlx::query(
-        "SELECT rolsuper, rolbypassrls, rolname = current_user AS is_owner \
+        "SELECT rolsuper, rolbypassrls, rolcreaterole, rolname = current_user AS is_owner \
          FROM pg_roles WHERE rolname = $1",
     )
     .bind(app_role)
@@ -151,6 +176,11 @@ async fn migrate_on(conn: &mut PgConnection, app_role: &str) -> Result<(), Store
     if flag("rolbypassrls")? {
         return Err(StoreError::UnsafeRole(format!(
             "role {app_role} has BYPASSRLS"
+        )));
+    }
+    if flag("rolcreaterole")? {
+        return Err(StoreError::UnsafeRole(format!(
+            "role {app_role} has CREATEROLE"
         )));
     }
     if flag("is_owner")? {
@@ -204,8 +234,9 @@ async fn migrate_locked(conn: &mut PgConnection, app_role: &str) -> Result<(), S
 /// Refuses a runtime role that could read around row-level security.
 pub(super) async fn check_role(conn: &mut PgConnection) -> Result<(), StoreError> {
     let failed = |e: sqlx::Error| StoreError::Database(format!("role check: {e}"));
-    let (role, superuser, bypassrls): (String, bool, bool) = sqlx::query_as(
-        "SELECT rolname::text, rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user",
+    let (role, superuser, bypassrls, createrole): (String, bool, bool, bool) = sqlx::query_as(
+        "SELECT rolname::text, rolsuper, rolbypassrls, rolcreaterole \
+         FROM pg_roles WHERE rolname = current_user",
     )
     .fetch_one(&mut *conn)
     .await
@@ -216,22 +247,31 @@ pub(super) async fn check_role(conn: &mut PgConnection) -> Result<(), StoreError
     if bypassrls {
         return Err(StoreError::UnsafeRole(format!("role {role} has BYPASSRLS")));
     }
+    // Up to PostgreSQL 15 a CREATEROLE role can grant itself membership of any role but a
+    // superuser, the table owner included (and from 16 it can create roles that can).
+    if createrole {
+        return Err(StoreError::UnsafeRole(format!(
+            "role {role} has CREATEROLE"
+        )));
+    }
 
     // A role it belongs to can be assumed with SET ROLE.
-    let powerful: Option<(String, bool)> = sqlx::query_as(
-        "SELECT rolname::text, rolsuper FROM pg_roles \
-         WHERE (rolsuper OR rolbypassrls) AND rolname <> current_user \
+    let powerful: Option<(String, bool, bool)> = sqlx::query_as(
+        "SELECT rolname::text, rolsuper, rolbypassrls FROM pg_roles \
+         WHERE (rolsuper OR rolbypassrls OR rolcreaterole) AND rolname <> current_user \
            AND pg_has_role(current_user, oid, 'MEMBER') \
          ORDER BY rolname LIMIT 1",
     )
     .fetch_optional(&mut *conn)
     .await
     .map_err(failed)?;
-    if let Some((other, superuser)) = powerful {
+    if let Some((other, superuser, bypassrls)) = powerful {
         let power = if superuser {
             "is superuser"
-        } else {
+        } else if bypassrls {
             "has BYPASSRLS"
+        } else {
+            "has CREATEROLE"
         };
         return Err(StoreError::UnsafeRole(format!(
             "role {role} is a member of role {other}, which {power}"
@@ -301,8 +341,9 @@ pub(super) async fn ensure_login_role(
     let failed = |e: sqlx::Error| StoreError::Database(format!("creating role {role}: {e}"));
     for attempt in 1..=CATALOG_RACE_RETRIES {
         let result = async {
-            let existing: Option<(bool, bool, bool)> = sqlx::query_as(
-                "SELECT rolsuper, rolbypassrls, rolcanlogin FROM pg_roles WHERE rolname = $1",
+            let existing: Option<(bool, bool, bool, bool)> = sqlx::query_as(
+                "SELECT rolsuper, rolbypassrls, rolcreaterole, rolcanlogin FROM pg_roles \
+                 WHERE rolname = $1",
             )
             .bind(role)
             .fetch_optional(&mut *conn)
@@ -311,8 +352,8 @@ pub(super) async fn ensure_login_role(
                 None => {
                     Some("CREATE ROLE %I LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE")
                 }
-                Some((false, false, true)) => None,
-                Some(_) => Some("ALTER ROLE %I LOGIN NOSUPERUSER NOBYPASSRLS"),
+                Some((false, false, false, true)) => None,
+                Some(_) => Some("ALTER ROLE %I LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEROLE"),
             };
             if let Some(template) = template {
                 format_and_run(conn, template, &[role]).await?;
