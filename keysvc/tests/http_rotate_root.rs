@@ -58,22 +58,32 @@ async fn call(engine: &Engine, tenant: &str, payloads: Vec<RequestPayload>) -> R
     ResponseMessage::from_ttlv(&bytes, &Limits::default()).expect("response")
 }
 
+/// Batches of at most this many items (the engine's default batch limit).
+const BATCH: usize = 200;
+
 async fn create(engine: &Engine, tenant: &str, n: usize) -> Vec<String> {
-    let response = call(engine, tenant, (0..n).map(|_| create_aes()).collect()).await;
-    response.batch_items.iter().map(success_uid).collect()
+    let mut uids = Vec::with_capacity(n);
+    for start in (0..n).step_by(BATCH) {
+        let size = BATCH.min(n - start);
+        let response = call(engine, tenant, (0..size).map(|_| create_aes()).collect()).await;
+        uids.extend(response.batch_items.iter().map(success_uid));
+    }
+    uids
 }
 
 /// Asserts every uid reads back (Get returns the key).
 async fn assert_readable(engine: &Engine, tenant: &str, uids: &[String], when: &str) {
-    let response = call(engine, tenant, uids.iter().map(|u| get(u)).collect()).await;
-    for (item, uid) in response.batch_items.iter().zip(uids) {
-        assert_eq!(
-            item.result_status,
-            ResultStatus::Success,
-            "{when}: {uid}: {item:?}"
-        );
+    for chunk in uids.chunks(BATCH) {
+        let response = call(engine, tenant, chunk.iter().map(|u| get(u)).collect()).await;
+        for (item, uid) in response.batch_items.iter().zip(chunk) {
+            assert_eq!(
+                item.result_status,
+                ResultStatus::Success,
+                "{when}: {uid}: {item:?}"
+            );
+        }
+        assert_eq!(response.batch_items.len(), chunk.len(), "{when}");
     }
-    assert_eq!(response.batch_items.len(), uids.len(), "{when}");
 }
 
 #[tokio::test]
