@@ -151,7 +151,7 @@ done
 want keysvc && say "keysvc directly (HTTP/2, no gateway)"
 want keysvc && for c in $CONNS; do
     row "ks-get-$c" keysvc "get, keysvc HTTP/2 (no gateway), $c conn" \
-        --http2-keysvc "https://$KEYSVC_API" --server-name keysvc --ca "$SQLITE_DIR/pki/ca.pem" \
+        --http2-keysvc "https://$KEYSVC_API" --server-name keysvc --ca "$SQLITE_DIR/pki/internal/ca.pem" \
         --cert "$SQLITE_DIR/pki/gateway-upstream.pem" --key "$SQLITE_DIR/pki/gateway-upstream-key.pem" \
         --op get --connections "$c" --duration "$DUR" --warmup "$WARM" --keys 64
 done
@@ -308,8 +308,8 @@ D="$SQLITE_DIR"
 kapi=$(free_port); kmgmt=$(free_port); gk=$(free_port); gh=$(free_port)
 t0=$(now_ms)
 "$BIN" keysvc --listen-api "127.0.0.1:$kapi" --listen-management "127.0.0.1:$kmgmt" \
-    --tls-cert "$D/pki/keysvc.pem" --tls-key "$D/pki/keysvc-key.pem" --tls-client-ca "$D/pki/ca.pem" \
-    --allow-gateway openkcm-gateway --database "sqlite://$D/keys.db" \
+    --tls-cert "$D/pki/keysvc.pem" --tls-key "$D/pki/keysvc-key.pem" --tls-client-ca "$D/pki/internal/ca.pem" \
+    --allow-gateway spiffe://openkcm.dev/gateway --database "sqlite://$D/keys.db" \
     --root-key-id dev-root-1 --root-key-file "$D/root-key.b64" >"$OUT/keysvc.out" 2>"$OUT/keysvc.err" &
 KS_PID=$!; PIDS+=("$KS_PID")
 if ms=$(wait_for "$t0" 10000 curl -sf "http://127.0.0.1:$kmgmt/ready"); then
@@ -320,7 +320,7 @@ fi
 t0=$(now_ms)
 "$BIN" gateway --kmip-addr "127.0.0.1:$gk" --https-addr "127.0.0.1:$gh" \
     --tls-cert "$D/pki/gateway.pem" --tls-key "$D/pki/gateway-key.pem" --client-ca "$D/pki/ca.pem" \
-    --policies "$D/policies" --upstream "127.0.0.1:$kapi" --upstream-ca "$D/pki/ca.pem" \
+    --policies "$D/policies" --upstream "127.0.0.1:$kapi" --upstream-ca "$D/pki/internal/ca.pem" \
     --upstream-cert "$D/pki/gateway-upstream.pem" --upstream-key "$D/pki/gateway-upstream-key.pem" \
     --upstream-server-name keysvc >"$OUT/gateway.out" 2>"$OUT/gateway.err" &
 GW_PID=$!; PIDS+=("$GW_PID")

@@ -24,8 +24,14 @@ use tokio::sync::Notify;
 
 /// Id of the root key `openkcm dev` creates.
 pub const ROOT_KEY_ID: &str = "dev-root-1";
-/// The gateway's identity towards keysvc (on keysvc's allow-list).
+/// The gateway's identity towards keysvc: the URI SAN keysvc allow-lists.
+pub const GATEWAY_URI: &str = "spiffe://openkcm.dev/gateway";
+/// The gateway's upstream client certificate's CN (informational: keysvc matches the URI).
 const GATEWAY_CN: &str = "openkcm-gateway";
+/// The internal CA's directory under `pki/`: it issues only keysvc's server certificate and
+/// the gateway's upstream client certificate, so no tenant certificate can ever reach
+/// keysvc's API (a separate trust domain for the gateway→keysvc hop).
+const INTERNAL_CA_DIR: &str = "internal";
 /// The name the gateway checks on keysvc's certificate.
 const KEYSVC_NAME: &str = "keysvc";
 /// How long start-up may take before `openkcm dev` gives up.
@@ -91,6 +97,10 @@ impl DevFiles {
     fn ca(&self) -> PathBuf {
         self.pki(pki::CA_CERT_FILE)
     }
+    /// The internal CA (gateway ↔ keysvc).
+    fn internal_ca(&self) -> PathBuf {
+        self.pki(INTERNAL_CA_DIR).join(pki::CA_CERT_FILE)
+    }
     fn cert(&self, name: &str) -> PathBuf {
         self.pki(&format!("{name}.pem"))
     }
@@ -123,36 +133,52 @@ pub fn prepare(dir: &Path) -> anyhow::Result<(DevFiles, Vec<String>)> {
     if new_ca {
         created.push("CA".to_owned());
     }
+    let internal_dir = files.pki(INTERNAL_CA_DIR);
+    std::fs::create_dir_all(&internal_dir)
+        .with_context(|| format!("cannot create {}", internal_dir.display()))?;
+    let (internal, new_internal) =
+        CertificateAuthority::load_or_create(&internal_dir, "OpenKCM dev internal CA")
+            .context("dev internal CA")?;
+    if new_internal {
+        created.push("internal CA".to_owned());
+    }
     let local = |mut spec: CertSpec| {
         spec.dns_names.push("localhost".into());
         spec.ip_addresses.push([127, 0, 0, 1].into());
         spec
     };
+    // (file name, spec, issued by the internal CA?)
     let mut specs = Vec::new();
     let mut gateway = local(CertSpec::new("openkcm-gateway-kmip"));
     gateway.server = true;
-    specs.push(("gateway", gateway));
+    specs.push(("gateway", gateway, false));
     let mut keysvc = local(CertSpec::new(KEYSVC_NAME));
     keysvc.dns_names.push(KEYSVC_NAME.into());
     keysvc.server = true;
-    specs.push(("keysvc", keysvc));
+    specs.push(("keysvc", keysvc, true));
     let mut upstream = CertSpec::new(GATEWAY_CN);
+    upstream.uris.push(GATEWAY_URI.into());
     upstream.client = true;
-    specs.push(("gateway-upstream", upstream));
+    specs.push(("gateway-upstream", upstream, true));
     for tenant in TENANTS {
         let mut spec = CertSpec::new(tenant);
         spec.organizational_units.push(tenant.into());
         spec.client = true;
-        specs.push((tenant, spec));
+        specs.push((tenant, spec, false));
     }
     let mut stranger = CertSpec::new("stranger");
     stranger.organizational_units.push("nobody".into());
     stranger.client = true;
-    specs.push(("stranger", stranger));
-    for (name, spec) in specs {
+    specs.push(("stranger", stranger, false));
+    for (name, spec, internal_hop) in specs {
         let (cert, key) = (files.cert(name), files.key(name));
-        if new_ca || !cert.is_file() || !key.is_file() {
-            ca.issue(&spec)
+        let (issuer, new_issuer) = match internal_hop {
+            true => (&internal, new_internal),
+            false => (&ca, new_ca),
+        };
+        if new_issuer || !cert.is_file() || !key.is_file() {
+            issuer
+                .issue(&spec)
                 .with_context(|| format!("certificate {name}"))?
                 .write(&cert, &key)
                 .with_context(|| format!("cannot write {}", cert.display()))?;
@@ -270,8 +296,8 @@ async fn serve(args: &DevArgs, started: Instant) -> anyhow::Result<()> {
         listen_management: Some("127.0.0.1:0".into()),
         tls_cert: Some(text(files.cert("keysvc"))),
         tls_key: Some(text(files.key("keysvc"))),
-        tls_client_ca: Some(text(files.ca())),
-        allow_gateway: vec![GATEWAY_CN.into()],
+        tls_client_ca: Some(text(files.internal_ca())),
+        allow_gateway: vec![GATEWAY_URI.into()],
         database: Some(database.clone()),
         dev: postgres,
         root_key_id: Some(ROOT_KEY_ID.into()),
@@ -302,7 +328,7 @@ async fn serve(args: &DevArgs, started: Instant) -> anyhow::Result<()> {
         client_ca: Some(files.ca()),
         policies: vec![files.policies()],
         upstreams: vec![api.to_string()],
-        upstream_ca: Some(files.ca()),
+        upstream_ca: Some(files.internal_ca()),
         upstream_cert: Some(files.cert("gateway-upstream")),
         upstream_key: Some(files.key("gateway-upstream")),
         upstream_server_name: Some(KEYSVC_NAME.into()),
@@ -482,6 +508,11 @@ fn banner(
         p(files.policies().join("tenant-routing.yaml"))
     );
     let _ = writeln!(out, "CA            {}", p(files.ca()));
+    let _ = writeln!(
+        out,
+        "internal CA   {} (gateway → keysvc only)",
+        p(files.internal_ca())
+    );
     for who in ["tenant-a", "tenant-b", "stranger"] {
         let note = if who == "stranger" {
             "no rule matches: every request is refused".to_owned()

@@ -158,3 +158,45 @@ async fn amplifying_requests_cost_the_attacker_not_the_replicas_or_other_tenants
         after.get(&uid).await.expect("served after the attack");
     }
 }
+
+/// The gateway→keysvc hop has a CA of its own: a tenant's certificate — even one carrying
+/// the gateway's CN — is refused by keysvc's TLS layer, while the gateway's passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keysvc_refuses_tenant_certificates_on_its_api() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stack = Stack::start(dir.path(), 1).await;
+    let files = &stack.files;
+    for who in ["tenant-a", "stranger"] {
+        let connector = kmip::client::tls::connector_from_pem_files(
+            files.pki("internal/ca.pem"),
+            files.pki(&format!("{who}.pem")),
+            files.pki(&format!("{who}-key.pem")),
+        )
+        .expect("connector");
+        let tcp = tokio::net::TcpStream::connect(stack.replicas[0].api)
+            .await
+            .expect("TCP");
+        let name = rustls::pki_types::ServerName::try_from("keysvc").expect("name");
+        let refused = match connector.connect(name, tcp).await {
+            Err(e) => e.to_string(),
+            // TLS 1.3: the server's verdict arrives as an alert at the first read.
+            Ok(mut tls) => {
+                let _ = tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await;
+                let mut buf = [0u8; 64];
+                match tls.read(&mut buf).await {
+                    Err(e) => e.to_string(),
+                    Ok(n) => panic!("{who}: keysvc answered {n} bytes"),
+                }
+            }
+        };
+        assert!(
+            refused.contains("UnknownCA") || refused.contains("BadCertificate"),
+            "{who}: {refused}"
+        );
+    }
+    // Through the gateway (its upstream certificate is the internal CA's), tenant-a works.
+    let mut a = stack.client("tenant-a").await.expect("tenant-a");
+    a.create_aes_key(256, None).await.expect("served");
+}

@@ -10,10 +10,15 @@ use std::process::Command;
 use dev_support::DevProcess;
 
 fn loadtest(dev: &DevProcess, extra: &[&str], json: &Path) -> serde_json::Value {
+    // Straight to keysvc, the server certificate is the internal CA's.
+    let ca = match extra.contains(&"--http2-keysvc") {
+        true => dev.pki("internal/ca.pem"),
+        false => dev.pki("ca.pem"),
+    };
     let output = Command::new(env!("CARGO_BIN_EXE_openkcm"))
         .arg("loadtest")
         .arg("--ca")
-        .arg(dev.pki("ca.pem"))
+        .arg(ca)
         .args(["--duration", "1s", "--quiet", "--json"])
         .arg(json)
         .args(extra)

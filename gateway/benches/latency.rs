@@ -24,7 +24,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use kmip::contract;
-use support::{start_keysvc, Pki, RunningGateway, GATEWAY_CN};
+use support::{start_keysvc, Pki, RunningGateway, GATEWAY_URI};
 use testkit::kmip_client::get_request;
 
 use testkit::kmip_client::TlsClient as KmipClient;
@@ -199,7 +199,7 @@ fn main() {
         let body = Bytes::from(request.clone());
         let mut direct = direct_client(&pki, keysvc.api_addr()).await;
         println!(
-            "gateway added latency: KMIP Get of one cached AES-256 key, gateway identity {GATEWAY_CN}, \
+            "gateway added latency: KMIP Get of one cached AES-256 key, gateway identity {GATEWAY_URI}, \
              N={n} per path after {warmup} warm-up requests per path, load average before: {}",
             load_average()
         );

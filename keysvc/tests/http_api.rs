@@ -76,6 +76,31 @@ async fn the_gateway_runs_create_get_encrypt_over_http2() {
 }
 
 #[tokio::test]
+async fn a_certificate_with_the_gateways_cn_and_dns_name_but_not_its_uri_gets_403() {
+    let pki = Pki::generate();
+    let server = sqlite_server(&pki).await;
+    let mut impostor = Http2::connect(server.api(), &pki, Who::Impostor)
+        .await
+        .expect("same CA: TLS succeeds");
+    let reply = impostor
+        .request(
+            "POST",
+            KMIP_PATH,
+            &tenant_headers("tenant-a"),
+            kmip_request(vec![create_aes()]),
+        )
+        .await
+        .expect("reply");
+    assert_eq!(reply.status, 403, "{}", reply.text());
+    assert!(
+        reply.text().contains("not an allowed gateway"),
+        "{}",
+        reply.text()
+    );
+    server.server.shutdown().await;
+}
+
+#[tokio::test]
 async fn an_intruder_certificate_gets_403_even_with_tenant_headers() {
     let pki = Pki::generate();
     let server = sqlite_server(&pki).await;

@@ -165,6 +165,25 @@ fn every_bad_value_is_reported_at_once_with_its_origin() {
 }
 
 #[test]
+fn gateways_are_allowed_by_san_uri_only() {
+    let pki = Pki::generate();
+    let sources = ConfigSources::new(ConfigFlags {
+        allow_gateway: vec![
+            "openkcm-gateway".into(),
+            "gateway.openkcm-system.svc".into(),
+            "spiffe://cluster.local/ns/openkcm-system/sa/openkcm-gateway".into(),
+        ],
+        ..base_flags(&pki)
+    });
+    let report = errors(&sources).to_string();
+    assert!(
+        report.contains("openkcm-gateway, gateway.openkcm-system.svc are not URIs"),
+        "{report}"
+    );
+    assert!(report.contains("SAN URI only"), "{report}");
+}
+
+#[test]
 fn tenant_isolation_cannot_be_disabled() {
     let pki = Pki::generate();
     let refused =
@@ -290,10 +309,10 @@ fn lists_and_previous_root_keys_come_from_any_source() {
     })
     .env(
         "OPENKCM_GATEWAY__ALLOWED_IDENTITIES",
-        "gw-1.svc, spiffe://x/gw-2",
+        "spiffe://x/gw-1, spiffe://x/gw-2",
     );
     let config = load(&sources);
-    assert_eq!(config.gateways, ["gw-1.svc", "spiffe://x/gw-2"]);
+    assert_eq!(config.gateways, ["spiffe://x/gw-1", "spiffe://x/gw-2"]);
 
     let env_previous = sources.env(
         "OPENKCM_ROOT_KEY__PREVIOUS",

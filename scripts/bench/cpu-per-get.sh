@@ -26,7 +26,7 @@ for _ in $(seq 1 600); do grep -q "openkcm dev ready" "$D/out" 2>/dev/null && br
 grep -q "openkcm dev ready" "$D/out" || { echo "openkcm dev not ready: $(tail -1 "$D/err")" >&2; exit 1; }
 if [ "${KEYSVC:-0}" = 1 ]; then
     T=(--http2-keysvc "https://$(awk '/^keysvc API/ {print $3}' "$D/out")" --server-name keysvc
-       --ca "$D/pki/ca.pem" --cert "$D/pki/gateway-upstream.pem" --key "$D/pki/gateway-upstream-key.pem")
+       --ca "$D/pki/internal/ca.pem" --cert "$D/pki/gateway-upstream.pem" --key "$D/pki/gateway-upstream-key.pem")
 else
     T=(--addr "127.0.0.1:$K" --ca "$D/pki/ca.pem" --cert "$D/pki/tenant-a.pem" --key "$D/pki/tenant-a-key.pem")
 fi

@@ -50,9 +50,9 @@ impl DevFiles {
             "--tls-key".into(),
             self.pki("keysvc-key.pem"),
             "--tls-client-ca".into(),
-            self.pki("ca.pem"),
+            self.pki("internal/ca.pem"),
             "--allow-gateway".into(),
-            "openkcm-gateway".into(),
+            "spiffe://openkcm.dev/gateway".into(),
             "--database".into(),
             database.into(),
             "--root-key-id".into(),
@@ -77,7 +77,7 @@ impl DevFiles {
             .args(["--client-ca", &self.pki("ca.pem")])
             .arg("--policies")
             .arg(self.dir.join("policies"))
-            .args(["--upstream-ca", &self.pki("ca.pem")])
+            .args(["--upstream-ca", &self.pki("internal/ca.pem")])
             .args(["--upstream-cert", &self.pki("gateway-upstream.pem")])
             .args(["--upstream-key", &self.pki("gateway-upstream-key.pem")])
             .args(["--upstream-server-name", "keysvc", "--grace-period", "2"]);

@@ -27,6 +27,8 @@ pub const EVENTUALLY: Duration = Duration::from_secs(15);
 pub const KEYSVC_NAME: &str = "keysvc";
 /// The gateway's identity towards keysvc (on keysvc's allow-list).
 pub const GATEWAY_CN: &str = "openkcm-gateway";
+/// The gateway's upstream identity: the SAN URI keysvc allow-lists.
+pub const GATEWAY_URI: &str = "spiffe://openkcm.test/gateway";
 
 /// The tenants the routing rules know; each has a client certificate `<tenant>.pem`.
 pub const TENANTS: [&str; 2] = ["tenant-a", "tenant-b"];
@@ -53,7 +55,9 @@ impl Pki {
         let mut keysvc = certs::localhost_server(KEYSVC_NAME);
         keysvc.dns_names.push(KEYSVC_NAME.into());
         pki.issue("keysvc", &keysvc);
-        pki.issue("gateway-upstream", &certs::client(GATEWAY_CN, &[]));
+        let mut upstream = certs::client(GATEWAY_CN, &[]);
+        upstream.uris.push(GATEWAY_URI.into());
+        pki.issue("gateway-upstream", &upstream);
         pki.issue_gateway_cert("gateway");
         for tenant in TENANTS {
             pki.issue(tenant, &certs::tenant(tenant));
@@ -84,7 +88,7 @@ impl Pki {
             tls_cert: Some(self.text("keysvc.pem")),
             tls_key: Some(self.text("keysvc-key.pem")),
             tls_client_ca: Some(self.text("ca.pem")),
-            allow_gateway: vec![GATEWAY_CN.into()],
+            allow_gateway: vec![GATEWAY_URI.into()],
             database: Some(format!("sqlite://{}", self.path("keys.db").display())),
             root_key_id: Some("root-a".into()),
             root_key_file: Some(self.text("root.key")),

@@ -132,8 +132,30 @@ impl Loader {
         if ids.is_empty() {
             self.error(
                 key,
-                "required: list the gateway certificate identities (SAN DNS name, SAN URI or \
-                 subject CN) allowed to call the API; with none, every request is refused",
+                "required: list the gateway certificates' SAN URIs (e.g. \
+                 spiffe://cluster.local/ns/openkcm-system/sa/openkcm-gateway) allowed to call \
+                 the API; with none, every request is refused",
+            );
+            return None;
+        }
+        let not_uris: Vec<&str> = ids
+            .iter()
+            .filter(|id| !is_uri(id))
+            .map(String::as_str)
+            .collect();
+        if !not_uris.is_empty() {
+            self.error(
+                key,
+                format!(
+                    "{} {}: gateways are allowed by SAN URI only (scheme://…); subject CNs \
+                     and DNS names are chosen by whoever requests a certificate",
+                    not_uris.join(", "),
+                    if not_uris.len() == 1 {
+                        "is not a URI"
+                    } else {
+                        "are not URIs"
+                    }
+                ),
             );
             return None;
         }
@@ -309,4 +331,18 @@ impl Loader {
 fn dict_entry(d: &Dict) -> String {
     let get = |k: &str| d.get(k).and_then(scalar).unwrap_or_default();
     format!("{}={}", get("id"), get("file"))
+}
+
+/// `scheme://rest`, the scheme a letter followed by letters, digits, `+`, `-` or `.`.
+fn is_uri(s: &str) -> bool {
+    match s.split_once("://") {
+        Some((scheme, rest)) => {
+            !rest.is_empty()
+                && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+        }
+        None => false,
+    }
 }

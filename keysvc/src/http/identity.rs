@@ -6,8 +6,10 @@ pub use tlsmaterial::{IdentityError, PeerIdentity};
 /// The gateway identities whose tenant headers keysvc trusts.
 ///
 /// Matching rule: an entry matches a certificate when it equals one of the certificate's
-/// SAN URIs (exactly), SAN DNS names (ignoring ASCII case, as DNS does) or subject Common
-/// Names (exactly). No wildcards, no prefixes: the list names gateways, not patterns.
+/// SAN URIs, exactly. Subject names and DNS names never match: they are what whoever
+/// requests a certificate writes into the request, so a tenant certificate from a shared CA
+/// could carry the gateway's CN (issue 17). The gateway→keysvc hop also has its own CA
+/// (docs/security.md); the URI is the second lock. No wildcards, no prefixes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GatewayAllowList {
     identities: Vec<String>,
@@ -28,11 +30,7 @@ impl GatewayAllowList {
     pub fn permits(&self, peer: &PeerIdentity) -> Option<&str> {
         self.identities
             .iter()
-            .find(|allowed| {
-                peer.san_uri.iter().any(|u| u == *allowed)
-                    || peer.san_dns.iter().any(|d| d.eq_ignore_ascii_case(allowed))
-                    || peer.subject_cn.iter().any(|cn| cn == *allowed)
-            })
+            .find(|allowed| peer.san_uri.iter().any(|u| u == *allowed))
             .map(String::as_str)
     }
 }
@@ -72,34 +70,24 @@ mod tests {
     }
 
     #[test]
-    fn the_allow_list_matches_san_dns_uri_or_cn_exactly() {
-        let list = GatewayAllowList::new([
-            "spiffe://cluster.local/ns/openkcm-system/sa/gateway",
-            "gateway.openkcm-system.svc",
-            "openkcm-gateway",
-        ]);
-        assert!(list
-            .permits(&peer(
-                &[],
-                &["spiffe://cluster.local/ns/openkcm-system/sa/gateway"],
-                &[]
-            ))
-            .is_some());
-        assert!(list
-            .permits(&peer(&["Gateway.OpenKCM-System.svc"], &[], &[]))
-            .is_some());
-        assert!(list
-            .permits(&peer(&[], &[], &["openkcm-gateway"]))
-            .is_some());
+    fn the_allow_list_matches_san_uris_exactly_and_nothing_else() {
+        const GATEWAY: &str = "spiffe://cluster.local/ns/openkcm-system/sa/gateway";
+        let list = GatewayAllowList::new([GATEWAY]);
+        assert!(list.permits(&peer(&[], &[GATEWAY], &[])).is_some());
         for intruder in [
             peer(
                 &[],
                 &["spiffe://cluster.local/ns/openkcm-system/sa/gateway2"],
                 &[],
             ),
-            peer(&["evil.gateway.openkcm-system.svc"], &[], &[]),
-            peer(&[], &[], &["OpenKCM-Gateway"]),
-            peer(&[], &[], &["openkcm-gateway "]),
+            // The gateway's URI as a CN or a DNS name: names a requester chooses.
+            peer(&[GATEWAY], &[], &[GATEWAY]),
+            peer(
+                &[],
+                &["SPIFFE://cluster.local/ns/openkcm-system/sa/gateway"],
+                &[],
+            ),
+            peer(&[], &[&format!("{GATEWAY} ")], &[]),
             PeerIdentity::default(),
         ] {
             assert_eq!(list.permits(&intruder), None, "{intruder:?}");

@@ -142,6 +142,8 @@ impl Leaf {
 pub enum Who {
     Gateway,
     Intruder,
+    /// A certificate from the same CA with the gateway's CN and DNS name, not its URI.
+    Impostor,
     NoCertificate,
 }
 
@@ -153,6 +155,7 @@ pub struct Pki {
     pub server: Leaf,
     pub gateway: Leaf,
     pub intruder: Leaf,
+    pub impostor: Leaf,
 }
 
 impl Pki {
@@ -180,12 +183,19 @@ impl Pki {
             &[INTRUDER_ID],
             ExtendedKeyUsagePurpose::ClientAuth,
         );
+        let impostor = ca.issue(
+            "openkcm-gateway",
+            &["gateway.openkcm-system.svc"],
+            &[],
+            ExtendedKeyUsagePurpose::ClientAuth,
+        );
         let pki = Self {
             dir,
             ca,
             server,
             gateway,
             intruder,
+            impostor,
         };
         pki.write("ca.pem", &pki.ca.cert.pem());
         pki.write("server.pem", &pki.server.cert_pem);
@@ -265,6 +275,7 @@ impl Pki {
         match who {
             Who::Gateway => self.client_config_as(Some(&self.gateway)),
             Who::Intruder => self.client_config_as(Some(&self.intruder)),
+            Who::Impostor => self.client_config_as(Some(&self.impostor)),
             Who::NoCertificate => self.client_config_as(None),
         }
     }
