@@ -216,6 +216,11 @@ impl Transaction for ObservedTransaction {
         self.observed(outcome)
     }
 
+    async fn count(&mut self, filter: &LocateFilter) -> Result<usize, StoreError> {
+        let outcome = self.inner.count(filter).await;
+        self.observed(outcome)
+    }
+
     async fn commit(self: Box<Self>) -> Result<(), StoreError> {
         let outcome = self.inner.commit().await;
         self.health.record(&outcome);

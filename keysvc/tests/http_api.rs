@@ -9,6 +9,7 @@ use std::convert::Infallible;
 use bytes::Bytes;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
+use keysvc::config::ConfigFlags;
 use kmip::contract::{KMIP_PATH, TENANT_HEADER};
 use kmip::spec::{ResultReason, ResultStatus};
 use support::*;
@@ -515,4 +516,50 @@ async fn shutdown_lets_a_request_in_flight_finish() {
         .await
         .expect("shutdown completes once the request is answered")
         .expect("shutdown task");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_over_its_concurrency_limit_queues_behind_its_own_requests() {
+    let pki = Pki::generate();
+    let server = TestServer::start_with(
+        &pki,
+        ConfigFlags {
+            tenant_concurrency: Some("1".into()),
+            ..pki.flags(&sqlite_url(&pki))
+        },
+    )
+    .await;
+    // Eight connections of tenant-a, each creating keys at once: one executes at a time,
+    // the others wait for its slot — and are all served.
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let mut gw = server.gateway(&pki).await;
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..5 {
+                success_uid(&gw.call("tenant-a", create_aes()).await);
+            }
+        }));
+    }
+    // tenant-b has slots of its own.
+    let mut b = server.gateway(&pki).await;
+    success_uid(&b.call("tenant-b", create_aes()).await);
+    for task in tasks {
+        task.await.expect("every tenant-a request served");
+    }
+    let (_, metrics) = http1_get(server.management(), "/metrics")
+        .await
+        .expect("metrics");
+    let queued = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("openkcm_tenant_throttled_total")
+                && l.contains("tenant=\"tenant-a\"")
+                && l.contains("reason=\"concurrency\"")
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(queued > 0, "no tenant-a request waited:\n{metrics}");
+    assert!(!metrics.contains("tenant=\"tenant-b\",reason=\"concurrency\""));
+    server.server.shutdown().await;
 }

@@ -3,7 +3,6 @@
 
 use kmip::message::payloads::*;
 use kmip::message::{Attribute, AttributeName, Attributes, DateTime, ResponsePayload, UsageLimits};
-use std::collections::HashSet;
 
 use kmip::spec::{ResultReason, State, StorageStatusMask, Tag};
 use kmip::Value;
@@ -433,61 +432,88 @@ pub(super) async fn locate(
         .map_or(StorageStatusMask::ON_LINE_STORAGE.0, |m| m as u32);
     let want_online = mask & StorageStatusMask::ON_LINE_STORAGE.0 != 0;
     let want_destroyed = mask & StorageStatusMask::DESTROYED_STORAGE.0 != 0;
-    // The store lists matches oldest first and knows one State per query, so the exclusion,
-    // the order (newest first) and the page are the engine's: every match's identifier is
-    // listed, plus the destroyed ones among them when both kinds are not wanted.
-    let candidates = req.tx().await?.locate(&filter).await?;
-    let destroyed: HashSet<String> = if want_online && want_destroyed {
-        HashSet::new()
-    } else if let Some(state) = filter.state {
-        if is_destroyed(state) {
-            candidates.iter().cloned().collect()
-        } else {
-            HashSet::new()
-        }
+    // Destroyed objects are left out (or kept only) by the database, which also orders the
+    // matches newest first ("descending order of object creation") and cuts the page, so
+    // a Locate reads only the identifiers it answers with: no tenant can make a replica
+    // load every candidate while holding one of the pool's connections.
+    filter.destroyed = match (want_online, want_destroyed) {
+        (true, true) => None,
+        (true, false) => Some(false),
+        (false, true) => Some(true),
+        (false, false) => return Ok(located_response(req, r, Vec::new(), 0)),
+    };
+    filter.newest_first = true;
+    let wants_count = r.maximum_items.is_some() || r.offset_items.is_some();
+    let (uids, located) = if residual.is_empty() {
+        let page = LocateFilter {
+            offset,
+            limit,
+            ..filter.clone()
+        };
+        let uids = req.tx().await?.locate(&page).await?;
+        let located = match wants_count {
+            true => req.tx().await?.count(&filter).await?,
+            false => uids.len(),
+        };
+        (uids, located)
     } else {
-        let mut gone = HashSet::new();
-        for state in [State::Destroyed, State::DestroyedCompromised] {
-            let f = LocateFilter {
-                state: Some(state.value()),
+        // Conditions the index does not hold are checked on each candidate's attributes,
+        // page by page of candidates, at most MAX_LOCATE_SCAN of them.
+        let wanted = offset.saturating_add(limit.unwrap_or(usize::MAX));
+        let mut matched = Vec::new();
+        let mut located = 0;
+        let mut scanned = 0;
+        loop {
+            let batch = LocateFilter {
+                offset: scanned,
+                limit: Some(LOCATE_SCAN_PAGE),
                 ..filter.clone()
             };
-            gone.extend(req.tx().await?.locate(&f).await?);
-        }
-        gone
-    };
-    let mut matched = Vec::new();
-    for uid in candidates {
-        let wanted = if destroyed.contains(&uid) {
-            want_destroyed
-        } else {
-            want_online
-        };
-        if !wanted {
-            continue;
-        }
-        if !residual.is_empty() {
-            let Some(record) = req.tx().await?.get(&uid).await? else {
-                continue;
-            };
-            let attributes = stored_attributes(&record)?;
-            if !residual
-                .iter()
-                .all(|(name, wanted)| matches_in_memory(&attributes, name, wanted))
-            {
-                continue;
+            let candidates = req.tx().await?.locate(&batch).await?;
+            scanned += candidates.len();
+            for uid in &candidates {
+                let Some(record) = req.tx().await?.get(uid).await? else {
+                    continue;
+                };
+                let attributes = stored_attributes(&record)?;
+                if residual
+                    .iter()
+                    .all(|(name, wanted)| matches_in_memory(&attributes, name, wanted))
+                {
+                    if located >= offset && matched.len() < wanted - offset {
+                        matched.push(uid.clone());
+                    }
+                    located += 1;
+                }
+            }
+            let enough = !wants_count && located >= wanted;
+            if candidates.len() < LOCATE_SCAN_PAGE || enough {
+                break;
+            }
+            if scanned >= MAX_LOCATE_SCAN {
+                return Err(OpError::invalid_field(format!(
+                    "Locate would examine more than {MAX_LOCATE_SCAN} objects for conditions \
+                     that are not indexed; add an Object Type, State, Cryptographic Algorithm \
+                     or Length, Name, Object Group or custom text attribute condition"
+                )));
             }
         }
-        matched.push(uid);
-    }
-    // "Descending order of object creation (most recently created object first)".
-    matched.reverse();
-    let located = matched.len();
-    let uids: Vec<String> = matched
-        .into_iter()
-        .skip(offset)
-        .take(limit.unwrap_or(usize::MAX))
-        .collect();
+        (matched, located)
+    };
+    Ok(located_response(req, r, uids, located))
+}
+
+/// Candidates read per query when Locate has conditions the index does not hold.
+const LOCATE_SCAN_PAGE: usize = 256;
+/// Most candidates one Locate examines for such conditions.
+pub(super) const MAX_LOCATE_SCAN: usize = 10_000;
+
+fn located_response(
+    req: &mut Request<'_>,
+    r: &LocateRequest,
+    uids: Vec<String>,
+    located: usize,
+) -> ResponsePayload {
     // One identifier returned: it becomes the ID Placeholder. Several: the placeholder is
     // emptied, so that batched operations naming no object fail rather than pick one
     // (§6.1.28). None: emptied too, for the same reason.
@@ -497,14 +523,10 @@ pub(super) async fn locate(
     };
     let located_items = Tag::LOCATED_ITEMS
         .is_defined_in(req.version)
-        .then_some(located as i32);
-    Ok(ResponsePayload::Locate(LocateResponse {
+        .then_some(i32::try_from(located).unwrap_or(i32::MAX));
+    ResponsePayload::Locate(LocateResponse {
         located_items: located_items
             .filter(|_| r.maximum_items.is_some() || r.offset_items.is_some()),
         unique_identifiers: uids.into_iter().map(Into::into).collect(),
-    }))
-}
-
-fn is_destroyed(state: u32) -> bool {
-    state == State::Destroyed.value() || state == State::DestroyedCompromised.value()
+    })
 }

@@ -77,6 +77,25 @@ pub(super) fn filter_columns(filter: &LocateFilter) -> [(&'static str, Option<i6
     ]
 }
 
+/// The extra WHERE condition of [`LocateFilter::destroyed`] (constants only, no input):
+/// State Destroyed (5) and Destroyed Compromised (6).
+pub(super) fn destroyed_clause(filter: &LocateFilter) -> &'static str {
+    match filter.destroyed {
+        None => "",
+        Some(true) => " AND state IN (5, 6)",
+        Some(false) => " AND state NOT IN (5, 6)",
+    }
+}
+
+/// The ORDER BY of a Locate.
+pub(super) fn order_clause(filter: &LocateFilter) -> &'static str {
+    if filter.newest_first {
+        " ORDER BY seq DESC"
+    } else {
+        " ORDER BY seq"
+    }
+}
+
 pub(super) fn page(filter: &LocateFilter) -> (Option<i64>, i64) {
     let limit = filter.limit.map(|l| i64::try_from(l).unwrap_or(i64::MAX));
     let offset = i64::try_from(filter.offset).unwrap_or(i64::MAX);
@@ -99,5 +118,16 @@ pub(super) fn db_error(error: sqlx::Error) -> StoreError {
         | sqlx::Error::WorkerCrashed
         | sqlx::Error::Tls(_) => StoreError::Unavailable(error.to_string()),
         other => StoreError::Database(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kmip::spec::State;
+
+    #[test]
+    fn the_destroyed_states_are_the_kmip_ones() {
+        assert_eq!(State::Destroyed.value(), 5);
+        assert_eq!(State::DestroyedCompromised.value(), 6);
     }
 }

@@ -64,7 +64,12 @@ pub struct LocateFilter {
     pub cryptographic_length: Option<i32>,
     /// Every pair must be present in the object's index.
     pub index: Vec<(String, String)>,
-    /// Skip this many matches (creation order).
+    /// `Some(false)`: leave out destroyed objects (State Destroyed or Destroyed
+    /// Compromised); `Some(true)`: only those; `None`: either.
+    pub destroyed: Option<bool>,
+    /// Newest first (Locate's order) instead of oldest first.
+    pub newest_first: bool,
+    /// Skip this many matches (in the order above).
     pub offset: usize,
     /// Return at most this many; `None` for all.
     pub limit: Option<usize>,
@@ -192,8 +197,11 @@ pub trait Transaction: Send {
     /// `record.version - 1`; `NotFound` if it is not this tenant's, `Conflict` if its
     /// version differs (changed since it was read).
     async fn update(&mut self, record: &ObjectRecord) -> Result<(), StoreError>;
-    /// Uids matching the filter, in creation order.
+    /// Uids matching the filter, in creation order (newest first if the filter says so),
+    /// the filter's page only: offset and limit are applied by the database.
     async fn locate(&mut self, filter: &LocateFilter) -> Result<Vec<String>, StoreError>;
+    /// How many objects match the filter, its page ignored (Locate's Located Items).
+    async fn count(&mut self, filter: &LocateFilter) -> Result<usize, StoreError>;
     /// Makes the request's changes durable and publishes them; dropping without commit
     /// rolls back.
     async fn commit(self: Box<Self>) -> Result<(), StoreError>;

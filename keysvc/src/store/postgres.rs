@@ -50,8 +50,8 @@ use tokio::task::JoinHandle;
 use self::lru::Lru;
 use self::roles::{parse_url, unavailable};
 use super::columns::{
-    db_error, enum_from_sql, enum_to_sql, filter_columns, material_from_sql, material_to_sql,
-    optional_enum_from_sql, page, position, CHANGES_CAPACITY,
+    db_error, destroyed_clause, enum_from_sql, enum_to_sql, filter_columns, material_from_sql,
+    material_to_sql, optional_enum_from_sql, order_clause, page, position, CHANGES_CAPACITY,
 };
 use super::{LocateFilter, ObjectRecord, RootKeyCheck, Store, StoreError, StoreEvent, Transaction};
 use crate::tenant::{DatabaseName, TenantContext, TenantId};
@@ -643,6 +643,35 @@ impl PgTransaction {
     }
 }
 
+impl PgTransaction {
+    /// `SELECT … FROM objects WHERE` the tenant's objects matching `filter`.
+    fn matching(&self, select: &str, filter: &LocateFilter) -> QueryBuilder<'static, Postgres> {
+        let tenant = self.tenant.as_str().to_owned();
+        let mut query =
+            QueryBuilder::<Postgres>::new(format!("{select} FROM objects WHERE tenant_id = "));
+        query.push_bind(tenant.clone());
+        for (column, value) in filter_columns(filter) {
+            if let Some(value) = value {
+                query
+                    .push(format_args!(" AND {column} = "))
+                    .push_bind(value);
+            }
+        }
+        query.push(destroyed_clause(filter));
+        for (name, value) in &filter.index {
+            query
+                .push(" AND uid IN (SELECT uid FROM object_index WHERE tenant_id = ")
+                .push_bind(tenant.clone())
+                .push(" AND name = ")
+                .push_bind(name.clone())
+                .push(" AND value = ")
+                .push_bind(value.clone())
+                .push(")");
+        }
+        query
+    }
+}
+
 #[async_trait::async_trait]
 impl Transaction for PgTransaction {
     async fn insert(&mut self, record: &ObjectRecord) -> Result<(), StoreError> {
@@ -704,34 +733,22 @@ impl Transaction for PgTransaction {
 
     async fn locate(&mut self, filter: &LocateFilter) -> Result<Vec<String>, StoreError> {
         self.usable()?;
-        let tenant = self.tenant.as_str();
-        let mut query = QueryBuilder::<Postgres>::new("SELECT uid FROM objects WHERE tenant_id = ");
-        query.push_bind(tenant);
-        for (column, value) in filter_columns(filter) {
-            if let Some(value) = value {
-                query
-                    .push(format_args!(" AND {column} = "))
-                    .push_bind(value);
-            }
-        }
-        for (name, value) in &filter.index {
-            query
-                .push(" AND uid IN (SELECT uid FROM object_index WHERE tenant_id = ")
-                .push_bind(tenant)
-                .push(" AND name = ")
-                .push_bind(name.as_str())
-                .push(" AND value = ")
-                .push_bind(value.as_str())
-                .push(")");
-        }
+        let mut query = self.matching("SELECT uid", filter);
         let (limit, offset) = page(filter);
-        query.push(" ORDER BY seq");
+        query.push(order_clause(filter));
         if let Some(limit) = limit {
             query.push(" LIMIT ").push_bind(limit);
         }
         query.push(" OFFSET ").push_bind(offset);
         let uids = query.build_query_scalar().fetch_all(&mut *self.tx).await;
         self.track(uids)
+    }
+
+    async fn count(&mut self, filter: &LocateFilter) -> Result<usize, StoreError> {
+        self.usable()?;
+        let mut query = self.matching("SELECT COUNT(*)", filter);
+        let count: Result<i64, _> = query.build_query_scalar().fetch_one(&mut *self.tx).await;
+        self.track(count).map(|n| usize::try_from(n).unwrap_or(0))
     }
 
     async fn commit(self: Box<Self>) -> Result<(), StoreError> {

@@ -45,8 +45,9 @@ use sqlx::{Connection, QueryBuilder, Row, Sqlite};
 use tokio::sync::{broadcast, watch, Mutex, OwnedMutexGuard};
 
 use super::columns::{
-    db_error, enum_from_sql, enum_to_sql, filter_columns, material_from_sql, material_to_sql,
-    optional_enum_from_sql, page, position, CHANGES_CAPACITY, INDEX_ROWS_PER_INSERT,
+    db_error, destroyed_clause, enum_from_sql, enum_to_sql, filter_columns, material_from_sql,
+    material_to_sql, optional_enum_from_sql, order_clause, page, position, CHANGES_CAPACITY,
+    INDEX_ROWS_PER_INSERT,
 };
 use super::{
     LocateFilter, ObjectChanged, ObjectRecord, RootKeyCheck, Store, StoreError, StoreEvent,
@@ -482,6 +483,11 @@ impl Transaction for SqliteTransaction {
         self.track(uids)
     }
 
+    async fn count(&mut self, filter: &LocateFilter) -> Result<usize, StoreError> {
+        let count = self.rows()?.count(filter).await;
+        self.track(count)
+    }
+
     async fn commit(mut self: Box<Self>) -> Result<(), StoreError> {
         if self.failed {
             self.abandon();
@@ -693,29 +699,12 @@ impl TenantRows<'_> {
     }
 
     async fn locate(&mut self, filter: &LocateFilter) -> Result<Vec<String>, StoreError> {
-        let mut query = QueryBuilder::<Sqlite>::new("SELECT uid FROM objects WHERE tenant_id = ");
-        query.push_bind(self.tenant);
-        for (column, value) in filter_columns(filter) {
-            if let Some(value) = value {
-                query
-                    .push(format_args!(" AND {column} = "))
-                    .push_bind(value);
-            }
-        }
-        for (name, value) in &filter.index {
-            query
-                .push(" AND uid IN (SELECT uid FROM object_index WHERE tenant_id = ")
-                .push_bind(self.tenant)
-                .push(" AND name = ")
-                .push_bind(name.as_str())
-                .push(" AND value = ")
-                .push_bind(value.as_str())
-                .push(")");
-        }
+        let mut query = self.matching("SELECT uid", filter);
         let (limit, offset) = page(filter);
         // SQLite reads a negative LIMIT as "no limit".
         query
-            .push(" ORDER BY seq LIMIT ")
+            .push(order_clause(filter))
+            .push(" LIMIT ")
             .push_bind(limit.unwrap_or(-1))
             .push(" OFFSET ")
             .push_bind(offset);
@@ -724,6 +713,45 @@ impl TenantRows<'_> {
             .fetch_all(&mut *self.conn)
             .await
             .map_err(db_error)
+    }
+
+    async fn count(&mut self, filter: &LocateFilter) -> Result<usize, StoreError> {
+        let mut query = self.matching("SELECT COUNT(*)", filter);
+        let count: i64 = query
+            .build_query_scalar()
+            .fetch_one(&mut *self.conn)
+            .await
+            .map_err(db_error)?;
+        Ok(usize::try_from(count).unwrap_or(0))
+    }
+
+    /// `SELECT … FROM objects WHERE` the tenant's objects matching `filter`.
+    fn matching<'q>(&self, select: &str, filter: &'q LocateFilter) -> QueryBuilder<'q, Sqlite>
+    where
+        Self: 'q,
+    {
+        let mut query =
+            QueryBuilder::<Sqlite>::new(format!("{select} FROM objects WHERE tenant_id = "));
+        query.push_bind(self.tenant.to_owned());
+        for (column, value) in filter_columns(filter) {
+            if let Some(value) = value {
+                query
+                    .push(format_args!(" AND {column} = "))
+                    .push_bind(value);
+            }
+        }
+        query.push(destroyed_clause(filter));
+        for (name, value) in &filter.index {
+            query
+                .push(" AND uid IN (SELECT uid FROM object_index WHERE tenant_id = ")
+                .push_bind(self.tenant.to_owned())
+                .push(" AND name = ")
+                .push_bind(name.as_str())
+                .push(" AND value = ")
+                .push_bind(value.as_str())
+                .push(")");
+        }
+        query
     }
 }
 
