@@ -8,8 +8,8 @@
 #   BENCH_MAX_KEYS=N stored-keys scaling goes up to N (default 1000000, quick 10000)
 #   BENCH_OUT=DIR    raw JSON reports and logs (default target/bench/<time>)
 #   BENCH_NO_DOCS=1  do not touch docs/ (results stay in BENCH_OUT)
-#   BENCH_SECTIONS   which parts to run (default all): stack keysvc open sidecar keys postgres
-#                    pykmip memory
+#   BENCH_SECTIONS   which parts to run (default all): stack keysvc open noisy sidecar keys
+#                    postgres pykmip memory
 #   PYKMIP_PYTHON    Python with PyKMIP 0.11 (default .venv/bin/python)
 #   BENCH_PG_URL     PostgreSQL superuser URL (default postgres://postgres@127.0.0.1:5432/postgres)
 #
@@ -38,7 +38,7 @@ else
     OPEN_RATES="2000 5000 10000 15000 20000 25000 30000 40000"; OPEN_LONG=60s
     PYKMIP_CONNS="1 8"; POPULATE_BUDGET=600
 fi
-SECTIONS=" ${BENCH_SECTIONS:-stack keysvc open sidecar keys postgres pykmip memory} "
+SECTIONS=" ${BENCH_SECTIONS:-stack keysvc open noisy sidecar keys postgres pykmip memory} "
 want() { [[ "$SECTIONS" == *" $1 "* ]]; }
 OUT="${BENCH_OUT:-$ROOT/target/bench/$(date -u +%Y%m%d-%H%M%S)}"
 mkdir -p "$OUT/runs"
@@ -133,8 +133,9 @@ row() {
     say "  $label: $(jq -r '"\(.ops_per_sec|floor) ops/s  p99 \(.p99_ms) ms  errors \(.errors)"' "$OUT/runs/$id.$RUNS.json")"
 }
 
-tenant_flags() { # DIR
-    echo --ca "$1/pki/ca.pem" --cert "$1/pki/tenant-a.pem" --key "$1/pki/tenant-a-key.pem"
+tenant_flags() { # DIR [TENANT]
+    local t="${2:-tenant-a}"
+    echo --ca "$1/pki/ca.pem" --cert "$1/pki/$t.pem" --key "$1/pki/$t-key.pem"
 }
 
 # === 1. the full stack on SQLite ============================================================
@@ -170,6 +171,27 @@ done
 want open && row "open-long" openlong "get, open loop 10000/s for $OPEN_LONG, 64 conn" \
     --addr "$KMIP" "${TA[@]}" --op get --connections 64 --rate 10000 --duration "$OPEN_LONG" --warmup "$WARM" --keys 64
 RUNS=$RUNS_SAVED
+
+# --- noisy neighbour: a quiet tenant's latency beside a flooding one (issue 17) -------------
+if want noisy; then
+    say "noisy neighbour: tenant-b at 200 Get/s, alone and beside tenant-a at max rate on 256 conn"
+    read -r -a TB <<<"$(tenant_flags "$SQLITE_DIR" tenant-b)"
+    NOISY_DUR=$([ "$QUICK" = 1 ] && echo 5s || echo 15s)
+    RUNS_SAVED=$RUNS; RUNS=1
+    row "quiet-alone" noisy "tenant-b get, open loop 200/s, 4 conn, alone" \
+        --addr "$KMIP" "${TB[@]}" --op get --connections 4 --rate 200 --duration "$NOISY_DUR" --warmup "$WARM" --keys 16
+    # The flood runs 2 s longer than the quiet row on each side (warm-up included).
+    "$BIN" loadtest --addr "$KMIP" "${TA[@]}" --op get --connections 256 --rate max \
+        --duration "$(( ${NOISY_DUR%s} + 4 ))s" --warmup 1s --keys 64 --quiet \
+        --json "$OUT/runs/noisy-flood.json" >>"$OUT/loadtest.log" 2>&1 &
+    FLOOD_PID=$!; PIDS+=("$FLOOD_PID")
+    sleep 3
+    row "quiet-noisy" noisy "tenant-b get, open loop 200/s, 4 conn, beside tenant-a at max rate on 256 conn" \
+        --addr "$KMIP" "${TB[@]}" --op get --connections 4 --rate 200 --duration "$NOISY_DUR" --warmup "$WARM" --keys 16
+    wait "$FLOOD_PID" || say "  the flood's loadtest failed (see $OUT/loadtest.log)"
+    [ -f "$OUT/runs/noisy-flood.json" ] && fact noisy_flood "$(jq -r '"\(.ops_per_sec|floor) Get/s, p99 \(.p99_ms) ms, errors \(.errors)"' "$OUT/runs/noisy-flood.json")"
+    RUNS=$RUNS_SAVED
+fi
 
 # === 2. the sidecar, when this build has it ==================================================
 if ! want sidecar; then

@@ -327,6 +327,21 @@ def report(out, quick):
                if ol['m']['errors_by_reason'] else "") + ".")
         add("")
 
+    # --- noisy neighbour ---
+    nq = [r for r in rows if r["group"] == "noisy" and r["m"]]
+    if nq:
+        add("### Noisy neighbour: a quiet tenant beside a flooding one")
+        add("")
+        add("tenant-b sends 200 Get/s (open loop, 4 connections) alone, then while tenant-a "
+            "floods the same `openkcm dev` with Gets at max rate on 256 connections. Target "
+            "(issue 17): the quiet tenant's p99 under 5 ms beside the flood.")
+        add("")
+        lines.extend(table(nq))
+        add("")
+        if "noisy_flood" in facts:
+            add(f"The flood itself (tenant-a): {facts['noisy_flood']}.")
+            add("")
+
     # --- memory and start-up ---
     dev_mode = facts.get("memory_mode") == "dev"
     if dev_mode:
