@@ -306,8 +306,10 @@ async fn the_cache_is_cleared_when_the_change_feed_reconnects() {
     // Bounded by far less than the cache TTL: a cleared cache answers at once.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let listening = listeners(&db.name).await;
         let seen = state(&replica, &uid).await;
+        // Counted after the read: a listener that came back between a count taken before
+        // and the read would make the count stale (seen failing under load).
+        let listening = listeners(&db.name).await;
         if seen == State::Deactivated {
             assert!(
                 listening >= 1,
