@@ -16,7 +16,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use keysvc_support::harness::*;
-use keysvc_support::{run, Keysvc};
+use keysvc_support::{migrate, Keysvc};
 use kmip::message::payloads::{DecryptRequest, EncryptResponse};
 use kmip::message::{ByteString, RequestPayload, ResponsePayload, UniqueIdentifier};
 use kmip::spec::{ResultReason, ResultStatus};
@@ -94,19 +94,7 @@ async fn a_restored_database_decrypts_with_the_escrowed_root_key_and_not_with_an
     // A root key with the same id but other bytes: what a team that lost the escrow has.
     pki.write_root_key("other-root.key", "root-a");
     let db = PgDatabase::create(false).await;
-    let migrated = run(&[
-        "keysvc".into(),
-        "migrate".into(),
-        "--database".into(),
-        db.owner_url(),
-        "--app-role".into(),
-        db.role.clone(),
-    ]);
-    assert!(
-        migrated.status.success(),
-        "migrate: {}",
-        String::from_utf8_lossy(&migrated.stderr)
-    );
+    migrate(&db.owner_url(), &db.role);
 
     // 1. Keys and ciphertexts through the KMIP API, two tenants.
     let mut keysvc = start(&pki, &db, "root.key");

@@ -7,7 +7,7 @@ mod keysvc_support;
 use std::time::{Duration, Instant};
 
 use keysvc_support::harness::*;
-use keysvc_support::{run, Keysvc};
+use keysvc_support::{migrate, Keysvc};
 use kmip::spec::{ResultReason, ResultStatus};
 
 /// The bound the issue sets for cross-replica invalidation (PostgreSQL LISTEN/NOTIFY).
@@ -17,19 +17,7 @@ const INVALIDATION_DEADLINE: Duration = Duration::from_secs(1);
 async fn a_revocation_through_one_process_reaches_the_others_cache_within_a_second() {
     let pki = Pki::generate();
     let db = PgDatabase::create(false).await;
-    let migrated = run(&[
-        "keysvc".into(),
-        "migrate".into(),
-        "--database".into(),
-        db.owner_url(),
-        "--app-role".into(),
-        db.role.clone(),
-    ]);
-    assert!(
-        migrated.status.success(),
-        "migrate: {}",
-        String::from_utf8_lossy(&migrated.stderr)
-    );
+    migrate(&db.owner_url(), &db.role);
 
     let mut one = Keysvc::spawn(&pki.args(&db.app_url()));
     let mut two = Keysvc::spawn(&pki.args(&db.app_url()));

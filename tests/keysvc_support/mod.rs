@@ -23,6 +23,24 @@ pub fn run(args: &[String]) -> Output {
     cmd.args(args).output().expect("run openkcm")
 }
 
+/// `openkcm keysvc migrate` of the database at `owner_url` for the runtime role `role`;
+/// panics with its stderr if it fails.
+pub fn migrate(owner_url: &str, role: &str) {
+    let migrated = run(&[
+        "keysvc".into(),
+        "migrate".into(),
+        "--database".into(),
+        owner_url.into(),
+        "--app-role".into(),
+        role.into(),
+    ]);
+    assert!(
+        migrated.status.success(),
+        "migrate: {}",
+        String::from_utf8_lossy(&migrated.stderr)
+    );
+}
+
 /// A running `openkcm keysvc` (testkit's [`Process`]); killed when dropped.
 pub struct Keysvc {
     process: Process,

@@ -13,7 +13,7 @@ use testkit::postgres::PgDatabase;
 use testkit::process::{command, Process};
 
 use crate::dev_support::{free_port, DevProcess};
-use crate::keysvc_support::{run, Keysvc, BIN};
+use crate::keysvc_support::{migrate, Keysvc, BIN};
 
 /// A KMIP client over TLS with the dev PKI's certificate `who` (tenant-a, tenant-b,
 /// stranger).
@@ -116,19 +116,7 @@ impl Stack {
     pub async fn start(dir: &Path, replicas: usize) -> Self {
         let files = DevFiles::write(&dir.join("dev"));
         let db = PgDatabase::create("stack").await;
-        let migrated = run(&[
-            "keysvc".into(),
-            "migrate".into(),
-            "--database".into(),
-            db.owner_url(),
-            "--app-role".into(),
-            db.role.clone(),
-        ]);
-        assert!(
-            migrated.status.success(),
-            "migrate: {}",
-            String::from_utf8_lossy(&migrated.stderr)
-        );
+        migrate(&db.owner_url(), &db.role);
         let replicas: Vec<Keysvc> = (0..replicas)
             .map(|_| Keysvc::spawn(&files.keysvc_args(&db.app_url())))
             .collect();

@@ -77,6 +77,25 @@ pub(super) fn filter_columns(filter: &LocateFilter) -> [(&'static str, Option<i6
     ]
 }
 
+/// The recorded root-key checks, as both stores select them.
+pub(super) const SELECT_ROOT_KEYS: &str =
+    "SELECT root_key_id, check_value, legacy_rows FROM root_keys";
+
+/// One row of [`SELECT_ROOT_KEYS`].
+pub(super) type RootKeyRow = (String, Vec<u8>, bool);
+
+pub(super) fn root_key_checks(rows: Vec<RootKeyRow>) -> Vec<super::RootKeyCheck> {
+    rows.into_iter()
+        .map(
+            |(root_key_id, check_value, legacy_rows)| super::RootKeyCheck {
+                root_key_id,
+                check_value,
+                legacy_rows,
+            },
+        )
+        .collect()
+}
+
 /// The extra WHERE condition of [`LocateFilter::destroyed`] (constants only, no input):
 /// State Destroyed (5) and Destroyed Compromised (6).
 pub(super) fn destroyed_clause(filter: &LocateFilter) -> &'static str {

@@ -46,8 +46,8 @@ use tokio::sync::{broadcast, watch, Mutex, OwnedMutexGuard};
 
 use super::columns::{
     db_error, destroyed_clause, enum_from_sql, enum_to_sql, filter_columns, material_from_sql,
-    material_to_sql, optional_enum_from_sql, order_clause, page, position, CHANGES_CAPACITY,
-    INDEX_ROWS_PER_INSERT,
+    material_to_sql, optional_enum_from_sql, order_clause, page, position, root_key_checks,
+    RootKeyRow, CHANGES_CAPACITY, INDEX_ROWS_PER_INSERT, SELECT_ROOT_KEYS,
 };
 use super::{
     LocateFilter, ObjectChanged, ObjectRecord, RootKeyCheck, Store, StoreError, StoreEvent,
@@ -352,19 +352,11 @@ impl Store for SqliteStore {
     }
 
     async fn root_key_checks(&self) -> Result<Vec<RootKeyCheck>, StoreError> {
-        let rows: Vec<(String, Vec<u8>, bool)> =
-            sqlx::query_as("SELECT root_key_id, check_value, legacy_rows FROM root_keys")
-                .fetch_all(&self.readers)
-                .await
-                .map_err(db_error)?;
-        Ok(rows
-            .into_iter()
-            .map(|(root_key_id, check_value, legacy_rows)| RootKeyCheck {
-                root_key_id,
-                check_value,
-                legacy_rows,
-            })
-            .collect())
+        let rows: Vec<RootKeyRow> = sqlx::query_as(SELECT_ROOT_KEYS)
+            .fetch_all(&self.readers)
+            .await
+            .map_err(db_error)?;
+        Ok(root_key_checks(rows))
     }
 
     async fn record_root_key_check(&self, check: &RootKeyCheck) -> Result<(), StoreError> {
