@@ -233,7 +233,7 @@ fn each_condition_type_matches_on_its_own() {
 }
 
 #[test]
-fn the_most_specific_matching_rule_wins() {
+fn a_refining_rule_wins_over_the_rule_it_refines() {
     let files = Files::new();
     let rules = [
         rule(
@@ -259,7 +259,7 @@ fn the_most_specific_matching_rule_wins() {
     let pki = Pki::new();
     let uri = |u: &'static str| move |s: &mut CertSpec| s.uris.push(u.into());
 
-    // More conditions beat fewer.
+    // {OU, CN} refines {OU}.
     let admin = pki.peer(|s| {
         ou(s, "tenant-a");
         s.common_name = "admin".into();
@@ -269,7 +269,7 @@ fn the_most_specific_matching_rule_wins() {
         tenant(&table.decide(&pki.peer(|s| ou(s, "tenant-a")))),
         Some("tenant-a")
     );
-    // Exact beats prefix, a longer prefix beats a shorter one.
+    // An exact URI refines a prefix it starts with, a longer prefix a shorter one it extends.
     for (u, expected) in [
         ("spiffe://mesh/ns/b/sa/batch/job", "tenant-b-job"),
         ("spiffe://mesh/ns/b/sa/batch/other", "tenant-b-batch"),
@@ -284,7 +284,7 @@ fn the_most_specific_matching_rule_wins() {
 }
 
 #[test]
-fn equally_specific_matches_are_allowed_when_they_agree_and_denied_when_they_do_not() {
+fn matches_that_do_not_refine_each_other_are_allowed_when_they_agree_and_denied_when_they_do_not() {
     let files = Files::new();
     let pki = Pki::new();
     let both = |s: &mut CertSpec| {
@@ -342,7 +342,7 @@ fn equally_specific_matches_are_allowed_when_they_agree_and_denied_when_they_do_
         Some("tenant-a")
     );
 
-    // A more specific rule settles the conflict for the certificates it covers.
+    // A rule refining both settles the conflict for the certificates it covers.
     let settled = format!(
         "{disagreeing}{}",
         rule(
@@ -361,6 +361,120 @@ fn equally_specific_matches_are_allowed_when_they_agree_and_denied_when_they_do_
                      route: { tenant: tenant-a, database: keys_two }\n";
     let table = files.table("databases.yaml", &doc(databases));
     assert_eq!(label(&table.decide(&pki.peer(both))), "ambiguous");
+}
+
+/// docs/routing.md's example rules (rule for rule), as a list for `doc`.
+fn documented_rules() -> String {
+    [
+        rule(
+            r#"{ subject: { organizationalUnit: tenant-a } }"#,
+            "tenant-a",
+        ),
+        rule(
+            r#"{ subject: { organizationalUnit: tenant-a, commonName: reporting } }"#,
+            "tenant-a-reporting",
+        ),
+        rule(r#"{ sanUri: "spiffe://mesh/ns/b/*" }"#, "tenant-b"),
+        rule(
+            r#"{ sanUri: "spiffe://mesh/ns/b/sa/batch" }"#,
+            "tenant-b-batch",
+        ),
+        rule(r#"{ subject: { commonName: shared } }"#, "tenant-c"),
+    ]
+    .concat()
+}
+
+/// The hostile tenant: a pod of namespace b (routed by its SPIFFE id) that gets a
+/// certificate with `CN=shared` must not become tenant-c because an exact CN condition
+/// "outranks" a sanUri prefix. Rules on different attributes never outrank each other.
+#[test]
+fn a_pod_of_namespace_b_with_cn_shared_is_denied_not_routed_to_tenant_c() {
+    let files = Files::new();
+    let path = files.write("docs.yaml", &doc(&documented_rules()));
+    let table = RoutingTable::load(std::slice::from_ref(&path)).unwrap_or_else(|e| panic!("{e}"));
+    let pki = Pki::new();
+    let pod = pki.peer(|s| {
+        s.common_name = "shared".into();
+        s.uris.push("spiffe://mesh/ns/b/pod".into());
+    });
+    let at = |index| RuleRef {
+        file: path.clone(),
+        doc: 1,
+        index,
+    };
+    assert_eq!(
+        table.decide(&pod),
+        Decision::Deny {
+            reason: DenyReason::Ambiguous {
+                rules: vec![at(3), at(5)]
+            }
+        }
+    );
+    // An exact sanUri (rule 4) does not outrank the CN rule either.
+    let batch = pki.peer(|s| {
+        s.common_name = "shared".into();
+        s.uris.push("spiffe://mesh/ns/b/sa/batch".into());
+    });
+    assert_eq!(label(&table.decide(&batch)), "ambiguous");
+    let text = table.explain(&pod);
+    assert!(text.contains("rule 3: matches: AMBIGUOUS"), "{text}");
+    assert!(text.contains("rule 5: matches: AMBIGUOUS"), "{text}");
+}
+
+/// More conditions, or more exact ones, do not outrank a rule on other attributes; only a
+/// rule whose conditions imply every condition of the other (a refinement) does.
+#[test]
+fn only_a_refining_rule_outranks_another() {
+    let files = Files::new();
+    let pki = Pki::new();
+    let rules = [
+        rule(r#"{ subject: { organizationalUnit: x } }"#, "tenant-x"),
+        rule(
+            r#"{ subject: { organizationalUnit: x, commonName: y } }"#,
+            "tenant-y",
+        ),
+        rule(
+            r#"{ subject: { commonName: z, organization: o } }"#,
+            "tenant-z",
+        ),
+        rule(r#"{ sanUri: "spiffe://mesh/ns/x/*" }"#, "tenant-y"),
+    ]
+    .concat();
+    let table = files.table("refine.yaml", &doc(&rules));
+    let cert = |unit: &'static str, cn: &'static str, uri: Option<&'static str>| {
+        pki.peer(move |s| {
+            ou(s, unit);
+            s.common_name = cn.into();
+            s.organization = Some("o".into());
+            s.uris.extend(uri.map(String::from));
+        })
+    };
+    // Rule 2 refines rule 1 ({OU=x, CN=y} implies {OU=x}): it wins, and rule 1 still
+    // routes what rule 2 does not cover.
+    assert_eq!(
+        tenant(&table.decide(&cert("x", "y", None))),
+        Some("tenant-y")
+    );
+    assert_eq!(
+        tenant(&table.decide(&cert("x", "app", None))),
+        Some("tenant-x")
+    );
+    // Two conditions on other attributes (rule 3) do not outrank rule 1's one.
+    assert_eq!(label(&table.decide(&cert("x", "z", None))), "ambiguous");
+    // Rule 2 does not refine rule 4 (no sanUri condition), and they agree on the route:
+    // rule 1 is refined by rule 2, so it does not count.
+    let agreeing = table.decide(&cert("x", "y", Some("spiffe://mesh/ns/x/pod")));
+    match agreeing {
+        Decision::Allow(route) => {
+            assert_eq!((route.tenant.as_str(), route.rule.index), ("tenant-y", 2))
+        }
+        other => panic!("{other:?}"),
+    }
+    // An exact OU (rule 1) does not outrank a sanUri prefix (rule 4) either.
+    assert_eq!(
+        label(&table.decide(&cert("x", "app", Some("spiffe://mesh/ns/x/pod")))),
+        "ambiguous"
+    );
 }
 
 #[test]
@@ -521,7 +635,7 @@ fn a_directory_is_read_in_file_name_order_skipping_other_files() {
     );
     let refs: Vec<_> = table.rules().iter().map(|r| r.at().file.clone()).collect();
     assert_eq!(refs, table.files());
-    // Equal specificity, same tenant: the first file's rule is the one reported.
+    // Identical rules, same tenant: the first file's rule is the one reported.
     match table.decide(&pki.peer(|s| ou(s, "shared"))) {
         Decision::Allow(route) => assert_eq!(route.rule.file, dir.join("10-first.yml")),
         other => panic!("{other:?}"),
@@ -605,28 +719,11 @@ fn the_example_policies_route_tenant_a_and_tenant_b_by_ou() {
     );
 }
 
-/// The example table in docs/routing.md, rule for rule.
+/// The example table in docs/routing.md, row for row.
 #[test]
 fn the_documented_precedence_examples_hold() {
     let files = Files::new();
-    let rules = [
-        rule(
-            r#"{ subject: { organizationalUnit: tenant-a } }"#,
-            "tenant-a",
-        ),
-        rule(
-            r#"{ subject: { organizationalUnit: tenant-a, commonName: reporting } }"#,
-            "tenant-a-reporting",
-        ),
-        rule(r#"{ sanUri: "spiffe://mesh/ns/b/*" }"#, "tenant-b"),
-        rule(
-            r#"{ sanUri: "spiffe://mesh/ns/b/sa/batch" }"#,
-            "tenant-b-batch",
-        ),
-        rule(r#"{ subject: { commonName: shared } }"#, "tenant-c"),
-    ]
-    .concat();
-    let table = files.table("docs.yaml", &doc(&rules));
+    let table = files.table("docs.yaml", &doc(&documented_rules()));
     let pki = Pki::new();
     let subject = |unit: &'static str, cn: &'static str| {
         pki.peer(move |s| {
@@ -635,12 +732,20 @@ fn the_documented_precedence_examples_hold() {
         })
     };
     let uri = |u: &'static str| pki.peer(move |s| s.uris.push(u.into()));
+    let uri_cn = |u: &'static str, cn: &'static str| {
+        pki.peer(move |s| {
+            s.uris.push(u.into());
+            s.common_name = cn.into();
+        })
+    };
     let cases = [
         (subject("tenant-a", "app"), "tenant-a"),
         (subject("tenant-a", "reporting"), "tenant-a-reporting"),
         (uri("spiffe://mesh/ns/b/sa/web"), "tenant-b"),
         (uri("spiffe://mesh/ns/b/sa/batch"), "tenant-b-batch"),
         (subject("tenant-a", "shared"), "ambiguous"),
+        (uri_cn("spiffe://mesh/ns/b/pod", "shared"), "ambiguous"),
+        (uri("spiffe://mesh/ns/b-evil/pod"), "no_matching_rule"),
         (subject("tenant-x", "app"), "no_matching_rule"),
     ];
     for (peer, expected) in cases {

@@ -453,8 +453,9 @@ fn san_uri_condition(uri: &str) -> Result<Condition, &'static str> {
 }
 
 /// Two rules with the same conditions but different routes can never be told apart: every
-/// certificate that matches one matches the other with the same specificity. That much is
-/// knowable without a certificate, so it is a load error rather than a run-time denial.
+/// certificate that matches one matches the other, and neither refines the other. That
+/// much is knowable without a certificate, so it is a load error rather than a run-time
+/// denial.
 fn check_conflicts(rules: &[RoutingRule], problems: &mut Problems) {
     let mut first_with: HashMap<&[Condition], &RoutingRule> = HashMap::new();
     for rule in rules {
