@@ -478,6 +478,32 @@ fn only_a_refining_rule_outranks_another() {
 }
 
 #[test]
+fn a_san_uri_prefix_must_end_at_a_path_boundary() {
+    let files = Files::new();
+    let rules = [
+        rule(r#"{ sanUri: "spiffe://mesh/ns/b/*" }"#, "tenant-b"),
+        rule(r#"{ sanUri: "spiffe://mesh/ns/b*" }"#, "tenant-b"),
+        rule(r#"{ sanUri: "spiffe://mesh/ns/b" }"#, "tenant-b"),
+    ]
+    .concat();
+    let path = files.write("prefix.yaml", &doc(&rules));
+    let err = RoutingTable::load(std::slice::from_ref(&path)).expect_err("refused");
+    assert_eq!(err.problems().len(), 1, "{err}");
+    let problem = &err.problems()[0];
+    assert_eq!((problem.doc, problem.rule), (Some(1), Some(2)));
+    let shown = err.to_string();
+    assert!(
+        shown.starts_with(&format!(
+            r#"{} doc 1 rule 2: match.certificate.sanUri "spiffe://mesh/ns/b*" "#,
+            path.display()
+        )),
+        "{shown}"
+    );
+    assert!(shown.contains("path boundary"), "{shown}");
+    assert!(shown.contains("must end with /"), "{shown}");
+}
+
+#[test]
 fn every_problem_is_reported_at_once_with_file_document_and_rule() {
     let files = Files::new();
     let first = format!(

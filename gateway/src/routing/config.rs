@@ -438,7 +438,8 @@ fn check_text(value: &str) -> Result<(), &'static str> {
     }
 }
 
-/// `spiffe://…/sa/app` is exact; `spiffe://…/ns/tenant-a/*` matches by prefix.
+/// `spiffe://…/sa/app` is exact; `spiffe://…/ns/tenant-a/*` matches by prefix. A prefix
+/// ends at a path boundary: `…/ns/b*` would also match namespace `b-evil`.
 fn san_uri_condition(uri: &str) -> Result<Condition, &'static str> {
     check_text(uri)?;
     match uri.strip_suffix('*') {
@@ -446,6 +447,11 @@ fn san_uri_condition(uri: &str) -> Result<Condition, &'static str> {
         Some(prefix) if prefix.contains('*') => {
             Err("has a * before the end; only a trailing * is supported")
         }
+        Some(prefix) if !prefix.ends_with('/') => Err(
+            "is a prefix that does not end at a path boundary: the part before the * must end \
+             with / (`spiffe://mesh/ns/b/*`, not `spiffe://mesh/ns/b*`, which also matches \
+             namespace b-evil)",
+        ),
         Some(prefix) => Ok(Condition::SanUriPrefix(prefix.to_owned())),
         None if uri.contains('*') => Err("has a * before the end; only a trailing * is supported"),
         None => Ok(Condition::SanUriExact(uri.to_owned())),
