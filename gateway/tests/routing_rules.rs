@@ -4,7 +4,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use gateway::identity::PeerIdentity;
-use gateway::routing::{Decision, DenyReason, Route, RoutingTable, RuleRef};
+use gateway::routing::{
+    Decision, DenyReason, Route, RoutingTable, RoutingWarning, RuleRef, WarningKind,
+};
 use pki::{CertSpec, CertificateAuthority};
 
 /// The seed's example, verbatim apart from the extensions it documents.
@@ -501,6 +503,203 @@ fn a_san_uri_prefix_must_end_at_a_path_boundary() {
     );
     assert!(shown.contains("path boundary"), "{shown}");
     assert!(shown.contains("must end with /"), "{shown}");
+}
+
+/// (rule, other rule) of every overlap warning, and the rules warned about as matching
+/// only on requester-chosen fields.
+fn warned(table: &RoutingTable) -> (Vec<(usize, usize)>, Vec<usize>) {
+    let mut overlaps = Vec::new();
+    let mut chosen = Vec::new();
+    for warning in table.warnings() {
+        match &warning.kind {
+            WarningKind::Overlap { other } => overlaps.push((warning.rule.index, other.index)),
+            WarningKind::RequesterChosen => chosen.push(warning.rule.index),
+            other => panic!("{other:?}"),
+        }
+    }
+    (overlaps, chosen)
+}
+
+fn find_warning(table: &RoutingTable, rule: usize, overlapping: Option<usize>) -> &RoutingWarning {
+    table
+        .warnings()
+        .iter()
+        .find(|w| {
+            w.rule.index == rule
+                && match &w.kind {
+                    WarningKind::Overlap { other } => overlapping == Some(other.index),
+                    _ => overlapping.is_none(),
+                }
+        })
+        .unwrap_or_else(|| panic!("no warning for rule {rule}: {:?}", table.warnings()))
+}
+
+#[test]
+fn loading_warns_about_overlapping_rules_and_rules_on_requester_chosen_fields() {
+    let files = Files::new();
+    let path = files.write("docs.yaml", &doc(&documented_rules()));
+    let table = RoutingTable::load(std::slice::from_ref(&path)).unwrap_or_else(|e| panic!("{e}"));
+    // Rules on different attributes for different tenants overlap; 2 refines 1 and 4
+    // refines 3; 2 and 5 want different CNs, so one certificate (one CN) matches one.
+    let (overlaps, chosen) = warned(&table);
+    assert_eq!(
+        overlaps,
+        [(1, 3), (1, 4), (1, 5), (2, 3), (2, 4), (3, 5), (4, 5)]
+    );
+    assert_eq!(chosen, [5]);
+    let p = path.display();
+    let overlap = find_warning(&table, 3, Some(5)).to_string();
+    assert!(
+        overlap.starts_with(&format!(
+            "{p} doc 1 rule 3: overlaps {p} doc 1 rule 5: this rule routes to tenant tenant-b, \
+             that one to tenant tenant-c, and a certificate with subject.commonName = \"shared\" \
+             and sanUri starts with \"spiffe://mesh/ns/b/\" matches both"
+        )),
+        "{overlap}"
+    );
+    assert!(overlap.contains("denied as ambiguous"), "{overlap}");
+    let cn_only = find_warning(&table, 5, None).to_string();
+    assert_eq!(
+        cn_only,
+        format!(
+            "{p} doc 1 rule 5: matches only on subject.commonName, which whoever requests a \
+             certificate chooses; add a subject.organizationalUnit or sanUri condition, or \
+             make sure the issuer controls subject.commonName"
+        )
+    );
+}
+
+#[test]
+fn overlap_warnings_leave_out_refinements_agreeing_routes_and_decided_overlaps() {
+    let files = Files::new();
+    let table = |name: &str, rules: &[String]| files.table(name, &doc(&rules.concat()));
+    let ou_x = || rule(r#"{ subject: { organizationalUnit: x } }"#, "t1");
+
+    // OU=x and CN=y overlap...
+    let cn_y = rule(r#"{ subject: { commonName: y, organization: o } }"#, "t2");
+    assert_eq!(
+        warned(&table("a.yaml", &[ou_x(), cn_y.clone()])).0,
+        [(1, 2)]
+    );
+    // ...unless a rule with exactly both conditions decides the overlap.
+    let both = rule(
+        r#"{ subject: { organizationalUnit: x, commonName: y, organization: o } }"#,
+        "t3",
+    );
+    assert_eq!(
+        warned(&table("b.yaml", &[ou_x(), cn_y.clone(), both])).0,
+        []
+    );
+    // A narrower rule covering part of the overlap does not decide all of it.
+    let part = rule(
+        r#"{ subject: { organizationalUnit: x, commonName: y, organization: o }, sanUri: "spiffe://m/a/" }"#,
+        "t3",
+    );
+    assert_eq!(warned(&table("c.yaml", &[ou_x(), cn_y, part])).0, [(1, 2)]);
+    // The same route: no warning; the same tenant in another database: a warning.
+    let same = rule(r#"{ sanUri: "spiffe://m/ns/x/*" }"#, "t1");
+    assert_eq!(warned(&table("d.yaml", &[ou_x(), same])).0, []);
+    let other_db = "    - match: { certificate: { sanUri: \"spiffe://m/ns/x/*\" } }\n      \
+                    route: { tenant: t1, database: other_keys }\n";
+    assert_eq!(
+        warned(&table("e.yaml", &[ou_x(), other_db.into()])).0,
+        [(1, 2)]
+    );
+    // Nested sanUri prefixes: the longer refines the shorter, unless the shorter has a
+    // condition the longer lacks. Disjoint prefixes and different URIs never overlap.
+    let nested = [
+        rule(r#"{ sanUri: "spiffe://m/ns/b/sa/*" }"#, "t1"),
+        rule(
+            r#"{ sanUri: "spiffe://m/ns/b/*", subject: { organizationalUnit: z } }"#,
+            "t2",
+        ),
+        rule(r#"{ sanUri: "spiffe://m/ns/b/sa/web/*" }"#, "t3"),
+        rule(r#"{ sanUri: "spiffe://m/ns/c/*" }"#, "t4"),
+        rule(r#"{ sanUri: "spiffe://m/ns/b/sa/job" }"#, "t5"),
+    ];
+    let t = table("f.yaml", &nested);
+    assert_eq!(warned(&t).0, [(1, 2), (2, 3), (2, 5)]);
+    assert!(
+        find_warning(&t, 1, Some(2)).message.contains(
+            r#"a certificate with subject.organizationalUnit = "z" and sanUri starts with "spiffe://m/ns/b/sa/" matches both"#
+        ),
+        "{:?}",
+        t.warnings()
+    );
+}
+
+#[test]
+fn rules_on_requester_chosen_fields_alone_are_warned_about() {
+    let files = Files::new();
+    let rules = [
+        rule(r#"{ subject: { commonName: app } }"#, "t1"),
+        rule(r#"{ subject: { organization: Org } }"#, "t2"),
+        rule(
+            r#"{ subject: { commonName: app, organization: Org } }"#,
+            "t3",
+        ),
+        rule(r#"{ issuer: "CN=platform-mesh-ca" }"#, "t4"),
+        rule(
+            r#"{ subject: { commonName: db }, issuer: "CN=platform-mesh-ca" }"#,
+            "t4",
+        ),
+        rule(
+            r#"{ subject: { organizationalUnit: ou, commonName: app } }"#,
+            "t1",
+        ),
+        rule(
+            r#"{ sanUri: "spiffe://m/ns/x/*", issuer: "CN=platform-mesh-ca" }"#,
+            "t4",
+        ),
+    ]
+    .concat();
+    let table = files.table("chosen.yaml", &doc(&rules));
+    assert_eq!(warned(&table).1, [1, 2, 3, 4, 5]);
+    let message = |i| find_warning(&table, i, None).message.clone();
+    assert!(
+        message(3).starts_with(
+            "matches only on subject.commonName and subject.organization, which whoever requests"
+        ),
+        "{}",
+        message(3)
+    );
+    assert!(
+        message(4).starts_with(
+            "matches only on issuer, so every certificate that CA issues is routed to tenant t4"
+        ),
+        "{}",
+        message(4)
+    );
+    assert!(
+        message(5).starts_with("matches only on subject.commonName (and issuer), which"),
+        "{}",
+        message(5)
+    );
+}
+
+#[test]
+fn warnings_are_kept_up_to_a_limit_and_the_rest_counted() {
+    let files = Files::new();
+    // 100 OU rules and 20 sanUri rules for other tenants: 2000 overlapping pairs.
+    let mut rules = String::new();
+    for i in 0..100 {
+        rules += &rule(
+            &format!("{{ subject: {{ organizationalUnit: ou-{i} }} }}"),
+            &format!("ou-{i}"),
+        );
+    }
+    for i in 0..20 {
+        rules += &rule(
+            &format!(r#"{{ sanUri: "spiffe://mesh/ns/n{i}/*" }}"#),
+            &format!("ns-{i}"),
+        );
+    }
+    let table = files.table("many.yaml", &doc(&rules));
+    assert_eq!(table.warnings().len(), gateway::routing::MAX_WARNINGS);
+    assert_eq!(
+        table.warnings_left_out(),
+        2000 - gateway::routing::MAX_WARNINGS
+    );
 }
 
 #[test]

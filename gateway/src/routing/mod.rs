@@ -25,7 +25,10 @@
 //! Deciding: of the rules that match a certificate, those refined by another matching rule
 //! are set aside. The rest (the *deciding* rules) must all agree on the route (tenant and
 //! database): then the first of them in file order is reported. If they disagree the
-//! certificate is denied as [`DenyReason::Ambiguous`]. No match: denied. `docs/routing.md`
+//! certificate is denied as [`DenyReason::Ambiguous`]. No match: denied. Rules for
+//! different routes that can match one certificate without either refining the other are
+//! legal (they deny the overlap); loading reports them as [`RoutingWarning`]s, as it does
+//! rules that match only on fields the certificate's requester chooses. `docs/routing.md`
 //! has worked examples.
 
 mod config;
@@ -36,14 +39,14 @@ use std::fmt::{self, Write as _};
 use std::path::PathBuf;
 
 pub use config::{
-    is_valid_database_name, is_valid_tenant_id, RoutingError, RoutingProblem, API_VERSION, KIND,
-    MAX_DATABASE_NAME_LEN, MAX_TENANT_ID_LEN,
+    is_valid_database_name, is_valid_tenant_id, RoutingError, RoutingProblem, RoutingWarning,
+    WarningKind, API_VERSION, KIND, MAX_DATABASE_NAME_LEN, MAX_TENANT_ID_LEN, MAX_WARNINGS,
 };
 pub use ou_rules::tenant_ou_rules;
 pub use watch::RoutingWatcher;
 
 use crate::identity::PeerIdentity;
-use config::Sources;
+use config::{Checked, Sources};
 
 /// Where a rule is written: file, 1-based YAML document, 1-based index in `spec.routing`.
 /// Carried into every decision for the audit log and `explain`.
@@ -66,6 +69,48 @@ impl fmt::Display for RuleRef {
     }
 }
 
+/// The certificate attribute a condition reads. A rule has at most one condition per
+/// attribute.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Attribute {
+    SubjectOu,
+    SubjectCn,
+    SubjectO,
+    SanUri,
+    Issuer,
+}
+
+impl Attribute {
+    /// One bit per attribute, for sets of attributes.
+    fn bit(self) -> u8 {
+        match self {
+            Self::SubjectOu => 1,
+            Self::SubjectCn => 2,
+            Self::SubjectO => 4,
+            Self::SanUri => 8,
+            Self::Issuer => 16,
+        }
+    }
+
+    /// As written in a rule (and in messages).
+    fn name(self) -> &'static str {
+        match self {
+            Self::SubjectOu => "subject.organizationalUnit",
+            Self::SubjectCn => "subject.commonName",
+            Self::SubjectO => "subject.organization",
+            Self::SanUri => "sanUri",
+            Self::Issuer => "issuer",
+        }
+    }
+
+    /// Whoever requests a certificate writes its subject CN and O, and a CA that is not
+    /// told otherwise signs them as asked. (OU and URI SANs are what the platform's issuance
+    /// controls; the issuer alone says nothing about the tenant.)
+    fn chosen_by_requester(self) -> bool {
+        matches!(self, Self::SubjectCn | Self::SubjectO)
+    }
+}
+
 /// One condition of a rule's `match.certificate`. The derived order (by variant, then
 /// value) is the canonical order of a rule's conditions.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -81,6 +126,16 @@ enum Condition {
 }
 
 impl Condition {
+    fn attribute(&self) -> Attribute {
+        match self {
+            Self::SubjectOu(_) => Attribute::SubjectOu,
+            Self::SubjectCn(_) => Attribute::SubjectCn,
+            Self::SubjectO(_) => Attribute::SubjectO,
+            Self::SanUriExact(_) | Self::SanUriPrefix(_) => Attribute::SanUri,
+            Self::Issuer(_) => Attribute::Issuer,
+        }
+    }
+
     /// Whether every certificate this condition holds for also satisfies `other`: only
     /// ever for a condition on the same attribute — the same value, or a `sanUri` (exact or
     /// prefix) that starts with `other`'s prefix.
@@ -188,6 +243,13 @@ impl RoutingRule {
         self.conditions.iter().all(|c| c.holds(peer))
     }
 
+    /// The attributes the rule has conditions on, one [`Attribute::bit`] each.
+    fn attributes(&self) -> u8 {
+        self.conditions
+            .iter()
+            .fold(0, |set, c| set | c.attribute().bit())
+    }
+
     /// Whether this rule refines `other`: every certificate it matches provably matches
     /// `other` (each of `other`'s conditions is implied by one of this rule's, on the same
     /// attribute), and the two are not equal. Only a refining rule outranks another.
@@ -201,6 +263,52 @@ impl RoutingRule {
             .conditions
             .iter()
             .all(|broad| self.conditions.iter().any(|narrow| narrow.implies(broad)))
+    }
+
+    /// Whether one certificate with one value per attribute (one OU, one URI SAN…) can
+    /// match both rules: their conditions on a shared attribute are compatible (equal
+    /// values; an exact URI under a prefix; nested prefixes).
+    fn overlaps(&self, other: &RoutingRule) -> bool {
+        self.conditions.iter().all(|mine| {
+            other.conditions.iter().all(|theirs| {
+                theirs.attribute() != mine.attribute()
+                    || mine.implies(theirs)
+                    || theirs.implies(mine)
+            })
+        })
+    }
+
+    /// The conditions a certificate with one value per attribute must meet to match both
+    /// rules, in canonical order: per attribute, the narrower condition. `None` when no
+    /// such certificate exists (see [`overlaps`](Self::overlaps)).
+    fn intersection(&self, other: &RoutingRule) -> Option<Vec<Condition>> {
+        let mut both: Vec<Condition> = Vec::with_capacity(self.conditions.len() + 1);
+        for mine in &self.conditions {
+            match other
+                .conditions
+                .iter()
+                .find(|theirs| theirs.attribute() == mine.attribute())
+            {
+                None => both.push(mine.clone()),
+                Some(theirs) if mine.implies(theirs) => both.push(mine.clone()),
+                Some(theirs) if theirs.implies(mine) => both.push(theirs.clone()),
+                Some(_) => return None,
+            }
+        }
+        both.extend(
+            other
+                .conditions
+                .iter()
+                .filter(|theirs| {
+                    !self
+                        .conditions
+                        .iter()
+                        .any(|mine| mine.attribute() == theirs.attribute())
+                })
+                .cloned(),
+        );
+        both.sort();
+        Some(both)
     }
 }
 
@@ -297,6 +405,8 @@ impl fmt::Display for DenyReason {
 pub struct RoutingTable {
     rules: Vec<RoutingRule>,
     files: Vec<PathBuf>,
+    warnings: Vec<RoutingWarning>,
+    warnings_left_out: usize,
 }
 
 impl RoutingTable {
@@ -307,9 +417,16 @@ impl RoutingTable {
     }
 
     fn from_sources(sources: &Sources) -> Result<Self, RoutingError> {
+        let Checked {
+            rules,
+            warnings,
+            warnings_left_out,
+        } = sources.rules()?;
         Ok(Self {
-            rules: sources.rules()?,
+            rules,
             files: sources.files().map(PathBuf::from).collect(),
+            warnings,
+            warnings_left_out,
         })
     }
 
@@ -321,6 +438,19 @@ impl RoutingTable {
     /// The files the rules were read from, in order.
     pub fn files(&self) -> &[PathBuf] {
         &self.files
+    }
+
+    /// What is legal but likely not meant: rules for different routes that can match one
+    /// certificate without either refining the other (such a certificate is denied as
+    /// ambiguous), and rules that match only on fields the requester of a certificate
+    /// chooses. In file order of the rule they are about; at most [`MAX_WARNINGS`].
+    pub fn warnings(&self) -> &[RoutingWarning] {
+        &self.warnings
+    }
+
+    /// How many warnings were found beyond the [`MAX_WARNINGS`] kept.
+    pub fn warnings_left_out(&self) -> usize {
+        self.warnings_left_out
     }
 
     pub fn len(&self) -> usize {
@@ -409,8 +539,8 @@ impl RoutingTable {
 
 #[cfg(test)]
 mod tests {
-    //! Refinement holds against every certificate of a small universe: what the rules
-    //! claim without a certificate is what certificates do.
+    //! Refinement, overlap and intersection hold against every certificate of a small
+    //! universe: what the rules claim without a certificate is what certificates do.
 
     use proptest::prelude::*;
 
@@ -523,6 +653,21 @@ mod tests {
             prop_assert_eq!(n.refines(&b), n.within(&b) && !b.within(&n));
         }
 
+        /// A certificate with one value per attribute matches both rules exactly when it
+        /// matches their intersection.
+        #[test]
+        fn the_intersection_is_what_matches_both(left in conditions(), right in conditions()) {
+            let (l, r) = (rule(1, left, "t1"), rule(2, right, "t2"));
+            let both = l.intersection(&r);
+            prop_assert_eq!(l.overlaps(&r), both.is_some());
+            for peer in single_valued_peers() {
+                let in_both = l.matches(&peer) && r.matches(&peer);
+                let in_intersection = both
+                    .as_ref()
+                    .is_some_and(|all| all.iter().all(|c| c.holds(&peer)));
+                prop_assert_eq!(in_both, in_intersection, "{} / {} / {:?}", l, r, peer);
+            }
+        }
     }
 
     #[test]
