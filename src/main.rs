@@ -62,15 +62,18 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum RoutingCommand {
-    /// Print a certificate's identity, the tenant the rules give it (or DENIED and why) and
-    /// how each rule judged it. Exit code 0: allowed, 3: denied, 2: bad rules or certificate.
+    /// Validate the rules and print their warnings (on stderr: overlapping rules for
+    /// different tenants, rules on fields a certificate's requester chooses); with --cert,
+    /// print the certificate's identity, the tenant the rules give it (or DENIED and why)
+    /// and how each rule judged it. Exit code 0: allowed (or, without --cert, the rules are
+    /// valid; warnings do not change it), 3: denied, 2: bad rules or certificate.
     Check {
         /// A rule file, or a directory whose *.yaml / *.yml files are read (repeatable).
         #[arg(long, value_name = "DIR_OR_FILE", required = true)]
         policies: Vec<PathBuf>,
         /// The client certificate, PEM (the first certificate in the file).
         #[arg(long, value_name = "CERT.pem")]
-        cert: PathBuf,
+        cert: Option<PathBuf>,
     },
 }
 
@@ -158,7 +161,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Routing(RoutingCommand::Check { policies, cert }) => {
-            routing_check(&policies, &cert)
+            routing_check(&policies, cert.as_deref())
         }
         Command::Pki(PkiCommand::Init { dir, cn }) => report(pki_init(&dir, &cn)),
         Command::Pki(PkiCommand::Issue {
@@ -407,8 +410,9 @@ fn new_root_key(file: Option<PathBuf>, id: &str) -> anyhow::Result<RootKey> {
     RootKey::from_base64(id, text.expose()).context("new root key")
 }
 
-/// `openkcm routing check`: exit 0 allowed, 3 denied, 2 bad rules or certificate.
-fn routing_check(policies: &[PathBuf], cert: &Path) -> ExitCode {
+/// `openkcm routing check`: exit 0 allowed (without a certificate: valid rules), 3 denied,
+/// 2 bad rules or certificate. Warnings about the rules go to stderr and change nothing.
+fn routing_check(policies: &[PathBuf], cert: Option<&Path>) -> ExitCode {
     const DENIED: u8 = 3;
     const UNUSABLE_INPUT: u8 = 2;
     let table = match RoutingTable::load(policies) {
@@ -417,6 +421,24 @@ fn routing_check(policies: &[PathBuf], cert: &Path) -> ExitCode {
             eprintln!("openkcm routing check: {e}");
             return ExitCode::from(UNUSABLE_INPUT);
         }
+    };
+    for warning in table.warnings() {
+        eprintln!("warning: {warning}");
+    }
+    if table.warnings_left_out() > 0 {
+        eprintln!(
+            "warning: {} more warnings left out",
+            table.warnings_left_out()
+        );
+    }
+    let Some(cert) = cert else {
+        let count = table.warnings().len() + table.warnings_left_out();
+        println!(
+            "{} rule(s) from {} file(s): valid, {count} warning(s)",
+            table.len(),
+            table.files().len()
+        );
+        return ExitCode::SUCCESS;
     };
     let peer = match std::fs::read(cert)
         .map_err(anyhow::Error::from)

@@ -436,6 +436,98 @@ fn the_routing_configmap_routes_tenant_certificates_and_denies_others() {
     }
 }
 
+/// docs/routing.md's example rules ("Precedence", "Examples").
+const DOCUMENTED_RULES: &str = r#"apiVersion: platform-mesh.io/v1
+kind: TenantRouting
+metadata: { name: docs-example }
+spec:
+  routing:
+    - match: { certificate: { subject: { organizationalUnit: tenant-a } } }
+      route: { tenant: tenant-a }
+    - match: { certificate: { subject: { organizationalUnit: tenant-a, commonName: reporting } } }
+      route: { tenant: tenant-a-reporting }
+    - match: { certificate: { sanUri: "spiffe://mesh/ns/b/*" } }
+      route: { tenant: tenant-b }
+    - match: { certificate: { sanUri: "spiffe://mesh/ns/b/sa/batch" } }
+      route: { tenant: tenant-b-batch }
+    - match: { certificate: { subject: { commonName: shared } } }
+      route: { tenant: tenant-c }
+"#;
+
+#[test]
+fn routing_check_warns_about_overlapping_rules_and_rules_on_requester_chosen_fields() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let rules = dir.path().join("rules.yaml");
+    std::fs::write(&rules, DOCUMENTED_RULES).expect("write rules");
+    let path = |p: &Path| p.display().to_string();
+    let r = path(&rules);
+    let warned = |stderr: &str| {
+        for expected in [
+            format!("warning: {r} doc 1 rule 3: overlaps {r} doc 1 rule 5: this rule routes to tenant tenant-b, that one to tenant tenant-c"),
+            format!("warning: {r} doc 1 rule 1: overlaps {r} doc 1 rule 5: "),
+            format!("warning: {r} doc 1 rule 5: matches only on subject.commonName, which whoever requests a certificate chooses"),
+        ] {
+            assert!(stderr.contains(&expected), "missing {expected:?} in:\n{stderr}");
+        }
+        assert_eq!(stderr.matches("warning: ").count(), 8, "{stderr}");
+    };
+
+    // Without a certificate: the rules are checked; warnings do not fail them.
+    let checked = openkcm(&["routing", "check", "--policies", &r]);
+    let stdout = String::from_utf8_lossy(&checked.stdout);
+    let stderr = String::from_utf8_lossy(&checked.stderr);
+    assert_eq!(checked.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("5 rule(s) from 1 file(s): valid, 8 warning(s)"),
+        "{stdout}"
+    );
+    warned(&stderr);
+
+    // With one: the same warnings, and the overlap they warn about denied (exit 3).
+    let ca = dir.path().join("ca");
+    let certs = dir.path().join("certs");
+    let init = openkcm(&["pki", "init", "--dir", &path(&ca)]);
+    assert!(init.status.success(), "pki init: {init:?}");
+    let issued = openkcm(&[
+        "pki",
+        "issue",
+        "--ca-dir",
+        &path(&ca),
+        "--tenant",
+        "tenant-a",
+        "--cn",
+        "shared",
+        "--out",
+        &path(&certs),
+    ]);
+    assert!(issued.status.success(), "pki issue: {issued:?}");
+    let cert = path(&certs.join("tenant-a.pem"));
+    let checked = openkcm(&["routing", "check", "--policies", &r, "--cert", &cert]);
+    let stdout = String::from_utf8_lossy(&checked.stdout);
+    let stderr = String::from_utf8_lossy(&checked.stderr);
+    assert_eq!(checked.status.code(), Some(3), "{stdout}{stderr}");
+    assert!(stdout.contains("DENIED: ambiguous"), "{stdout}");
+    warned(&stderr);
+
+    // A sanUri prefix that does not end at a path boundary is refused (exit 2).
+    let loose = dir.path().join("loose.yaml");
+    std::fs::write(
+        &loose,
+        DOCUMENTED_RULES.replace("spiffe://mesh/ns/b/*", "spiffe://mesh/ns/b*"),
+    )
+    .expect("write rules");
+    let checked = openkcm(&["routing", "check", "--policies", &path(&loose)]);
+    let stderr = String::from_utf8_lossy(&checked.stderr);
+    assert_eq!(checked.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{} doc 1 rule 3: match.certificate.sanUri \"spiffe://mesh/ns/b*\" is a prefix that does not end at a path boundary",
+            path(&loose)
+        )),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn the_tenantrouting_resource_is_the_file_the_gateway_reads() {
     let body = |rel: &str| {

@@ -4,7 +4,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use gateway::identity::PeerIdentity;
-use gateway::routing::{Decision, DenyReason, Route, RoutingTable, RuleRef};
+use gateway::routing::{
+    Decision, DenyReason, Route, RoutingTable, RoutingWarning, RuleRef, WarningKind,
+};
 use pki::{CertSpec, CertificateAuthority};
 
 /// The seed's example, verbatim apart from the extensions it documents.
@@ -233,7 +235,7 @@ fn each_condition_type_matches_on_its_own() {
 }
 
 #[test]
-fn the_most_specific_matching_rule_wins() {
+fn a_refining_rule_wins_over_the_rule_it_refines() {
     let files = Files::new();
     let rules = [
         rule(
@@ -259,7 +261,7 @@ fn the_most_specific_matching_rule_wins() {
     let pki = Pki::new();
     let uri = |u: &'static str| move |s: &mut CertSpec| s.uris.push(u.into());
 
-    // More conditions beat fewer.
+    // {OU, CN} refines {OU}.
     let admin = pki.peer(|s| {
         ou(s, "tenant-a");
         s.common_name = "admin".into();
@@ -269,7 +271,7 @@ fn the_most_specific_matching_rule_wins() {
         tenant(&table.decide(&pki.peer(|s| ou(s, "tenant-a")))),
         Some("tenant-a")
     );
-    // Exact beats prefix, a longer prefix beats a shorter one.
+    // An exact URI refines a prefix it starts with, a longer prefix a shorter one it extends.
     for (u, expected) in [
         ("spiffe://mesh/ns/b/sa/batch/job", "tenant-b-job"),
         ("spiffe://mesh/ns/b/sa/batch/other", "tenant-b-batch"),
@@ -284,7 +286,7 @@ fn the_most_specific_matching_rule_wins() {
 }
 
 #[test]
-fn equally_specific_matches_are_allowed_when_they_agree_and_denied_when_they_do_not() {
+fn matches_that_do_not_refine_each_other_are_allowed_when_they_agree_and_denied_when_they_do_not() {
     let files = Files::new();
     let pki = Pki::new();
     let both = |s: &mut CertSpec| {
@@ -342,7 +344,7 @@ fn equally_specific_matches_are_allowed_when_they_agree_and_denied_when_they_do_
         Some("tenant-a")
     );
 
-    // A more specific rule settles the conflict for the certificates it covers.
+    // A rule refining both settles the conflict for the certificates it covers.
     let settled = format!(
         "{disagreeing}{}",
         rule(
@@ -361,6 +363,343 @@ fn equally_specific_matches_are_allowed_when_they_agree_and_denied_when_they_do_
                      route: { tenant: tenant-a, database: keys_two }\n";
     let table = files.table("databases.yaml", &doc(databases));
     assert_eq!(label(&table.decide(&pki.peer(both))), "ambiguous");
+}
+
+/// docs/routing.md's example rules (rule for rule), as a list for `doc`.
+fn documented_rules() -> String {
+    [
+        rule(
+            r#"{ subject: { organizationalUnit: tenant-a } }"#,
+            "tenant-a",
+        ),
+        rule(
+            r#"{ subject: { organizationalUnit: tenant-a, commonName: reporting } }"#,
+            "tenant-a-reporting",
+        ),
+        rule(r#"{ sanUri: "spiffe://mesh/ns/b/*" }"#, "tenant-b"),
+        rule(
+            r#"{ sanUri: "spiffe://mesh/ns/b/sa/batch" }"#,
+            "tenant-b-batch",
+        ),
+        rule(r#"{ subject: { commonName: shared } }"#, "tenant-c"),
+    ]
+    .concat()
+}
+
+/// The hostile tenant: a pod of namespace b (routed by its SPIFFE id) that gets a
+/// certificate with `CN=shared` must not become tenant-c because an exact CN condition
+/// "outranks" a sanUri prefix. Rules on different attributes never outrank each other.
+#[test]
+fn a_pod_of_namespace_b_with_cn_shared_is_denied_not_routed_to_tenant_c() {
+    let files = Files::new();
+    let path = files.write("docs.yaml", &doc(&documented_rules()));
+    let table = RoutingTable::load(std::slice::from_ref(&path)).unwrap_or_else(|e| panic!("{e}"));
+    let pki = Pki::new();
+    let pod = pki.peer(|s| {
+        s.common_name = "shared".into();
+        s.uris.push("spiffe://mesh/ns/b/pod".into());
+    });
+    let at = |index| RuleRef {
+        file: path.clone(),
+        doc: 1,
+        index,
+    };
+    assert_eq!(
+        table.decide(&pod),
+        Decision::Deny {
+            reason: DenyReason::Ambiguous {
+                rules: vec![at(3), at(5)]
+            }
+        }
+    );
+    // An exact sanUri (rule 4) does not outrank the CN rule either.
+    let batch = pki.peer(|s| {
+        s.common_name = "shared".into();
+        s.uris.push("spiffe://mesh/ns/b/sa/batch".into());
+    });
+    assert_eq!(label(&table.decide(&batch)), "ambiguous");
+    let text = table.explain(&pod);
+    assert!(text.contains("rule 3: matches: AMBIGUOUS"), "{text}");
+    assert!(text.contains("rule 5: matches: AMBIGUOUS"), "{text}");
+}
+
+/// More conditions, or more exact ones, do not outrank a rule on other attributes; only a
+/// rule whose conditions imply every condition of the other (a refinement) does.
+#[test]
+fn only_a_refining_rule_outranks_another() {
+    let files = Files::new();
+    let pki = Pki::new();
+    let rules = [
+        rule(r#"{ subject: { organizationalUnit: x } }"#, "tenant-x"),
+        rule(
+            r#"{ subject: { organizationalUnit: x, commonName: y } }"#,
+            "tenant-y",
+        ),
+        rule(
+            r#"{ subject: { commonName: z, organization: o } }"#,
+            "tenant-z",
+        ),
+        rule(r#"{ sanUri: "spiffe://mesh/ns/x/*" }"#, "tenant-y"),
+    ]
+    .concat();
+    let table = files.table("refine.yaml", &doc(&rules));
+    let cert = |unit: &'static str, cn: &'static str, uri: Option<&'static str>| {
+        pki.peer(move |s| {
+            ou(s, unit);
+            s.common_name = cn.into();
+            s.organization = Some("o".into());
+            s.uris.extend(uri.map(String::from));
+        })
+    };
+    // Rule 2 refines rule 1 ({OU=x, CN=y} implies {OU=x}): it wins, and rule 1 still
+    // routes what rule 2 does not cover.
+    assert_eq!(
+        tenant(&table.decide(&cert("x", "y", None))),
+        Some("tenant-y")
+    );
+    assert_eq!(
+        tenant(&table.decide(&cert("x", "app", None))),
+        Some("tenant-x")
+    );
+    // Two conditions on other attributes (rule 3) do not outrank rule 1's one.
+    assert_eq!(label(&table.decide(&cert("x", "z", None))), "ambiguous");
+    // Rule 2 does not refine rule 4 (no sanUri condition), and they agree on the route:
+    // rule 1 is refined by rule 2, so it does not count.
+    let agreeing = table.decide(&cert("x", "y", Some("spiffe://mesh/ns/x/pod")));
+    match agreeing {
+        Decision::Allow(route) => {
+            assert_eq!((route.tenant.as_str(), route.rule.index), ("tenant-y", 2))
+        }
+        other => panic!("{other:?}"),
+    }
+    // An exact OU (rule 1) does not outrank a sanUri prefix (rule 4) either.
+    assert_eq!(
+        label(&table.decide(&cert("x", "app", Some("spiffe://mesh/ns/x/pod")))),
+        "ambiguous"
+    );
+}
+
+#[test]
+fn a_san_uri_prefix_must_end_at_a_path_boundary() {
+    let files = Files::new();
+    let rules = [
+        rule(r#"{ sanUri: "spiffe://mesh/ns/b/*" }"#, "tenant-b"),
+        rule(r#"{ sanUri: "spiffe://mesh/ns/b*" }"#, "tenant-b"),
+        rule(r#"{ sanUri: "spiffe://mesh/ns/b" }"#, "tenant-b"),
+    ]
+    .concat();
+    let path = files.write("prefix.yaml", &doc(&rules));
+    let err = RoutingTable::load(std::slice::from_ref(&path)).expect_err("refused");
+    assert_eq!(err.problems().len(), 1, "{err}");
+    let problem = &err.problems()[0];
+    assert_eq!((problem.doc, problem.rule), (Some(1), Some(2)));
+    let shown = err.to_string();
+    assert!(
+        shown.starts_with(&format!(
+            r#"{} doc 1 rule 2: match.certificate.sanUri "spiffe://mesh/ns/b*" "#,
+            path.display()
+        )),
+        "{shown}"
+    );
+    assert!(shown.contains("path boundary"), "{shown}");
+    assert!(shown.contains("must end with /"), "{shown}");
+}
+
+/// (rule, other rule) of every overlap warning, and the rules warned about as matching
+/// only on requester-chosen fields.
+fn warned(table: &RoutingTable) -> (Vec<(usize, usize)>, Vec<usize>) {
+    let mut overlaps = Vec::new();
+    let mut chosen = Vec::new();
+    for warning in table.warnings() {
+        match &warning.kind {
+            WarningKind::Overlap { other } => overlaps.push((warning.rule.index, other.index)),
+            WarningKind::RequesterChosen => chosen.push(warning.rule.index),
+            other => panic!("{other:?}"),
+        }
+    }
+    (overlaps, chosen)
+}
+
+fn find_warning(table: &RoutingTable, rule: usize, overlapping: Option<usize>) -> &RoutingWarning {
+    table
+        .warnings()
+        .iter()
+        .find(|w| {
+            w.rule.index == rule
+                && match &w.kind {
+                    WarningKind::Overlap { other } => overlapping == Some(other.index),
+                    _ => overlapping.is_none(),
+                }
+        })
+        .unwrap_or_else(|| panic!("no warning for rule {rule}: {:?}", table.warnings()))
+}
+
+#[test]
+fn loading_warns_about_overlapping_rules_and_rules_on_requester_chosen_fields() {
+    let files = Files::new();
+    let path = files.write("docs.yaml", &doc(&documented_rules()));
+    let table = RoutingTable::load(std::slice::from_ref(&path)).unwrap_or_else(|e| panic!("{e}"));
+    // Rules on different attributes for different tenants overlap; 2 refines 1 and 4
+    // refines 3; 2 and 5 want different CNs, so one certificate (one CN) matches one.
+    let (overlaps, chosen) = warned(&table);
+    assert_eq!(
+        overlaps,
+        [(1, 3), (1, 4), (1, 5), (2, 3), (2, 4), (3, 5), (4, 5)]
+    );
+    assert_eq!(chosen, [5]);
+    let p = path.display();
+    let overlap = find_warning(&table, 3, Some(5)).to_string();
+    assert!(
+        overlap.starts_with(&format!(
+            "{p} doc 1 rule 3: overlaps {p} doc 1 rule 5: this rule routes to tenant tenant-b, \
+             that one to tenant tenant-c, and a certificate with subject.commonName = \"shared\" \
+             and sanUri starts with \"spiffe://mesh/ns/b/\" matches both"
+        )),
+        "{overlap}"
+    );
+    assert!(overlap.contains("denied as ambiguous"), "{overlap}");
+    let cn_only = find_warning(&table, 5, None).to_string();
+    assert_eq!(
+        cn_only,
+        format!(
+            "{p} doc 1 rule 5: matches only on subject.commonName, which whoever requests a \
+             certificate chooses; add a subject.organizationalUnit or sanUri condition, or \
+             make sure the issuer controls subject.commonName"
+        )
+    );
+}
+
+#[test]
+fn overlap_warnings_leave_out_refinements_agreeing_routes_and_decided_overlaps() {
+    let files = Files::new();
+    let table = |name: &str, rules: &[String]| files.table(name, &doc(&rules.concat()));
+    let ou_x = || rule(r#"{ subject: { organizationalUnit: x } }"#, "t1");
+
+    // OU=x and CN=y overlap...
+    let cn_y = rule(r#"{ subject: { commonName: y, organization: o } }"#, "t2");
+    assert_eq!(
+        warned(&table("a.yaml", &[ou_x(), cn_y.clone()])).0,
+        [(1, 2)]
+    );
+    // ...unless a rule with exactly both conditions decides the overlap.
+    let both = rule(
+        r#"{ subject: { organizationalUnit: x, commonName: y, organization: o } }"#,
+        "t3",
+    );
+    assert_eq!(
+        warned(&table("b.yaml", &[ou_x(), cn_y.clone(), both])).0,
+        []
+    );
+    // A narrower rule covering part of the overlap does not decide all of it.
+    let part = rule(
+        r#"{ subject: { organizationalUnit: x, commonName: y, organization: o }, sanUri: "spiffe://m/a/" }"#,
+        "t3",
+    );
+    assert_eq!(warned(&table("c.yaml", &[ou_x(), cn_y, part])).0, [(1, 2)]);
+    // The same route: no warning; the same tenant in another database: a warning.
+    let same = rule(r#"{ sanUri: "spiffe://m/ns/x/*" }"#, "t1");
+    assert_eq!(warned(&table("d.yaml", &[ou_x(), same])).0, []);
+    let other_db = "    - match: { certificate: { sanUri: \"spiffe://m/ns/x/*\" } }\n      \
+                    route: { tenant: t1, database: other_keys }\n";
+    assert_eq!(
+        warned(&table("e.yaml", &[ou_x(), other_db.into()])).0,
+        [(1, 2)]
+    );
+    // Nested sanUri prefixes: the longer refines the shorter, unless the shorter has a
+    // condition the longer lacks. Disjoint prefixes and different URIs never overlap.
+    let nested = [
+        rule(r#"{ sanUri: "spiffe://m/ns/b/sa/*" }"#, "t1"),
+        rule(
+            r#"{ sanUri: "spiffe://m/ns/b/*", subject: { organizationalUnit: z } }"#,
+            "t2",
+        ),
+        rule(r#"{ sanUri: "spiffe://m/ns/b/sa/web/*" }"#, "t3"),
+        rule(r#"{ sanUri: "spiffe://m/ns/c/*" }"#, "t4"),
+        rule(r#"{ sanUri: "spiffe://m/ns/b/sa/job" }"#, "t5"),
+    ];
+    let t = table("f.yaml", &nested);
+    assert_eq!(warned(&t).0, [(1, 2), (2, 3), (2, 5)]);
+    assert!(
+        find_warning(&t, 1, Some(2)).message.contains(
+            r#"a certificate with subject.organizationalUnit = "z" and sanUri starts with "spiffe://m/ns/b/sa/" matches both"#
+        ),
+        "{:?}",
+        t.warnings()
+    );
+}
+
+#[test]
+fn rules_on_requester_chosen_fields_alone_are_warned_about() {
+    let files = Files::new();
+    let rules = [
+        rule(r#"{ subject: { commonName: app } }"#, "t1"),
+        rule(r#"{ subject: { organization: Org } }"#, "t2"),
+        rule(
+            r#"{ subject: { commonName: app, organization: Org } }"#,
+            "t3",
+        ),
+        rule(r#"{ issuer: "CN=platform-mesh-ca" }"#, "t4"),
+        rule(
+            r#"{ subject: { commonName: db }, issuer: "CN=platform-mesh-ca" }"#,
+            "t4",
+        ),
+        rule(
+            r#"{ subject: { organizationalUnit: ou, commonName: app } }"#,
+            "t1",
+        ),
+        rule(
+            r#"{ sanUri: "spiffe://m/ns/x/*", issuer: "CN=platform-mesh-ca" }"#,
+            "t4",
+        ),
+    ]
+    .concat();
+    let table = files.table("chosen.yaml", &doc(&rules));
+    assert_eq!(warned(&table).1, [1, 2, 3, 4, 5]);
+    let message = |i| find_warning(&table, i, None).message.clone();
+    assert!(
+        message(3).starts_with(
+            "matches only on subject.commonName and subject.organization, which whoever requests"
+        ),
+        "{}",
+        message(3)
+    );
+    assert!(
+        message(4).starts_with(
+            "matches only on issuer, so every certificate that CA issues is routed to tenant t4"
+        ),
+        "{}",
+        message(4)
+    );
+    assert!(
+        message(5).starts_with("matches only on subject.commonName (and issuer), which"),
+        "{}",
+        message(5)
+    );
+}
+
+#[test]
+fn warnings_are_kept_up_to_a_limit_and_the_rest_counted() {
+    let files = Files::new();
+    // 100 OU rules and 20 sanUri rules for other tenants: 2000 overlapping pairs.
+    let mut rules = String::new();
+    for i in 0..100 {
+        rules += &rule(
+            &format!("{{ subject: {{ organizationalUnit: ou-{i} }} }}"),
+            &format!("ou-{i}"),
+        );
+    }
+    for i in 0..20 {
+        rules += &rule(
+            &format!(r#"{{ sanUri: "spiffe://mesh/ns/n{i}/*" }}"#),
+            &format!("ns-{i}"),
+        );
+    }
+    let table = files.table("many.yaml", &doc(&rules));
+    assert_eq!(table.warnings().len(), gateway::routing::MAX_WARNINGS);
+    assert_eq!(
+        table.warnings_left_out(),
+        2000 - gateway::routing::MAX_WARNINGS
+    );
 }
 
 #[test]
@@ -521,7 +860,7 @@ fn a_directory_is_read_in_file_name_order_skipping_other_files() {
     );
     let refs: Vec<_> = table.rules().iter().map(|r| r.at().file.clone()).collect();
     assert_eq!(refs, table.files());
-    // Equal specificity, same tenant: the first file's rule is the one reported.
+    // Identical rules, same tenant: the first file's rule is the one reported.
     match table.decide(&pki.peer(|s| ou(s, "shared"))) {
         Decision::Allow(route) => assert_eq!(route.rule.file, dir.join("10-first.yml")),
         other => panic!("{other:?}"),
@@ -605,28 +944,11 @@ fn the_example_policies_route_tenant_a_and_tenant_b_by_ou() {
     );
 }
 
-/// The example table in docs/routing.md, rule for rule.
+/// The example table in docs/routing.md, row for row.
 #[test]
 fn the_documented_precedence_examples_hold() {
     let files = Files::new();
-    let rules = [
-        rule(
-            r#"{ subject: { organizationalUnit: tenant-a } }"#,
-            "tenant-a",
-        ),
-        rule(
-            r#"{ subject: { organizationalUnit: tenant-a, commonName: reporting } }"#,
-            "tenant-a-reporting",
-        ),
-        rule(r#"{ sanUri: "spiffe://mesh/ns/b/*" }"#, "tenant-b"),
-        rule(
-            r#"{ sanUri: "spiffe://mesh/ns/b/sa/batch" }"#,
-            "tenant-b-batch",
-        ),
-        rule(r#"{ subject: { commonName: shared } }"#, "tenant-c"),
-    ]
-    .concat();
-    let table = files.table("docs.yaml", &doc(&rules));
+    let table = files.table("docs.yaml", &doc(&documented_rules()));
     let pki = Pki::new();
     let subject = |unit: &'static str, cn: &'static str| {
         pki.peer(move |s| {
@@ -635,12 +957,20 @@ fn the_documented_precedence_examples_hold() {
         })
     };
     let uri = |u: &'static str| pki.peer(move |s| s.uris.push(u.into()));
+    let uri_cn = |u: &'static str, cn: &'static str| {
+        pki.peer(move |s| {
+            s.uris.push(u.into());
+            s.common_name = cn.into();
+        })
+    };
     let cases = [
         (subject("tenant-a", "app"), "tenant-a"),
         (subject("tenant-a", "reporting"), "tenant-a-reporting"),
         (uri("spiffe://mesh/ns/b/sa/web"), "tenant-b"),
         (uri("spiffe://mesh/ns/b/sa/batch"), "tenant-b-batch"),
         (subject("tenant-a", "shared"), "ambiguous"),
+        (uri_cn("spiffe://mesh/ns/b/pod", "shared"), "ambiguous"),
+        (uri("spiffe://mesh/ns/b-evil/pod"), "no_matching_rule"),
         (subject("tenant-x", "app"), "no_matching_rule"),
     ];
     for (peer, expected) in cases {

@@ -1,7 +1,7 @@
 //! TenantRouting rule files: reading them (files, directories, Kubernetes ConfigMap
 //! mounts) and turning their YAML documents into validated rules, every problem at once.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::fs;
 use std::io::Read;
@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_norway::Value;
 use x509_cert::name::RdnSequence;
 
-use super::{Condition, RouteTarget, RoutingRule, RuleRef};
+use super::{Attribute, Condition, RouteTarget, RoutingRule, RuleRef};
 
 /// The `apiVersion` of a TenantRouting document.
 pub const API_VERSION: &str = "platform-mesh.io/v1";
@@ -49,6 +49,46 @@ impl fmt::Display for RoutingProblem {
         }
         write!(f, ": {}", self.message)
     }
+}
+
+/// Something legal in the rules that is likely not meant; reported by `openkcm routing
+/// check` and logged when the gateway loads the rules, never a reason to refuse them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoutingWarning {
+    /// The rule the warning is about.
+    pub rule: RuleRef,
+    pub kind: WarningKind,
+    pub message: String,
+}
+
+/// What a [`RoutingWarning`] is about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WarningKind {
+    /// `rule` and `other` (a later rule) route differently, a certificate can match both,
+    /// neither refines the other and no rule decides their overlap: such a certificate is
+    /// denied as ambiguous.
+    Overlap { other: RuleRef },
+    /// The rule's only conditions are on the subject CN or O (which whoever requests a
+    /// certificate writes), or on the issuer alone (every certificate of that CA).
+    RequesterChosen,
+}
+
+impl fmt::Display for RoutingWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.rule, self.message)
+    }
+}
+
+/// The most warnings a table keeps (rule sets mixing attributes can overlap pairwise, so
+/// their number can grow with the square of the rules); the rest are counted.
+pub const MAX_WARNINGS: usize = 1000;
+
+/// Validated rules and what is worth a warning about them.
+pub(crate) struct Checked {
+    pub(crate) rules: Vec<RoutingRule>,
+    pub(crate) warnings: Vec<RoutingWarning>,
+    pub(crate) warnings_left_out: usize,
 }
 
 /// Every problem found in a set of rule files. A table is built only when there is none.
@@ -152,9 +192,9 @@ impl Sources {
         self.files.iter().map(|(path, _)| path.as_path())
     }
 
-    /// Every rule of every document of every file, validated; or every problem, those
-    /// met while reading included.
-    pub(crate) fn rules(&self) -> Result<Vec<RoutingRule>, RoutingError> {
+    /// Every rule of every document of every file, validated, with the warnings about
+    /// them; or every problem, those met while reading included.
+    pub(crate) fn rules(&self) -> Result<Checked, RoutingError> {
         let mut problems = Problems(self.unreadable.clone());
         let mut rules = Vec::new();
         for (file, bytes) in &self.files {
@@ -163,8 +203,13 @@ impl Sources {
                 Err(e) => problems.add(file, None, None, format!("not UTF-8: {e}")),
             }
         }
-        check_conflicts(&rules, &mut problems);
-        problems.into_result(rules)
+        let mut warnings = Warnings::default();
+        check_conflicts(&rules, &mut problems, &mut warnings);
+        problems.into_result(Checked {
+            rules,
+            warnings: warnings.kept,
+            warnings_left_out: warnings.left_out,
+        })
     }
 }
 
@@ -438,7 +483,8 @@ fn check_text(value: &str) -> Result<(), &'static str> {
     }
 }
 
-/// `spiffe://…/sa/app` is exact; `spiffe://…/ns/tenant-a/*` matches by prefix.
+/// `spiffe://…/sa/app` is exact; `spiffe://…/ns/tenant-a/*` matches by prefix. A prefix
+/// ends at a path boundary: `…/ns/b*` would also match namespace `b-evil`.
 fn san_uri_condition(uri: &str) -> Result<Condition, &'static str> {
     check_text(uri)?;
     match uri.strip_suffix('*') {
@@ -446,16 +492,54 @@ fn san_uri_condition(uri: &str) -> Result<Condition, &'static str> {
         Some(prefix) if prefix.contains('*') => {
             Err("has a * before the end; only a trailing * is supported")
         }
+        Some(prefix) if !prefix.ends_with('/') => Err(
+            "is a prefix that does not end at a path boundary: the part before the * must end \
+             with / (`spiffe://mesh/ns/b/*`, not `spiffe://mesh/ns/b*`, which also matches \
+             namespace b-evil)",
+        ),
         Some(prefix) => Ok(Condition::SanUriPrefix(prefix.to_owned())),
         None if uri.contains('*') => Err("has a * before the end; only a trailing * is supported"),
         None => Ok(Condition::SanUriExact(uri.to_owned())),
     }
 }
 
-/// Two rules with the same conditions but different routes can never be told apart: every
-/// certificate that matches one matches the other with the same specificity. That much is
-/// knowable without a certificate, so it is a load error rather than a run-time denial.
-fn check_conflicts(rules: &[RoutingRule], problems: &mut Problems) {
+/// Warnings as they are found, the first [`MAX_WARNINGS`] kept.
+#[derive(Default)]
+struct Warnings {
+    kept: Vec<RoutingWarning>,
+    left_out: usize,
+}
+
+impl Warnings {
+    /// `message` is only written for a warning that is kept.
+    fn add(&mut self, rule: &RoutingRule, kind: WarningKind, message: impl FnOnce() -> String) {
+        if self.kept.len() < MAX_WARNINGS {
+            self.kept.push(RoutingWarning {
+                rule: rule.at.clone(),
+                kind,
+                message: message(),
+            });
+        } else {
+            self.left_out += 1;
+        }
+    }
+}
+
+/// What can be told about rule pairs without a certificate.
+///
+/// - Two rules with the same conditions but different routes can never be told apart:
+///   every certificate that matches one matches the other, and neither refines the other.
+///   That is a load error rather than a run-time denial.
+/// - Two rules for different routes that one certificate can match (conditions on
+///   different attributes, or compatible ones on the same: equal values, nested `sanUri`
+///   prefixes) where neither refines the other deny that certificate as ambiguous. Legal —
+///   it is how a tenant that obtains another tenant's attribute is refused — but worth a
+///   warning, unless a rule with exactly the overlap's conditions decides it (it refines
+///   both). Only certificates with one value per attribute are considered: with two OUs
+///   or two URI SANs almost any two rules overlap, and are denied.
+/// - A rule whose only conditions are ones the certificate's requester writes (CN, O),
+///   or the issuer alone, is a warning.
+fn check_conflicts(rules: &[RoutingRule], problems: &mut Problems, warnings: &mut Warnings) {
     let mut first_with: HashMap<&[Condition], &RoutingRule> = HashMap::new();
     for rule in rules {
         match first_with.get(rule.conditions.as_slice()) {
@@ -474,4 +558,89 @@ fn check_conflicts(rules: &[RoutingRule], problems: &mut Problems) {
             }
         }
     }
+    // A rule decides an overlap when its conditions are exactly the overlap's: it refines
+    // both rules. Which attribute sets such rules have, to skip building most overlaps.
+    let decided: HashSet<&[Condition]> = first_with.keys().copied().collect();
+    let mut decided_attributes = [false; 32];
+    for conditions in &decided {
+        let set = conditions
+            .iter()
+            .fold(0, |set, c| set | c.attribute().bit());
+        decided_attributes[usize::from(set)] = true;
+    }
+    for (i, rule) in rules.iter().enumerate() {
+        warn_if_requester_chosen(rule, warnings);
+        for other in &rules[i + 1..] {
+            // Equal conditions (within each other) are the error above.
+            if rule.route == other.route || rule.within(other) || other.within(rule) {
+                continue;
+            }
+            if !rule.overlaps(other) {
+                continue;
+            }
+            let attributes = rule.attributes() | other.attributes();
+            if decided_attributes[usize::from(attributes)]
+                && rule
+                    .intersection(other)
+                    .is_some_and(|both| decided.contains(both.as_slice()))
+            {
+                continue;
+            }
+            warnings.add(
+                rule,
+                WarningKind::Overlap {
+                    other: other.at.clone(),
+                },
+                || {
+                    let conditions = rule
+                        .intersection(other)
+                        .unwrap_or_default()
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(" and ");
+                    format!(
+                        "overlaps {}: this rule routes to {}, that one to {}, and a \
+                         certificate with {conditions} matches both; neither refines the \
+                         other, so such a certificate is denied as ambiguous (to route it, \
+                         add a rule with exactly these conditions)",
+                        other.at, rule.route, other.route
+                    )
+                },
+            );
+        }
+    }
+}
+
+/// Warns about a rule that matches only on the subject CN/O (and perhaps the issuer), or on
+/// the issuer alone.
+fn warn_if_requester_chosen(rule: &RoutingRule, warnings: &mut Warnings) {
+    let attributes: Vec<Attribute> = rule.conditions.iter().map(Condition::attribute).collect();
+    let chosen: Vec<&str> = attributes
+        .iter()
+        .filter(|a| a.chosen_by_requester())
+        .map(|a| a.name())
+        .collect();
+    let issuer = attributes.contains(&Attribute::Issuer);
+    if chosen.len() + usize::from(issuer) != attributes.len() {
+        return; // It has an OU or sanUri condition.
+    }
+    warnings.add(rule, WarningKind::RequesterChosen, || {
+        if chosen.is_empty() {
+            format!(
+                "matches only on issuer, so every certificate that CA issues is routed to {}; \
+                 add a subject.organizationalUnit or sanUri condition, or make sure that CA \
+                 issues certificates for this tenant only",
+                rule.route
+            )
+        } else {
+            let fields = chosen.join(" and ");
+            let and_issuer = if issuer { " (and issuer)" } else { "" };
+            format!(
+                "matches only on {fields}{and_issuer}, which whoever requests a certificate \
+                 chooses; add a subject.organizationalUnit or sanUri condition, or make sure \
+                 the issuer controls {fields}",
+            )
+        }
+    });
 }

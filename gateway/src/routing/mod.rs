@@ -9,11 +9,27 @@
 //! ```
 //!
 //! A rule matches when all its conditions hold; a subject condition holds when any of the
-//! certificate's values for that attribute equals it. Among matching rules the most
-//! specific wins ([`Specificity`]: more conditions, then more exact conditions, then a
-//! longer `sanUri` prefix). Equally specific matches that agree on the route: the first in
-//! file order is reported. Equally specific matches that disagree: denied as
-//! [`DenyReason::Ambiguous`]. No match: denied. `docs/routing.md` has worked examples.
+//! certificate's values for that attribute equals it.
+//!
+//! **Precedence is refinement, nothing else.** Rule N *refines* rule B when every
+//! certificate N matches is provably matched by B too, and not the other way round: for
+//! every condition of B, N has a condition **on the same attribute** that implies it — the
+//! same value, or for `sanUri` an exact URI or a prefix that starts with B's prefix — and
+//! N is not B's equal. So {OU=x, CN=y} refines {OU=x}, `sanUri: …/ns/b/sa/*` and
+//! `sanUri: …/ns/b/sa/web` refine `sanUri: …/ns/b/*`; but nothing crosses attributes: an
+//! exact CN rule does not outrank a `sanUri` prefix rule, and two conditions do not outrank
+//! one unless they include (an implication of) it. A tenant that can choose one attribute
+//! of its certificate therefore cannot use it to outrank the rule another attribute
+//! routes it by.
+//!
+//! Deciding: of the rules that match a certificate, those refined by another matching rule
+//! are set aside. The rest (the *deciding* rules) must all agree on the route (tenant and
+//! database): then the first of them in file order is reported. If they disagree the
+//! certificate is denied as [`DenyReason::Ambiguous`]. No match: denied. Rules for
+//! different routes that can match one certificate without either refining the other are
+//! legal (they deny the overlap); loading reports them as [`RoutingWarning`]s, as it does
+//! rules that match only on fields the certificate's requester chooses. `docs/routing.md`
+//! has worked examples.
 
 mod config;
 mod ou_rules;
@@ -23,14 +39,14 @@ use std::fmt::{self, Write as _};
 use std::path::PathBuf;
 
 pub use config::{
-    is_valid_database_name, is_valid_tenant_id, RoutingError, RoutingProblem, API_VERSION, KIND,
-    MAX_DATABASE_NAME_LEN, MAX_TENANT_ID_LEN,
+    is_valid_database_name, is_valid_tenant_id, RoutingError, RoutingProblem, RoutingWarning,
+    WarningKind, API_VERSION, KIND, MAX_DATABASE_NAME_LEN, MAX_TENANT_ID_LEN, MAX_WARNINGS,
 };
 pub use ou_rules::tenant_ou_rules;
 pub use watch::RoutingWatcher;
 
 use crate::identity::PeerIdentity;
-use config::Sources;
+use config::{Checked, Sources};
 
 /// Where a rule is written: file, 1-based YAML document, 1-based index in `spec.routing`.
 /// Carried into every decision for the audit log and `explain`.
@@ -53,8 +69,51 @@ impl fmt::Display for RuleRef {
     }
 }
 
-/// One condition of a rule's `match.certificate`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+/// The certificate attribute a condition reads. A rule has at most one condition per
+/// attribute.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Attribute {
+    SubjectOu,
+    SubjectCn,
+    SubjectO,
+    SanUri,
+    Issuer,
+}
+
+impl Attribute {
+    /// One bit per attribute, for sets of attributes.
+    fn bit(self) -> u8 {
+        match self {
+            Self::SubjectOu => 1,
+            Self::SubjectCn => 2,
+            Self::SubjectO => 4,
+            Self::SanUri => 8,
+            Self::Issuer => 16,
+        }
+    }
+
+    /// As written in a rule (and in messages).
+    fn name(self) -> &'static str {
+        match self {
+            Self::SubjectOu => "subject.organizationalUnit",
+            Self::SubjectCn => "subject.commonName",
+            Self::SubjectO => "subject.organization",
+            Self::SanUri => "sanUri",
+            Self::Issuer => "issuer",
+        }
+    }
+
+    /// Whoever requests a certificate writes its subject CN and O, and a CA that is not
+    /// told otherwise signs them as asked. (OU and URI SANs are what the platform's issuance
+    /// controls; the issuer alone says nothing about the tenant.)
+    fn chosen_by_requester(self) -> bool {
+        matches!(self, Self::SubjectCn | Self::SubjectO)
+    }
+}
+
+/// One condition of a rule's `match.certificate`. The derived order (by variant, then
+/// value) is the canonical order of a rule's conditions.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum Condition {
     SubjectOu(String),
     SubjectCn(String),
@@ -67,6 +126,33 @@ enum Condition {
 }
 
 impl Condition {
+    fn attribute(&self) -> Attribute {
+        match self {
+            Self::SubjectOu(_) => Attribute::SubjectOu,
+            Self::SubjectCn(_) => Attribute::SubjectCn,
+            Self::SubjectO(_) => Attribute::SubjectO,
+            Self::SanUriExact(_) | Self::SanUriPrefix(_) => Attribute::SanUri,
+            Self::Issuer(_) => Attribute::Issuer,
+        }
+    }
+
+    /// Whether every certificate this condition holds for also satisfies `other`: only
+    /// ever for a condition on the same attribute — the same value, or a `sanUri` (exact or
+    /// prefix) that starts with `other`'s prefix.
+    fn implies(&self, other: &Condition) -> bool {
+        match (self, other) {
+            (Self::SubjectOu(a), Self::SubjectOu(b))
+            | (Self::SubjectCn(a), Self::SubjectCn(b))
+            | (Self::SubjectO(a), Self::SubjectO(b))
+            | (Self::SanUriExact(a), Self::SanUriExact(b))
+            | (Self::Issuer(a), Self::Issuer(b)) => a == b,
+            (Self::SanUriExact(a) | Self::SanUriPrefix(a), Self::SanUriPrefix(b)) => {
+                a.starts_with(b.as_str())
+            }
+            _ => false,
+        }
+    }
+
     fn holds(&self, peer: &PeerIdentity) -> bool {
         let any = |values: &[String], wanted: &str| values.iter().any(|v| v == wanted);
         match self {
@@ -104,52 +190,6 @@ impl fmt::Display for Condition {
     }
 }
 
-/// How narrowly a rule selects certificates; compared field by field, in this order:
-/// 1. the number of conditions (more is more specific);
-/// 2. the number of exact conditions (all but a `sanUri` prefix are exact);
-/// 3. the length of the `sanUri` prefix (a longer prefix selects fewer URIs).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Specificity {
-    conditions: usize,
-    exact: usize,
-    prefix_len: usize,
-}
-
-impl Specificity {
-    fn of(conditions: &[Condition]) -> Self {
-        let prefix_len = conditions
-            .iter()
-            .map(|c| match c {
-                Condition::SanUriPrefix(p) => p.len(),
-                _ => 0,
-            })
-            .sum();
-        Self {
-            conditions: conditions.len(),
-            exact: conditions
-                .iter()
-                .filter(|c| !matches!(c, Condition::SanUriPrefix(_)))
-                .count(),
-            prefix_len,
-        }
-    }
-}
-
-impl fmt::Display for Specificity {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let plural = if self.conditions == 1 { "" } else { "s" };
-        write!(
-            f,
-            "{} condition{plural}, {} exact",
-            self.conditions, self.exact
-        )?;
-        if self.prefix_len > 0 {
-            write!(f, ", sanUri prefix of {} bytes", self.prefix_len)?;
-        }
-        Ok(())
-    }
-}
-
 /// Where a rule sends a matching client.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct RouteTarget {
@@ -167,19 +207,20 @@ impl fmt::Display for RouteTarget {
     }
 }
 
-/// A validated rule: at least one condition, a valid tenant id and database name.
+/// A validated rule: at least one condition and at most one per attribute, a valid tenant
+/// id and database name.
 #[derive(Clone, Debug)]
 pub struct RoutingRule {
     at: RuleRef,
+    /// In canonical order (see [`Condition`]).
     conditions: Vec<Condition>,
     route: RouteTarget,
-    specificity: Specificity,
 }
 
 impl RoutingRule {
-    fn new(at: RuleRef, conditions: Vec<Condition>, route: RouteTarget) -> Self {
+    fn new(at: RuleRef, mut conditions: Vec<Condition>, route: RouteTarget) -> Self {
+        conditions.sort();
         Self {
-            specificity: Specificity::of(&conditions),
             at,
             conditions,
             route,
@@ -198,12 +239,76 @@ impl RoutingRule {
         self.route.database.as_deref()
     }
 
-    pub fn specificity(&self) -> Specificity {
-        self.specificity
-    }
-
     pub fn matches(&self, peer: &PeerIdentity) -> bool {
         self.conditions.iter().all(|c| c.holds(peer))
+    }
+
+    /// The attributes the rule has conditions on, one [`Attribute::bit`] each.
+    fn attributes(&self) -> u8 {
+        self.conditions
+            .iter()
+            .fold(0, |set, c| set | c.attribute().bit())
+    }
+
+    /// Whether this rule refines `other`: every certificate it matches provably matches
+    /// `other` (each of `other`'s conditions is implied by one of this rule's, on the same
+    /// attribute), and the two are not equal. Only a refining rule outranks another.
+    pub fn refines(&self, other: &RoutingRule) -> bool {
+        self.within(other) && !other.within(self)
+    }
+
+    /// Whether every certificate this rule matches also matches `other`.
+    fn within(&self, other: &RoutingRule) -> bool {
+        other
+            .conditions
+            .iter()
+            .all(|broad| self.conditions.iter().any(|narrow| narrow.implies(broad)))
+    }
+
+    /// Whether one certificate with one value per attribute (one OU, one URI SAN…) can
+    /// match both rules: their conditions on a shared attribute are compatible (equal
+    /// values; an exact URI under a prefix; nested prefixes).
+    fn overlaps(&self, other: &RoutingRule) -> bool {
+        self.conditions.iter().all(|mine| {
+            other.conditions.iter().all(|theirs| {
+                theirs.attribute() != mine.attribute()
+                    || mine.implies(theirs)
+                    || theirs.implies(mine)
+            })
+        })
+    }
+
+    /// The conditions a certificate with one value per attribute must meet to match both
+    /// rules, in canonical order: per attribute, the narrower condition. `None` when no
+    /// such certificate exists (see [`overlaps`](Self::overlaps)).
+    fn intersection(&self, other: &RoutingRule) -> Option<Vec<Condition>> {
+        let mut both: Vec<Condition> = Vec::with_capacity(self.conditions.len() + 1);
+        for mine in &self.conditions {
+            match other
+                .conditions
+                .iter()
+                .find(|theirs| theirs.attribute() == mine.attribute())
+            {
+                None => both.push(mine.clone()),
+                Some(theirs) if mine.implies(theirs) => both.push(mine.clone()),
+                Some(theirs) if theirs.implies(mine) => both.push(theirs.clone()),
+                Some(_) => return None,
+            }
+        }
+        both.extend(
+            other
+                .conditions
+                .iter()
+                .filter(|theirs| {
+                    !self
+                        .conditions
+                        .iter()
+                        .any(|mine| mine.attribute() == theirs.attribute())
+                })
+                .cloned(),
+        );
+        both.sort();
+        Some(both)
     }
 }
 
@@ -255,8 +360,9 @@ impl fmt::Display for Decision {
 pub enum DenyReason {
     /// No rule matches the certificate.
     NoMatchingRule,
-    /// The most specific matching rules (all listed, in file order) route to different
-    /// tenants or databases: picking one would be a guess.
+    /// The deciding matching rules (those no other matching rule refines; all listed, in
+    /// file order) route to different tenants or databases: picking one would be a guess,
+    /// and one a tenant could steer by choosing a certificate attribute.
     Ambiguous { rules: Vec<RuleRef> },
     /// The verified certificate did not yield a [`PeerIdentity`] (for the gateway, which
     /// parses the certificate before asking for a decision): it does not parse, or — on a
@@ -280,7 +386,7 @@ impl fmt::Display for DenyReason {
         match self {
             Self::NoMatchingRule => f.write_str("no rule matches the client certificate"),
             Self::Ambiguous { rules } => {
-                f.write_str("equally specific rules route to different tenants: ")?;
+                f.write_str("matching rules route differently and none refines another: ")?;
                 for (i, rule) in rules.iter().enumerate() {
                     if i > 0 {
                         f.write_str(", ")?;
@@ -299,6 +405,8 @@ impl fmt::Display for DenyReason {
 pub struct RoutingTable {
     rules: Vec<RoutingRule>,
     files: Vec<PathBuf>,
+    warnings: Vec<RoutingWarning>,
+    warnings_left_out: usize,
 }
 
 impl RoutingTable {
@@ -309,9 +417,16 @@ impl RoutingTable {
     }
 
     fn from_sources(sources: &Sources) -> Result<Self, RoutingError> {
+        let Checked {
+            rules,
+            warnings,
+            warnings_left_out,
+        } = sources.rules()?;
         Ok(Self {
-            rules: sources.rules()?,
+            rules,
             files: sources.files().map(PathBuf::from).collect(),
+            warnings,
+            warnings_left_out,
         })
     }
 
@@ -325,6 +440,19 @@ impl RoutingTable {
         &self.files
     }
 
+    /// What is legal but likely not meant: rules for different routes that can match one
+    /// certificate without either refining the other (such a certificate is denied as
+    /// ambiguous), and rules that match only on fields the requester of a certificate
+    /// chooses. In file order of the rule they are about; at most [`MAX_WARNINGS`].
+    pub fn warnings(&self) -> &[RoutingWarning] {
+        &self.warnings
+    }
+
+    /// How many warnings were found beyond the [`MAX_WARNINGS`] kept.
+    pub fn warnings_left_out(&self) -> usize {
+        self.warnings_left_out
+    }
+
     pub fn len(&self) -> usize {
         self.rules.len()
     }
@@ -335,16 +463,16 @@ impl RoutingTable {
 
     /// The tenant for `peer`, or why it has none.
     pub fn decide(&self, peer: &PeerIdentity) -> Decision {
-        let best = self.most_specific_matches(peer);
-        let Some(first) = best.first() else {
+        let deciding = self.deciding_matches(peer);
+        let Some(first) = deciding.first() else {
             return Decision::Deny {
                 reason: DenyReason::NoMatchingRule,
             };
         };
-        if best.iter().any(|rule| rule.route != first.route) {
+        if deciding.iter().any(|rule| rule.route != first.route) {
             return Decision::Deny {
                 reason: DenyReason::Ambiguous {
-                    rules: best.iter().map(|rule| rule.at.clone()).collect(),
+                    rules: deciding.iter().map(|rule| rule.at.clone()).collect(),
                 },
             };
         }
@@ -355,27 +483,25 @@ impl RoutingTable {
         })
     }
 
-    /// The matching rules of the highest specificity, in file order.
-    fn most_specific_matches(&self, peer: &PeerIdentity) -> Vec<&RoutingRule> {
-        let mut best: Vec<&RoutingRule> = Vec::new();
-        for rule in self.rules.iter().filter(|rule| rule.matches(peer)) {
-            match best.first().map(|b| rule.specificity.cmp(&b.specificity)) {
-                None | Some(std::cmp::Ordering::Equal) => best.push(rule),
-                Some(std::cmp::Ordering::Greater) => best = vec![rule],
-                Some(std::cmp::Ordering::Less) => {}
-            }
-        }
-        best
+    /// The matching rules that no other matching rule refines, in file order.
+    fn deciding_matches(&self, peer: &PeerIdentity) -> Vec<&RoutingRule> {
+        let matching: Vec<&RoutingRule> = self
+            .rules
+            .iter()
+            .filter(|rule| rule.matches(peer))
+            .collect();
+        matching
+            .iter()
+            .copied()
+            .filter(|rule| !matching.iter().any(|other| other.refines(rule)))
+            .collect()
     }
 
     /// Every rule with whether and why it matches `peer`, then the decision. For humans
     /// (`openkcm routing check`); the format may change.
     pub fn explain(&self, peer: &PeerIdentity) -> String {
         let decision = self.decide(peer);
-        let top = self
-            .most_specific_matches(peer)
-            .first()
-            .map(|rule| rule.specificity);
+        let deciding = self.deciding_matches(peer);
         let mut out = String::new();
         let _ = writeln!(
             out,
@@ -384,22 +510,19 @@ impl RoutingTable {
             self.files.len()
         );
         for rule in &self.rules {
+            let refined_by = deciding.iter().find(|other| other.refines(rule));
             let verdict = if !rule.matches(peer) {
-                "no match"
-            } else if Some(rule.specificity) != top {
-                "matches, but a more specific rule also matches"
+                "no match".to_owned()
+            } else if let Some(refining) = refined_by {
+                format!("matches, but {} refines it and also matches", refining.at)
             } else {
                 match &decision {
-                    Decision::Allow(route) if route.rule == rule.at => "matches: CHOSEN",
-                    Decision::Allow(_) => "matches, same route as an earlier rule",
-                    Decision::Deny { .. } => "matches: AMBIGUOUS",
+                    Decision::Allow(route) if route.rule == rule.at => "matches: CHOSEN".into(),
+                    Decision::Allow(_) => "matches, same route as an earlier rule".into(),
+                    Decision::Deny { .. } => "matches: AMBIGUOUS".into(),
                 }
             };
-            let _ = writeln!(
-                out,
-                "- {}: {verdict}\n    route: {}; specificity: {}",
-                rule.at, rule.route, rule.specificity
-            );
+            let _ = writeln!(out, "- {}: {verdict}\n    route: {}", rule.at, rule.route);
             for condition in &rule.conditions {
                 if condition.holds(peer) {
                     let _ = writeln!(out, "    {condition}: yes");
@@ -411,5 +534,159 @@ impl RoutingTable {
         }
         let _ = writeln!(out, "decision: {decision}");
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Refinement, overlap and intersection hold against every certificate of a small
+    //! universe: what the rules claim without a certificate is what certificates do.
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const VALUES: [&str; 2] = ["a", "b"];
+    const ISSUERS: [&str; 2] = ["CN=i1", "CN=i2"];
+    const EXACT_URIS: [&str; 3] = ["s://m/a/x", "s://m/a/y/z", "s://m/b/x"];
+    const PREFIXES: [&str; 4] = ["s://m/", "s://m/a/", "s://m/a/y/", "s://m/b/"];
+    /// Every exact URI and, under every prefix, URIs other than each exact one.
+    const URIS: [&str; 7] = [
+        "s://m/a/x",
+        "s://m/a/y/z",
+        "s://m/a/y/w",
+        "s://m/a/q",
+        "s://m/b/x",
+        "s://m/b/y",
+        "s://m/c",
+    ];
+
+    fn rule(index: usize, conditions: Vec<Condition>, tenant: &str) -> RoutingRule {
+        RoutingRule::new(
+            RuleRef {
+                file: PathBuf::from("r.yaml"),
+                doc: 1,
+                index,
+            },
+            conditions,
+            RouteTarget {
+                tenant: tenant.into(),
+                database: None,
+            },
+        )
+    }
+
+    fn conditions() -> impl Strategy<Value = Vec<Condition>> {
+        let value = || proptest::option::of(prop::sample::select(&VALUES[..]));
+        let uri = proptest::option::of(prop_oneof![
+            prop::sample::select(&EXACT_URIS[..]).prop_map(|u| Condition::SanUriExact(u.into())),
+            prop::sample::select(&PREFIXES[..]).prop_map(|p| Condition::SanUriPrefix(p.into())),
+        ]);
+        let issuer = proptest::option::of(prop::sample::select(&ISSUERS[..]));
+        (value(), value(), value(), uri, issuer)
+            .prop_map(|(ou, cn, o, uri, issuer)| {
+                let mut all = Vec::new();
+                all.extend(ou.map(|v| Condition::SubjectOu(v.into())));
+                all.extend(cn.map(|v| Condition::SubjectCn(v.into())));
+                all.extend(o.map(|v| Condition::SubjectO(v.into())));
+                all.extend(uri);
+                all.extend(issuer.map(|v| Condition::Issuer(v.into())));
+                all
+            })
+            .prop_filter("a rule has a condition", |all| !all.is_empty())
+    }
+
+    /// Every certificate with at most one value per attribute from the pools.
+    fn single_valued_peers() -> Vec<PeerIdentity> {
+        let one = |pool: &[&str]| {
+            std::iter::once(Vec::new())
+                .chain(pool.iter().map(|v| vec![(*v).to_owned()]))
+                .collect::<Vec<_>>()
+        };
+        let mut peers = Vec::new();
+        for ou in one(&VALUES) {
+            for cn in one(&VALUES) {
+                for o in one(&VALUES) {
+                    for uri in one(&URIS) {
+                        for issuer in ISSUERS {
+                            peers.push(PeerIdentity {
+                                subject_ou: ou.clone(),
+                                subject_cn: cn.clone(),
+                                subject_o: o.clone(),
+                                san_uri: uri.clone(),
+                                issuer: issuer.into(),
+                                ..PeerIdentity::default()
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        peers
+    }
+
+    proptest! {
+        /// `within` is containment of match sets, exactly: never claimed when a
+        /// certificate matches one rule and not the other (also with several values per
+        /// attribute), and claimed whenever no certificate tells them apart.
+        #[test]
+        fn within_is_exactly_containment(
+            narrow in conditions(),
+            broad in conditions(),
+            extra_ou in prop::sample::select(&VALUES[..]),
+            extra_uri in prop::sample::select(&URIS[..]),
+        ) {
+            let (n, b) = (rule(1, narrow, "t1"), rule(2, broad, "t2"));
+            let mut contained = true;
+            for peer in single_valued_peers() {
+                let mut multi = peer.clone();
+                multi.subject_ou.push(extra_ou.into());
+                multi.san_uri.push(extra_uri.into());
+                for p in [&peer, &multi] {
+                    if n.matches(p) && !b.matches(p) {
+                        prop_assert!(!n.within(&b), "{n} within {b}, but not for {p:?}");
+                        contained = false;
+                    }
+                }
+            }
+            prop_assert_eq!(contained, n.within(&b), "{} / {}", n, b);
+            prop_assert_eq!(n.refines(&b), n.within(&b) && !b.within(&n));
+        }
+
+        /// A certificate with one value per attribute matches both rules exactly when it
+        /// matches their intersection.
+        #[test]
+        fn the_intersection_is_what_matches_both(left in conditions(), right in conditions()) {
+            let (l, r) = (rule(1, left, "t1"), rule(2, right, "t2"));
+            let both = l.intersection(&r);
+            prop_assert_eq!(l.overlaps(&r), both.is_some());
+            for peer in single_valued_peers() {
+                let in_both = l.matches(&peer) && r.matches(&peer);
+                let in_intersection = both
+                    .as_ref()
+                    .is_some_and(|all| all.iter().all(|c| c.holds(&peer)));
+                prop_assert_eq!(in_both, in_intersection, "{} / {} / {:?}", l, r, peer);
+            }
+        }
+    }
+
+    #[test]
+    fn rules_on_different_attributes_never_refine_each_other() {
+        let cn = rule(1, vec![Condition::SubjectCn("shared".into())], "t1");
+        let uri = rule(
+            2,
+            vec![Condition::SanUriPrefix("spiffe://mesh/ns/b/".into())],
+            "t2",
+        );
+        let two = rule(
+            3,
+            vec![
+                Condition::SubjectCn("shared".into()),
+                Condition::SubjectO("o".into()),
+            ],
+            "t3",
+        );
+        assert!(!cn.refines(&uri) && !uri.refines(&cn));
+        assert!(!two.refines(&uri) && two.refines(&cn) && !cn.refines(&two));
     }
 }

@@ -41,6 +41,7 @@ impl RoutingWatcher {
     pub fn start(paths: &[PathBuf], poll_interval: Duration) -> Result<Arc<Self>, RoutingError> {
         let sources = Sources::read(paths);
         let table = RoutingTable::from_sources(&sources)?;
+        log_warnings(&table);
         let watcher = Arc::new(Self {
             paths: paths.to_vec(),
             current: ArcSwap::from_pointee(table),
@@ -137,18 +138,43 @@ async fn poll(watcher: Weak<RoutingWatcher>, every: Duration, mut seen: Sources)
             continue;
         }
         pending = None;
-        match RoutingTable::from_sources(&sources) {
-            Ok(table) => {
+        // Off the runtime's threads: the overlap check looks at every pair of rules.
+        let built = tokio::task::spawn_blocking({
+            let sources = sources.clone();
+            move || RoutingTable::from_sources(&sources)
+        })
+        .await;
+        match built {
+            Ok(Ok(table)) => {
                 tracing::info!(
                     rules = table.len(),
                     files = table.files().len(),
                     "routing rules reloaded"
                 );
+                log_warnings(&table);
                 watcher.current.store(Arc::new(table));
                 watcher.clear_problem();
             }
-            Err(error) => watcher.set_problem(&error),
+            Ok(Err(error)) => watcher.set_problem(&error),
+            Err(join_error) => {
+                tracing::error!(error = %join_error, "routing rule validation failed");
+                continue;
+            }
         }
         seen = sources;
     }
+}
+
+/// One log line for a table's warnings (legal rules that are likely not meant), naming the
+/// first; `openkcm routing check` lists them all.
+fn log_warnings(table: &RoutingTable) {
+    let Some(first) = table.warnings().first() else {
+        return;
+    };
+    let count = table.warnings().len() + table.warnings_left_out();
+    tracing::warn!(
+        count,
+        first = %first,
+        "routing rules loaded with warnings (see `openkcm routing check --policies …`)"
+    );
 }
