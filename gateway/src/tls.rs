@@ -66,7 +66,8 @@ impl VerifiedPeer {
     pub fn recheck(&self, verifier: &ReloadingClientVerifier) -> Result<(), Revoked> {
         let now = UnixTime::now();
         let now_secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
-        if now_secs >= self.identity.not_after {
+        // notAfter is the last second of validity (RFC 5280 §4.1.2.5: inclusive).
+        if now_secs > self.identity.not_after {
             return Err(Revoked::Expired {
                 not_after: self.identity.not_after,
             });

@@ -18,7 +18,14 @@ use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureS
 use x509_cert::der::Decode;
 
 use crate::pem::{FileBytes, PemError, PemFile};
-use crate::watch::Loaded;
+
+/// What a load made of the files, with the notAfter exported for it.
+#[derive(Debug)]
+pub struct Loaded<T> {
+    pub value: T,
+    /// Unix seconds: the leaf's notAfter (for a CA bundle, the earliest).
+    pub not_after: i64,
+}
 
 /// Why TLS material did not load. Names the file, never echoes its content.
 #[derive(Debug, thiserror::Error)]

@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
+pub use crate::material::Loaded;
 use crate::material::TlsError;
 use crate::metrics::{ReloadResult, TlsMetrics};
 use crate::pem::{FileBytes, FileDigest};
@@ -22,14 +23,6 @@ use crate::pem::{FileBytes, FileDigest};
 /// How often components compare their files with the material in force: a renewed Secret
 /// is picked up within seconds of the kubelet writing it, for a few small reads.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
-
-/// What a load made of the files, with the notAfter exported for it.
-#[derive(Debug)]
-pub struct Loaded<T> {
-    pub value: T,
-    /// Unix seconds: the leaf's notAfter (for a CA bundle, the earliest).
-    pub not_after: i64,
-}
 
 /// A set of files loaded together (a certificate and its key; a CA bundle; …), watched for
 /// changes. `cert` names the material in logs and in the metrics' `cert` label.
