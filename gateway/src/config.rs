@@ -26,6 +26,9 @@ pub const DEFAULT_IDLE_TIMEOUT: &str = "300s";
 pub const DEFAULT_MAX_CONNECTION_AGE: &str = "1h";
 /// Open KMIP connections one tenant may hold on one gateway process.
 pub const DEFAULT_TENANT_CONNECTIONS: &str = "1024";
+/// Requests of one tenant in flight to keysvc at once from one gateway process (below the
+/// 128 streams of one upstream HTTP/2 connection, so other tenants always find a stream).
+pub const DEFAULT_TENANT_REQUESTS: &str = "64";
 /// Largest KMIP request accepted (header included): keysvc's default body limit, so that
 /// anything the gateway forwards keysvc also accepts.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 1024 * 1024;
@@ -98,6 +101,10 @@ pub struct GatewayFlags {
     /// Open KMIP connections one tenant may hold [default: 1024].
     #[arg(long, value_name = "N")]
     pub tenant_connections: Option<String>,
+    /// Requests of one tenant in flight to keysvc at once; more wait in the gateway
+    /// [default: 64].
+    #[arg(long, value_name = "N")]
+    pub tenant_requests: Option<String>,
     /// How long a graceful stop (SIGTERM) takes in total, whole seconds, at least 2 s
     /// [default: 25s]: split into Pingora's grace period (N − 5) and shutdown timeout (5);
     /// below 10 s the timeout shrinks first, each part at least 1 s.
@@ -153,6 +160,11 @@ pub const KEYS: &[KeySpec] = &[
         Some(DEFAULT_TENANT_CONNECTIONS),
     ),
     KeySpec::new(
+        "kmip.tenant_requests",
+        Some("--tenant-requests"),
+        Some(DEFAULT_TENANT_REQUESTS),
+    ),
+    KeySpec::new(
         "shutdown.grace_period",
         Some("--grace-period"),
         Some(DEFAULT_GRACE_PERIOD),
@@ -188,6 +200,8 @@ pub struct GatewayConfig {
     pub max_connection_age: Duration,
     /// Open KMIP connections per tenant.
     pub tenant_connections: usize,
+    /// Requests per tenant in flight to keysvc.
+    pub tenant_requests: usize,
     pub max_message_size: usize,
     /// Pingora's `grace_period_seconds`: how long in-flight requests get after SIGTERM.
     pub grace_period_seconds: u64,
@@ -318,6 +332,7 @@ impl GatewayFlags {
             .text("kmip.idle_timeout", self.idle_timeout.as_ref())
             .text("kmip.max_connection_age", self.max_connection_age.as_ref())
             .text("kmip.tenant_connections", self.tenant_connections.as_ref())
+            .text("kmip.tenant_requests", self.tenant_requests.as_ref())
             .text("shutdown.grace_period", self.grace_period.as_ref())
             .text("threads", self.threads)
             .text("log.level", self.log_level.as_ref());
@@ -369,10 +384,12 @@ impl GatewayFlags {
         let upstream_server_name = l.required_text("upstream.server_name");
         let idle_timeout = l.parsed("kmip.idle_timeout", at_least(1));
         let max_connection_age = l.parsed("kmip.max_connection_age", at_least(1));
-        let tenant_connections = l.parsed("kmip.tenant_connections", |s| match s.parse() {
+        let at_least_one = |s: &str| match s.parse() {
             Ok(n) if n >= 1 => Ok(n),
             _ => Err("not a whole number of at least 1".to_owned()),
-        });
+        };
+        let tenant_connections = l.parsed("kmip.tenant_connections", at_least_one);
+        let tenant_requests = l.parsed("kmip.tenant_requests", at_least_one);
         let grace_period = l.parsed("shutdown.grace_period", at_least(2));
         let threads = match l.text("threads") {
             None => Some(std::thread::available_parallelism().map_or(1, |n| n.get())),
@@ -401,6 +418,7 @@ impl GatewayFlags {
             idle_timeout: idle_timeout.ok_or_else(ConfigErrors::internal)?,
             max_connection_age: max_connection_age.ok_or_else(ConfigErrors::internal)?,
             tenant_connections: tenant_connections.ok_or_else(ConfigErrors::internal)?,
+            tenant_requests: tenant_requests.ok_or_else(ConfigErrors::internal)?,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             grace_period_seconds,
             graceful_shutdown_timeout_seconds,

@@ -25,7 +25,7 @@ use crate::metrics::{GatewayMetrics, RequestCounters};
 use crate::routing::{Decision, DenyReason, Route, RoutingTable, RoutingWatcher};
 use crate::tls::{verified_peer, ReloadingClientVerifier, Revoked, VerifiedPeer};
 use crate::upstream::{TenantHeaders, UpstreamError, UpstreamPool};
-use runtime::fairness::{Slot, TenantSlots};
+use runtime::fairness::{Slot, TenantSlots, Waited};
 
 /// Once a message header has arrived, its body must follow within this: a client that
 /// announces a message and stalls holds a buffer for nothing.
@@ -42,7 +42,14 @@ pub struct KmipLimits {
     pub max_message_size: usize,
     /// Open connections per tenant.
     pub tenant_connections: usize,
+    /// Requests per tenant forwarded to keysvc at once; the rest wait here, in the
+    /// gateway, where waiting costs a queue entry instead of an upstream HTTP/2 stream
+    /// that another tenant's request then has to wait for.
+    pub tenant_requests: usize,
 }
+
+/// Longest a request waits for one of its tenant's upstream slots.
+pub const TENANT_REQUEST_WAIT: Duration = Duration::from_secs(10);
 
 /// The KMIP listener's application logic (a Pingora [`ServerApp`]).
 #[derive(Debug)]
@@ -55,6 +62,8 @@ pub struct KmipApp {
     limits: KmipLimits,
     /// Each tenant's connection slots.
     connections: TenantSlots,
+    /// Each tenant's slots for requests in flight to keysvc.
+    requests: TenantSlots,
 }
 
 impl KmipApp {
@@ -77,6 +86,7 @@ impl KmipApp {
             verifier,
             limits,
             connections: TenantSlots::new(limits.tenant_connections),
+            requests: TenantSlots::new(limits.tenant_requests),
         }
     }
 
@@ -168,6 +178,30 @@ impl KmipApp {
                     "the client certificate is not routed to a tenant",
                 )
                 .into()
+            }
+        };
+        let _slot = match self
+            .requests
+            .take_within(&route.tenant, TENANT_REQUEST_WAIT)
+            .await
+        {
+            Waited::AtOnce(slot) => slot,
+            Waited::Queued(slot) => {
+                self.metrics
+                    .throttled()
+                    .throttled(&route.tenant, "requests");
+                slot
+            }
+            Waited::TimedOut => {
+                self.metrics
+                    .throttled()
+                    .throttled(&route.tenant, "requests_timeout");
+                return error_response(
+                    &request,
+                    ResultReason::GeneralFailure,
+                    "too many requests of this tenant in flight; not executed, retry later",
+                )
+                .into();
             }
         };
         let mut request_id = uuid::Uuid::encode_buffer();

@@ -92,6 +92,7 @@ impl Gateway {
                 max_connection_age: config.max_connection_age,
                 max_message_size: config.max_message_size,
                 tenant_connections: config.tenant_connections,
+                tenant_requests: config.tenant_requests,
             },
         ));
         let mut kmip = Service::new("KMIP TTLV listener".to_owned(), SharedKmipApp(app.clone()));

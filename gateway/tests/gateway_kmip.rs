@@ -340,3 +340,33 @@ async fn idle_connections_are_closed() {
     drop(gateway);
     keysvc.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_requests_beyond_its_upstream_slots_wait_in_the_gateway() {
+    let pki = Pki::generate();
+    let keysvc = start_keysvc(&pki).await;
+    let gateway = RunningGateway::start_with(&pki, &[keysvc.api_addr()], |f| {
+        f.tenant_requests = Some("1".into())
+    })
+    .await;
+    // Eight tenant-a connections creating keys at once: one request in flight to keysvc
+    // at a time, the others queued in the gateway — and all served.
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let mut a = kmip_client(&pki, &gateway.addr_text(), "tenant-a").await;
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..5 {
+                a.create_aes_key(128, None).await.expect("served");
+            }
+        }));
+    }
+    let mut b = kmip_client(&pki, &gateway.addr_text(), "tenant-b").await;
+    b.create_aes_key(128, None).await.expect("tenant-b served");
+    for task in tasks {
+        task.await.expect("tenant-a task");
+    }
+    assert!(gateway.metrics.throttled().count("tenant-a", "requests") > 0);
+    assert_eq!(gateway.metrics.throttled().count("tenant-b", "requests"), 0);
+    drop(gateway);
+    keysvc.shutdown().await;
+}
