@@ -6,9 +6,10 @@
 //!        ──► this task's PgListener ──► broadcast::Sender<ObjectChanged> ──► subscribe()
 //! ```
 //!
-//! Notifications are not queued for a disconnected listener: after a reconnect, changes made
-//! in the gap are not seen, so the listener publishes [`StoreEvent::Missed`] and every cache
-//! following the store clears itself (logged as a warning). Payloads are `tenant:uid`; tenant ids
+//! Notifications are not queued for a disconnected listener: changes made in the gap are not
+//! seen, so the listener publishes [`StoreEvent::Missed`] — when the connection is lost and
+//! again once it listens anew — and every cache following the store clears itself (logged
+//! as a warning). Payloads are `tenant:uid`; tenant ids
 //! cannot contain ':', so the first ':' separates them.
 
 use std::time::Duration;
@@ -72,17 +73,21 @@ async fn forward(pool: PgPool, mut listener: PgListener, changes: broadcast::Sen
                     ),
                 }
             }
-            // sqlx has already reconnected and listens again.
-            Ok(None) => {
-                tracing::warn!(
-                    channel = CHANNEL,
-                    "LISTEN connection was lost and re-established; changes made meanwhile \
-                     were missed: caches cleared"
-                );
+            // The connection was lost (sqlx would reconnect inside the next `try_recv`,
+            // with no word to us when it is back). Lost and failed alike: clear now, since
+            // anything may change while nobody listens, reconnect here, and clear again once
+            // listening — what was cached during the gap may already be stale.
+            lost => {
+                match lost {
+                    Err(error) => {
+                        tracing::warn!(%error, channel = CHANNEL, "LISTEN connection failed; caches cleared, reconnecting")
+                    }
+                    _ => tracing::warn!(
+                        channel = CHANNEL,
+                        "LISTEN connection lost; caches cleared, reconnecting"
+                    ),
+                }
                 drop(changes.send(StoreEvent::Missed));
-            }
-            Err(error) => {
-                tracing::warn!(%error, channel = CHANNEL, "LISTEN connection failed; reconnecting");
                 listener = loop {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
