@@ -76,14 +76,10 @@ async fn the_gateway_runs_create_get_encrypt_over_http2() {
     server.server.shutdown().await;
 }
 
-#[tokio::test]
-async fn a_certificate_with_the_gateways_cn_and_dns_name_but_not_its_uri_gets_403() {
-    let pki = Pki::generate();
-    let server = sqlite_server(&pki).await;
-    let mut impostor = Http2::connect(server.api(), &pki, Who::Impostor)
-        .await
-        .expect("same CA: TLS succeeds");
-    let reply = impostor
+/// `client` (a valid certificate of the API's CA) sends a KMIP request with tenant
+/// headers and is refused 403 "not an allowed gateway"; returns the reply's text.
+async fn refused_as_not_a_gateway(client: &mut Http2) -> String {
+    let reply = client
         .request(
             "POST",
             KMIP_PATH,
@@ -98,6 +94,17 @@ async fn a_certificate_with_the_gateways_cn_and_dns_name_but_not_its_uri_gets_40
         "{}",
         reply.text()
     );
+    reply.text()
+}
+
+#[tokio::test]
+async fn a_certificate_with_the_gateways_cn_and_dns_name_but_not_its_uri_gets_403() {
+    let pki = Pki::generate();
+    let server = sqlite_server(&pki).await;
+    let mut impostor = Http2::connect(server.api(), &pki, Who::Impostor)
+        .await
+        .expect("same CA: TLS succeeds");
+    refused_as_not_a_gateway(&mut impostor).await;
     server.server.shutdown().await;
 }
 
@@ -108,22 +115,8 @@ async fn an_intruder_certificate_gets_403_even_with_tenant_headers() {
     let mut intruder = Http2::connect(server.api(), &pki, Who::Intruder)
         .await
         .expect("the intruder's certificate is valid: TLS succeeds");
-    let reply = intruder
-        .request(
-            "POST",
-            KMIP_PATH,
-            &tenant_headers("tenant-a"),
-            kmip_request(vec![create_aes()]),
-        )
-        .await
-        .expect("reply");
-    assert_eq!(reply.status, 403, "{}", reply.text());
-    assert!(
-        reply.text().contains("not an allowed gateway"),
-        "{}",
-        reply.text()
-    );
-    assert!(reply.text().contains(INTRUDER_ID), "{}", reply.text());
+    let text = refused_as_not_a_gateway(&mut intruder).await;
+    assert!(text.contains(INTRUDER_ID), "{text}");
 
     let metrics = intruder
         .request("GET", "/metrics", &[], Vec::new())

@@ -290,15 +290,11 @@ async fn the_cache_is_cleared_when_the_change_feed_reconnects() {
     // Cut every listener off and keep the role from logging in again, so the gap lasts
     // until the change below has been made (existing pool connections keep working).
     admin_execute(&format!("ALTER ROLE {} NOLOGIN", db.role)).await;
-    let killed: Vec<bool> = sqlx::query_scalar(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-         WHERE datname = $1 AND application_name = 'openkcm-listener'",
-    )
-    .bind(&db.name)
-    .fetch_all(&mut admin().await)
-    .await
-    .expect("terminate the listeners");
-    assert_eq!(killed.len(), 2, "one listener per store");
+    assert_eq!(
+        terminate_listeners(&db.name).await,
+        2,
+        "one listener per store"
+    );
     let revoked = one(&other, TENANT, revoke(&uid)).await;
     admin_execute(&format!("ALTER ROLE {} LOGIN", db.role)).await;
     assert_eq!(revoked.result_status, ResultStatus::Success, "{revoked:?}");
@@ -327,14 +323,7 @@ async fn the_cache_is_cleared_when_the_change_feed_reconnects() {
     one(&other, TENANT, activate(&second)).await;
     eventually_listening(&db.name, 2).await;
     admin_execute(&format!("ALTER ROLE {} NOLOGIN", db.role)).await;
-    sqlx::query(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-         WHERE datname = $1 AND application_name = 'openkcm-listener'",
-    )
-    .bind(&db.name)
-    .execute(&mut admin().await)
-    .await
-    .expect("terminate the listeners");
+    terminate_listeners(&db.name).await;
     // Give the replica's feed time to notice the loss (and clear), then cache in the gap.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(state(&replica, &second).await, State::Active);
@@ -351,6 +340,19 @@ async fn the_cache_is_cleared_when_the_change_feed_reconnects() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Terminates every change-feed listener connected to `database`; returns how many.
+async fn terminate_listeners(database: &str) -> usize {
+    let killed: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = $1 AND application_name = 'openkcm-listener'",
+    )
+    .bind(database)
+    .fetch_all(&mut admin().await)
+    .await
+    .expect("terminate the listeners");
+    killed.len()
 }
 
 /// Waits (bounded) until `n` change-feed listeners are connected to `database`.

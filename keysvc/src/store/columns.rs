@@ -96,6 +96,42 @@ pub(super) fn root_key_checks(rows: Vec<RootKeyRow>) -> Vec<super::RootKeyCheck>
         .collect()
 }
 
+/// `SELECT … FROM objects WHERE` the tenant's objects matching `filter`: the one WHERE
+/// clause of Locate and its count, for either database.
+pub(super) fn locate_query<DB>(
+    select: &str,
+    tenant: &str,
+    filter: &LocateFilter,
+) -> sqlx::QueryBuilder<'static, DB>
+where
+    DB: sqlx::Database,
+    String: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    i64: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    let mut query =
+        sqlx::QueryBuilder::<DB>::new(format!("{select} FROM objects WHERE tenant_id = "));
+    query.push_bind(tenant.to_owned());
+    for (column, value) in filter_columns(filter) {
+        if let Some(value) = value {
+            query
+                .push(format_args!(" AND {column} = "))
+                .push_bind(value);
+        }
+    }
+    query.push(destroyed_clause(filter));
+    for (name, value) in &filter.index {
+        query
+            .push(" AND uid IN (SELECT uid FROM object_index WHERE tenant_id = ")
+            .push_bind(tenant.to_owned())
+            .push(" AND name = ")
+            .push_bind(name.clone())
+            .push(" AND value = ")
+            .push_bind(value.clone())
+            .push(")");
+    }
+    query
+}
+
 /// The extra WHERE condition of [`LocateFilter::destroyed`] (constants only, no input):
 /// State Destroyed (5) and Destroyed Compromised (6).
 pub(super) fn destroyed_clause(filter: &LocateFilter) -> &'static str {

@@ -43,16 +43,17 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use sqlx::postgres::{PgArguments, PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{Postgres, QueryBuilder, Row};
+use sqlx::{Postgres, Row};
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
 use self::lru::Lru;
 use self::roles::{parse_url, unavailable};
+use super::columns::locate_query;
 use super::columns::{
-    db_error, destroyed_clause, enum_from_sql, enum_to_sql, filter_columns, material_from_sql,
-    material_to_sql, optional_enum_from_sql, order_clause, page, position, root_key_checks,
-    RootKeyRow, CHANGES_CAPACITY, SELECT_ROOT_KEYS,
+    db_error, enum_from_sql, enum_to_sql, material_from_sql, material_to_sql,
+    optional_enum_from_sql, order_clause, page, position, root_key_checks, RootKeyRow,
+    CHANGES_CAPACITY, SELECT_ROOT_KEYS,
 };
 use super::{LocateFilter, ObjectRecord, RootKeyCheck, Store, StoreError, StoreEvent, Transaction};
 use crate::tenant::{DatabaseName, TenantContext, TenantId};
@@ -636,35 +637,6 @@ impl PgTransaction {
     }
 }
 
-impl PgTransaction {
-    /// `SELECT … FROM objects WHERE` the tenant's objects matching `filter`.
-    fn matching(&self, select: &str, filter: &LocateFilter) -> QueryBuilder<'static, Postgres> {
-        let tenant = self.tenant.as_str().to_owned();
-        let mut query =
-            QueryBuilder::<Postgres>::new(format!("{select} FROM objects WHERE tenant_id = "));
-        query.push_bind(tenant.clone());
-        for (column, value) in filter_columns(filter) {
-            if let Some(value) = value {
-                query
-                    .push(format_args!(" AND {column} = "))
-                    .push_bind(value);
-            }
-        }
-        query.push(destroyed_clause(filter));
-        for (name, value) in &filter.index {
-            query
-                .push(" AND uid IN (SELECT uid FROM object_index WHERE tenant_id = ")
-                .push_bind(tenant.clone())
-                .push(" AND name = ")
-                .push_bind(name.clone())
-                .push(" AND value = ")
-                .push_bind(value.clone())
-                .push(")");
-        }
-        query
-    }
-}
-
 #[async_trait::async_trait]
 impl Transaction for PgTransaction {
     async fn insert(&mut self, record: &ObjectRecord) -> Result<(), StoreError> {
@@ -726,7 +698,7 @@ impl Transaction for PgTransaction {
 
     async fn locate(&mut self, filter: &LocateFilter) -> Result<Vec<String>, StoreError> {
         self.usable()?;
-        let mut query = self.matching("SELECT uid", filter);
+        let mut query = locate_query::<Postgres>("SELECT uid", self.tenant.as_str(), filter);
         let (limit, offset) = page(filter);
         query.push(order_clause(filter));
         if let Some(limit) = limit {
@@ -739,7 +711,7 @@ impl Transaction for PgTransaction {
 
     async fn count(&mut self, filter: &LocateFilter) -> Result<usize, StoreError> {
         self.usable()?;
-        let mut query = self.matching("SELECT COUNT(*)", filter);
+        let mut query = locate_query::<Postgres>("SELECT COUNT(*)", self.tenant.as_str(), filter);
         let count: Result<i64, _> = query.build_query_scalar().fetch_one(&mut *self.tx).await;
         self.track(count).map(|n| usize::try_from(n).unwrap_or(0))
     }

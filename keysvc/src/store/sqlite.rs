@@ -44,10 +44,11 @@ use sqlx::sqlite::{
 use sqlx::{Connection, QueryBuilder, Row, Sqlite};
 use tokio::sync::{broadcast, watch, Mutex, OwnedMutexGuard};
 
+use super::columns::locate_query;
 use super::columns::{
-    db_error, destroyed_clause, enum_from_sql, enum_to_sql, filter_columns, material_from_sql,
-    material_to_sql, optional_enum_from_sql, order_clause, page, position, root_key_checks,
-    RootKeyRow, CHANGES_CAPACITY, INDEX_ROWS_PER_INSERT, SELECT_ROOT_KEYS,
+    db_error, enum_from_sql, enum_to_sql, material_from_sql, material_to_sql,
+    optional_enum_from_sql, order_clause, page, position, root_key_checks, RootKeyRow,
+    CHANGES_CAPACITY, INDEX_ROWS_PER_INSERT, SELECT_ROOT_KEYS,
 };
 use super::{
     LocateFilter, ObjectChanged, ObjectRecord, RootKeyCheck, Store, StoreError, StoreEvent,
@@ -691,7 +692,7 @@ impl TenantRows<'_> {
     }
 
     async fn locate(&mut self, filter: &LocateFilter) -> Result<Vec<String>, StoreError> {
-        let mut query = self.matching("SELECT uid", filter);
+        let mut query = locate_query::<Sqlite>("SELECT uid", self.tenant, filter);
         let (limit, offset) = page(filter);
         // SQLite reads a negative LIMIT as "no limit".
         query
@@ -708,42 +709,13 @@ impl TenantRows<'_> {
     }
 
     async fn count(&mut self, filter: &LocateFilter) -> Result<usize, StoreError> {
-        let mut query = self.matching("SELECT COUNT(*)", filter);
+        let mut query = locate_query::<Sqlite>("SELECT COUNT(*)", self.tenant, filter);
         let count: i64 = query
             .build_query_scalar()
             .fetch_one(&mut *self.conn)
             .await
             .map_err(db_error)?;
         Ok(usize::try_from(count).unwrap_or(0))
-    }
-
-    /// `SELECT … FROM objects WHERE` the tenant's objects matching `filter`.
-    fn matching<'q>(&self, select: &str, filter: &'q LocateFilter) -> QueryBuilder<'q, Sqlite>
-    where
-        Self: 'q,
-    {
-        let mut query =
-            QueryBuilder::<Sqlite>::new(format!("{select} FROM objects WHERE tenant_id = "));
-        query.push_bind(self.tenant.to_owned());
-        for (column, value) in filter_columns(filter) {
-            if let Some(value) = value {
-                query
-                    .push(format_args!(" AND {column} = "))
-                    .push_bind(value);
-            }
-        }
-        query.push(destroyed_clause(filter));
-        for (name, value) in &filter.index {
-            query
-                .push(" AND uid IN (SELECT uid FROM object_index WHERE tenant_id = ")
-                .push_bind(self.tenant.to_owned())
-                .push(" AND name = ")
-                .push_bind(name.as_str())
-                .push(" AND value = ")
-                .push_bind(value.as_str())
-                .push(")");
-        }
-        query
     }
 }
 
