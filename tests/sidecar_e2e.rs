@@ -78,7 +78,7 @@ async fn workloads_use_the_sidecar_over_the_socket_and_local_tls_as_the_pods_ten
     let dev = DevProcess::start(&dir.path().join("dev"));
     let tenant_dir = dir.path().join("tenant");
     install_tenant_cert(&dev.dir.join("pki"), "tenant-a", &tenant_dir);
-    let sidecar = SidecarProcess::start(dev.kmip_addr, &tenant_dir, &dir.path().join("run"), &[]);
+    let sidecar = SidecarProcess::start(dev.https_addr, &tenant_dir, &dir.path().join("run"), &[]);
     sidecar.wait_ready(true, TIMEOUT);
     for (file, mode) in [
         ("kmip.sock", 0o660),
@@ -193,11 +193,15 @@ async fn certificate_rotation_and_gateway_outage_keep_the_workload_connection() 
     let dev_dir = dir.path().join("dev");
     let log_path = dir.path().join("dev.log");
     let log = std::fs::File::create(&log_path).expect("log file");
-    let mut dev = DevProcess::start_with(&dev_dir, dev_support::free_port(), Stdio::from(log));
+    let mut dev = DevProcess::start_with(
+        &dev_dir,
+        (dev_support::free_port(), dev_support::free_port()),
+        Stdio::from(log),
+    );
     let tenant_dir = dir.path().join("tenant");
     install_tenant_cert(&dev.dir.join("pki"), "tenant-a", &tenant_dir);
     let sidecar = SidecarProcess::start(
-        dev.kmip_addr,
+        dev.https_addr,
         &tenant_dir,
         &dir.path().join("run"),
         &["--timeout", "2s"],
@@ -254,7 +258,7 @@ async fn certificate_rotation_and_gateway_outage_keep_the_workload_connection() 
 
     // The gateway stops: the workload gets KMIP errors, promptly, and the sidecar is not
     // ready.
-    let kmip_addr = dev.kmip_addr;
+    let addrs = (dev.kmip_addr, dev.https_addr);
     dev.terminate();
     let started = Instant::now();
     let err = workload.get(&first).await.expect_err("no gateway");
@@ -272,7 +276,7 @@ async fn certificate_rotation_and_gateway_outage_keep_the_workload_connection() 
 
     // The gateway comes back on the same address: the same workload connection works again
     // and the key is still there.
-    let _dev = DevProcess::start_with(&dev_dir, kmip_addr, Stdio::null());
+    let _dev = DevProcess::start_with(&dev_dir, addrs, Stdio::null());
     let deadline = Instant::now() + TIMEOUT;
     loop {
         match workload.get(&first).await {
@@ -292,7 +296,7 @@ async fn without_its_certificate_the_sidecar_is_not_ready_and_answers_kmip_error
     let dir = tempfile::tempdir().expect("tempdir");
     let dev = DevProcess::start(&dir.path().join("dev"));
     let tenant_dir = dir.path().join("tenant");
-    let sidecar = SidecarProcess::start(dev.kmip_addr, &tenant_dir, &dir.path().join("run"), &[]);
+    let sidecar = SidecarProcess::start(dev.https_addr, &tenant_dir, &dir.path().join("run"), &[]);
     let (status, body) = sidecar.http_get("/ready");
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("no tenant certificate"), "{body}");

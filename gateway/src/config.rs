@@ -39,6 +39,9 @@ pub const DEFAULT_UPSTREAM_RESOLVE_INTERVAL: &str = "10s";
 /// Default total time a graceful stop (SIGTERM) may take: below Kubernetes' default
 /// `terminationGracePeriodSeconds` (30 s).
 pub const DEFAULT_GRACE_PERIOD: &str = "25s";
+/// Default drain period: after SIGTERM, `/ready` answers 503 this long while everything is
+/// still served and accepted, before the graceful stop proper begins.
+pub const DEFAULT_DRAIN_PERIOD: &str = "5s";
 /// Longest last stage of a graceful stop (Pingora's `graceful_shutdown_timeout_seconds`).
 pub const MAX_GRACEFUL_SHUTDOWN_TIMEOUT_SECONDS: u64 = 5;
 
@@ -110,6 +113,11 @@ pub struct GatewayFlags {
     /// below 10 s the timeout shrinks first, each part at least 1 s.
     #[arg(long, value_name = "DURATION")]
     pub grace_period: Option<String>,
+    /// After SIGTERM and before the graceful stop: how long `/ready` answers 503 while
+    /// connections are still accepted and served, so that load balancers and clients move
+    /// on first [default: 5s; 0s: none].
+    #[arg(long, value_name = "DURATION")]
+    pub drain_period: Option<String>,
     /// Worker threads of each listener (KMIP, HTTPS) [default: the CPUs available].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub threads: Option<u16>,
@@ -169,6 +177,11 @@ pub const KEYS: &[KeySpec] = &[
         Some("--grace-period"),
         Some(DEFAULT_GRACE_PERIOD),
     ),
+    KeySpec::new(
+        "shutdown.drain_period",
+        Some("--drain-period"),
+        Some(DEFAULT_DRAIN_PERIOD),
+    ),
     KeySpec::new("threads", Some("--threads"), None),
     KeySpec::new("log.level", Some("--log-level"), Some("info")),
 ];
@@ -203,7 +216,9 @@ pub struct GatewayConfig {
     /// Requests per tenant in flight to keysvc.
     pub tenant_requests: usize,
     pub max_message_size: usize,
-    /// Pingora's `grace_period_seconds`: how long in-flight requests get after SIGTERM.
+    /// After SIGTERM, how long `/ready` says 503 while everything is still served.
+    pub drain_period: Duration,
+    /// Pingora's `grace_period_seconds`: how long in-flight requests get after the drain.
     pub grace_period_seconds: u64,
     /// Worker threads of each listener's runtime.
     pub threads: usize,
@@ -334,6 +349,7 @@ impl GatewayFlags {
             .text("kmip.tenant_connections", self.tenant_connections.as_ref())
             .text("kmip.tenant_requests", self.tenant_requests.as_ref())
             .text("shutdown.grace_period", self.grace_period.as_ref())
+            .text("shutdown.drain_period", self.drain_period.as_ref())
             .text("threads", self.threads)
             .text("log.level", self.log_level.as_ref());
         let sources = Sources {
@@ -391,6 +407,13 @@ impl GatewayFlags {
         let tenant_connections = l.parsed("kmip.tenant_connections", at_least_one);
         let tenant_requests = l.parsed("kmip.tenant_requests", at_least_one);
         let grace_period = l.parsed("shutdown.grace_period", at_least(2));
+        let drain_period = l.parsed(
+            "shutdown.drain_period",
+            |s| match runtime::parse_duration(s)? {
+                d if d > Duration::from_secs(600) => Err("must be at most 10m".to_owned()),
+                d => Ok(d),
+            },
+        );
         let threads = match l.text("threads") {
             None => Some(std::thread::available_parallelism().map_or(1, |n| n.get())),
             Some(_) => l.parsed("threads", |s| match s.parse::<u16>() {
@@ -420,6 +443,7 @@ impl GatewayFlags {
             tenant_connections: tenant_connections.ok_or_else(ConfigErrors::internal)?,
             tenant_requests: tenant_requests.ok_or_else(ConfigErrors::internal)?,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            drain_period: drain_period.ok_or_else(ConfigErrors::internal)?,
             grace_period_seconds,
             graceful_shutdown_timeout_seconds,
             threads: threads.ok_or_else(ConfigErrors::internal)?,

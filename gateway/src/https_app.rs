@@ -1,9 +1,10 @@
-//! The management + KMIP-over-HTTPS listener (HTTP/1.1 over TLS, a Pingora `ServeHttp` app):
+//! The management + KMIP-over-HTTPS listener (HTTP/2 or HTTP/1.1 over TLS, by ALPN; a
+//! Pingora `ServeHttp` app):
 //!
 //! - `GET /health`: liveness, always 200 while the process serves;
 //! - `GET /ready`: 200 when the routing table is loaded (always, once started) and some
 //!   keysvc replica answered its `/ready` (or a request) within
-//!   [`crate::upstream::READY_WITHIN`], else 503;
+//!   [`crate::upstream::READY_WITHIN`], else 503; 503 from the start of a graceful stop;
 //! - `GET /metrics`: OpenMetrics text;
 //! - `POST /kmip`: a TTLV request as the body, the TTLV answer as the body
 //!   (`application/octet-stream`), routed and forwarded exactly like on the KMIP port.
@@ -15,6 +16,7 @@
 //! The TLS layer asks for a client certificate but accepts connections without one
 //! (probes, Prometheus); a certificate that is sent must chain to the client CA.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -37,6 +39,8 @@ pub struct HttpsApp {
     verifier: Arc<ReloadingClientVerifier>,
     upstream: Arc<UpstreamPool>,
     metrics: Arc<GatewayMetrics>,
+    /// Set when a graceful stop begins.
+    draining: Arc<AtomicBool>,
 }
 
 impl HttpsApp {
@@ -45,12 +49,14 @@ impl HttpsApp {
         verifier: Arc<ReloadingClientVerifier>,
         upstream: Arc<UpstreamPool>,
         metrics: Arc<GatewayMetrics>,
+        draining: Arc<AtomicBool>,
     ) -> Self {
         Self {
             kmip,
             verifier,
             upstream,
             metrics,
+            draining,
         }
     }
 
@@ -131,7 +137,9 @@ impl ServeHttp for HttpsApp {
             // `/management/health` is the seed deployment's probe path.
             ("GET", "/health" | "/management/health") => text(200, "ok\n"),
             ("GET", "/ready") => {
-                if self.upstream.ready() {
+                if self.draining.load(Ordering::Relaxed) {
+                    text(503, "stopping (draining)\n")
+                } else if self.upstream.ready() {
                     text(200, "ready\n")
                 } else {
                     text(503, "no keysvc replica answered recently\n")

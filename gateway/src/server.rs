@@ -2,12 +2,15 @@
 //! certificate watcher and the keysvc pool (with its health checks), built from a
 //! [`GatewayConfig`].
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
+use async_trait::async_trait;
 use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::ServerConf;
 pub use pingora::server::UnixShutdownSignalWatch;
-use pingora::server::{RunArgs, Server, ShutdownSignalWatch};
+use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
 use pingora::services::listening::Service;
 
 use crate::config::GatewayConfig;
@@ -44,6 +47,9 @@ pub struct Gateway {
     upstream: Arc<UpstreamPool>,
     material: Arc<TlsMaterial>,
     tasks: Vec<tokio::task::AbortHandle>,
+    /// Set when a graceful stop begins: `/ready` answers 503 from then on.
+    draining: Arc<AtomicBool>,
+    drain_period: Duration,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -104,6 +110,7 @@ impl Gateway {
                 .tls(tls::kmip_listener_settings(&material)?)
                 .l4_buffer(L4BufferSettings::new(0, 0)),
         );
+        let draining = Arc::new(AtomicBool::new(false));
         let mut https = Service::new(
             "management and KMIP-over-HTTPS listener".to_owned(),
             HttpsApp::new(
@@ -111,13 +118,15 @@ impl Gateway {
                 material.https_verifier.clone(),
                 upstream.clone(),
                 metrics.clone(),
+                draining.clone(),
             ),
         );
-        https.add_tls_with_settings(
-            &config.https_addr.to_string(),
-            None,
-            tls::https_listener_settings(&material)?,
-        );
+        // HTTP/2 (ALPN h2) as well as HTTP/1.1: over HTTP/2 a graceful stop's GOAWAY tells
+        // a client exactly which of its requests were never processed (the sidecar
+        // resends those), where HTTP/1.1 can only close the connection.
+        let mut https_settings = tls::https_listener_settings(&material)?;
+        https_settings.enable_h2();
+        https.add_tls_with_settings(&config.https_addr.to_string(), None, https_settings);
         let mut tasks = vec![
             material.start_watching({
                 let upstream = upstream.clone();
@@ -150,6 +159,8 @@ impl Gateway {
             upstream,
             material,
             tasks,
+            draining,
+            drain_period: config.drain_period,
         })
     }
 
@@ -166,12 +177,48 @@ impl Gateway {
     }
 
     /// Serves until `shutdown_signal` fires (SIGTERM/SIGQUIT handling when it is Pingora's
-    /// own `UnixShutdownSignalWatch`), then stops the routing watcher.
-    pub fn run(self, shutdown_signal: Box<dyn ShutdownSignalWatch>) {
+    /// own `UnixShutdownSignalWatch`), then stops the routing watcher. A graceful stop
+    /// (SIGTERM) begins with the drain period: `/ready` answers 503 while every connection
+    /// is still accepted and served; then the listeners close, KMIP connections are closed
+    /// at their next message boundary (a request that was read is answered first) and
+    /// HTTP/2 connections get GOAWAY.
+    pub fn run(self, shutdown_signal: Box<dyn ShutdownSignalWatch + Send + Sync>) {
+        let shutdown_signal = Box::new(Draining {
+            signal: shutdown_signal,
+            draining: self.draining.clone(),
+            period: self.drain_period,
+        });
         self.server.run(RunArgs { shutdown_signal });
         self.routing.stop();
         for task in &self.tasks {
             task.abort();
         }
+    }
+}
+
+/// A shutdown signal that, when it asks for a graceful stop, first drains: marks the gateway
+/// not ready and waits the drain period before Pingora stops its listeners.
+struct Draining {
+    signal: Box<dyn ShutdownSignalWatch + Send + Sync>,
+    draining: Arc<AtomicBool>,
+    period: Duration,
+}
+
+#[async_trait]
+impl ShutdownSignalWatch for Draining {
+    async fn recv(&self) -> ShutdownSignal {
+        let signal = self.signal.recv().await;
+        if matches!(signal, ShutdownSignal::GracefulTerminate) {
+            self.draining.store(true, Ordering::Relaxed);
+            tracing::info!(
+                drain_seconds = self.period.as_secs_f64(),
+                "stopping: /ready answers 503; connections still served until the drain period ends"
+            );
+            tokio::time::sleep(self.period).await;
+            tracing::info!(
+                "drain period over: listeners closing, connections closed at message boundaries"
+            );
+        }
+        signal
     }
 }

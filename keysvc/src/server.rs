@@ -7,19 +7,20 @@
 //!   api listener (mTLS, api_router)          management listener (plain, management_router)
 //!   ApiTls: certificate, key and client CA
 //!   re-read when their files change (2 s)
-//!            └─ one CancellationToken: stop accepting, watching, probing; drain; exit ─┘
+//!            └─ SIGTERM: /ready 503 for the drain period (everything still served),
+//!               then one CancellationToken: stop accepting (GOAWAY), watching, probing;
+//!               in-flight requests finish (at most the grace period); exit ─┘
 //! ```
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{DatabaseConfig, ServeConfig};
+use crate::config::{DatabaseConfig, ServeConfig, ShutdownTimes};
 use crate::engine::{Engine, EngineConfig};
 use crate::envelope::{Keyring, RootKey};
 use crate::health::{DatabaseHealth, ObservedStore};
@@ -29,11 +30,6 @@ use crate::store::postgres::{PostgresOptions, PostgresStore};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{RootKeyCheck, Store, StoreError};
 use runtime::fairness::TenantSlots;
-
-/// How long open connections may take to finish their in-flight requests after a
-/// shutdown signal: below Kubernetes' default 30 s termination grace period, so keysvc
-/// exits on its own before the kubelet sends SIGKILL.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(25);
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -207,7 +203,11 @@ pub struct KeysvcServer {
     api_addr: SocketAddr,
     management_addr: SocketAddr,
     engine: Engine,
+    /// Cancelled when a graceful stop begins (`/ready` 503).
+    draining: CancellationToken,
+    /// Cancelled when the listeners stop accepting and drain their connections.
     shutdown: CancellationToken,
+    times: ShutdownTimes,
     tasks: JoinSet<()>,
 }
 
@@ -235,7 +235,10 @@ impl KeysvcServer {
             gateways: Arc::new(GatewayAllowList::new(config.gateways.clone())),
             max_body_size: config.max_body_size,
             tenant_slots: Arc::new(TenantSlots::new(config.tenant_concurrency)),
+            draining: CancellationToken::new(),
         };
+        let draining = state.draining.clone();
+        let times = config.shutdown;
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
         tasks.spawn(http::serve(
@@ -243,14 +246,14 @@ impl KeysvcServer {
             Transport::Tls(acceptor),
             http::api_router(state.clone()),
             shutdown.clone(),
-            SHUTDOWN_GRACE,
+            times.grace,
         ));
         tasks.spawn(http::serve(
             management,
             Transport::Plain,
             http::management_router(state),
             shutdown.clone(),
-            SHUTDOWN_GRACE,
+            times.grace,
         ));
         tasks.spawn(tls.watch(shutdown.clone()));
         tasks.spawn(database.probe_until(store, shutdown.clone()));
@@ -265,7 +268,9 @@ impl KeysvcServer {
             api_addr,
             management_addr,
             engine,
+            draining,
             shutdown,
+            times,
             tasks,
         })
     }
@@ -282,25 +287,53 @@ impl KeysvcServer {
         &self.engine
     }
 
-    /// Cancelling this token starts a graceful shutdown.
+    /// Cancelling this token stops the listeners at once (no drain period): they stop
+    /// accepting, send GOAWAY and let in-flight requests finish.
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
     }
 
-    /// Stops accepting, waits for in-flight requests (at most [`SHUTDOWN_GRACE`]).
+    /// Starts the drain period: `/ready` answers 503 from now on; every request is still
+    /// served.
+    pub fn begin_drain(&self) {
+        if !self.draining.is_cancelled() {
+            tracing::info!(
+                drain_seconds = self.times.drain.as_secs_f64(),
+                "stopping: /ready answers 503 while the gateways take this replica out of rotation"
+            );
+            self.draining.cancel();
+        }
+    }
+
+    /// Stops accepting, sends GOAWAY, waits for in-flight requests (at most the grace
+    /// period), with no drain period.
     pub async fn shutdown(mut self) {
+        self.draining.cancel();
         self.shutdown.cancel();
         while self.tasks.join_next().await.is_some() {}
     }
 
-    /// Serves until `signal` completes, then shuts down gracefully.
+    /// A graceful stop: the drain period ([`Self::begin_drain`]), then [`Self::shutdown`].
+    pub async fn stop_gracefully(self) {
+        self.begin_drain();
+        tokio::select! {
+            _ = tokio::time::sleep(self.times.drain) => {}
+            _ = self.shutdown.cancelled() => {}
+        }
+        tracing::info!(
+            grace_seconds = self.times.grace.as_secs_f64(),
+            "drain period over: GOAWAY, finishing in-flight requests"
+        );
+        self.shutdown().await;
+    }
+
+    /// Serves until `signal` completes, then stops gracefully ([`Self::stop_gracefully`]).
     pub async fn run_until(self, signal: impl std::future::Future<Output = ()>) {
         let token = self.shutdown.clone();
         tokio::select! {
-            _ = signal => tracing::info!("shutdown requested: draining"),
-            _ = token.cancelled() => {}
+            _ = signal => self.stop_gracefully().await,
+            _ = token.cancelled() => self.shutdown().await,
         }
-        self.shutdown().await;
         tracing::info!("keysvc stopped");
     }
 }

@@ -528,6 +528,16 @@ pub mod tls {
         cert_chain: Vec<CertificateDer<'static>>,
         key: PrivateKeyDer<'static>,
     ) -> Result<tokio_rustls::TlsConnector, ClientError> {
+        let config = client_config(ca, cert_chain, key)?;
+        Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+    }
+
+    /// The client configuration [`connector`] uses, for callers that add to it (ALPN).
+    pub fn client_config(
+        ca: Vec<CertificateDer<'static>>,
+        cert_chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+    ) -> Result<rustls::ClientConfig, ClientError> {
         let mut roots = rustls::RootCertStore::empty();
         for cert in ca {
             roots
@@ -541,7 +551,7 @@ pub mod tls {
             .with_root_certificates(roots)
             .with_client_auth_cert(cert_chain, key)
             .map_err(|e| ClientError::Tls(format!("client certificate: {e}")))?;
-        Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+        Ok(config)
     }
 
     /// Reads every certificate in a PEM file.

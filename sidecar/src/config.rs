@@ -21,7 +21,8 @@ pub struct SidecarArgs {
     /// TOML configuration file (keys as in docs/sidecar.md).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// The gateway's KMIP endpoint [env OPENKCM_SIDECAR_GATEWAY].
+    /// The gateway's HTTPS listener (KMIP over HTTP/2, `POST /kmip`; the gateway's port 8443)
+    /// [env OPENKCM_SIDECAR_GATEWAY].
     #[arg(long, value_name = "HOST:PORT")]
     pub gateway: Option<String>,
     /// The name the gateway's certificate must carry [default: HOST of --gateway]
@@ -57,7 +58,8 @@ pub struct SidecarArgs {
     /// [default: 0.0.0.0:15696] [env OPENKCM_SIDECAR_MANAGEMENT].
     #[arg(long, value_name = "ADDR")]
     pub management: Option<String>,
-    /// Upstream (gateway) connections kept open, 1 to 256 [default: 4]
+    /// Upstream (gateway) HTTP/2 connections, requests spread over them, 1 to 256
+    /// [default: 4]
     /// [env OPENKCM_SIDECAR_UPSTREAM_CONNECTIONS].
     #[arg(long, value_name = "N")]
     pub upstream_connections: Option<String>,
@@ -65,7 +67,7 @@ pub struct SidecarArgs {
     /// KMIP error response [default: 5s] [env OPENKCM_SIDECAR_TIMEOUT].
     #[arg(long, value_name = "DURATION")]
     pub timeout: Option<String>,
-    /// Gateway connections are replaced after this long (between requests), so that new
+    /// Gateway connections take no new requests after this long, so that new
     /// gateway replicas get their share of a long-running workload's requests
     /// [default: 5m] [env OPENKCM_SIDECAR_UPSTREAM_MAX_AGE].
     #[arg(long, value_name = "DURATION")]

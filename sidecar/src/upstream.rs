@@ -1,42 +1,46 @@
-//! The gateway side: mutual TLS with the pod's tenant certificate, a small pool of open
-//! connections, one request at a time per connection.
+//! The gateway side: KMIP over HTTP/2 (`POST /kmip` on the gateway's HTTPS listener,
+//! ALPN h2) with the pod's tenant certificate, on a few multiplexed connections.
 //!
 //! - The tenant certificate, its key and the gateway CA are re-read every
 //!   [`RELOAD_INTERVAL`] when the files' content changed (cert-manager renews them in the
-//!   mounted Secret). A new identity is used from the next request on: idle connections
-//!   made with the old one are closed, busy ones are closed when their request is answered.
+//!   mounted Secret). A new identity is used from the next request on: connections made
+//!   with the old one take no new requests and close once their requests are answered.
 //!   Files that do not load keep the identity in force (logged once per change).
-//! - At most `--upstream-connections` requests are in flight; more wait for a connection.
+//! - `--upstream-connections` HTTP/2 connections, requests spread over them in turn; at most
+//!   [`STREAMS_PER_CONNECTION`] requests per connection in flight, more wait.
 //! - Every request has one deadline (`--timeout`) covering the wait, the connect and the
 //!   exchange. When it passes, or the gateway cannot be reached, the caller answers the
 //!   workload with a KMIP error ([`ForwardError`]).
-//! - A connection older than `--upstream-max-age` is closed after its answer, so a long-lived
+//! - A connection older than `--upstream-max-age` takes no new requests, so a long-lived
 //!   workload spreads over gateway replicas added since (the gateway Service balances per
 //!   connection).
 //! - Connects back off after failures: while the gateway refuses connections, a new attempt
 //!   is made at most every 100 ms, doubling to [`MAX_BACKOFF`]; requests in between get
 //!   their KMIP error at once. A successful connect or probe ends the backoff.
-//! - A pooled connection the gateway has closed is noticed before it is used; a read-only
-//!   request that fails on a reused connection before any answer byte arrived is sent once
-//!   more on a new connection (the gateway's own retry rule, [`kmip::relay::is_read_only`]).
+//! - Resending: a request the gateway provably never processed — the stream could not be
+//!   opened (the connection was closing or gone), the gateway refused it (REFUSED_STREAM),
+//!   or its stream is above a graceful GOAWAY's last stream id (a gateway stopping) — is
+//!   sent again on another connection, whatever the operation, while the deadline allows
+//!   (at most [`MAX_ATTEMPTS`] sends). After any other failure (the connection broke, the
+//!   gateway crashed) the request may have been applied: only a read-only request is sent
+//!   again ([`kmip::relay::is_read_only`]), once; the others get "may or may not have been
+//!   applied".
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
-use futures::FutureExt;
-use kmip::framing::{read_message, ReadError};
+use bytes::{Buf, Bytes};
 use kmip::relay::is_read_only;
 use kmip::ttlv;
+use runtime::http2::never_processed;
 use rustls::pki_types::ServerName;
 use tlsmaterial::{FileBytes, Loaded, PeerIdentity, TlsError, Watched};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio::time::timeout_at;
-use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 use crate::metrics::SidecarMetrics;
@@ -61,6 +65,9 @@ pub enum ForwardError {
     /// No tenant certificate could be loaded yet.
     #[error("no tenant certificate is loaded")]
     NoIdentity,
+    /// The gateway refused the request without executing it (HTTP status and reason).
+    #[error("the gateway refused the request: {0}")]
+    Refused(String),
 }
 
 impl ForwardError {
@@ -76,6 +83,10 @@ impl ForwardError {
             }
             Self::NoIdentity => {
                 "openkcm sidecar: no tenant certificate is loaded; the operation was not applied"
+            }
+            Self::Refused(_) => {
+                "openkcm sidecar: the KMIP gateway refused the request; the operation was not \
+                 applied"
             }
         }
     }
@@ -103,26 +114,48 @@ impl std::fmt::Debug for Identity {
     }
 }
 
-#[derive(Debug)]
+/// Requests in flight on one gateway connection at once; more wait for a stream.
+pub const STREAMS_PER_CONNECTION: usize = 64;
+/// Sends of one request at most: the first, and resends of what the gateway never
+/// processed (a rolling restart can refuse a request on one connection, then on the next).
+pub const MAX_ATTEMPTS: usize = 3;
+/// The path of KMIP over HTTPS on the gateway.
+pub const KMIP_PATH: &str = "/kmip";
+
+/// One HTTP/2 connection to the gateway.
 struct Conn {
-    stream: TlsStream<TcpStream>,
+    send: h2::client::SendRequest<Bytes>,
     generation: u64,
     opened: Instant,
+    /// Drives the connection; finished once the connection is closed.
+    driver: tokio::task::JoinHandle<()>,
+}
+
+impl Conn {
+    /// Whether new requests may use it: open, of the identity in force, not too old.
+    fn usable(&self, generation: u64, max_age: Duration) -> bool {
+        !self.driver.is_finished()
+            && self.generation == generation
+            && self.opened.elapsed() < max_age
+    }
 }
 
 /// The gateway, as the listeners see it.
 #[derive(Debug)]
 pub struct Upstream {
     addr: String,
+    /// `https://ADDR/kmip`.
+    uri: http::Uri,
     server_name: ServerName<'static>,
     /// The gateway CA, the tenant certificate and its key, watched together.
     files: Watched<3>,
     identity: ArcSwapOption<Identity>,
-    idle: Mutex<Vec<Conn>>,
+    /// The connections, used in turn; `None` until first needed or after one closed.
+    slots: Vec<tokio::sync::Mutex<Option<Arc<Conn>>>>,
+    next_slot: AtomicUsize,
     permits: Semaphore,
     timeout: Duration,
-    /// Connections older than this are closed after their answer (so that new gateway
-    /// replicas get their share of a long-running workload's requests).
+    /// Connections older than this take no new requests.
     max_age: Duration,
     max_message_size: usize,
     reachable: AtomicBool,
@@ -134,6 +167,25 @@ pub struct Upstream {
     next_connect_ms: AtomicU64,
     started: Instant,
     metrics: Arc<SidecarMetrics>,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn")
+            .field("generation", &self.generation)
+            .field("opened", &self.opened)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How one send of a request failed.
+enum Failure {
+    /// The gateway provably never processed it: send it again, whatever it does.
+    NotProcessed(String),
+    /// It may have been processed; `connection`: the connection broke (no answer at all).
+    Maybe { reason: String, connection: bool },
+    /// The gateway answered with a refusal (it did not execute the request).
+    Refused(String),
 }
 
 impl Upstream {
@@ -148,8 +200,13 @@ impl Upstream {
     ) -> Result<Self, String> {
         let server_name = ServerName::try_from(server_name.to_owned())
             .map_err(|e| format!("gateway server name {server_name:?}: {e}"))?;
+        let uri: http::Uri = format!("https://{addr}{KMIP_PATH}")
+            .parse()
+            .map_err(|e| format!("gateway address {addr:?}: {e}"))?;
+        let connections = connections.max(1);
         let upstream = Self {
             addr,
+            uri,
             server_name,
             files: Watched::new(
                 "tenant",
@@ -157,8 +214,11 @@ impl Upstream {
                 metrics.tls(),
             ),
             identity: ArcSwapOption::empty(),
-            idle: Mutex::new(Vec::with_capacity(connections)),
-            permits: Semaphore::new(connections),
+            slots: (0..connections)
+                .map(|_| tokio::sync::Mutex::new(None))
+                .collect(),
+            next_slot: AtomicUsize::new(0),
+            permits: Semaphore::new(connections * STREAMS_PER_CONNECTION),
             timeout,
             max_age,
             max_message_size: ttlv::DEFAULT_MAX_MESSAGE_SIZE,
@@ -190,83 +250,92 @@ impl Upstream {
         let Ok(permit) = timeout_at(deadline, self.permits.acquire()).await else {
             self.metrics.upstream_error("busy");
             return Err(ForwardError::Unreachable(
-                "every upstream connection stayed busy until the deadline".into(),
+                "every upstream stream stayed busy until the deadline".into(),
             ));
         };
         let _permit = permit.expect("the semaphore is never closed");
         let identity = self.identity.load_full().ok_or(ForwardError::NoIdentity)?;
-        let mut retried = false;
-        loop {
-            let (mut conn, reused) = match self.checkout(identity.generation) {
-                Some(conn) => (conn, true),
-                None => {
-                    let connected = timeout_at(deadline, self.connect(&identity))
-                        .await
-                        .unwrap_or_else(|_| Err("connect timed out".into()));
-                    match connected {
-                        Ok(conn) => (conn, false),
-                        Err(e) => {
-                            self.reachable.store(false, Ordering::Relaxed);
-                            self.metrics.upstream_error("connect");
-                            return Err(ForwardError::Unreachable(e));
-                        }
-                    }
+        let body = Bytes::copy_from_slice(request);
+        let mut read_only_resent = false;
+        let mut last = String::new();
+        for attempt in 0..MAX_ATTEMPTS {
+            let slot = self.next_slot.fetch_add(1, Ordering::Relaxed) % self.slots.len();
+            let conn = match timeout_at(deadline, self.connection(slot, &identity)).await {
+                Ok(Ok(conn)) => conn,
+                failed => {
+                    let e = match failed {
+                        Ok(Err(e)) => e,
+                        _ => "connect timed out".to_owned(),
+                    };
+                    self.reachable.store(false, Ordering::Relaxed);
+                    self.metrics.upstream_error("connect");
+                    return Err(ForwardError::Unreachable(match attempt {
+                        0 => e,
+                        _ => format!("{e} (after a send that was not processed: {last})"),
+                    }));
                 }
             };
-            let exchanged = timeout_at(
-                deadline,
-                exchange(&mut conn.stream, request, self.max_message_size),
-            )
-            .await
-            .unwrap_or(Err(Failure {
-                answered_nothing: false,
-                reason: "timed out".into(),
-            }));
-            match exchanged {
+            let sent = timeout_at(deadline, self.exchange(&conn, body.clone()))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(Failure::Maybe {
+                        reason: "timed out".into(),
+                        connection: false,
+                    })
+                });
+            match sent {
                 Ok(answer) => {
                     self.mark_ok();
-                    self.checkin(conn);
                     self.metrics
                         .observe_upstream(started.elapsed().as_secs_f64());
                     return Ok(answer);
                 }
-                Err(failure)
-                    if reused && !retried && failure.answered_nothing && is_read_only(request) =>
-                {
-                    tracing::debug!(reason = %failure.reason, "pooled gateway connection failed; retrying a read-only request");
-                    retried = true;
+                Err(Failure::NotProcessed(reason)) => {
+                    tracing::debug!(%reason, "the gateway did not process the request; sending it on another connection");
+                    self.retire(slot, &conn).await;
+                    last = reason;
                 }
-                Err(failure) => {
+                Err(Failure::Maybe {
+                    reason,
+                    connection: true,
+                }) if !read_only_resent && is_read_only(request) => {
+                    tracing::debug!(%reason, "gateway connection broke; sending a read-only request again");
+                    self.retire(slot, &conn).await;
+                    read_only_resent = true;
+                    last = reason;
+                }
+                Err(Failure::Maybe { reason, connection }) => {
+                    if connection {
+                        self.retire(slot, &conn).await;
+                    }
                     self.metrics.upstream_error("exchange");
-                    return Err(ForwardError::NoAnswer(failure.reason));
+                    return Err(ForwardError::NoAnswer(reason));
+                }
+                Err(Failure::Refused(reason)) => {
+                    self.metrics.upstream_error("refused");
+                    return Err(ForwardError::Refused(reason));
                 }
             }
         }
+        self.metrics.upstream_error("exchange");
+        Err(ForwardError::Unreachable(format!(
+            "not processed after {MAX_ATTEMPTS} attempts: {last}"
+        )))
     }
 
-    /// Makes sure the gateway can be reached: keeps one connection open (made now when the
-    /// pool has none alive), which the next request then uses.
+    /// Makes sure the gateway can be reached: keeps a connection open (made now when
+    /// there is none), which the next requests then use.
     pub async fn probe(&self) {
         let Some(identity) = self.identity.load_full() else {
             self.reachable.store(false, Ordering::Relaxed);
             return;
         };
-        if let Some(conn) = self.checkout(identity.generation) {
-            self.checkin(conn);
-            return;
-        }
-        let Ok(_permit) = self.permits.try_acquire() else {
-            return; // requests are in flight: they tell
-        };
         let deadline = tokio::time::Instant::now() + self.timeout;
-        match timeout_at(deadline, self.connect(&identity))
+        match timeout_at(deadline, self.connection(0, &identity))
             .await
             .unwrap_or_else(|_| Err("connect timed out".into()))
         {
-            Ok(conn) => {
-                self.mark_ok();
-                self.checkin(conn);
-            }
+            Ok(_) => self.mark_ok(),
             Err(e) => {
                 if self.reachable.swap(false, Ordering::Relaxed) {
                     tracing::warn!(gateway = %self.addr, error = %e, "gateway unreachable");
@@ -297,9 +366,89 @@ impl Upstream {
             connector,
             generation,
         })));
-        self.idle.lock().expect("idle lock").clear();
         tracing::info!(cert = %self.files.paths()[1].display(), serial = %leaf.serial, not_after = leaf.not_after, generation, "tenant certificate loaded");
         true
+    }
+
+    /// Slot `slot`'s connection, opened now if it has none usable.
+    async fn connection(&self, slot: usize, identity: &Identity) -> Result<Arc<Conn>, String> {
+        let mut held = self.slots[slot].lock().await;
+        if let Some(conn) = held.as_ref() {
+            if conn.usable(identity.generation, self.max_age) {
+                return Ok(conn.clone());
+            }
+        }
+        *held = None;
+        let conn = Arc::new(self.connect(identity).await?);
+        *held = Some(conn.clone());
+        Ok(conn)
+    }
+
+    /// Takes `conn` out of `slot` (if it is still there): new requests get a new one.
+    async fn retire(&self, slot: usize, conn: &Arc<Conn>) {
+        let mut held = self.slots[slot].lock().await;
+        if held.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn)) {
+            *held = None;
+        }
+    }
+
+    /// One send of `body` on `conn` and its answer.
+    async fn exchange(&self, conn: &Conn, body: Bytes) -> Result<Vec<u8>, Failure> {
+        // Until the stream is opened nothing has left: any failure is "not processed".
+        let not_opened = |e: h2::Error| Failure::NotProcessed(e.to_string());
+        let mut send = conn.send.clone().ready().await.map_err(not_opened)?;
+        let request = http::Request::builder()
+            .method(http::Method::POST)
+            .uri(self.uri.clone())
+            .header(http::header::CONTENT_TYPE, "application/octet-stream")
+            .header(http::header::CONTENT_LENGTH, body.len())
+            .body(())
+            .map_err(|e| Failure::NotProcessed(e.to_string()))?;
+        let (response, mut stream) = send.send_request(request, false).map_err(not_opened)?;
+        // The body's failure shows again, classified, in the response's.
+        let _ = stream.send_data(body, true);
+        let after_send = |e: h2::Error| {
+            if never_processed(&e) {
+                Failure::NotProcessed(format!("{e} (not processed)"))
+            } else {
+                Failure::Maybe {
+                    connection: e.is_io() || e.is_go_away(),
+                    reason: e.to_string(),
+                }
+            }
+        };
+        let response = response.await.map_err(after_send)?;
+        let status = response.status();
+        let mut body = response.into_body();
+        let mut answer = Vec::new();
+        while let Some(chunk) = body.data().await {
+            // Headers arrived: the gateway processed the request, whatever happens next.
+            let chunk = chunk.map_err(|e| Failure::Maybe {
+                reason: e.to_string(),
+                connection: false,
+            })?;
+            let _ = body.flow_control().release_capacity(chunk.len());
+            if answer.len() + chunk.len() > self.max_message_size {
+                return Err(Failure::Maybe {
+                    reason: "answer too large".into(),
+                    connection: false,
+                });
+            }
+            answer.extend_from_slice(chunk.chunk());
+        }
+        match status.as_u16() {
+            // 403 carries the gateway's KMIP Permission Denied answer.
+            200 | 403 => Ok(answer),
+            // The gateway's own refusals, before anything was forwarded.
+            400 | 401 | 404 | 405 | 413 => Err(Failure::Refused(format!(
+                "HTTP {status}: {}",
+                String::from_utf8_lossy(&answer).trim()
+            ))),
+            _ => Err(Failure::Maybe {
+                reason: format!("HTTP {status}"),
+                connection: false,
+            }),
+        }
     }
 
     /// A new connection, unless connects are backing off after failures.
@@ -338,34 +487,31 @@ impl Upstream {
             .await
             .map_err(|e| format!("connect {}: {e}", self.addr))?;
         tcp.set_nodelay(true).map_err(|e| e.to_string())?;
-        let stream = identity
+        let tls = identity
             .connector
             .connect(self.server_name.clone(), tcp)
             .await
             .map_err(|e| format!("TLS with {}: {e}", self.addr))?;
+        if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
+            return Err(format!(
+                "{} did not agree to HTTP/2 (ALPN h2): is it the gateway's HTTPS listener?",
+                self.addr
+            ));
+        }
+        let (send, connection) = h2::client::handshake(tls)
+            .await
+            .map_err(|e| format!("HTTP/2 with {}: {e}", self.addr))?;
+        let driver = tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "gateway connection ended");
+            }
+        });
         Ok(Conn {
-            stream,
+            send,
             generation: identity.generation,
             opened: Instant::now(),
+            driver,
         })
-    }
-
-    /// An idle connection of `generation` that the gateway has not closed.
-    fn checkout(&self, generation: u64) -> Option<Conn> {
-        let mut idle = self.idle.lock().expect("idle lock");
-        while let Some(mut conn) = idle.pop() {
-            if conn.generation == generation && still_open(&mut conn.stream) {
-                return Some(conn);
-            }
-        }
-        None
-    }
-
-    fn checkin(&self, conn: Conn) {
-        let current = self.identity.load().as_ref().map(|i| i.generation);
-        if current == Some(conn.generation) && conn.opened.elapsed() < self.max_age {
-            self.idle.lock().expect("idle lock").push(conn);
-        }
     }
 
     fn mark_ok(&self) {
@@ -379,49 +525,9 @@ impl Upstream {
     }
 }
 
-/// An exchange that produced no answer.
-#[derive(Debug)]
-struct Failure {
-    /// No byte of an answer arrived (a pooled connection the peer had closed looks so).
-    answered_nothing: bool,
-    reason: String,
-}
-
-async fn exchange(
-    stream: &mut TlsStream<TcpStream>,
-    request: &[u8],
-    max_message_size: usize,
-) -> Result<Vec<u8>, Failure> {
-    let early = |e: std::io::Error| Failure {
-        answered_nothing: true,
-        reason: e.to_string(),
-    };
-    stream.write_all(request).await.map_err(early)?;
-    stream.flush().await.map_err(early)?;
-    let mut answer = Vec::new();
-    match read_message(stream, max_message_size, &mut answer).await {
-        Ok(()) => Ok(answer),
-        Err(e) => Err(Failure {
-            answered_nothing: e.nothing_received(),
-            reason: match e {
-                ReadError::Closed => "the gateway closed the connection".into(),
-                ReadError::Io { error, .. } => error.to_string(),
-                e => format!("unusable answer: {e}"),
-            },
-        }),
-    }
-}
-
-/// Whether an idle connection is still usable: a read that would block means nothing
-/// arrived (rustls consumes session tickets itself); EOF, an error or unexpected data
-/// mean it must go.
-fn still_open(stream: &mut TlsStream<TcpStream>) -> bool {
-    let mut byte = [0u8; 1];
-    stream.read(&mut byte).now_or_never().is_none()
-}
-
 /// The connector presenting the tenant certificate (PEM chain) with its key, trusting the
-/// gateway CA; with the facts of the leaf (serial and notAfter, for the log and the metric).
+/// gateway CA, offering HTTP/2 only; with the facts of the leaf (serial and notAfter, for
+/// the log and the metric).
 fn load_identity(
     [ca, cert, key]: &[FileBytes; 3],
 ) -> Result<Loaded<(TlsConnector, PeerIdentity)>, TlsError> {
@@ -429,14 +535,15 @@ fn load_identity(
     let key = key.private_key()?;
     // Facts for the log and the metric only: rustls and the gateway judge the certificate.
     let leaf = PeerIdentity::from_der(&chain.content[0]).unwrap_or_default();
-    let connector = kmip::client::tls::connector(
+    let mut config = kmip::client::tls::client_config(
         ca.certificates()?.content,
         chain.content,
         key.content.clone_key(),
     )
     .map_err(|e| TlsError::Settings(rustls::Error::General(e.to_string())))?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Loaded {
         not_after: leaf.not_after,
-        value: (connector, leaf),
+        value: (TlsConnector::from(Arc::new(config)), leaf),
     })
 }

@@ -38,14 +38,27 @@ async fn connections_for_one_second_of_requests(extra: &[&str]) -> usize {
 
 #[tokio::test]
 async fn old_gateway_connections_are_replaced_between_requests() {
-    // One connection serves a sequential workload (plus, at most, the one the start-up
-    // probe opened while the first request was connecting).
-    let default = connections_for_one_second_of_requests(&[]).await;
-    assert!(
-        (1..=2).contains(&default),
-        "{default} connections in 1 s with the default maximum age"
+    // With one upstream connection, it serves the whole workload under the default
+    // maximum age.
+    let default = connections_for_one_second_of_requests(&["--upstream-connections", "1"]).await;
+    assert_eq!(
+        default, 1,
+        "connections in 1 s with the default maximum age"
     );
-    let replaced = connections_for_one_second_of_requests(&["--upstream-max-age", "200ms"]).await;
+    // Requests are spread over the upstream connections (the Service balances per
+    // connection): four are opened, and kept.
+    let spread = connections_for_one_second_of_requests(&["--upstream-connections", "4"]).await;
+    assert_eq!(
+        spread, 4,
+        "connections in 1 s with --upstream-connections 4"
+    );
+    let replaced = connections_for_one_second_of_requests(&[
+        "--upstream-connections",
+        "1",
+        "--upstream-max-age",
+        "200ms",
+    ])
+    .await;
     assert!(
         (4..=12).contains(&replaced),
         "{replaced} connections in 1 s with a 200 ms maximum age"

@@ -27,6 +27,8 @@ pub fn pykmip_python() -> PathBuf {
 pub struct DevProcess {
     pub process: Process,
     pub kmip_addr: SocketAddr,
+    /// The gateway's HTTPS listener (KMIP over HTTP/2 for the sidecar).
+    pub https_addr: SocketAddr,
     pub dir: PathBuf,
     /// Everything it printed on stdout up to "ready", and what followed at once.
     pub banner: String,
@@ -37,17 +39,21 @@ impl DevProcess {
     /// Starts `openkcm dev --dir DIR --kmip-addr <free port> --https-addr <free port>` and waits (bounded) until it
     /// prints that it is ready.
     pub fn start(dir: &Path) -> Self {
-        Self::start_with(dir, free_port(), Stdio::inherit())
+        Self::start_with(dir, (free_port(), free_port()), Stdio::inherit())
     }
 
-    /// [`DevProcess::start`] on a given KMIP address (a restart on the same port), with
-    /// its stderr (JSON logs, audit events included) going to `stderr`.
-    pub fn start_with(dir: &Path, kmip_addr: SocketAddr, stderr: Stdio) -> Self {
+    /// [`DevProcess::start`] on given (KMIP, HTTPS) addresses (a restart on the same
+    /// ports), with its stderr (JSON logs, audit events included) going to `stderr`.
+    pub fn start_with(
+        dir: &Path,
+        (kmip_addr, https_addr): (SocketAddr, SocketAddr),
+        stderr: Stdio,
+    ) -> Self {
         let started = Instant::now();
         let mut cmd = command(env!("CARGO_BIN_EXE_openkcm"), &["dev", "--dir"]);
         cmd.arg(dir)
             .args(["--kmip-addr", &kmip_addr.to_string()])
-            .args(["--https-addr", &free_port().to_string()]);
+            .args(["--https-addr", &https_addr.to_string()]);
         let mut process = Process::spawn_with_stderr("openkcm dev", cmd, Some(stderr));
         let ready = |p: &mut Process| {
             p.stdout()
@@ -73,6 +79,7 @@ impl DevProcess {
         Self {
             process,
             kmip_addr,
+            https_addr,
             dir: dir.to_path_buf(),
             banner,
             startup,

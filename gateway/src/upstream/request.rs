@@ -6,8 +6,9 @@ use kmip::contract;
 use pingora::http::RequestHeader;
 use pingora::upstreams::peer::Peer;
 
-use super::retry::{never_processed, Attempt};
+use super::retry::Attempt;
 use super::{Replica, TenantHeaders, UpstreamPool, MAX_RESPONSE_SIZE, POOL_IDLE_TIMEOUT};
+use runtime::http2::never_processed;
 
 impl UpstreamPool {
     pub(super) async fn exchange(

@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use runtime::http2::never_processed;
 
 use super::{Replica, TenantHeaders, UpstreamError, UpstreamPool, EXCHANGE_TIMEOUT};
 
@@ -35,13 +36,6 @@ impl Attempt {
             _ => Attempt::Sent(e.to_string()),
         }
     }
-}
-
-/// Whether the server said it never processed the stream (RFC 9113 §8.7).
-pub(super) fn never_processed(e: &h2::Error) -> bool {
-    let refused = e.is_reset() && e.reason() == Some(h2::Reason::REFUSED_STREAM);
-    let graceful_go_away = e.is_go_away() && e.reason() == Some(h2::Reason::NO_ERROR);
-    e.is_remote() && (refused || graceful_go_away)
 }
 
 impl UpstreamPool {

@@ -3,6 +3,7 @@
 use std::ops::{Deref, DerefMut, RangeInclusive};
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use figment::value::Dict;
 use runtime::config::scalar;
@@ -10,7 +11,7 @@ use zeroize::Zeroizing;
 
 use super::{
     parse_duration, ConfigErrors, ConfigSources, DatabaseConfig, DatabaseUrl, SecretString,
-    StoreSettings, TlsFiles, ENV_ROOT_KEY, MAX_BODY_SIZE, MIN_BODY_SIZE, SCHEMA,
+    ShutdownTimes, StoreSettings, TlsFiles, ENV_ROOT_KEY, MAX_BODY_SIZE, MIN_BODY_SIZE, SCHEMA,
 };
 use crate::cache::CacheConfig;
 use crate::engine::Caps;
@@ -88,6 +89,23 @@ impl Loader {
             max_batch_items: max_batch_items?,
             max_object_size: max_object_size?,
             max_response_size: max_response_size?,
+        })
+    }
+
+    /// `shutdown.drain` (may be zero) and `shutdown.grace` (at least 1 s), each at most 10 min.
+    pub(super) fn shutdown_times(&mut self) -> Option<ShutdownTimes> {
+        let bounded = |min: Duration| {
+            move |s: &str| match parse_duration(s)? {
+                d if d < min => Err(format!("must be at least {}s", min.as_secs())),
+                d if d > Duration::from_secs(600) => Err("must be at most 10m".into()),
+                d => Ok(d),
+            }
+        };
+        let drain = self.parsed("shutdown.drain", bounded(Duration::ZERO));
+        let grace = self.parsed("shutdown.grace", bounded(Duration::from_secs(1)));
+        Some(ShutdownTimes {
+            drain: drain?,
+            grace: grace?,
         })
     }
 

@@ -132,6 +132,8 @@ pub const KEYS: &[KeySpec] = &[
         Some("--cache-max-bytes"),
         Some("67108864"),
     ),
+    spec("shutdown.drain", Some("--drain-period"), Some("5s")),
+    spec("shutdown.grace", Some("--grace-period"), Some("25s")),
     spec("log.level", Some("--log-level"), Some("info")),
     spec("tenant_isolation_enabled", None, Some("true")),
 ];
@@ -228,6 +230,15 @@ pub struct ConfigFlags {
     /// Most requests of one tenant executing at once in this process.
     #[arg(long, value_name = "N")]
     pub tenant_concurrency: Option<String>,
+    /// After SIGTERM, how long `/ready` answers 503 while everything is still served, so
+    /// that the gateways take this replica out of rotation before it stops (e.g. 5s; 0s
+    /// stops at once).
+    #[arg(long, value_name = "DURATION")]
+    pub drain_period: Option<String>,
+    /// After the drain period, how long in-flight requests get to finish (HTTP/2 GOAWAY)
+    /// before the process exits anyway.
+    #[arg(long, value_name = "DURATION")]
+    pub grace_period: Option<String>,
     /// Log filter (tracing directives, e.g. info or keysvc=debug,info).
     #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,
@@ -298,6 +309,8 @@ impl ConfigSources {
             .text("limits.max_object_size", f.max_object_size.as_ref())
             .text("limits.max_response_size", f.max_response_size.as_ref())
             .text("limits.tenant_concurrency", f.tenant_concurrency.as_ref())
+            .text("shutdown.drain", f.drain_period.as_ref())
+            .text("shutdown.grace", f.grace_period.as_ref())
             .text("log.level", f.log_level.as_ref())
             .list("gateway.allowed_identities", &f.allow_gateway)
             .list("root_key.previous", &f.previous_root_keys)
@@ -437,7 +450,27 @@ pub struct ServeConfig {
     pub caps: Caps,
     /// Most requests of one tenant executing at once (`limits.tenant_concurrency`).
     pub tenant_concurrency: usize,
+    /// How a graceful stop goes (`shutdown.*`).
+    pub shutdown: ShutdownTimes,
     pub log: LogFilter,
+}
+
+/// A graceful stop (SIGTERM): `/ready` answers 503 for `drain` while everything is still
+/// served; then the listeners stop accepting and send GOAWAY, and in-flight requests get at
+/// most `grace` before the process exits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShutdownTimes {
+    pub drain: Duration,
+    pub grace: Duration,
+}
+
+impl Default for ShutdownTimes {
+    fn default() -> Self {
+        Self {
+            drain: Duration::from_secs(5),
+            grace: Duration::from_secs(25),
+        }
+    }
 }
 
 /// What the commands that touch the database need: where it is and the root keys.
@@ -461,6 +494,7 @@ pub fn load_serve(sources: &ConfigSources) -> Result<(ServeConfig, Vec<String>),
     let cache = loader.cache();
     let caps = loader.caps();
     let tenant_concurrency = loader.count("limits.tenant_concurrency", 1..=100_000);
+    let shutdown = loader.shutdown_times();
     loader.finish()?;
     match (
         api_addr,
@@ -469,7 +503,7 @@ pub fn load_serve(sources: &ConfigSources) -> Result<(ServeConfig, Vec<String>),
         gateways,
         store,
         max_body_size,
-        (cache, caps, tenant_concurrency),
+        (cache, caps, tenant_concurrency, shutdown),
     ) {
         (
             Some(api_addr),
@@ -478,7 +512,7 @@ pub fn load_serve(sources: &ConfigSources) -> Result<(ServeConfig, Vec<String>),
             Some(gateways),
             Some(store),
             Some(max_body_size),
-            (Some(cache), Some(caps), Some(tenant_concurrency)),
+            (Some(cache), Some(caps), Some(tenant_concurrency), Some(shutdown)),
         ) => {
             let log = store.log.clone();
             Ok((
@@ -492,6 +526,7 @@ pub fn load_serve(sources: &ConfigSources) -> Result<(ServeConfig, Vec<String>),
                     cache,
                     caps,
                     tenant_concurrency,
+                    shutdown,
                     log,
                 },
                 std::mem::take(&mut loader.warnings),

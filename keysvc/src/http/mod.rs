@@ -37,6 +37,7 @@ use futures::FutureExt;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use kmip::contract;
 use runtime::fairness::{TenantSlots, Waited};
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::engine::Engine;
@@ -70,6 +71,9 @@ pub struct AppState {
     pub max_body_size: usize,
     /// Each tenant's slots for executing requests (`limits.tenant_concurrency`).
     pub tenant_slots: Arc<TenantSlots>,
+    /// Cancelled when a graceful stop begins: `/ready` answers 503 from then on, while
+    /// every request is still served (the drain period).
+    pub draining: CancellationToken,
 }
 
 /// Longest a request waits for one of its tenant's slots before it is answered with a
@@ -227,6 +231,13 @@ async fn health() -> &'static str {
 }
 
 async fn ready(State(state): State<AppState>) -> Response {
+    if state.draining.is_cancelled() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: stopping (draining)\n",
+        )
+            .into_response();
+    }
     match tokio::time::timeout(READY_TIMEOUT, state.engine.store().ready()).await {
         Ok(Ok(())) => (StatusCode::OK, "ready\n").into_response(),
         Ok(Err(e)) => {

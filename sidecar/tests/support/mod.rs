@@ -8,13 +8,12 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use clap::Parser;
 use kmip::relay::error_response;
 use kmip::spec::ResultReason;
 use sidecar::{SidecarArgs, SidecarConfig};
 use testkit::certs::{self, TestPki};
-use testkit::kmip_client::read_message;
-use tokio::io::AsyncWriteExt;
 
 #[derive(Debug, Parser)]
 struct Cli {
@@ -66,11 +65,13 @@ pub fn socket(dir: &Path) -> PathBuf {
     dir.join("kmip.sock")
 }
 
-/// A stand-in gateway: mTLS with `gw.pem` from [`tenant_files`], every framed request
-/// answered (Operation Failed, Item Not Found). Returns its address and the number of
-/// connections it accepted.
+/// A stand-in gateway: mTLS with `gw.pem` from [`tenant_files`], HTTP/2 only (ALPN h2),
+/// every `POST /kmip` answered (Operation Failed, Item Not Found). Returns its address and
+/// the number of connections it accepted.
 pub async fn start_gateway(pki: &TestPki) -> (SocketAddr, Arc<AtomicUsize>) {
-    let acceptor = pki.acceptor("gw", true);
+    let mut config = pki.server_config("gw", true);
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = testkit::net::tokio_listener().await;
     let addr = listener.local_addr().expect("addr");
     let accepted = Arc::new(AtomicUsize::new(0));
@@ -80,15 +81,30 @@ pub async fn start_gateway(pki: &TestPki) -> (SocketAddr, Arc<AtomicUsize>) {
             counter.fetch_add(1, Ordering::Relaxed);
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
-                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                let Ok(tls) = acceptor.accept(tcp).await else {
                     return;
                 };
-                let mut request = Vec::new();
-                while read_message(&mut tls, &mut request).await.is_some() {
-                    let answer = error_response(&request, ResultReason::ItemNotFound, "stand-in");
-                    if tls.write_all(&answer).await.is_err() {
-                        return;
-                    }
+                let Ok(mut connection) = h2::server::handshake(tls).await else {
+                    return;
+                };
+                while let Some(Ok((request, mut respond))) = connection.accept().await {
+                    tokio::spawn(async move {
+                        let mut body = request.into_body();
+                        let mut message = Vec::new();
+                        while let Some(Ok(chunk)) = body.data().await {
+                            let _ = body.flow_control().release_capacity(chunk.len());
+                            message.extend_from_slice(&chunk);
+                        }
+                        let answer =
+                            error_response(&message, ResultReason::ItemNotFound, "stand-in");
+                        let response = http::Response::builder()
+                            .status(200)
+                            .body(())
+                            .expect("response");
+                        if let Ok(mut stream) = respond.send_response(response, false) {
+                            let _ = stream.send_data(Bytes::from(answer), true);
+                        }
+                    });
                 }
             });
         }
