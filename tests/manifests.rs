@@ -28,10 +28,10 @@ use serde_json::Value;
 
 /// How long `openkcm dev` may take to say it is ready (debug build, busy machine).
 const DEV_START_TIMEOUT: Duration = Duration::from_secs(60);
-/// keysvc's own drain on SIGTERM (docs/keysvc.md "Shutdown": at most 25 s, not a flag).
-const KEYSVC_DRAIN_SECONDS: u64 = 25;
-/// The gateway's --grace-period when the flag is absent (docs/gateway.md).
-const GATEWAY_DEFAULT_GRACE_SECONDS: u64 = 25;
+/// keysvc's and the gateway's --drain-period and --grace-period when the flags are absent
+/// (docs/keysvc.md, docs/gateway.md).
+const DEFAULT_DRAIN_SECONDS: u64 = 5;
+const DEFAULT_GRACE_SECONDS: u64 = 25;
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -347,17 +347,27 @@ fn every_flag_env_and_port_the_manifests_use_exists_in_the_binary() {
         // Stopping: the pod's grace period covers the preStop sleep plus the drain.
         let grace = c["terminationGracePeriodSeconds"].as_u64().unwrap_or(30);
         let pre_stop = c["preStopSleep"].as_u64().unwrap_or(0);
-        let drain = match sub.first().map(String::as_str) {
-            Some("gateway") => args
-                .iter()
-                .find_map(|a| a.strip_prefix("--grace-period="))
+        let seconds = |flag: &str, default: u64| {
+            args.iter()
+                .find_map(|a| a.strip_prefix(flag))
                 .map(|v| {
                     runtime::parse_duration(v)
-                        .expect("--grace-period is a duration")
+                        .unwrap_or_else(|e| panic!("{flag}{v}: {e}"))
                         .as_secs()
                 })
-                .unwrap_or(GATEWAY_DEFAULT_GRACE_SECONDS),
-            Some("keysvc") if sub.len() == 1 => KEYSVC_DRAIN_SECONDS,
+                .unwrap_or(default)
+        };
+        // A graceful stop: the drain period (/ready 503, everything served), then the grace
+        // period for in-flight requests.
+        let drain = match sub.first().map(String::as_str) {
+            Some("gateway") => {
+                seconds("--drain-period=", DEFAULT_DRAIN_SECONDS)
+                    + seconds("--grace-period=", DEFAULT_GRACE_SECONDS)
+            }
+            Some("keysvc") if sub.len() == 1 => {
+                seconds("--drain-period=", DEFAULT_DRAIN_SECONDS)
+                    + seconds("--grace-period=", DEFAULT_GRACE_SECONDS)
+            }
             _ => 0,
         };
         if c["workload"]

@@ -251,8 +251,11 @@ def check_deployment(where, doc, pdbs):
             if probe not in c:
                 problem(cw, f"{probe} missing")
         sleep = c.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds")
-        if not sleep:
-            problem(cw, "lifecycle.preStop.sleep missing")
+        # A stop must not begin before the endpoint removal spreads: either a preStop
+        # sleep, or the component's own drain period (/ready 503 while still serving).
+        drains = any(a.startswith("--drain-period=") and a != "--drain-period=0s" for a in c.get("args", []))
+        if not sleep and not drains:
+            problem(cw, "neither lifecycle.preStop.sleep nor --drain-period")
         if pod.get("terminationGracePeriodSeconds", 30) <= (sleep or 0):
             problem(where, "terminationGracePeriodSeconds must exceed the preStop sleep")
     labels = pod_labels(doc)
