@@ -31,6 +31,9 @@ use runtime::fairness::{Slot, TenantSlots, Waited};
 /// announces a message and stalls holds a buffer for nothing.
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Longest a clean close (TLS close_notify) may take before the connection is dropped.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// The KMIP listener's bounds.
 #[derive(Debug, Clone, Copy)]
 pub struct KmipLimits {
@@ -357,9 +360,13 @@ impl KmipApp {
             let answer = Box::pin(self.answer(request, &decision, &client, &mut counters)).await;
             if let Err(e) = write_all(&mut io, &answer).await {
                 tracing::info!(error = %e, client, "KMIP answer not delivered");
-                break;
+                return;
             }
         }
+        // A clean close: TLS close_notify, then FIN. A client that sent a request meanwhile
+        // reads the close_notify instead of an answer, and can tell it from a crash (no
+        // close_notify): the request was never read, so it was not executed.
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, io.shutdown()).await;
     }
 
     /// One of the tenant's connection slots (`None`: all taken, counted); a denied

@@ -14,9 +14,11 @@
 //! - A connection older than `--upstream-max-age` takes no new requests, so a long-lived
 //!   workload spreads over gateway replicas added since (the gateway Service balances per
 //!   connection).
-//! - Connects back off after failures: while the gateway refuses connections, a new attempt
-//!   is made at most every 100 ms, doubling to [`MAX_BACKOFF`]; requests in between get
-//!   their KMIP error at once. A successful connect or probe ends the backoff.
+//! - Connects back off after failures: a first failed connect is tried again at once (behind
+//!   a Service, the next connection reaches another gateway); while the gateway keeps
+//!   refusing connections, a new attempt is made at most every 100 ms, doubling to
+//!   [`MAX_BACKOFF`]; requests in between get their KMIP error at once. A successful
+//!   connect or probe ends the backoff.
 //! - Resending: a request the gateway provably never processed — the stream could not be
 //!   opened (the connection was closing or gone), the gateway refused it (REFUSED_STREAM),
 //!   or its stream is above a graceful GOAWAY's last stream id (a gateway stopping) — is
@@ -78,8 +80,8 @@ impl ForwardError {
                 "openkcm sidecar: the KMIP gateway is unreachable; the operation was not applied"
             }
             Self::NoAnswer(_) => {
-                "openkcm sidecar: the KMIP gateway did not answer in time; the operation may \
-                 or may not have been applied"
+                "openkcm sidecar: the KMIP gateway did not answer (timeout or broken \
+                 connection); the operation may or may not have been applied"
             }
             Self::NoIdentity => {
                 "openkcm sidecar: no tenant certificate is loaded; the operation was not applied"
@@ -267,6 +269,14 @@ impl Upstream {
                         Ok(Err(e)) => e,
                         _ => "connect timed out".to_owned(),
                     };
+                    // One failed connect is tried again at once: behind a Service the next
+                    // connection goes to another gateway (this one may have just died).
+                    if attempt + 1 < MAX_ATTEMPTS
+                        && self.connect_failures.load(Ordering::Relaxed) == 1
+                    {
+                        last = e;
+                        continue;
+                    }
                     self.reachable.store(false, Ordering::Relaxed);
                     self.metrics.upstream_error("connect");
                     return Err(ForwardError::Unreachable(match attempt {
@@ -470,8 +480,12 @@ impl Upstream {
             }
             Err(e) => {
                 let failures = self.connect_failures.fetch_add(1, Ordering::Relaxed);
+                if failures == 0 {
+                    // The first failure is retried at once (see `forward`).
+                    return Err(e);
+                }
                 let backoff = FIRST_BACKOFF
-                    .saturating_mul(1 << failures.min(8))
+                    .saturating_mul(1 << (failures - 1).min(8))
                     .min(MAX_BACKOFF);
                 self.next_connect_ms.store(
                     self.now_ms() + backoff.as_millis() as u64,

@@ -65,9 +65,19 @@ impl DevFiles {
 
     /// The `openkcm gateway` command in front of `upstreams`, KMIP on `kmip_addr`.
     pub fn gateway_command(&self, kmip_addr: SocketAddr, upstreams: &[SocketAddr]) -> Command {
+        self.gateway_command_at(kmip_addr, free_port(), upstreams)
+    }
+
+    /// [`DevFiles::gateway_command`] with the HTTPS listener on `https_addr`.
+    pub fn gateway_command_at(
+        &self,
+        kmip_addr: SocketAddr,
+        https_addr: SocketAddr,
+        upstreams: &[SocketAddr],
+    ) -> Command {
         let mut cmd = command(BIN, &["gateway"]);
         cmd.args(["--kmip-addr", &kmip_addr.to_string()])
-            .args(["--https-addr", &free_port().to_string()])
+            .args(["--https-addr", &https_addr.to_string()])
             .args([
                 "--tls-cert",
                 &self.pki("gateway.pem"),
