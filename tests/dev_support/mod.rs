@@ -43,11 +43,22 @@ impl DevProcess {
     /// [`DevProcess::start`] on a given KMIP address (a restart on the same port), with
     /// its stderr (JSON logs, audit events included) going to `stderr`.
     pub fn start_with(dir: &Path, kmip_addr: SocketAddr, stderr: Stdio) -> Self {
+        Self::start_with_args(dir, kmip_addr, stderr, &[])
+    }
+
+    /// [`DevProcess::start_with`] with more arguments (e.g. `--database URL`).
+    pub fn start_with_args(
+        dir: &Path,
+        kmip_addr: SocketAddr,
+        stderr: Stdio,
+        args: &[&str],
+    ) -> Self {
         let started = Instant::now();
         let mut cmd = command(env!("CARGO_BIN_EXE_openkcm"), &["dev", "--dir"]);
         cmd.arg(dir)
             .args(["--kmip-addr", &kmip_addr.to_string()])
-            .args(["--https-addr", &free_port().to_string()]);
+            .args(["--https-addr", &free_port().to_string()])
+            .args(args);
         let mut process = Process::spawn_with_stderr("openkcm dev", cmd, Some(stderr));
         let ready = |p: &mut Process| {
             p.stdout()
