@@ -449,22 +449,13 @@ async fn http_ready(addr: SocketAddr) -> bool {
         .unwrap_or(false)
 }
 
-/// A database URL without its password.
+/// A database URL without its password (nor any query value that might be one); the TLS
+/// parameters and file paths stay visible.
 fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            match userinfo.find(':') {
-                Some(colon) => format!(
-                    "{}{}:***{}",
-                    &url[..scheme + 3],
-                    &userinfo[..colon],
-                    &url[at..]
-                ),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        config::redact_url(url)
+    } else {
+        url.to_owned()
     }
 }
 

@@ -245,6 +245,69 @@ fn postgres_connection_is_honoured_and_more_specific_sources_win() {
 }
 
 #[test]
+fn postgres_tls_parameters_survive_every_source_and_bad_ones_are_reported() {
+    let pki = Pki::generate();
+    // Any PEM certificate and key will do for the check; the connection is not made here.
+    let url = format!(
+        "postgres://app@db:5432/keys?sslmode=verify-full&sslrootcert={}&sslcert={}&sslkey={}",
+        pki.path_text("ca.pem"),
+        pki.path_text("server.pem"),
+        pki.path_text("server-key.pem")
+    );
+    let file = pki.write("db.toml", &format!("[database]\nurl = \"{url}\"\n"));
+    let sources = [
+        (
+            "--database",
+            ConfigSources::new(ConfigFlags {
+                database: Some(url.clone()),
+                ..base_flags(&pki)
+            }),
+        ),
+        (
+            "POSTGRES_CONNECTION",
+            ConfigSources::new(base_flags(&pki)).env("POSTGRES_CONNECTION", &url),
+        ),
+        (
+            "the file",
+            ConfigSources::new(ConfigFlags {
+                config: Some(file),
+                ..base_flags(&pki)
+            }),
+        ),
+    ];
+    for (source, sources) in sources {
+        match load(&sources).store.database {
+            DatabaseConfig::Postgres { url: loaded, .. } => {
+                assert_eq!(loaded.expose(), url, "{source}");
+                // Shown in logs as given: file paths are not secrets.
+                assert_eq!(loaded.to_string(), url, "{source}");
+            }
+            other => panic!("{source}: {other:?}"),
+        }
+    }
+
+    for (query, says) in [
+        ("sslmode=verify-ca", "sslmode=verify-ca is not supported"),
+        (
+            "sslmode=verify-full&sslkey=/k.pem",
+            "sslkey without sslcert",
+        ),
+        (
+            "sslmode=verify-full&sslrootcert=/nonexistent/ca.crt",
+            "sslrootcert: cannot read /nonexistent/ca.crt",
+        ),
+    ] {
+        let bad = ConfigSources::new(base_flags(&pki)).env(
+            "POSTGRES_CONNECTION",
+            &format!("postgres://app:hunter2-secret@db/keys?{query}"),
+        );
+        let e = errors(&bad).to_string();
+        assert!(e.contains("database.url") && e.contains(says), "{e}");
+        assert!(!e.contains("hunter2-secret"), "{e}");
+    }
+}
+
+#[test]
 fn secrets_never_appear_in_debug_output_or_errors() {
     let pki = Pki::generate();
     let root_key = std::fs::read_to_string(pki.path("root.key")).expect("root key");

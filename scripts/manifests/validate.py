@@ -13,7 +13,9 @@ For every document of every rendered overlay:
 Then: every PromQL expression (PrometheusRule alerts, the Grafana dashboard, the
 prometheus-adapter rule) parses (promql-parser, the Rust PromQL parser's Python binding) and
 every other series it reads comes from a known exporter; and the deployment rules of the
-issue hold (replicas, probes, security context, rollout, spread, PDBs...).
+issue hold (replicas, probes, security context, rollout, spread, PDBs...), and where a
+CloudNativePG Cluster serves keysvc, keysvc reaches it with verify-full and a client
+certificate the Cluster accepts (check_database_tls).
 
 Writes OUT_DIR/containers.json: every container of every overlay with its args, env,
 ports and probes, for tests/manifests.rs to compare with `openkcm <cmd> --help`; and
@@ -324,6 +326,7 @@ def check_overlay(overlay, docs, registry, exported):
                 check_deployment(where, doc, pdbs)
     if overlay.startswith("example-"):
         return containers  # a stand-alone example, not a whole installation
+    check_database_tls(overlay, docs)
     kinds = {d.get("kind") for d in docs}
     for required in ("HorizontalPodAutoscaler", "NetworkPolicy", "MutatingWebhookConfiguration", "ServiceMonitor", "PrometheusRule"):
         if required not in kinds:
@@ -340,6 +343,90 @@ def check_overlay(overlay, docs, registry, exported):
         if up.get("stabilizationWindowSeconds", 0) > 0 or max((p["periodSeconds"] for p in up.get("policies", [])), default=60) > 60:
             problem(where, "scale-up must react within two minutes (no stabilization, periods <= 60 s)")
     return containers
+
+
+def check_database_tls(overlay, docs):
+    """Where a CloudNativePG Cluster serves keysvc (production): keysvc's POSTGRES_CONNECTION
+    has no password and sslmode=verify-full; sslrootcert, sslcert and sslkey are files of one
+    mounted Secret that a cert-manager Certificate issues with CN = the URL's role (client
+    auth, a key sqlx reads); the Cluster trusts that Certificate's issuer's CA for client
+    certificates and admits the role by `hostssl DB ROLE all cert` only."""
+    clusters = [d for d in docs if d.get("kind") == "Cluster" and d.get("apiVersion", "").startswith("postgresql.cnpg.io/")]
+    if not clusters:
+        return
+    where = f"{overlay}: database TLS"
+    from urllib.parse import parse_qs, urlsplit
+
+    keysvc = next((d for d in docs if d.get("kind") == "Deployment" and d["metadata"]["name"] == "openkcm-keysvc"), None)
+    if keysvc is None:
+        problem(where, "no openkcm-keysvc Deployment")
+        return
+    pod = keysvc["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    url = next((e.get("value") for e in container.get("env", []) if e["name"] == "POSTGRES_CONNECTION"), None)
+    if not url:
+        problem(where, "keysvc has no POSTGRES_CONNECTION value")
+        return
+    parts = urlsplit(url)
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    if parts.password is not None:
+        problem(where, "keysvc's POSTGRES_CONNECTION carries a password; it logs in by certificate")
+    if query.get("sslmode") != "verify-full":
+        problem(where, f"keysvc's sslmode is {query.get('sslmode')!r}, not verify-full")
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    secrets = set()
+    for param in ("sslrootcert", "sslcert", "sslkey"):
+        path = query.get(param)
+        mount = next(
+            (m for m in container.get("volumeMounts", []) if path and path.startswith(m["mountPath"].rstrip("/") + "/")),
+            None,
+        )
+        secret = volumes.get(mount["name"], {}).get("secret", {}).get("secretName") if mount else None
+        if not secret:
+            problem(where, f"{param}={path!r} is not a file of a mounted Secret")
+        else:
+            secrets.add(secret)
+    if len(secrets) != 1:
+        problem(where, f"sslrootcert, sslcert and sslkey come from {sorted(secrets)}, not one Secret")
+        return
+    secret = secrets.pop()
+    cert = next((d for d in docs if d.get("kind") == "Certificate" and d["spec"]["secretName"] == secret), None)
+    if cert is None:
+        problem(where, f"no Certificate issues Secret {secret}")
+        return
+    role = parts.username
+    if cert["spec"].get("commonName") != role:
+        problem(where, f"Certificate {cert['metadata']['name']} has CN {cert['spec'].get('commonName')!r}, the URL's role is {role!r}")
+    if "client auth" not in cert["spec"].get("usages", []):
+        problem(where, f"Certificate {cert['metadata']['name']} lacks the client auth usage")
+    issuer = next(
+        (d for d in docs if d.get("kind") == cert["spec"]["issuerRef"].get("kind", "Issuer") and d["metadata"]["name"] == cert["spec"]["issuerRef"]["name"]),
+        None,
+    )
+    ca_secret = (issuer or {}).get("spec", {}).get("ca", {}).get("secretName")
+    host = parts.hostname or ""
+    database = parts.path.lstrip("/")
+    for cluster in clusters:
+        name = cluster["metadata"]["name"]
+        if not host.startswith(f"{name}-rw."):
+            continue
+        certs = cluster["spec"].get("certificates", {})
+        if ca_secret is None or certs.get("clientCASecret") != ca_secret:
+            problem(where, f"Cluster {name} clientCASecret {certs.get('clientCASecret')!r} is not the CA {ca_secret!r} that issues keysvc's certificate")
+        if certs.get("serverCASecret") != ca_secret:
+            problem(where, f"Cluster {name} serverCASecret {certs.get('serverCASecret')!r} is not the CA {ca_secret!r} in keysvc's ca.crt")
+        server = next((d for d in docs if d.get("kind") == "Certificate" and d["spec"]["secretName"] == certs.get("serverTLSSecret")), None)
+        if server is None or host not in server["spec"].get("dnsNames", []):
+            problem(where, f"Cluster {name}'s server certificate does not name {host} (verify-full)")
+        hba = [" ".join(line.split()) for line in cluster["spec"].get("postgresql", {}).get("pg_hba", [])]
+        if f"hostssl {database} {role} all cert" not in hba:
+            problem(where, f"Cluster {name} pg_hba lacks `hostssl {database} {role} all cert`")
+        first = next((line for line in hba if line.split()[2:3] in ([role], ["all"])), "")
+        if first != f"hostssl {database} {role} all cert":
+            problem(where, f"Cluster {name} pg_hba: the first rule for {role} is {first!r}, not certificate authentication")
+        break
+    else:
+        problem(where, f"no CloudNativePG Cluster serves {host}")
 
 
 def main():

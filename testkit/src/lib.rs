@@ -6,6 +6,8 @@
 //! - [`net`]: listeners bound before their address is handed out, and a retry on "address
 //!   in use" for components that must bind a port themselves.
 //! - [`postgres`]: throwaway PostgreSQL databases, dropped with their guard.
+//! - [`pg_cluster`]: a PostgreSQL cluster of the test's own, TLS and client certificates
+//!   only, that a test can stop, start, restart and reload.
 //! - [`process`]: `openkcm` child processes, killed on drop.
 //! - [`kmip_client`]: KMIP client connections and the requests several suites send.
 //!
@@ -14,5 +16,6 @@
 pub mod certs;
 pub mod kmip_client;
 pub mod net;
+pub mod pg_cluster;
 pub mod postgres;
 pub mod process;

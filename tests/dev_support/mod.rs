@@ -44,16 +44,23 @@ impl DevProcess {
 
     /// [`DevProcess::start`] on given (KMIP, HTTPS) addresses (a restart on the same
     /// ports), with its stderr (JSON logs, audit events included) going to `stderr`.
-    pub fn start_with(
+    pub fn start_with(dir: &Path, addrs: (SocketAddr, SocketAddr), stderr: Stdio) -> Self {
+        Self::start_with_args(dir, addrs, stderr, &[])
+    }
+
+    /// [`DevProcess::start_with`] with more arguments (e.g. `--database URL`).
+    pub fn start_with_args(
         dir: &Path,
         (kmip_addr, https_addr): (SocketAddr, SocketAddr),
         stderr: Stdio,
+        args: &[&str],
     ) -> Self {
         let started = Instant::now();
         let mut cmd = command(env!("CARGO_BIN_EXE_openkcm"), &["dev", "--dir"]);
         cmd.arg(dir)
             .args(["--kmip-addr", &kmip_addr.to_string()])
-            .args(["--https-addr", &https_addr.to_string()]);
+            .args(["--https-addr", &https_addr.to_string()])
+            .args(args);
         let mut process = Process::spawn_with_stderr("openkcm dev", cmd, Some(stderr));
         let ready = |p: &mut Process| {
             p.stdout()

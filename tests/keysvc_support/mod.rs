@@ -53,9 +53,14 @@ pub struct Keysvc {
 impl Keysvc {
     /// Spawns `openkcm ARGS` and waits for its "keysvc listening" log line.
     pub fn spawn(args: &[String]) -> Self {
+        Self::spawn_with_env(args, &[])
+    }
+
+    /// [`Keysvc::spawn`] with environment variables (e.g. `POSTGRES_CONNECTION`).
+    pub fn spawn_with_env(args: &[String], env: &[(&str, &str)]) -> Self {
         let spawned = Instant::now();
         let mut cmd = command(BIN, &[]);
-        cmd.args(args);
+        cmd.args(args).envs(env.iter().copied());
         let mut process = Process::spawn("openkcm keysvc", cmd);
         let listening = |p: &mut Process| {
             p.stderr().iter().find_map(|line| {

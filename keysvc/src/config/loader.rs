@@ -201,6 +201,9 @@ impl Loader {
             } else if s.starts_with("postgres://") || s.starts_with("postgresql://") {
                 // The parser's message names the problem, never the URL's text.
                 url::Url::parse(s).map_err(|e| format!("not a valid URL: {e}"))?;
+                // sslmode and the certificate files, checked with everything else (they are
+                // checked again, and re-read for every new connection, by the store).
+                crate::store::postgres::check_url(s)?;
                 Ok(Scheme::Postgres(DatabaseUrl::new(s.to_owned())))
             } else {
                 Err("expected sqlite://PATH or postgres://USER@HOST:PORT/DATABASE".into())

@@ -377,18 +377,55 @@ impl fmt::Display for DatabaseUrl {
     }
 }
 
-/// `scheme://user:***@host/db`: the password (and anything unparsable) hidden.
-fn redact_url(url: &str) -> String {
+/// Query parameters shown as they are: none is a secret (the TLS ones name files, whose
+/// paths are not secret either). Any other parameter's value is hidden: it may be a password
+/// (`password=…`) or one the driver does not know.
+const SHOWN_PARAMETERS: [&str; 13] = [
+    "sslmode",
+    "ssl-mode",
+    "sslrootcert",
+    "ssl-root-cert",
+    "ssl-ca",
+    "sslcert",
+    "ssl-cert",
+    "sslkey",
+    "ssl-key",
+    "application_name",
+    "host",
+    "port",
+    "dbname",
+];
+
+/// `scheme://user:***@host/db?sslmode=verify-full&password=***`: the password, the value of
+/// any query parameter not known to be harmless, inline PEM text, and anything unparsable
+/// hidden.
+pub fn redact_url(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut parsed) => {
             if parsed.password().is_some() {
                 // set_password only fails for URLs that cannot have credentials.
                 let _ = parsed.set_password(Some("***"));
             }
-            // Query parameters may carry a password too (…?password=…).
-            if parsed.query().is_some() {
-                parsed.set_query(Some("***"));
-            }
+            // Each pair as written (paths keep their slashes), or its name and ***.
+            let query = parsed.query().map(|query| {
+                query
+                    .split('&')
+                    .map(|pair| {
+                        let decoded = url::form_urlencoded::parse(pair.as_bytes()).next();
+                        match decoded {
+                            Some((name, value))
+                                if SHOWN_PARAMETERS.contains(&name.as_ref())
+                                    && !value.contains("-----BEGIN") =>
+                            {
+                                pair.to_owned()
+                            }
+                            _ => format!("{}=***", pair.split('=').next().unwrap_or_default()),
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join("&")
+            });
+            parsed.set_query(query.as_deref());
             parsed.to_string()
         }
         Err(_) => "<unparsable database URL>".to_owned(),
@@ -595,5 +632,22 @@ mod tests {
             );
             assert!(shown.contains("app") && shown.contains("db"), "{shown}");
         }
+    }
+
+    #[test]
+    fn database_urls_show_their_tls_parameters_but_no_other_value() {
+        let url = DatabaseUrl::new(
+            "postgres://app@db:5432/keys?sslmode=verify-full&sslrootcert=/tls/ca.crt\
+             &sslcert=/tls/tls.crt&sslkey=/tls/tls.key&password=other&unknown=value"
+                .into(),
+        );
+        let shown = url.to_string();
+        assert_eq!(
+            shown,
+            "postgres://app@db:5432/keys?sslmode=verify-full&sslrootcert=/tls/ca.crt\
+             &sslcert=/tls/tls.crt&sslkey=/tls/tls.key&password=***&unknown=***"
+        );
+        let inline = redact_url("postgres://app@db/keys?sslkey=-----BEGIN%20PRIVATE%20KEY-----");
+        assert!(inline.ends_with("sslkey=***"), "{inline}");
     }
 }

@@ -27,6 +27,12 @@
 //! crash between that COMMIT and the NOTIFY loses the notification (other replicas keep a
 //! stale cache entry until it is evicted); in the main database NOTIFY is transactional.
 //!
+//! TLS: every URL (runtime, dev, owner) keeps libpq's `sslmode`, `sslrootcert`, `sslcert` and
+//! `sslkey`; [`check_url`] refuses, before anything connects, what the driver would not
+//! honour as libpq does. sqlx reads the three files at every TLS handshake, so every new
+//! connection (pools, dedicated pools, the listener's reconnects) uses the files as they are
+//! then: a renewed client certificate needs no restart.
+//!
 //! The `tenants` table lists tenant ids for `rotate-root`. It is under forced RLS like the
 //! others: the runtime role reads a tenant's row only with that tenant set, so it cannot
 //! enumerate tenants. Listing them ([`Store::tenants`]) takes the owner's connection: a dev
@@ -36,6 +42,7 @@
 mod listener;
 mod lru;
 mod roles;
+mod tls;
 
 use std::collections::HashSet;
 use std::fmt;
@@ -57,6 +64,8 @@ use super::columns::{
 };
 use super::{LocateFilter, ObjectRecord, RootKeyCheck, Store, StoreError, StoreEvent, Transaction};
 use crate::tenant::{DatabaseName, TenantContext, TenantId};
+
+pub use self::tls::check_url;
 
 /// The login role [`PostgresStore::connect_dev`] creates and runs as.
 pub const DEV_APP_ROLE: &str = "openkcm_app";

@@ -100,13 +100,33 @@ impl MigrationSource<'static> for Embedded {
     }
 }
 
+/// The connect options of `url`, its TLS parameters checked first ([`super::tls`]): every
+/// way in (the runtime, dev, owner and migration URLs) passes here, and sqlx keeps the
+/// query's `sslmode`, `sslrootcert`, `sslcert` and `sslkey`.
 pub(super) fn parse_url(url: &str) -> Result<PgConnectOptions, StoreError> {
+    super::tls::check_url(url)
+        .map_err(|e| StoreError::Database(format!("bad PostgreSQL URL: {e}")))?;
     url.parse()
         .map_err(|e| StoreError::Database(format!("bad PostgreSQL URL: {e}")))
 }
 
 pub(super) fn unavailable(error: sqlx::Error) -> StoreError {
-    StoreError::Unavailable(format!("PostgreSQL: {error}"))
+    let text = error.to_string();
+    StoreError::Unavailable(format!("PostgreSQL: {text}{}", tls_hint(&text)))
+}
+
+/// What a TLS failure means in terms of the URL's parameters (rustls names the cause, not
+/// the setting to look at).
+fn tls_hint(error: &str) -> &'static str {
+    if error.contains("UnknownIssuer") {
+        " (the server's certificate does not chain to sslrootcert)"
+    } else if error.contains("received fatal alert") {
+        " (the server refused the TLS handshake: is sslcert issued by a CA the server trusts?)"
+    } else if error.contains("server does not support TLS") {
+        " (the server offers no TLS, and sslmode requires it)"
+    } else {
+        ""
+    }
 }
 
 fn migration_error(error: impl std::fmt::Display) -> StoreError {
