@@ -82,19 +82,7 @@ impl Dialer {
         let ca = tls::certs_from_pem(&config.ca).map_err(err)?;
         let chain = tls::certs_from_pem(&config.cert).map_err(err)?;
         let key = tls::key_from_pem(&config.key).map_err(err)?;
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in ca {
-            roots
-                .add(cert)
-                .map_err(|e| TransportError::Config(format!("CA certificate: {e}")))?;
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut tls_config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| TransportError::Config(e.to_string()))?
-            .with_root_certificates(roots)
-            .with_client_auth_cert(chain, key)
-            .map_err(|e| TransportError::Config(format!("client certificate: {e}")))?;
+        let mut tls_config = tls::client_config(ca, chain, key).map_err(err)?;
         if matches!(config.target, Target::KeysvcHttp2 { .. }) {
             tls_config.alpn_protocols = vec![b"h2".to_vec()];
         }

@@ -125,6 +125,7 @@ pub const MAX_ATTEMPTS: usize = 3;
 pub const KMIP_PATH: &str = "/kmip";
 
 /// One HTTP/2 connection to the gateway.
+#[derive(Debug)]
 struct Conn {
     send: h2::client::SendRequest<Bytes>,
     generation: u64,
@@ -169,15 +170,6 @@ pub struct Upstream {
     next_connect_ms: AtomicU64,
     started: Instant,
     metrics: Arc<SidecarMetrics>,
-}
-
-impl std::fmt::Debug for Conn {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Conn")
-            .field("generation", &self.generation)
-            .field("opened", &self.opened)
-            .finish_non_exhaustive()
-    }
 }
 
 /// How one send of a request failed.
@@ -265,24 +257,19 @@ impl Upstream {
             let conn = match timeout_at(deadline, self.connection(slot, &identity)).await {
                 Ok(Ok(conn)) => conn,
                 failed => {
-                    let e = match failed {
+                    last = match failed {
                         Ok(Err(e)) => e,
                         _ => "connect timed out".to_owned(),
                     };
-                    // One failed connect is tried again at once: behind a Service the next
-                    // connection goes to another gateway (this one may have just died).
-                    if attempt + 1 < MAX_ATTEMPTS
-                        && self.connect_failures.load(Ordering::Relaxed) == 1
-                    {
-                        last = e;
+                    // Nothing was sent: try again while attempts remain. Behind a Service
+                    // the next connection reaches another gateway (this one may have just
+                    // died); while connects back off, the next attempt fails at once.
+                    if attempt + 1 < MAX_ATTEMPTS {
                         continue;
                     }
                     self.reachable.store(false, Ordering::Relaxed);
                     self.metrics.upstream_error("connect");
-                    return Err(ForwardError::Unreachable(match attempt {
-                        0 => e,
-                        _ => format!("{e} (after a send that was not processed: {last})"),
-                    }));
+                    return Err(ForwardError::Unreachable(last));
                 }
             };
             let sent = timeout_at(deadline, self.exchange(&conn, body.clone()))

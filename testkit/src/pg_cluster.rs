@@ -47,7 +47,7 @@ use sqlx::Connection as _;
 
 use crate::certs::{self, TestPki, CA_FILE};
 use crate::net;
-use crate::postgres::unique_name;
+use crate::postgres::{unique_name, with_connection};
 
 /// The address the cluster listens on (and its server certificate names, with `localhost`).
 pub const HOST: &str = "127.0.0.1";
@@ -246,28 +246,15 @@ impl TlsCluster {
     }
 
     fn try_sql(&self, database: &str, sql: &str) -> Result<Vec<String>, String> {
-        let url = self.admin_url(database);
         let sql = sql.to_owned();
-        let run = move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
+        with_connection(&self.admin_url(database), move |mut conn| async move {
+            let rows: Vec<(Option<String>,)> = sqlx::query_as(&sql)
+                .fetch_all(&mut conn)
+                .await
                 .map_err(|e| e.to_string())?;
-            runtime.block_on(async {
-                let mut conn = sqlx::PgConnection::connect(&url)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let rows: Vec<(Option<String>,)> = sqlx::query_as(&sql)
-                    .fetch_all(&mut conn)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let _ = conn.close().await;
-                Ok(rows.into_iter().map(|(v,)| v.unwrap_or_default()).collect())
-            })
-        };
-        std::thread::spawn(run)
-            .join()
-            .unwrap_or_else(|_| Err("the SQL thread panicked".into()))
+            let _ = conn.close().await;
+            Ok(rows.into_iter().map(|(v,)| v.unwrap_or_default()).collect())
+        })
     }
 
     /// A new database and a new plain login role (`PREFIX_…`, `PREFIX_app_…`), the role's
@@ -306,28 +293,15 @@ impl TlsCluster {
 
     /// Runs one statement that returns no rows (DDL, …) as the superuser on `database`.
     pub fn execute(&self, database: &str, statement: &str) {
-        let url = self.admin_url(database);
         let statement = statement.to_owned();
-        let run = move || -> Result<(), String> {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| e.to_string())?;
-            runtime.block_on(async {
-                let mut conn = sqlx::PgConnection::connect(&url)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                sqlx::Executor::execute(&mut conn, statement.as_str())
-                    .await
-                    .map_err(|e| format!("{statement}: {e}"))?;
-                let _ = conn.close().await;
-                Ok(())
-            })
-        };
-        std::thread::spawn(run)
-            .join()
-            .unwrap_or_else(|_| Err("the SQL thread panicked".into()))
-            .unwrap_or_else(|e| panic!("{e}\n{}", self.log_tail()));
+        with_connection(&self.admin_url(database), move |mut conn| async move {
+            sqlx::Executor::execute(&mut conn, statement.as_str())
+                .await
+                .map_err(|e| format!("{statement}: {e}"))?;
+            let _ = conn.close().await;
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("{e}\n{}", self.log_tail()));
     }
 
     /// [`TlsCluster::execute`] on the `postgres` database.

@@ -101,21 +101,39 @@ impl Drop for PgDatabase {
             format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
             format!("DROP ROLE IF EXISTS {}", self.role),
         ];
-        // A Drop may run inside a runtime, or while a test unwinds: a thread of its own with
-        // a runtime of its own, best effort.
-        let cleanup = move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
-            runtime.block_on(async {
-                let mut admin = sqlx::PgConnection::connect(&admin_url()).await.ok()?;
-                for statement in &statements {
-                    let _ = sqlx::query(statement).execute(&mut admin).await;
-                }
-                Some(())
-            })
-        };
-        let _ = std::thread::spawn(cleanup).join();
+        // A Drop may run inside a runtime, or while a test unwinds: best effort.
+        let _ = with_connection(&admin_url(), move |mut admin| async move {
+            for statement in &statements {
+                let _ = sqlx::query(statement).execute(&mut admin).await;
+            }
+            Ok(())
+        });
     }
+}
+
+/// Connects to `url` and runs `work` with the connection, on a thread and a runtime of its
+/// own: callable from sync code, from inside a runtime and from a `Drop`. Errors (connect,
+/// runtime, `work`'s own, a panic) come back as text.
+pub fn with_connection<T, F, Fut>(url: &str, work: F) -> Result<T, String>
+where
+    T: Send + 'static,
+    F: FnOnce(sqlx::PgConnection) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let url = url.to_owned();
+    let run = move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        runtime.block_on(async {
+            let conn = sqlx::PgConnection::connect(&url)
+                .await
+                .map_err(|e| e.to_string())?;
+            work(conn).await
+        })
+    };
+    std::thread::spawn(run)
+        .join()
+        .unwrap_or_else(|_| Err("the SQL thread panicked".into()))
 }
