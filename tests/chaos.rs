@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use kmip::client::{Client, ClientError};
 use kmip::spec::ResultReason;
-use testkit::postgres::PgDatabase;
+use testkit::pg_cluster::TlsCluster;
 use testkit::process::Process;
 use tokio::net::{TcpListener, TcpStream};
 
@@ -76,6 +76,7 @@ struct Replica {
     args: Vec<String>,
     process: Option<Keysvc>,
     api: SocketAddr,
+    management: SocketAddr,
 }
 
 impl Replica {
@@ -92,6 +93,7 @@ impl Replica {
             args,
             process: None,
             api,
+            management,
         };
         replica.start();
         replica
@@ -219,6 +221,9 @@ enum Outcome {
 struct Tally {
     counts: BTreeMap<(&'static str, Outcome), u64>,
     examples: Vec<String>,
+    /// When the last request failed, and the longest a failed request took.
+    last_failure: Option<Instant>,
+    slowest_failure: Duration,
 }
 
 struct Shared {
@@ -230,9 +235,19 @@ struct Shared {
 }
 
 impl Shared {
-    fn record(&self, path: &'static str, outcome: Outcome, detail: impl FnOnce() -> String) {
+    fn record(
+        &self,
+        path: &'static str,
+        outcome: Outcome,
+        took: Duration,
+        detail: impl FnOnce() -> String,
+    ) {
         let mut tally = self.tally.lock().expect("tally");
         *tally.counts.entry((path, outcome)).or_default() += 1;
+        if !matches!(outcome, Outcome::Ok | Outcome::Resent) {
+            tally.last_failure = Some(Instant::now());
+            tally.slowest_failure = tally.slowest_failure.max(took);
+        }
         if !matches!(outcome, Outcome::Ok | Outcome::Resent) && tally.examples.len() < 20 {
             tally
                 .examples
@@ -318,16 +333,25 @@ async fn worker(target: Target, shared: Arc<Shared>, interval: Duration) {
     while !shared.stop.load(Ordering::Relaxed) {
         tick.tick().await;
         if conn.is_none() {
-            match target.connect().await {
+            // A failed connect is tried once more at once, as a client would: through the
+            // balancer the next connection reaches another gateway.
+            let connected = match target.connect().await {
+                Ok(c) => Ok(c),
+                Err(_) => target.connect().await,
+            };
+            match connected {
                 Ok(c) => conn = Some(c),
                 Err(e) => {
-                    shared.record(target.path, Outcome::NotApplied, || format!("connect: {e}"));
+                    shared.record(target.path, Outcome::NotApplied, Duration::ZERO, || {
+                        format!("connect: {e}")
+                    });
                     continue;
                 }
             }
         }
         let c = conn.as_mut().expect("connected");
         let op = step % 8;
+        let sent = Instant::now();
         let result: Result<(), ClientError> = match op {
             0 | 4 => match on!(c, c => c.create_aes_key(256, None).await) {
                 Ok(uid) => {
@@ -384,11 +408,13 @@ async fn worker(target: Target, shared: Arc<Shared>, interval: Duration) {
         match result {
             Ok(()) => {
                 step += 1;
-                shared.record(target.path, Outcome::Ok, String::new);
+                shared.record(target.path, Outcome::Ok, sent.elapsed(), String::new);
             }
             Err(e) => {
                 let outcome = classify(&e);
-                shared.record(target.path, outcome, || format!("op {op}: {e}"));
+                shared.record(target.path, outcome, sent.elapsed(), || {
+                    format!("op {op}: {e}")
+                });
                 // A clean close: the same operation again, on a new connection, at once.
                 if outcome == Outcome::Resent {
                     tick.reset_immediately();
@@ -439,6 +465,33 @@ struct Phase {
     graceful: bool,
     tally: Tally,
     took: Duration,
+    /// Database phases: when PostgreSQL was back.
+    back_at: Option<Instant>,
+}
+
+/// How long the database outage lasts.
+const OUTAGE: Duration = Duration::from_secs(10);
+
+/// Waits (bounded) until every replica's `/ready` says `ready`; returns how long it took.
+async fn wait_ready(replicas: &[Replica], ready: bool, within: Duration) -> Duration {
+    let started = Instant::now();
+    for r in replicas {
+        loop {
+            let status = keysvc_support::harness::http1_get(r.management, "/ready")
+                .await
+                .map(|(status, _)| status);
+            if (status == Ok(200)) == ready {
+                break;
+            }
+            assert!(
+                started.elapsed() < within,
+                "keysvc {} /ready still {status:?} after {within:?} (wanted ready={ready})",
+                r.api
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    started.elapsed()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -446,11 +499,13 @@ async fn faults_lose_no_acknowledged_write_and_graceful_restarts_fail_no_request
     let settings = Settings::from_env();
     let dir = tempfile::tempdir().expect("tempdir");
     let files = Arc::new(DevFiles::write(&dir.path().join("dev")));
-    let db = PgDatabase::create("chaos").await;
-    migrate(&db.owner_url(), &db.role);
-    let mut replicas: Vec<Replica> = (0..2)
-        .map(|_| Replica::new(&files, &db.app_url()))
-        .collect();
+    // PostgreSQL of the test's own (it is restarted and stopped), TLS with client
+    // certificates only; keysvc connects with verify-full and its certificate.
+    let cluster = tokio::task::block_in_place(TlsCluster::new);
+    let db = tokio::task::block_in_place(|| cluster.create_database("chaos"));
+    migrate(&cluster.owner_url(&db), &db.role);
+    let keysvc_url = cluster.keysvc_url(&db);
+    let mut replicas: Vec<Replica> = (0..2).map(|_| Replica::new(&files, &keysvc_url)).collect();
     let upstreams: Vec<SocketAddr> = replicas.iter().map(|r| r.api).collect();
     let mut gateways: Vec<Gateway> = (0..2).map(|_| Gateway::new(upstreams.clone())).collect();
     for g in &mut gateways {
@@ -509,6 +564,7 @@ async fn faults_lose_no_acknowledged_write_and_graceful_restarts_fail_no_request
             graceful,
             tally,
             took,
+            back_at: None,
         });
     };
 
@@ -563,6 +619,41 @@ async fn faults_lose_no_acknowledged_write_and_graceful_restarts_fail_no_request
     tokio::time::sleep(settle).await;
     run("gateway SIGKILL", false, started.elapsed(), shared.take());
 
+    // PostgreSQL restarts (every session ended), then is away for OUTAGE: keysvc says
+    // not ready while it is away and ready again once it is back.
+    let started = Instant::now();
+    tokio::task::block_in_place(|| cluster.restart_fast());
+    let back = Instant::now();
+    tokio::time::sleep(settle).await;
+    phases.push(Phase {
+        name: "PostgreSQL restart",
+        graceful: false,
+        tally: shared.take(),
+        took: started.elapsed(),
+        back_at: Some(back),
+    });
+
+    let started = Instant::now();
+    tokio::task::block_in_place(|| cluster.stop());
+    let noticed = wait_ready(&replicas, false, OUTAGE).await;
+    tokio::time::sleep(OUTAGE.saturating_sub(started.elapsed())).await;
+    tokio::task::block_in_place(|| cluster.start());
+    let back = Instant::now();
+    let ready_again = wait_ready(&replicas, true, Duration::from_secs(30)).await;
+    tokio::time::sleep(settle).await;
+    println!(
+        "chaos: outage noticed by /ready after {:.1} s; ready again {:.1} s after PostgreSQL returned",
+        noticed.as_secs_f64(),
+        ready_again.as_secs_f64()
+    );
+    phases.push(Phase {
+        name: "PostgreSQL 10 s outage",
+        graceful: false,
+        tally: shared.take(),
+        took: started.elapsed(),
+        back_at: Some(back),
+    });
+
     shared.stop.store(true, Ordering::Relaxed);
     for w in workers {
         let _ = tokio::time::timeout(Duration::from_secs(15), w).await;
@@ -599,6 +690,19 @@ async fn faults_lose_no_acknowledged_write_and_graceful_restarts_fail_no_request
             line("sidecar"),
             line("direct")
         );
+        if p.tally.last_failure.is_some() {
+            let recovered = match (p.back_at, p.tally.last_failure) {
+                (Some(back), Some(last)) => format!(
+                    ", last failure {:.2} s after PostgreSQL returned",
+                    last.saturating_duration_since(back).as_secs_f64()
+                ),
+                _ => String::new(),
+            };
+            println!(
+                "    slowest failed request {:.2} s{recovered}",
+                p.tally.slowest_failure.as_secs_f64()
+            );
+        }
         for e in &p.tally.examples {
             println!("    {e}");
         }

@@ -5,6 +5,7 @@
 //! ```text
 //! Engine ──► ObservedStore ──► SqliteStore / PostgresStore
 //!                 │ Ok → 1, Unavailable → 0, readiness failure → 0
+//!                 │ while 0: a transaction waits ≤ 1 s for a connection (fail fast)
 //! probe (10 s) ───┤ Store::ready (SELECT 1), 3 s timeout: Ok → 1, error or timeout → 0
 //!                 ▼
 //!           DatabaseHealth (gauge)
@@ -35,6 +36,12 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a probe waits for the database: the same bound `/ready` uses, well inside
 /// [`PROBE_INTERVAL`] so probes never overlap.
 pub const PROBE_TIMEOUT: Duration = READY_TIMEOUT;
+
+/// While the database is known unreachable, how long a request waits for a connection
+/// before it is answered "storage unavailable", instead of the pool's whole acquire timeout
+/// (5 s): during an outage requests fail fast, and the first one after the database is
+/// back (it reconnects within this) marks it up again.
+pub const WHILE_DOWN_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Whether the database answered the last store operation or probe (1) or not (0).
 #[derive(Clone, Debug)]
@@ -129,7 +136,18 @@ impl ObservedStore {
 #[async_trait::async_trait]
 impl Store for ObservedStore {
     async fn begin(&self, ctx: &TenantContext) -> Result<Box<dyn Transaction>, StoreError> {
-        let inner = self.inner.begin(ctx).await;
+        let inner = if self.health.is_up() {
+            self.inner.begin(ctx).await
+        } else {
+            tokio::time::timeout(WHILE_DOWN_TIMEOUT, self.inner.begin(ctx))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(StoreError::Unavailable(format!(
+                        "the database is unreachable: no connection within {} ms",
+                        WHILE_DOWN_TIMEOUT.as_millis()
+                    )))
+                })
+        };
         self.health.record(&inner);
         Ok(Box::new(ObservedTransaction {
             inner: inner?,

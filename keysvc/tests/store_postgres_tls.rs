@@ -236,3 +236,54 @@ async fn tls_parameters_keysvc_cannot_honour_as_libpq_does_are_refused_before_co
         "{log}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_the_database_is_known_down_requests_fail_fast_and_recover_when_it_returns() {
+    use keysvc::health::{DatabaseHealth, ObservedStore};
+    use keysvc::store::{Store, StoreError};
+    use keysvc::tenant::{TenantContext, TenantId};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    let (cluster, db) = migrated_cluster().await;
+    // A pool that would wait 60 s for a connection: what a request waited during an
+    // outage before it was answered.
+    let options = PostgresOptions {
+        acquire_timeout: Duration::from_secs(60),
+        ..small()
+    };
+    let inner = PostgresStore::connect(&cluster.keysvc_url(&db), options)
+        .await
+        .expect("store");
+    let health = DatabaseHealth::new();
+    let store = ObservedStore::new(Arc::new(inner), health.clone());
+    let ctx = TenantContext::new(TenantId::parse("tenant-a").expect("tenant"));
+    store.begin(&ctx).await.expect("a transaction while up");
+
+    tokio::task::block_in_place(|| cluster.stop());
+    health.probe(&store).await;
+    assert!(!health.is_up(), "the probe saw the database go");
+    let asked = Instant::now();
+    match store.begin(&ctx).await {
+        Err(StoreError::Unavailable(why)) => assert!(why.contains("unreachable"), "{why}"),
+        Err(e) => panic!("not Unavailable: {e}"),
+        Ok(_) => panic!("a transaction without a database"),
+    }
+    // Answered long before the pool's 60 s acquire timeout.
+    assert!(
+        asked.elapsed() < Duration::from_secs(30),
+        "answered after {:?}",
+        asked.elapsed()
+    );
+
+    tokio::task::block_in_place(|| cluster.start());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while store.begin(&ctx).await.is_err() {
+        assert!(Instant::now() < deadline, "never served again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        health.is_up(),
+        "a served request marks the database up again"
+    );
+}
