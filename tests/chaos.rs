@@ -33,7 +33,7 @@ use testkit::process::Process;
 use tokio::net::{TcpListener, TcpStream};
 
 use dev_support::free_port;
-use keysvc_support::{migrate, Keysvc};
+use keysvc_support::{migrate, Keysvc, BIN};
 use sidecar_support::{install_tenant_cert, SidecarProcess};
 use stack_support::DevFiles;
 
@@ -77,12 +77,26 @@ struct Replica {
     process: Option<Keysvc>,
     api: SocketAddr,
     management: SocketAddr,
+    /// The network namespace it runs in (its own link to PostgreSQL, which can be cut).
+    netns: Option<String>,
 }
 
 impl Replica {
+    /// A replica on this host's loopback, on `database`.
     fn new(files: &DevFiles, database: &str) -> Self {
-        let api = free_port();
-        let management = free_port();
+        Self::at(files, database, None)
+    }
+
+    /// A replica on `database`, inside namespace `netns` (listening on its address) or on
+    /// loopback.
+    fn at(files: &DevFiles, database: &str, netns: Option<&NetNs>) -> Self {
+        let (api, management) = match netns {
+            Some(ns) => (
+                SocketAddr::new(ns.inside, free_port().port()),
+                SocketAddr::new(ns.inside, free_port().port()),
+            ),
+            None => (free_port(), free_port()),
+        };
         let mut args = files.keysvc_args(database);
         for (flag, addr) in [("--listen-api", api), ("--listen-management", management)] {
             let at = args.iter().position(|a| a == flag).expect("flag") + 1;
@@ -94,13 +108,21 @@ impl Replica {
             process: None,
             api,
             management,
+            netns: netns.map(|ns| ns.name.clone()),
         };
         replica.start();
         replica
     }
 
     fn start(&mut self) {
-        self.process = Some(Keysvc::spawn(&self.args));
+        self.process = Some(match &self.netns {
+            Some(ns) => {
+                let mut cmd = testkit::process::command("ip", &["netns", "exec", ns, BIN]);
+                cmd.args(&self.args);
+                Keysvc::spawn_command(cmd)
+            }
+            None => Keysvc::spawn(&self.args),
+        });
     }
 
     fn stop(&mut self) -> Duration {
@@ -118,6 +140,108 @@ impl Replica {
     fn kill(&mut self) {
         self.process.as_mut().expect("running").kill9();
         self.process = None;
+    }
+}
+
+/// A network namespace joined to this host by a veth pair: the host side holds the
+/// namespace's gateway address and `database` (where PostgreSQL also listens), the
+/// namespace side `inside`. A blackhole route inside cuts the namespace off from `database`
+/// alone, as a network partition between one keysvc and PostgreSQL would.
+struct NetNs {
+    name: String,
+    host_link: String,
+    inner_link: String,
+    inside: std::net::IpAddr,
+    database: std::net::IpAddr,
+}
+
+impl NetNs {
+    /// `None` when namespaces cannot be made here (not root, no `ip`).
+    fn create() -> Option<Self> {
+        let id = std::process::id();
+        let net = format!("10.213.{}", id % 250);
+        let ns = Self {
+            name: format!("openkcm-chaos-{id}"),
+            host_link: format!("okc{}h", id % 100_000),
+            inner_link: format!("okc{}n", id % 100_000),
+            inside: format!("{net}.2").parse().ok()?,
+            database: format!("{net}.3").parse().ok()?,
+        };
+        let inner = ns.inner_link.clone();
+        let host = |args: &[&str]| args.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let steps: Vec<Vec<String>> = vec![
+            host(&["netns", "add", &ns.name]),
+            host(&[
+                "link",
+                "add",
+                &ns.host_link,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &inner,
+                "netns",
+                &ns.name,
+            ]),
+            host(&["addr", "add", &format!("{net}.1/24"), "dev", &ns.host_link]),
+            host(&["addr", "add", &format!("{net}.3/32"), "dev", &ns.host_link]),
+            host(&["link", "set", &ns.host_link, "up"]),
+            ns.exec(&["ip", "addr", "add", &format!("{net}.2/24"), "dev", &inner]),
+            ns.exec(&["ip", "link", "set", &inner, "up"]),
+            ns.exec(&["ip", "link", "set", "lo", "up"]),
+            ns.exec(&["ip", "route", "add", &format!("{net}.3/32"), "dev", &inner]),
+        ];
+        for step in &steps {
+            let ok = std::process::Command::new("ip")
+                .args(step)
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
+                println!(
+                    "chaos: cannot set up a network namespace (ip {step:?}); its phase is skipped"
+                );
+                return None;
+            }
+        }
+        Some(ns)
+    }
+
+    /// `ip` arguments that run `command` inside the namespace.
+    fn exec(&self, command: &[&str]) -> Vec<String> {
+        let mut args: Vec<String> = vec!["netns".into(), "exec".into(), self.name.clone()];
+        args.extend(command.iter().map(|s| s.to_string()));
+        args
+    }
+
+    /// Cuts (`true`: a blackhole route, packets dropped without an answer) or restores the
+    /// namespace's route to the database address.
+    fn cut_database(&self, cut: bool) {
+        let database = format!("{}/32", self.database);
+        let route: &[&str] = if cut {
+            &["blackhole", &database]
+        } else {
+            &[&database, "dev", &self.inner_link]
+        };
+        let mut command = vec!["ip", "route", "replace"];
+        command.extend_from_slice(route);
+        let status = std::process::Command::new("ip")
+            .args(self.exec(&command))
+            .status()
+            .expect("run ip");
+        assert!(status.success(), "ip {command:?} in {}", self.name);
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        // Deleting the namespace deletes the veth pair with it.
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.host_link])
+            .stderr(Stdio::null())
+            .status();
     }
 }
 
@@ -142,7 +266,18 @@ impl Gateway {
     fn start(&mut self, files: &DevFiles) {
         let mut cmd = files.gateway_command_at(self.kmip, self.https, &self.upstreams);
         cmd.args(["--drain-period", GATEWAY_DRAIN]);
-        let process = Process::spawn_with_stderr("openkcm gateway", cmd, Some(Stdio::null()));
+        // CHAOS_LOGS=DIR keeps the gateways' logs (JSON lines) there, one file per start.
+        let stderr = match std::env::var_os("CHAOS_LOGS") {
+            Some(dir) => {
+                static STARTS: AtomicUsize = AtomicUsize::new(0);
+                let start = STARTS.fetch_add(1, Ordering::Relaxed);
+                let path = std::path::Path::new(&dir)
+                    .join(format!("gateway-{}-{start}.log", self.kmip.port()));
+                std::fs::File::create(path).map_or(Stdio::null(), Stdio::from)
+            }
+            None => Stdio::null(),
+        };
+        let process = Process::spawn_with_stderr("openkcm gateway", cmd, Some(stderr));
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(self.kmip).is_err()
             || std::net::TcpStream::connect(self.https).is_err()
@@ -224,6 +359,8 @@ struct Tally {
     /// When the last request failed, and the longest a failed request took.
     last_failure: Option<Instant>,
     slowest_failure: Duration,
+    /// The longest any request took (answered or not).
+    slowest: Duration,
 }
 
 struct Shared {
@@ -244,6 +381,7 @@ impl Shared {
     ) {
         let mut tally = self.tally.lock().expect("tally");
         *tally.counts.entry((path, outcome)).or_default() += 1;
+        tally.slowest = tally.slowest.max(took);
         if !matches!(outcome, Outcome::Ok | Outcome::Resent) {
             tally.last_failure = Some(Instant::now());
             tally.slowest_failure = tally.slowest_failure.max(took);
@@ -465,12 +603,17 @@ struct Phase {
     graceful: bool,
     tally: Tally,
     took: Duration,
+    /// When the phase's fault began.
+    started: Instant,
     /// Database phases: when PostgreSQL was back.
     back_at: Option<Instant>,
 }
 
 /// How long the database outage lasts.
 const OUTAGE: Duration = Duration::from_secs(10);
+/// How long one keysvc is cut off from the database: well past what its `/ready` (3 s
+/// budget) and the gateways' health checks (every 2 s) take to notice.
+const CUT: Duration = Duration::from_secs(8);
 
 /// Waits (bounded) until every replica's `/ready` says `ready`; returns how long it took.
 async fn wait_ready(replicas: &[Replica], ready: bool, within: Duration) -> Duration {
@@ -505,7 +648,23 @@ async fn faults_lose_no_acknowledged_write_and_graceful_restarts_fail_no_request
     let db = tokio::task::block_in_place(|| cluster.create_database("chaos"));
     migrate(&cluster.owner_url(&db), &db.role);
     let keysvc_url = cluster.keysvc_url(&db);
-    let mut replicas: Vec<Replica> = (0..2).map(|_| Replica::new(&files, &keysvc_url)).collect();
+    // The second replica in a network namespace of its own, when one can be made: its link
+    // to PostgreSQL is cut in a phase of its own.
+    let netns = NetNs::create();
+    let mut replicas = vec![Replica::new(&files, &keysvc_url)];
+    replicas.push(match &netns {
+        Some(ns) => {
+            let clients = format!("{}/32", ns.inside);
+            tokio::task::block_in_place(|| cluster.also_listen_on(ns.database, &clients));
+            let url = keysvc_url.replacen(
+                &format!("@{}:", testkit::pg_cluster::HOST),
+                &format!("@{}:", ns.database),
+                1,
+            );
+            Replica::at(&files, &url, Some(ns))
+        }
+        None => Replica::new(&files, &keysvc_url),
+    });
     let upstreams: Vec<SocketAddr> = replicas.iter().map(|r| r.api).collect();
     let mut gateways: Vec<Gateway> = (0..2).map(|_| Gateway::new(upstreams.clone())).collect();
     for g in &mut gateways {
@@ -564,6 +723,7 @@ async fn faults_lose_no_acknowledged_write_and_graceful_restarts_fail_no_request
             graceful,
             tally,
             took,
+            started: Instant::now() - took,
             back_at: None,
         });
     };
@@ -630,6 +790,7 @@ async fn faults_lose_no_acknowledged_write_and_graceful_restarts_fail_no_request
         graceful: false,
         tally: shared.take(),
         took: started.elapsed(),
+        started,
         back_at: Some(back),
     });
 
@@ -651,8 +812,46 @@ async fn faults_lose_no_acknowledged_write_and_graceful_restarts_fail_no_request
         graceful: false,
         tally: shared.take(),
         took: started.elapsed(),
+        started,
         back_at: Some(back),
     });
+
+    // One keysvc cut off from PostgreSQL alone (a blackhole route in its namespace): its
+    // /ready says 503, the gateways route around it; then the route comes back.
+    if let Some(ns) = &netns {
+        let cut = &replicas[1..];
+        let started = Instant::now();
+        ns.cut_database(true);
+        let noticed = wait_ready(cut, false, Duration::from_secs(30)).await;
+        tokio::time::sleep(CUT.saturating_sub(started.elapsed())).await;
+        ns.cut_database(false);
+        let back = Instant::now();
+        let ready_again = wait_ready(cut, true, Duration::from_secs(60)).await;
+        tokio::time::sleep(settle).await;
+        println!(
+            "chaos: the cut-off keysvc said not ready after {:.1} s; ready again {:.1} s after the route returned",
+            noticed.as_secs_f64(),
+            ready_again.as_secs_f64()
+        );
+        let tally = shared.take();
+        // Routed around: the failures (requests the cut-off replica took before the
+        // gateways' health checks saw its 503) stop while it is still cut off.
+        if let Some(last) = tally.last_failure {
+            assert!(
+                last + Duration::from_secs(1) < back,
+                "requests still failed {:.1} s into the {CUT:?} cut: the gateways did not route around the cut-off replica",
+                last.saturating_duration_since(started).as_secs_f64()
+            );
+        }
+        phases.push(Phase {
+            name: "keysvc cut off from PostgreSQL",
+            graceful: false,
+            tally,
+            took: started.elapsed(),
+            started,
+            back_at: Some(back),
+        });
+    }
 
     shared.stop.store(true, Ordering::Relaxed);
     for w in workers {
@@ -666,6 +865,14 @@ async fn faults_lose_no_acknowledged_write_and_graceful_restarts_fail_no_request
         p.tally.examples.extend(last.examples);
     }
     let checked = verify(&files, gateways[1].kmip, &shared).await;
+    if let Some(dir) = std::env::var_os("CHAOS_LOGS") {
+        for (i, r) in replicas.iter().enumerate() {
+            if let Some(p) = &r.process {
+                let path = std::path::Path::new(&dir).join(format!("keysvc-{i}.log"));
+                let _ = std::fs::write(path, p.logs().join("\n"));
+            }
+        }
+    }
 
     // The figures, for docs/reliability.md.
     let mut problems = Vec::new();
@@ -684,22 +891,28 @@ async fn faults_lose_no_acknowledged_write_and_graceful_restarts_fail_no_request
             )
         };
         println!(
-            "chaos phase {:<24} {:>5.1} s | {} | {}",
+            "chaos phase {:<24} {:>5.1} s | slowest {:>5.2} s | {} | {}",
             p.name,
             p.took.as_secs_f64(),
+            p.tally.slowest.as_secs_f64(),
             line("sidecar"),
             line("direct")
         );
         if p.tally.last_failure.is_some() {
             let recovered = match (p.back_at, p.tally.last_failure) {
                 (Some(back), Some(last)) => format!(
-                    ", last failure {:.2} s after PostgreSQL returned",
+                    ", last failure {:.2} s after the fault ended",
                     last.saturating_duration_since(back).as_secs_f64()
                 ),
                 _ => String::new(),
             };
+            let last = p
+                .tally
+                .last_failure
+                .map(|l| l.saturating_duration_since(p.started).as_secs_f64())
+                .unwrap_or_default();
             println!(
-                "    slowest failed request {:.2} s{recovered}",
+                "    slowest failed request {:.2} s, last failure {last:.2} s into the phase{recovered}",
                 p.tally.slowest_failure.as_secs_f64()
             );
         }

@@ -363,6 +363,31 @@ impl TlsCluster {
         self.serve_certificate(&issued.cert_pem, issued.key_pem.expose());
     }
 
+    /// Listens on `address` too (an address of this host, e.g. of a veth pair leading into a
+    /// network namespace), admits `clients` (a CIDR) over TLS with client certificates, and
+    /// serves a certificate that names `address` as well as localhost and 127.0.0.1; restarts
+    /// the server (`-m fast`) to listen there.
+    pub fn also_listen_on(&self, address: std::net::IpAddr, clients: &str) {
+        self.set("listen_addresses", &format!("'{HOST},{address}'"));
+        self.write_hba(&format!(
+            "{}hostssl all all {clients} cert\n",
+            default_hba()
+        ));
+        let issued = {
+            let pki = self.pki.lock().expect("pki");
+            let mut spec = certs::localhost_server("postgres");
+            spec.ip_addresses.push(address);
+            pki.0.ca.issue(&spec).expect("server certificate")
+        };
+        self.write_owned(&self.data.join("server.crt"), &issued.cert_pem, 0o644);
+        self.write_owned(
+            &self.data.join("server.key"),
+            issued.key_pem.expose(),
+            0o600,
+        );
+        self.restart_fast();
+    }
+
     /// Lets a certificate with CN `cn` log in as `role` too (a `pg_ident.conf` map; e.g. the
     /// superuser's certificate for `openkcm dev`'s derived role); reloads.
     pub fn allow_certificate_as(&self, cn: &str, role: &str) {

@@ -58,9 +58,14 @@ impl Keysvc {
 
     /// [`Keysvc::spawn`] with environment variables (e.g. `POSTGRES_CONNECTION`).
     pub fn spawn_with_env(args: &[String], env: &[(&str, &str)]) -> Self {
-        let spawned = Instant::now();
         let mut cmd = command(BIN, &[]);
         cmd.args(args).envs(env.iter().copied());
+        Self::spawn_command(cmd)
+    }
+
+    /// [`Keysvc::spawn`] of a prepared command (e.g. `ip netns exec NS openkcm keysvc …`).
+    pub fn spawn_command(cmd: std::process::Command) -> Self {
+        let spawned = Instant::now();
         let mut process = Process::spawn("openkcm keysvc", cmd);
         let listening = |p: &mut Process| {
             p.stderr().iter().find_map(|line| {
