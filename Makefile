@@ -36,8 +36,9 @@ bench: bootstrap
 	PYKMIP_PYTHON=$(PYKMIP_PYTHON) CARGO=$(CARGO) bash scripts/bench.sh
 
 # The fault suite (tests/chaos.rs, docs/reliability.md): rolling restarts and SIGKILLs of
-# keysvc and gateway processes under load, zero acknowledged writes lost. Its short form
-# (~40 s) runs in `make test`; this is the long form (CHAOS_LONG=1: higher rate, longer
+# keysvc and gateway processes, PostgreSQL restarts and outages, one keysvc cut off from it,
+# under load; zero acknowledged writes lost. Its short form
+# (~65 s) runs in `make test`; this is the long form (CHAOS_LONG=1: higher rate, longer
 # phases), with its figures printed.
 chaos: bootstrap
 	CHAOS_LONG=1 $(CARGO) test --release --test chaos -- --nocapture
