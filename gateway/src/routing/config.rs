@@ -188,6 +188,15 @@ impl Sources {
         }
     }
 
+    /// Documents held in memory, each under a name that stands for its file in every
+    /// problem and rule reference (`openkcm controller` names them NAMESPACE/NAME).
+    pub(crate) fn in_memory(documents: Vec<(PathBuf, Vec<u8>)>) -> Self {
+        Self {
+            files: documents,
+            unreadable: Vec::new(),
+        }
+    }
+
     pub(crate) fn files(&self) -> impl Iterator<Item = &Path> {
         self.files.iter().map(|(path, _)| path.as_path())
     }

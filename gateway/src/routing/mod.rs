@@ -239,6 +239,11 @@ impl RoutingRule {
         self.route.database.as_deref()
     }
 
+    /// Whether both rules send a client to the same tenant and database.
+    pub fn same_route(&self, other: &RoutingRule) -> bool {
+        self.route == other.route
+    }
+
     pub fn matches(&self, peer: &PeerIdentity) -> bool {
         self.conditions.iter().all(|c| c.holds(peer))
     }
@@ -268,7 +273,7 @@ impl RoutingRule {
     /// Whether one certificate with one value per attribute (one OU, one URI SAN…) can
     /// match both rules: their conditions on a shared attribute are compatible (equal
     /// values; an exact URI under a prefix; nested prefixes).
-    fn overlaps(&self, other: &RoutingRule) -> bool {
+    pub fn overlaps(&self, other: &RoutingRule) -> bool {
         self.conditions.iter().all(|mine| {
             other.conditions.iter().all(|theirs| {
                 theirs.attribute() != mine.attribute()
@@ -414,6 +419,12 @@ impl RoutingTable {
     /// `*.yml` files are read in name order). Fails with every problem found.
     pub fn load(paths: &[PathBuf]) -> Result<Self, RoutingError> {
         Self::from_sources(&Sources::read(paths))
+    }
+
+    /// Validates documents held in memory exactly as [`load`](Self::load) validates files;
+    /// each document's name stands for its file in problems and rule references.
+    pub fn from_documents(documents: Vec<(PathBuf, Vec<u8>)>) -> Result<Self, RoutingError> {
+        Self::from_sources(&Sources::in_memory(documents))
     }
 
     fn from_sources(sources: &Sources) -> Result<Self, RoutingError> {
