@@ -45,7 +45,7 @@ for overlay in "$ROOT"/manifests/overlays/*/; do
 done
 [ "${#rendered[@]}" -ge 2 ] || die "expected the dev and production overlays under manifests/overlays"
 # Examples applied on their own (not part of an overlay): rendered as example-<name>.
-for example in "$ROOT"/manifests/examples/smoke/; do
+for example in "$ROOT"/manifests/examples/smoke/ "$ROOT"/manifests/examples/platform-mesh/; do
     name="example-$(basename "$example")"
     "$VENV/bin/kubectl" kustomize "$example" >"$OUT/$name.yaml" 2>"$OUT/$name.err" ||
         { cat "$OUT/$name.err" >&2; die "kubectl kustomize ${example#"$ROOT"/} failed"; }

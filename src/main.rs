@@ -58,6 +58,9 @@ enum Command {
     Injector(Box<injector::InjectorFlags>),
     /// KMIP load generator: drives any KMIP server over TTLV + mTLS.
     Loadtest(Box<loadtest::LoadtestArgs>),
+    /// The Kubernetes controller: TenantRouting → the gateway's rules, TenantCertificate →
+    /// cert-manager Certificates, ServiceDiscovery → endpoint health (docs/controller.md).
+    Controller(Box<controller::ControllerFlags>),
 }
 
 #[derive(Debug, Subcommand)]
@@ -220,6 +223,23 @@ fn main() -> ExitCode {
             }
         },
         Command::Loadtest(args) => loadtest::run(*args),
+        Command::Controller(flags) => {
+            match flags.resolve_with_env(runtime::config::process_env()) {
+                Ok((args, warnings)) => {
+                    let log = args.log.clone();
+                    with_log_filter("controller", &log, || {
+                        for warning in &warnings {
+                            tracing::warn!("{warning}");
+                        }
+                        controller::run(args)
+                    })
+                }
+                Err(errors) => {
+                    eprintln!("openkcm controller: {errors}");
+                    ExitCode::from(2)
+                }
+            }
+        }
     }
 }
 

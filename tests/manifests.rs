@@ -208,6 +208,9 @@ fn config_errors(subcommand: &str, env: &[(&str, &str)]) -> String {
             cmd.env_remove(k);
         }
     }
+    // The controller finds the API as kubectl does; here it must find none.
+    cmd.env_remove("KUBERNETES_SERVICE_HOST")
+        .env("KUBECONFIG", dir.path().join("no-kubeconfig"));
     let out = cmd
         .current_dir(dir.path())
         .arg(subcommand)
@@ -301,7 +304,7 @@ fn every_flag_env_and_port_the_manifests_use_exists_in_the_binary() {
         for e in &env {
             let name = e["name"].as_str().expect("env name");
             let known = h.env.contains(name)
-                || (matches!(sub.as_slice(), [s] if s == "keysvc" || s == "injector")
+                || (matches!(sub.as_slice(), [s] if s == "keysvc" || s == "injector" || s == "controller")
                     && reads_env(&sub[0], name))
                 || (referenced.contains(name) && !name.starts_with("OPENKCM_"));
             if !known {
@@ -403,10 +406,46 @@ fn openkcm(args: &[&str]) -> Output {
     run(&args.iter().map(|s| s.to_string()).collect::<Vec<_>>())
 }
 
+/// What `openkcm controller` writes to ConfigMap openkcm-routing for the TenantRouting
+/// resources in `files` (the same planner the controller runs).
+fn rendered_routing(files: &[&str]) -> String {
+    let resources: Vec<controller::routing::Resource> = files
+        .iter()
+        .enumerate()
+        .map(|(i, rel)| {
+            let text = std::fs::read_to_string(repo().join(rel)).expect(rel);
+            let doc: serde_json::Value = serde_norway::from_str(&text).expect("YAML");
+            controller::routing::Resource {
+                key: controller::routing::Key {
+                    namespace: "openkcm-system".into(),
+                    name: doc["metadata"]["name"].as_str().expect("name").into(),
+                },
+                generation: 1,
+                created: format!("2026-01-0{}T00:00:00Z", i + 1),
+                spec: doc["spec"].clone(),
+            }
+        })
+        .collect();
+    let plan = controller::routing::plan(&resources, "");
+    for (key, outcome) in &plan.outcomes {
+        assert_eq!(
+            outcome.verdict,
+            controller::routing::Verdict::Accepted,
+            "{key}"
+        );
+    }
+    plan.content
+}
+
 #[test]
 fn the_routing_configmap_routes_tenant_certificates_and_denies_others() {
-    let rules = repo().join("manifests/base/routing/tenant-routing.yaml");
     let dir = tempfile::tempdir().expect("temporary directory");
+    let rules = dir.path().join("tenant-routing.yaml");
+    std::fs::write(
+        &rules,
+        rendered_routing(&["manifests/base/platform-mesh/tenantrouting.yaml"]),
+    )
+    .expect("write the rendered rules");
     let ca = dir.path().join("ca");
     let certs = dir.path().join("certs");
     let path = |p: &Path| p.display().to_string();
@@ -539,16 +578,28 @@ fn routing_check_warns_about_overlapping_rules_and_rules_on_requester_chosen_fie
 }
 
 #[test]
-fn the_tenantrouting_resource_is_the_file_the_gateway_reads() {
-    let body = |rel: &str| {
-        let text = std::fs::read_to_string(repo().join(rel)).expect(rel);
-        let at = text.find("apiVersion:").expect("a document");
-        text[at..].to_owned()
-    };
-    assert_eq!(
-        body("manifests/base/platform-mesh/tenantrouting.yaml"),
-        body("manifests/base/routing/tenant-routing.yaml"),
-        "the TenantRouting example and the gateway's ConfigMap differ"
+fn the_users_tenantrouting_renders_to_rules_the_gateway_loads() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let rules = dir.path().join("tenant-routing.yaml");
+    std::fs::write(
+        &rules,
+        rendered_routing(&["manifests/examples/platform-mesh/tenantrouting.yaml"]),
+    )
+    .expect("write the rendered rules");
+    let checked = openkcm(&[
+        "routing",
+        "check",
+        "--policies",
+        &rules.display().to_string(),
+    ]);
+    assert!(
+        checked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&checked.stdout).starts_with("1 rule(s) from 1 file(s): valid"),
+        "{checked:?}"
     );
 }
 

@@ -207,14 +207,21 @@ def pod_spec(doc):
     return None
 
 
+# The only service accounts that call the Kubernetes API (manifests/base/controller/rbac.yaml).
+API_USERS = {"openkcm-controller"}
+
+
 def check_pod_security(where, spec, workload_labels):
     psc = spec.get("securityContext", {})
     if psc.get("seccompProfile", {}).get("type") != "RuntimeDefault":
         problem(where, "pod securityContext.seccompProfile.type must be RuntimeDefault")
     if not psc.get("runAsNonRoot"):
         problem(where, "pod securityContext.runAsNonRoot must be true")
-    if spec.get("automountServiceAccountToken") is not False:
-        problem(where, "automountServiceAccountToken must be false (no component uses the API)")
+    if spec.get("serviceAccountName") in API_USERS:
+        if spec.get("automountServiceAccountToken") is False:
+            problem(where, "the controller calls the Kubernetes API: it needs its token")
+    elif spec.get("automountServiceAccountToken") is not False:
+        problem(where, "automountServiceAccountToken must be false (only the controller uses the API)")
     for c in spec.get("containers", []) + spec.get("initContainers", []):
         sc = c.get("securityContext", {})
         cw = f"{where} container {c['name']}"
@@ -256,7 +263,8 @@ def check_deployment(where, doc, pdbs):
         # A stop must not begin before the endpoint removal spreads: either a preStop
         # sleep, or the component's own drain period (/ready 503 while still serving).
         drains = any(a.startswith("--drain-period=") and a != "--drain-period=0s" for a in c.get("args", []))
-        if not sleep and not drains:
+        # The controller serves no traffic (only /metrics): nothing to drain.
+        if not sleep and not drains and pod.get("serviceAccountName") not in API_USERS:
             problem(cw, "neither lifecycle.preStop.sleep nor --drain-period")
         if pod.get("terminationGracePeriodSeconds", 30) <= (sleep or 0):
             problem(where, "terminationGracePeriodSeconds must exceed the preStop sleep")
@@ -305,8 +313,18 @@ def container_summary(overlay, doc):
     return out
 
 
+def own_crds():
+    """Our CRDs (manifests/base/crds): an example applied on its own is checked against them."""
+    folder = os.path.join(ROOT, "manifests", "base", "crds")
+    docs = []
+    for name in sorted(os.listdir(folder)):
+        with open(os.path.join(folder, name), encoding="utf-8") as f:
+            docs += [d for d in yaml.safe_load_all(f) if d]
+    return crd_schemas(docs)
+
+
 def check_overlay(overlay, docs, registry, exported):
-    crds = crd_schemas(docs)
+    crds = {**own_crds(), **crd_schemas(docs)}
     pdbs = [d for d in docs if d.get("kind") == "PodDisruptionBudget"]
     containers = []
     names = set()
