@@ -31,6 +31,8 @@ pub struct InjectorConfig {
     pub gateway: String,
     pub gateway_server_name: Option<String>,
     pub management_port: u16,
+    /// How the sidecar is added to a pod without the `native-sidecar` annotation.
+    pub sidecar_mode: SidecarMode,
     /// What a pod without configuration annotations gets.
     pub defaults: SidecarSettings,
     tenants: BTreeMap<String, TenantBinding>,
@@ -65,6 +67,34 @@ impl PullPolicy {
             .into_iter()
             .find(|p| p.as_str() == text)
             .ok_or_else(|| format!("{text:?} is not Always, IfNotPresent or Never"))
+    }
+}
+
+/// How the sidecar is added to a pod (`sidecarMode`; docs/injector.md has which
+/// Kubernetes versions take which).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SidecarMode {
+    /// An init container with `restartPolicy: Always` and probes: Kubernetes 1.29+ (1.28
+    /// with the `SidecarContainers` feature gate). Older API servers reject the pod.
+    #[default]
+    Native,
+    /// A regular container appended to `spec.containers`: any Kubernetes version.
+    Classic,
+}
+
+impl SidecarMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Native => "native",
+            Self::Classic => "classic",
+        }
+    }
+
+    fn parse(text: &str) -> Result<Self, String> {
+        [Self::Native, Self::Classic]
+            .into_iter()
+            .find(|m| m.as_str() == text)
+            .ok_or_else(|| format!("{text:?} is not native or classic"))
     }
 }
 
@@ -148,6 +178,7 @@ struct ConfigFile {
     gateway: String,
     gateway_server_name: Option<String>,
     management_port: Option<Scalar>,
+    sidecar_mode: Option<String>,
     #[serde(default)]
     defaults: DefaultsFile,
     #[serde(default)]
@@ -216,6 +247,13 @@ impl ConfigFile {
             parse_port,
         )
         .unwrap_or(DEFAULT_MANAGEMENT_PORT);
+        let sidecar_mode = checked(
+            p,
+            "sidecarMode",
+            self.sidecar_mode.as_deref(),
+            SidecarMode::parse,
+        )
+        .unwrap_or_default();
 
         let mut defaults = SidecarSettings::default();
         let d = &self.defaults;
@@ -284,6 +322,7 @@ impl ConfigFile {
             gateway: self.gateway,
             gateway_server_name: self.gateway_server_name,
             management_port,
+            sidecar_mode,
             defaults,
             tenants: self
                 .tenants
@@ -377,6 +416,7 @@ imagePullPolicy: IfNotPresent
 gateway: openkcm-gateway.openkcm-system.svc.cluster.local:5696
 gatewayServerName: openkcm-gateway.openkcm-system.svc
 managementPort: 15696
+sidecarMode: native
 defaults:
   port: 5696
   cpuRequest: 10m
@@ -393,6 +433,7 @@ tenants:
         assert_eq!(config.image, "ghcr.io/openkcm/openkcm:0.1.0");
         assert_eq!(config.image_pull_policy, Some(PullPolicy::IfNotPresent));
         assert_eq!(config.management_port, 15696);
+        assert_eq!(config.sidecar_mode, SidecarMode::Native);
         assert_eq!(config.defaults, SidecarSettings::default());
         assert_eq!(
             config.tenant("tenant-a").map(|t| t.secret.as_str()),
@@ -407,7 +448,17 @@ tenants:
         assert_eq!(config.management_port, DEFAULT_MANAGEMENT_PORT);
         assert_eq!(config.defaults, SidecarSettings::default());
         assert_eq!(config.image_pull_policy, None);
+        assert_eq!(config.sidecar_mode, SidecarMode::Native);
         assert_eq!(config.tenant_count(), 0);
+    }
+
+    #[test]
+    fn the_sidecar_mode_is_native_or_classic() {
+        let config = InjectorConfig::parse("image: i\ngateway: g:1\nsidecarMode: classic\n");
+        assert_eq!(config.unwrap().sidecar_mode, SidecarMode::Classic);
+        let e =
+            InjectorConfig::parse("image: i\ngateway: g:1\nsidecarMode: Classic\n").unwrap_err();
+        assert!(e.to_string().contains("sidecarMode"), "{e}");
     }
 
     #[test]
@@ -440,6 +491,7 @@ image: "bad image"
 imagePullPolicy: Sometimes
 gateway: no-port
 managementPort: 70000
+sidecarMode: old
 defaults: { port: 0, cpuRequest: lots, memoryRequest: 1Gi, memoryLimit: 64Mi, logLevel: loud }
 tenants:
   Tenant_A: { secret: "a/b" }
@@ -458,6 +510,7 @@ tenants:
                 "imagePullPolicy",
                 "gateway",
                 "managementPort",
+                "sidecarMode",
                 "defaults.port",
                 "defaults.cpuRequest",
                 "defaults.logLevel",

@@ -26,7 +26,7 @@ mod settings;
 mod shape;
 mod tls;
 
-pub use config::{ConfigError, InjectorConfig, PullPolicy, TenantBinding};
+pub use config::{ConfigError, InjectorConfig, PullPolicy, SidecarMode, TenantBinding};
 pub use mutate::{mutate, Admission, Outcome, SkipReason};
 pub use server::{Injector, InjectorError, MAX_REVIEW_BYTES, POLL_INTERVAL};
 pub use settings::{LogLevel, Quantity, SidecarSettings};

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::admission::{AdmissionRequest, AdmissionResponse};
-use crate::config::{InjectorConfig, TenantBinding};
+use crate::config::{InjectorConfig, SidecarMode, TenantBinding};
 use crate::settings::{
     consistency_problems, parse_port, quoted, LogLevel, Quantity, SettingNames, SidecarSettings,
 };
@@ -23,7 +23,8 @@ pub const INJECT_LABEL: &str = "kmip.platform-mesh.io/inject";
 /// Pod annotation written on injection; its presence makes a re-review a no-op.
 pub const STATUS_ANNOTATION: &str = "kmip.platform-mesh.io/status";
 const STATUS_INJECTED: &str = "injected";
-/// Pod annotation: `"false"` injects a regular container instead of a native sidecar.
+/// Pod annotation: `"false"` injects a regular container, `"true"` a native sidecar, over
+/// the configured `sidecarMode`.
 pub const NATIVE_SIDECAR_ANNOTATION: &str = "kmip.platform-mesh.io/native-sidecar";
 pub const PORT_ANNOTATION: &str = "kmip.platform-mesh.io/port";
 pub const CPU_REQUEST_ANNOTATION: &str = "kmip.platform-mesh.io/cpu-request";
@@ -250,15 +251,17 @@ impl PodOptions {
         let read = |name: &str| -> Option<&String> { annotations.get(name) };
         let mut invalid = |name: &str, e: String| problems.push(format!("annotation {name}: {e}"));
 
+        let configured = config.sidecar_mode == SidecarMode::Native;
         let native = match read(NATIVE_SIDECAR_ANNOTATION).map(String::as_str) {
-            None | Some("true") => true,
+            None => configured,
+            Some("true") => true,
             Some("false") => false,
             Some(other) => {
                 invalid(
                     NATIVE_SIDECAR_ANNOTATION,
                     format!("{} is not \"true\" or \"false\"", quoted(other)),
                 );
-                true
+                configured
             }
         };
         if let Some(text) = read(PORT_ANNOTATION) {
