@@ -447,6 +447,54 @@ fn unknown_kmip_annotations_warn() {
     assert!(admission.response.warnings[0].contains("memory-limt"));
 }
 
+/// The test configuration with services in tenant-a.
+fn services_config() -> InjectorConfig {
+    let text = CONFIG.replace(
+        "tenant-a: { secret: tenant-a-cert }",
+        "tenant-a: { secret: tenant-a-cert, services: { db: db-cert, cache: cache-cert } }",
+    );
+    InjectorConfig::parse(&text).unwrap()
+}
+
+fn tenant_secret(original: &Value, admission: &Admission) -> Value {
+    let patched = apply(original, &patch_of(admission));
+    patched["spec"]["volumes"][0]["secret"]["secretName"].clone()
+}
+
+#[test]
+fn the_service_annotation_picks_the_service_secret() {
+    let config = services_config();
+    let mut db = plain_pod();
+    db["metadata"]["annotations"] = json!({ SERVICE_ANNOTATION: "db" });
+    let admission = mutate(&request("CREATE", "tenant-a", db.clone()), &config);
+    assert_eq!(admission.outcome, Outcome::Injected);
+    assert!(admission.response.warnings.is_empty(), "a known annotation");
+    assert_eq!(tenant_secret(&db, &admission), "db-cert");
+
+    let admission = mutate(&request("CREATE", "tenant-a", plain_pod()), &config);
+    assert_eq!(tenant_secret(&plain_pod(), &admission), "tenant-a-cert");
+}
+
+#[test]
+fn an_unknown_service_is_denied_naming_the_known_ones() {
+    let mut unknown = plain_pod();
+    unknown["metadata"]["annotations"] = json!({ SERVICE_ANNOTATION: "queue" });
+    let admission = mutate(
+        &request("CREATE", "tenant-a", unknown.clone()),
+        &services_config(),
+    );
+    assert_eq!(admission.outcome, Outcome::Denied);
+    let message = admission.response.status.unwrap().message;
+    for expected in [SERVICE_ANNOTATION, "\"queue\"", "cache, db"] {
+        assert!(message.contains(expected), "{expected} in {message}");
+    }
+    // A namespace without services: any service name is denied.
+    let admission = mutate(&request("CREATE", "tenant-a", unknown), &config());
+    assert_eq!(admission.outcome, Outcome::Denied);
+    let message = admission.response.status.unwrap().message;
+    assert!(message.contains("none configured"), "{message}");
+}
+
 #[test]
 fn pointer_tokens_are_escaped() {
     assert_eq!(pointer_token("a/b~c"), "a~1b~0c");
