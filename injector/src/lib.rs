@@ -5,8 +5,9 @@
 //!  API server ──HTTPS POST /mutate──► server ──► admission::parse_review
 //!                                        │              │ AdmissionRequest
 //!                                        │              ▼
-//!     config.yaml ──reload──► InjectorConfig ──► mutate::mutate (pure) ──► JSONPatch
-//!     tls.crt/key ──reload──► tls (new handshakes)       │   built from shape + settings
+//!     config.yaml ──reload──┬► InjectorConfig ──► mutate::mutate (pure) ──► JSONPatch
+//!    tenants.yaml ──reload──┘  (merged)                  │   built from shape + settings
+//!     tls.crt/key ──reload──► tls (new handshakes)       │
 //!                                        ◄── AdmissionReview response ◄┘
 //!  kubelet / Prometheus ──HTTP──► /health /ready /metrics
 //! ```
