@@ -9,6 +9,8 @@ use serde::Deserialize;
 use crate::settings::{
     consistency_problems, parse_port, LogLevel, Quantity, SettingNames, SidecarSettings,
 };
+pub use crate::tenants::TenantBinding;
+use crate::tenants::{check_tenants, ControllerTenants, TenantFile, TenantMap};
 
 /// Default management port of the injected sidecar (`/health`, `/ready`, `/metrics`).
 pub const DEFAULT_MANAGEMENT_PORT: u16 = 15696;
@@ -18,9 +20,9 @@ pub const DEFAULT_MANAGEMENT_PORT: u16 = 15696;
 const MAX_CONFIG_BYTES: u64 = 4 << 20;
 
 /// Longest Kubernetes namespace name (a DNS-1123 label).
-const MAX_NAMESPACE_LEN: usize = 63;
+pub(crate) const MAX_NAMESPACE_LEN: usize = 63;
 /// Longest Kubernetes Secret name (a DNS-1123 subdomain).
-const MAX_SECRET_NAME_LEN: usize = 253;
+pub(crate) const MAX_SECRET_NAME_LEN: usize = 253;
 
 /// What the injector adds to pods; see docs/injector.md for the file format.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,16 +33,13 @@ pub struct InjectorConfig {
     pub gateway: String,
     pub gateway_server_name: Option<String>,
     pub management_port: u16,
+    /// How the sidecar is added to a pod without the `native-sidecar` annotation.
+    pub sidecar_mode: SidecarMode,
     /// What a pod without configuration annotations gets.
     pub defaults: SidecarSettings,
-    tenants: BTreeMap<String, TenantBinding>,
-}
-
-/// Which tenant identity the pods of one namespace carry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TenantBinding {
-    /// The cert-manager Secret (in the pod's namespace) holding the tenant certificate.
-    pub secret: String,
+    /// The configuration file's `tenants:`, with the controller's file's merged in
+    /// ([`InjectorConfig::with_controller_tenants`]).
+    tenants: TenantMap,
 }
 
 /// The container image pull policy.
@@ -68,6 +67,34 @@ impl PullPolicy {
     }
 }
 
+/// How the sidecar is added to a pod (`sidecarMode`; docs/injector.md has which
+/// Kubernetes versions take which).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SidecarMode {
+    /// An init container with `restartPolicy: Always` and probes: Kubernetes 1.29+ (1.28
+    /// with the `SidecarContainers` feature gate). Older API servers reject the pod.
+    #[default]
+    Native,
+    /// A regular container appended to `spec.containers`: any Kubernetes version.
+    Classic,
+}
+
+impl SidecarMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Native => "native",
+            Self::Classic => "classic",
+        }
+    }
+
+    fn parse(text: &str) -> Result<Self, String> {
+        [Self::Native, Self::Classic]
+            .into_iter()
+            .find(|m| m.as_str() == text)
+            .ok_or_else(|| format!("{text:?} is not native or classic"))
+    }
+}
+
 /// Why a configuration file is not used.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -91,17 +118,7 @@ pub enum ConfigError {
 impl InjectorConfig {
     /// Reads and checks the file at `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let read = |source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        };
-        let size = std::fs::metadata(path).map_err(read)?.len();
-        if size > MAX_CONFIG_BYTES {
-            return Err(ConfigError::TooLarge {
-                path: path.to_path_buf(),
-            });
-        }
-        let text = std::fs::read_to_string(path).map_err(read)?;
+        let text = read_bounded(path)?;
         Self::parse(&text).map_err(|e| e.at(path))
     }
 
@@ -125,10 +142,40 @@ impl InjectorConfig {
     pub fn tenant_count(&self) -> usize {
         self.tenants.len()
     }
+
+    /// This configuration with the controller's namespaces added. A namespace this file
+    /// binds keeps this file's entry; such namespaces are returned, for a warning.
+    pub fn with_controller_tenants(&self, controller: &ControllerTenants) -> (Self, Vec<String>) {
+        let mut merged = self.clone();
+        let mut shadowed = Vec::new();
+        for (namespace, binding) in &controller.tenants {
+            if merged.tenants.contains_key(namespace) {
+                shadowed.push(namespace.clone());
+            } else {
+                merged.tenants.insert(namespace.clone(), binding.clone());
+            }
+        }
+        (merged, shadowed)
+    }
+}
+
+/// The text of the file at `path`, refused unread when larger than [`MAX_CONFIG_BYTES`].
+pub(crate) fn read_bounded(path: &Path) -> Result<String, ConfigError> {
+    let read = |source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let size = std::fs::metadata(path).map_err(read)?.len();
+    if size > MAX_CONFIG_BYTES {
+        return Err(ConfigError::TooLarge {
+            path: path.to_path_buf(),
+        });
+    }
+    std::fs::read_to_string(path).map_err(read)
 }
 
 impl ConfigError {
-    fn at(self, path: &Path) -> Self {
+    pub(crate) fn at(self, path: &Path) -> Self {
         let path = path.to_path_buf();
         match self {
             Self::Syntax { message, .. } => Self::Syntax { path, message },
@@ -148,6 +195,7 @@ struct ConfigFile {
     gateway: String,
     gateway_server_name: Option<String>,
     management_port: Option<Scalar>,
+    sidecar_mode: Option<String>,
     #[serde(default)]
     defaults: DefaultsFile,
     #[serde(default)]
@@ -162,12 +210,6 @@ struct DefaultsFile {
     memory_request: Option<Scalar>,
     memory_limit: Option<Scalar>,
     log_level: Option<Scalar>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TenantFile {
-    secret: String,
 }
 
 /// A YAML scalar read as its text: `cpuRequest: 1` and `cpuRequest: "1"` mean the same,
@@ -216,6 +258,13 @@ impl ConfigFile {
             parse_port,
         )
         .unwrap_or(DEFAULT_MANAGEMENT_PORT);
+        let sidecar_mode = checked(
+            p,
+            "sidecarMode",
+            self.sidecar_mode.as_deref(),
+            SidecarMode::parse,
+        )
+        .unwrap_or_default();
 
         let mut defaults = SidecarSettings::default();
         let d = &self.defaults;
@@ -254,17 +303,7 @@ impl ConfigFile {
             defaults.log_level = level;
         }
 
-        for (namespace, tenant) in &self.tenants {
-            checked(p, &format!("tenants.{namespace}"), Some(namespace), |ns| {
-                dns_label(ns, MAX_NAMESPACE_LEN).map_err(|e| format!("namespace {e}"))
-            });
-            checked(
-                p,
-                &format!("tenants.{namespace}.secret"),
-                Some(&tenant.secret),
-                |name| dns_subdomain(name, MAX_SECRET_NAME_LEN),
-            );
-        }
+        let tenants = check_tenants(p, "tenants", self.tenants);
 
         let names = SettingNames {
             port: "defaults.port",
@@ -284,12 +323,9 @@ impl ConfigFile {
             gateway: self.gateway,
             gateway_server_name: self.gateway_server_name,
             management_port,
+            sidecar_mode,
             defaults,
-            tenants: self
-                .tenants
-                .into_iter()
-                .map(|(namespace, t)| (namespace, TenantBinding { secret: t.secret }))
-                .collect(),
+            tenants,
         })
     }
 }
@@ -299,7 +335,7 @@ fn text(value: &Option<Scalar>) -> Option<String> {
 }
 
 /// Parses an optional value; a bad one is added to `problems` as `key: why`.
-fn checked<T>(
+pub(crate) fn checked<T>(
     problems: &mut Vec<String>,
     key: &str,
     value: Option<&str>,
@@ -337,7 +373,7 @@ fn gateway_address(address: &str) -> Result<(), String> {
 }
 
 /// A DNS-1123 label: lower-case alphanumerics and `-`, starting and ending alphanumeric.
-fn dns_label(name: &str, max_len: usize) -> Result<(), String> {
+pub(crate) fn dns_label(name: &str, max_len: usize) -> Result<(), String> {
     let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
     let ok = !name.is_empty()
         && name.len() <= max_len
@@ -354,7 +390,7 @@ fn dns_label(name: &str, max_len: usize) -> Result<(), String> {
 }
 
 /// A DNS-1123 subdomain: dot-separated DNS-1123 labels.
-fn dns_subdomain(name: &str, max_len: usize) -> Result<(), String> {
+pub(crate) fn dns_subdomain(name: &str, max_len: usize) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= max_len
         && name.split('.').all(|label| dns_label(label, 63).is_ok());
@@ -377,6 +413,7 @@ imagePullPolicy: IfNotPresent
 gateway: openkcm-gateway.openkcm-system.svc.cluster.local:5696
 gatewayServerName: openkcm-gateway.openkcm-system.svc
 managementPort: 15696
+sidecarMode: native
 defaults:
   port: 5696
   cpuRequest: 10m
@@ -393,6 +430,7 @@ tenants:
         assert_eq!(config.image, "ghcr.io/openkcm/openkcm:0.1.0");
         assert_eq!(config.image_pull_policy, Some(PullPolicy::IfNotPresent));
         assert_eq!(config.management_port, 15696);
+        assert_eq!(config.sidecar_mode, SidecarMode::Native);
         assert_eq!(config.defaults, SidecarSettings::default());
         assert_eq!(
             config.tenant("tenant-a").map(|t| t.secret.as_str()),
@@ -407,7 +445,17 @@ tenants:
         assert_eq!(config.management_port, DEFAULT_MANAGEMENT_PORT);
         assert_eq!(config.defaults, SidecarSettings::default());
         assert_eq!(config.image_pull_policy, None);
+        assert_eq!(config.sidecar_mode, SidecarMode::Native);
         assert_eq!(config.tenant_count(), 0);
+    }
+
+    #[test]
+    fn the_sidecar_mode_is_native_or_classic() {
+        let config = InjectorConfig::parse("image: i\ngateway: g:1\nsidecarMode: classic\n");
+        assert_eq!(config.unwrap().sidecar_mode, SidecarMode::Classic);
+        let e =
+            InjectorConfig::parse("image: i\ngateway: g:1\nsidecarMode: Classic\n").unwrap_err();
+        assert!(e.to_string().contains("sidecarMode"), "{e}");
     }
 
     #[test]
@@ -440,6 +488,7 @@ image: "bad image"
 imagePullPolicy: Sometimes
 gateway: no-port
 managementPort: 70000
+sidecarMode: old
 defaults: { port: 0, cpuRequest: lots, memoryRequest: 1Gi, memoryLimit: 64Mi, logLevel: loud }
 tenants:
   Tenant_A: { secret: "a/b" }
@@ -458,6 +507,7 @@ tenants:
                 "imagePullPolicy",
                 "gateway",
                 "managementPort",
+                "sidecarMode",
                 "defaults.port",
                 "defaults.cpuRequest",
                 "defaults.logLevel",
@@ -467,6 +517,40 @@ tenants:
             ],
             "{problems:#?}"
         );
+    }
+
+    #[test]
+    fn tenants_take_services_and_a_tenant_id_in_the_config_file_too() {
+        let config = InjectorConfig::parse(
+            "image: i\ngateway: g:1\ntenants:\n  ns: { secret: s, tenant: t, services: { db: db-cert } }\n",
+        )
+        .unwrap();
+        let binding = config.tenant("ns").unwrap();
+        assert_eq!(binding.tenant.as_deref(), Some("t"));
+        assert_eq!(binding.secret_for(Some("db")), Ok("db-cert"));
+    }
+
+    #[test]
+    fn the_controller_tenants_are_merged_and_the_file_wins() {
+        let config = InjectorConfig::parse(EXAMPLE).unwrap();
+        let controller = ControllerTenants::parse(
+            "tenants:\n  tenant-a: { secret: from-controller }\n  tenant-c: { secret: c-cert, tenant: c }\n",
+        )
+        .unwrap();
+        let (merged, shadowed) = config.with_controller_tenants(&controller);
+        assert_eq!(shadowed, ["tenant-a"]);
+        assert_eq!(merged.tenant_count(), 2);
+        assert_eq!(
+            merged.tenant("tenant-a").unwrap().secret,
+            "openkcm-tenant-cert"
+        );
+        assert_eq!(merged.tenant("tenant-c").unwrap().secret, "c-cert");
+        // The file's configuration is unchanged: a later controller file merges afresh.
+        assert_eq!(config.tenant_count(), 1);
+        let (again, shadowed) = config.with_controller_tenants(&ControllerTenants::default());
+        assert!(shadowed.is_empty());
+        assert!(again.tenant("tenant-c").is_none());
+        assert_eq!(again, config);
     }
 
     #[test]

@@ -5,8 +5,9 @@
 //!  API server ──HTTPS POST /mutate──► server ──► admission::parse_review
 //!                                        │              │ AdmissionRequest
 //!                                        │              ▼
-//!     config.yaml ──reload──► InjectorConfig ──► mutate::mutate (pure) ──► JSONPatch
-//!     tls.crt/key ──reload──► tls (new handshakes)       │   built from shape + settings
+//!     config.yaml ──reload──┬► InjectorConfig ──► mutate::mutate (pure) ──► JSONPatch
+//!    tenants.yaml ──reload──┘  (merged)                  │   built from shape + settings
+//!     tls.crt/key ──reload──► tls (new handshakes)       │
 //!                                        ◄── AdmissionReview response ◄┘
 //!  kubelet / Prometheus ──HTTP──► /health /ready /metrics
 //! ```
@@ -24,13 +25,15 @@ pub mod mutate;
 mod server;
 mod settings;
 mod shape;
+mod tenants;
 mod tls;
 
-pub use config::{ConfigError, InjectorConfig, PullPolicy, TenantBinding};
+pub use config::{ConfigError, InjectorConfig, PullPolicy, SidecarMode, TenantBinding};
 pub use mutate::{mutate, Admission, Outcome, SkipReason};
 pub use server::{Injector, InjectorError, MAX_REVIEW_BYTES, POLL_INTERVAL};
 pub use settings::{LogLevel, Quantity, SidecarSettings};
 pub use shape::{KMIP_MOUNT_PATH, KMIP_VOLUME, SIDECAR_CONTAINER, TENANT_VOLUME};
+pub use tenants::ControllerTenants;
 pub use tls::TlsError;
 
 /// What `openkcm injector` runs with, every value checked ([`InjectorFlags::resolve_with_env`]).
@@ -44,6 +47,9 @@ pub struct InjectorArgs {
     pub key: PathBuf,
     /// Injection configuration (YAML; reloaded when the file changes).
     pub config: PathBuf,
+    /// The tenants file a controller writes (YAML; reloaded when it changes; may be
+    /// missing). `None`: only the configuration file's `tenants:`.
+    pub tenants: Option<PathBuf>,
     /// Management listener: `/health`, `/ready`, `/metrics` (plain HTTP).
     pub management: SocketAddr,
     /// Log filter (tracing directives).
@@ -74,6 +80,11 @@ pub struct InjectorFlags {
     /// [env OPENKCM_INJECTOR_CONFIG].
     #[arg(long, value_name = "FILE")]
     pub config: Option<String>,
+    /// Tenants file written by the openkcm controller (YAML, `tenants:` as in the
+    /// configuration; reloaded when it changes; a missing file means no tenants from it yet)
+    /// [default: none] [env OPENKCM_INJECTOR_TENANTS].
+    #[arg(long, value_name = "FILE")]
+    pub tenants: Option<String>,
     /// Management listener: `/health`, `/ready`, `/metrics` (plain HTTP)
     /// [default: 0.0.0.0:8081] [env OPENKCM_INJECTOR_MANAGEMENT].
     #[arg(long, value_name = "ADDR")]
@@ -101,6 +112,7 @@ pub const KEYS: &[KeySpec] = &[
         Some("--config"),
         Some("/etc/openkcm/injector/config.yaml"),
     ),
+    KeySpec::new("injection.tenants", Some("--tenants"), None),
     KeySpec::new(
         "listen.management",
         Some("--management"),
@@ -117,6 +129,7 @@ static SCHEMA: Schema = Schema {
         EnvAlias::new("OPENKCM_INJECTOR_CERT", "tls.cert"),
         EnvAlias::new("OPENKCM_INJECTOR_KEY", "tls.key"),
         EnvAlias::new("OPENKCM_INJECTOR_CONFIG", "injection.config"),
+        EnvAlias::new("OPENKCM_INJECTOR_TENANTS", "injection.tenants"),
         EnvAlias::new("OPENKCM_INJECTOR_MANAGEMENT", "listen.management"),
         EnvAlias::new("OPENKCM_LOG_LEVEL", "log.level"),
     ],
@@ -136,6 +149,7 @@ impl InjectorFlags {
             .text("tls.cert", self.cert.as_ref())
             .text("tls.key", self.key.as_ref())
             .text("injection.config", self.config.as_ref())
+            .text("injection.tenants", self.tenants.as_ref())
             .text("listen.management", self.management.as_ref())
             .text("log.level", self.log_level.as_ref());
         let sources = Sources {
@@ -148,6 +162,12 @@ impl InjectorFlags {
         let cert = l.path("tls.cert");
         let key = l.path("tls.key");
         let config = l.path("injection.config");
+        // Optional: unset (or set empty) reads no tenants file.
+        let tenants = l
+            .text("injection.tenants")
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from);
         let management = l.socket_addr("listen.management");
         let log = l.log_filter();
         l.finish()?;
@@ -157,6 +177,7 @@ impl InjectorFlags {
             cert: cert.ok_or_else(missing)?,
             key: key.ok_or_else(missing)?,
             config: config.ok_or_else(missing)?,
+            tenants,
             management: management.ok_or_else(missing)?,
             log: log.ok_or_else(missing)?,
         };
@@ -194,4 +215,35 @@ pub fn run(args: InjectorArgs) -> ExitCode {
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolve(flags: &InjectorFlags, env: &[(&str, &str)]) -> InjectorArgs {
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        flags.resolve_with_env(env).unwrap().0
+    }
+
+    #[test]
+    fn the_tenants_file_is_optional_and_read_from_flag_or_env() {
+        let none = InjectorFlags::default();
+        assert_eq!(resolve(&none, &[]).tenants, None);
+        assert_eq!(
+            resolve(&none, &[("OPENKCM_INJECTOR_TENANTS", "")]).tenants,
+            None
+        );
+        let from_env = resolve(&none, &[("OPENKCM_INJECTOR_TENANTS", "/e/tenants.yaml")]);
+        assert_eq!(from_env.tenants, Some(PathBuf::from("/e/tenants.yaml")));
+        let flag = InjectorFlags {
+            tenants: Some("/f/tenants.yaml".into()),
+            ..InjectorFlags::default()
+        };
+        let both = resolve(&flag, &[("OPENKCM_INJECTOR_TENANTS", "/e/tenants.yaml")]);
+        assert_eq!(both.tenants, Some(PathBuf::from("/f/tenants.yaml")));
+    }
 }

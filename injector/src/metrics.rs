@@ -44,7 +44,7 @@ impl InjectorMetrics {
         let reloads = Family::<Labels, Counter>::default();
         registry.register(
             "injector_reloads",
-            "Reloads of a changed configuration file, by result (success, failure)",
+            "Reloads of a changed configuration or tenants file, by file (config, tenants) and result (success, failure)",
             reloads.clone(),
         );
         // The serving certificate's expiry and reloads, named alike in every component.
@@ -65,7 +65,8 @@ impl InjectorMetrics {
             .inc();
     }
 
-    /// One reload of `file` (`config`; the certificate's are in [`InjectorMetrics::tls`]).
+    /// One reload of `file` (`config`, `tenants`; the certificate's are in
+    /// [`InjectorMetrics::tls`]).
     pub fn reload(&self, file: &'static str, success: bool) {
         let result = if success { "success" } else { "failure" };
         self.reloads

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::admission::{AdmissionRequest, AdmissionResponse};
-use crate::config::{InjectorConfig, TenantBinding};
+use crate::config::{InjectorConfig, SidecarMode, TenantBinding};
 use crate::settings::{
     consistency_problems, parse_port, quoted, LogLevel, Quantity, SettingNames, SidecarSettings,
 };
@@ -23,15 +23,19 @@ pub const INJECT_LABEL: &str = "kmip.platform-mesh.io/inject";
 /// Pod annotation written on injection; its presence makes a re-review a no-op.
 pub const STATUS_ANNOTATION: &str = "kmip.platform-mesh.io/status";
 const STATUS_INJECTED: &str = "injected";
-/// Pod annotation: `"false"` injects a regular container instead of a native sidecar.
+/// Pod annotation: `"false"` injects a regular container, `"true"` a native sidecar, over
+/// the configured `sidecarMode`.
 pub const NATIVE_SIDECAR_ANNOTATION: &str = "kmip.platform-mesh.io/native-sidecar";
 pub const PORT_ANNOTATION: &str = "kmip.platform-mesh.io/port";
 pub const CPU_REQUEST_ANNOTATION: &str = "kmip.platform-mesh.io/cpu-request";
 pub const MEMORY_REQUEST_ANNOTATION: &str = "kmip.platform-mesh.io/memory-request";
 pub const MEMORY_LIMIT_ANNOTATION: &str = "kmip.platform-mesh.io/memory-limit";
 pub const LOG_LEVEL_ANNOTATION: &str = "kmip.platform-mesh.io/log-level";
+/// Pod annotation: which of the namespace's `services` the pod is, choosing that service's
+/// Secret instead of the namespace's default one.
+pub const SERVICE_ANNOTATION: &str = "kmip.platform-mesh.io/service";
 
-const KNOWN_ANNOTATIONS: [&str; 7] = [
+const KNOWN_ANNOTATIONS: [&str; 8] = [
     STATUS_ANNOTATION,
     NATIVE_SIDECAR_ANNOTATION,
     PORT_ANNOTATION,
@@ -39,6 +43,7 @@ const KNOWN_ANNOTATIONS: [&str; 7] = [
     MEMORY_REQUEST_ANNOTATION,
     MEMORY_LIMIT_ANNOTATION,
     LOG_LEVEL_ANNOTATION,
+    SERVICE_ANNOTATION,
 ];
 
 /// HTTP-style code of a denial the pod author must fix (the `status.code` kubectl shows).
@@ -129,7 +134,7 @@ pub fn mutate(request: &AdmissionRequest, config: &InjectorConfig) -> Admission 
         );
     };
 
-    let options = match PodOptions::from_annotations(&pod.metadata.annotations, config) {
+    let options = match PodOptions::from_annotations(&pod.metadata.annotations, tenant, config) {
         Ok(options) => options,
         Err(problems) => return deny(problems),
     };
@@ -138,7 +143,7 @@ pub fn mutate(request: &AdmissionRequest, config: &InjectorConfig) -> Admission 
         return deny(conflicts);
     }
 
-    let patch = injection_patch(&pod, &options, tenant, config);
+    let patch = injection_patch(&pod, &options, config);
     let mut response = match serde_json::to_vec(&patch) {
         Ok(json) => AdmissionResponse::patched(uid, &json),
         // Serializing a Vec of JSON values cannot fail; answer rather than panic anyway.
@@ -169,12 +174,7 @@ fn is_pod_create(request: &AdmissionRequest) -> bool {
 /// The JSONPatch (RFC 6902) that injects the sidecar. Each array or map the pod lacks is
 /// added whole; one it has is appended to (`/-`) or extended key by key, so nothing that
 /// is there is replaced.
-fn injection_patch(
-    pod: &PodView,
-    options: &PodOptions,
-    tenant: &TenantBinding,
-    config: &InjectorConfig,
-) -> Vec<Value> {
+fn injection_patch(pod: &PodView, options: &PodOptions, config: &InjectorConfig) -> Vec<Value> {
     let add = |path: String, value: Value| json!({ "op": "add", "path": path, "value": value });
     let mut patch = Vec::new();
 
@@ -190,7 +190,7 @@ fn injection_patch(
         ));
     }
 
-    let volumes = [tenant_volume(&tenant.secret), kmip_volume()];
+    let volumes = [tenant_volume(&options.secret), kmip_volume()];
     if pod.spec.volumes.is_empty() {
         patch.push(add("/spec/volumes".into(), json!(volumes)));
     } else {
@@ -235,6 +235,8 @@ fn pointer_token(key: &str) -> String {
 struct PodOptions {
     settings: SidecarSettings,
     native: bool,
+    /// The tenant certificate Secret: the namespace's, or its service's.
+    secret: String,
     /// Unknown `kmip.platform-mesh.io/` annotations: probably typos, worth telling.
     warnings: Vec<String>,
 }
@@ -243,6 +245,7 @@ impl PodOptions {
     /// Every bad annotation is reported, each as `annotation NAME: why`.
     fn from_annotations(
         annotations: &BTreeMap<String, String>,
+        tenant: &TenantBinding,
         config: &InjectorConfig,
     ) -> Result<Self, Vec<String>> {
         let mut problems = Vec::new();
@@ -250,15 +253,25 @@ impl PodOptions {
         let read = |name: &str| -> Option<&String> { annotations.get(name) };
         let mut invalid = |name: &str, e: String| problems.push(format!("annotation {name}: {e}"));
 
+        let configured = config.sidecar_mode == SidecarMode::Native;
         let native = match read(NATIVE_SIDECAR_ANNOTATION).map(String::as_str) {
-            None | Some("true") => true,
+            None => configured,
+            Some("true") => true,
             Some("false") => false,
             Some(other) => {
                 invalid(
                     NATIVE_SIDECAR_ANNOTATION,
                     format!("{} is not \"true\" or \"false\"", quoted(other)),
                 );
-                true
+                configured
+            }
+        };
+        let service = read(SERVICE_ANNOTATION).map(String::as_str);
+        let secret = match tenant.secret_for(service) {
+            Ok(secret) => secret.to_owned(),
+            Err(e) => {
+                invalid(SERVICE_ANNOTATION, e);
+                String::new()
             }
         };
         if let Some(text) = read(PORT_ANNOTATION) {
@@ -308,6 +321,7 @@ impl PodOptions {
         Ok(Self {
             settings,
             native,
+            secret,
             warnings,
         })
     }

@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +29,7 @@ use crate::admission::{parse_review, ReviewError};
 use crate::config::{ConfigError, InjectorConfig};
 use crate::metrics::{InjectorMetrics, RESULT_ERROR};
 use crate::mutate::mutate;
+use crate::tenants::ControllerTenants;
 use crate::tls::{ServingCertificate, TlsError};
 use crate::InjectorArgs;
 
@@ -45,7 +47,8 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// seconds drain everything and stay well inside the pod's termination grace period.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-/// How often the certificate and configuration files are compared with what is in force.
+/// How often the certificate, configuration and tenants files are compared with what is
+/// in force.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Why the injector cannot start.
@@ -66,6 +69,7 @@ pub enum InjectorError {
 /// What the handlers share.
 #[derive(Debug)]
 struct InjectorState {
+    /// The configuration file with the tenants file's namespaces merged in.
     config: ArcSwap<InjectorConfig>,
     certificate: ServingCertificate,
     metrics: InjectorMetrics,
@@ -93,23 +97,42 @@ impl std::fmt::Debug for Injector {
     }
 }
 
-/// The configuration file, its content as of the initial load (the certificate's files
-/// are watched by [`ServingCertificate`]).
+/// The configuration and tenants files, their content as of the initial load, and what
+/// each holds (the certificate's files are watched by [`ServingCertificate`]).
 #[derive(Debug)]
 struct WatchedFiles {
     args: InjectorArgs,
     config: Changes<1>,
+    /// The configuration file alone, before the tenants file is merged in.
+    base: InjectorConfig,
+    /// The tenants file (`--tenants`), if any, and what it holds: its last good content,
+    /// empty while there is no file.
+    tenants: Option<(PathBuf, Changes<1>)>,
+    controller: ControllerTenants,
 }
 
 impl Injector {
     /// Loads the configuration and the serving certificate and binds both listeners; any
     /// problem is reported before anything listens.
     pub async fn bind(args: &InjectorArgs) -> Result<Self, InjectorError> {
+        let config_changes = Changes::new([args.config.clone()]);
+        let tenants_changes = args
+            .tenants
+            .as_ref()
+            .map(|path| (path.clone(), Changes::new([path.clone()])));
+        let base = InjectorConfig::load(&args.config)?;
+        let controller = match &args.tenants {
+            Some(path) => load_tenants_at_start(path)?,
+            None => ControllerTenants::default(),
+        };
+        let config = merge(&base, &controller);
         let files = WatchedFiles {
             args: args.clone(),
-            config: Changes::new([args.config.clone()]),
+            config: config_changes,
+            base,
+            tenants: tenants_changes,
+            controller,
         };
-        let config = InjectorConfig::load(&args.config)?;
         let metrics = InjectorMetrics::new();
         let certificate =
             ServingCertificate::load(args.cert.clone(), args.key.clone(), metrics.tls())?;
@@ -123,6 +146,7 @@ impl Injector {
             %webhook_addr,
             %management_addr,
             tenants = config.tenant_count(),
+            tenants_file_namespaces = files.controller.len(),
             certificate_not_after = metrics.tls().expiry("server"),
             "injector listening"
         );
@@ -351,11 +375,47 @@ async fn handshake(
     }
 }
 
-/// Every [`POLL_INTERVAL`], reloads the certificate or the configuration whose files
-/// changed. A new file that does not load keeps the one in force (logged and counted) and
-/// is retried when the files change again.
+/// The tenants file at start: missing is no tenants yet (the controller has not written
+/// it); one that does not load stops the start, as the configuration file's does.
+fn load_tenants_at_start(path: &Path) -> Result<ControllerTenants, ConfigError> {
+    match ControllerTenants::load(path)? {
+        Some(tenants) => Ok(tenants),
+        None => {
+            tracing::info!(
+                path = %path.display(),
+                "no tenants file yet: only the configuration file's tenants are in force"
+            );
+            Ok(ControllerTenants::default())
+        }
+    }
+}
+
+/// The configuration in force: the file's, with the tenants file's namespaces added. A
+/// namespace in both keeps the configuration file's entry, with a warning.
+fn merge(base: &InjectorConfig, controller: &ControllerTenants) -> InjectorConfig {
+    let (merged, shadowed) = base.with_controller_tenants(controller);
+    for namespace in shadowed {
+        tracing::warn!(
+            namespace,
+            "namespace is in both the configuration file and the tenants file; the \
+             configuration file's entry is used"
+        );
+    }
+    merged
+}
+
+/// Every [`POLL_INTERVAL`], reloads the certificate, the configuration or the tenants file
+/// whose files changed. A new file that does not load keeps the one in force (logged and
+/// counted) and is retried when the files change again. A tenants file that disappears
+/// means no tenants from it.
 async fn watch_files(state: Arc<InjectorState>, files: WatchedFiles, shutdown: CancellationToken) {
-    let WatchedFiles { args, mut config } = files;
+    let WatchedFiles {
+        args,
+        mut config,
+        mut base,
+        mut tenants,
+        mut controller,
+    } = files;
     let mut tick = tokio::time::interval(POLL_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -364,19 +424,59 @@ async fn watch_files(state: Arc<InjectorState>, files: WatchedFiles, shutdown: C
             _ = tick.tick() => {}
         }
         state.certificate.reload_if_changed();
+        let mut reloaded = false;
         if config.changed() {
             match InjectorConfig::load(&args.config) {
                 Ok(loaded) => {
-                    let tenants = loaded.tenant_count();
-                    state.config.store(Arc::new(loaded));
+                    base = loaded;
+                    reloaded = true;
                     state.metrics.reload("config", true);
-                    tracing::info!(tenants, "configuration reloaded");
+                    tracing::info!(
+                        config_file_namespaces = base.tenant_count(),
+                        "configuration reloaded"
+                    );
                 }
                 Err(e) => {
                     state.metrics.reload("config", false);
                     tracing::warn!(error = %e, "new configuration not loaded; the previous one stays");
                 }
             }
+        }
+        if let Some((path, changes)) = tenants.as_mut() {
+            if changes.changed() {
+                match ControllerTenants::load(path) {
+                    Ok(Some(loaded)) => {
+                        controller = loaded;
+                        reloaded = true;
+                        state.metrics.reload("tenants", true);
+                        tracing::info!(
+                            tenants_file_namespaces = controller.len(),
+                            "tenants file reloaded"
+                        );
+                    }
+                    Ok(None) => {
+                        controller = ControllerTenants::default();
+                        reloaded = true;
+                        state.metrics.reload("tenants", true);
+                        tracing::warn!(
+                            path = %path.display(),
+                            "tenants file removed: no tenants from it are in force"
+                        );
+                    }
+                    Err(e) => {
+                        state.metrics.reload("tenants", false);
+                        tracing::warn!(
+                            error = %e,
+                            "new tenants file not loaded; the previous tenants stay"
+                        );
+                    }
+                }
+            }
+        }
+        if reloaded {
+            let merged = merge(&base, &controller);
+            tracing::info!(tenants = merged.tenant_count(), "tenants in force");
+            state.config.store(Arc::new(merged));
         }
     }
 }

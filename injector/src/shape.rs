@@ -43,7 +43,8 @@ pub(crate) struct SidecarPlan<'a> {
     pub config: &'a InjectorConfig,
     pub settings: &'a SidecarSettings,
     /// An initContainer with `restartPolicy: Always` (Kubernetes ≥ 1.29), or a regular
-    /// container.
+    /// container (`sidecarMode: classic`): then nothing here may be a field an API server
+    /// older than 1.28 rejects, which is why `restartPolicy` is set only when native.
     pub native: bool,
 }
 

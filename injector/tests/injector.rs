@@ -133,6 +133,8 @@ fn args(dir: &Path) -> InjectorArgs {
         cert: dir.join("tls.crt"),
         key: dir.join("tls.key"),
         config: dir.join("config.yaml"),
+        // Not written at start: no tenants file yet, as before the controller's first write.
+        tenants: Some(dir.join("tenants.yaml")),
         management: "127.0.0.1:0".parse().unwrap(),
         log: runtime::LogFilter::parse("info").unwrap(),
     }
@@ -698,6 +700,76 @@ async fn a_changed_configuration_is_used_and_a_broken_one_ignored() {
 }
 
 #[tokio::test]
+async fn a_new_tenants_file_injects_a_new_namespace_without_restart() {
+    // Started without a tenants file: tenant-z is not configured.
+    let injector = TestInjector::start().await;
+    let review = fixture("pod-unconfigured-namespace.json");
+    assert!(injector.review(&review).await.get("patch").is_none());
+
+    let tenants = injector.path("tenants.yaml");
+    std::fs::write(
+        &tenants,
+        "# written by openkcm controller from TenantCertificate resources; do not edit\n\
+         tenants:\n  \
+           tenant-z: { secret: tenant-z-default, tenant: z, services: { db: tenant-z-db } }\n  \
+           tenant-a: { secret: from-the-controller, tenant: a }\n",
+    )
+    .unwrap();
+    let (running, review) = (&injector, &review);
+    eventually("tenant-z comes from the tenants file", || async move {
+        running.review(review).await.get("patch").is_some()
+    })
+    .await;
+    let secret = |pod: &Value| pod["spec"]["volumes"][0]["secret"]["secretName"].clone();
+    let pod = patched_pod(review, &injector.review(review).await);
+    assert_eq!(secret(&pod), "tenant-z-default");
+
+    // The service annotation picks the service's Secret; an unknown service is denied.
+    let mut db = review.clone();
+    db["request"]["object"]["metadata"]["annotations"] =
+        json!({ "kmip.platform-mesh.io/service": "db" });
+    let pod = patched_pod(&db, &injector.review(&db).await);
+    assert_eq!(secret(&pod), "tenant-z-db");
+    db["request"]["object"]["metadata"]["annotations"] =
+        json!({ "kmip.platform-mesh.io/service": "queue" });
+    let denied = injector.review(&db).await;
+    assert_eq!(denied["allowed"], false);
+    let message = denied["status"]["message"].as_str().unwrap();
+    assert!(message.contains("known: db"), "{message}");
+
+    // A namespace in both files keeps the configuration file's entry.
+    let plain = fixture("pod-plain.json");
+    let pod = patched_pod(&plain, &injector.review(&plain).await);
+    assert_eq!(secret(&pod), "openkcm-tenant-cert");
+
+    // A broken tenants file keeps the last good tenants.
+    std::fs::write(&tenants, "tenants:\n  tenant-z: { secret: \"a/b\" }\n").unwrap();
+    eventually("the broken tenants file is refused", || async move {
+        running
+            .metric("injector_reloads_total{file=\"tenants\",result=\"failure\"}")
+            .await
+            >= 1.0
+    })
+    .await;
+    let pod = patched_pod(review, &injector.review(review).await);
+    assert_eq!(secret(&pod), "tenant-z-default");
+
+    // Removed (the ConfigMap deleted): no tenants from it.
+    std::fs::remove_file(&tenants).unwrap();
+    eventually("tenant-z is gone with the file", || async move {
+        running.review(review).await.get("patch").is_none()
+    })
+    .await;
+    assert!(
+        injector
+            .metric("injector_reloads_total{file=\"tenants\",result=\"success\"}")
+            .await
+            >= 2.0
+    );
+    injector.stop().await;
+}
+
+#[tokio::test]
 async fn an_invalid_configuration_is_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let args = args(dir.path());
@@ -722,8 +794,18 @@ async fn an_invalid_configuration_is_refused_at_start() {
     let message = Injector::bind(&args).await.unwrap_err().to_string();
     assert!(message.contains("defaults.port"), "{message}");
 
-    // A missing certificate is refused too, naming the file.
+    // A tenants file that does not load stops the start too, naming the file and entry.
     std::fs::write(&args.config, CONFIG).unwrap();
+    let tenants = args.tenants.clone().unwrap();
+    std::fs::write(&tenants, "tenants:\n  Bad_NS: { secret: s }\n").unwrap();
+    let error = Injector::bind(&args).await.unwrap_err();
+    assert!(matches!(error, InjectorError::Config(_)), "{error:?}");
+    let message = error.to_string();
+    assert!(message.contains("tenants.yaml"), "{message}");
+    assert!(message.contains("tenants.Bad_NS"), "{message}");
+    std::fs::remove_file(&tenants).unwrap();
+
+    // A missing certificate is refused too, naming the file.
     std::fs::remove_file(&args.cert).unwrap();
     let error = Injector::bind(&args).await.unwrap_err();
     assert!(matches!(error, InjectorError::Tls(_)), "{error:?}");

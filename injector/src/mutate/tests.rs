@@ -15,6 +15,20 @@ fn config() -> InjectorConfig {
     InjectorConfig::parse(CONFIG).unwrap()
 }
 
+/// The test configuration with `sidecarMode: classic`.
+fn classic_config() -> InjectorConfig {
+    InjectorConfig::parse(&format!("{CONFIG}sidecarMode: classic\n")).unwrap()
+}
+
+const PROBES: [&str; 3] = ["startupProbe", "readinessProbe", "livenessProbe"];
+
+/// A pod with an init container of its own (no probes: a regular init container).
+fn pod_with_init_container() -> Value {
+    let mut with_init = plain_pod();
+    with_init["spec"]["initContainers"] = json!([{ "name": "migrate", "image": "m:1" }]);
+    with_init
+}
+
 fn request(operation: &str, namespace: &str, pod: Value) -> AdmissionRequest {
     let review = json!({
         "apiVersion": "admission.k8s.io/v1",
@@ -167,6 +181,103 @@ fn a_regular_container_when_native_sidecars_are_declined() {
     assert_eq!(sidecar["name"], SIDECAR_CONTAINER);
     assert!(sidecar.get("restartPolicy").is_none());
     assert!(patched["spec"].get("initContainers").is_none());
+}
+
+#[test]
+fn classic_mode_adds_nothing_to_init_containers() {
+    for original in [plain_pod(), pod_with_init_container()] {
+        let admission = mutate(
+            &request("CREATE", "tenant-a", original.clone()),
+            &classic_config(),
+        );
+        assert_eq!(admission.outcome, Outcome::Injected);
+        let patch = patch_of(&admission);
+        assert!(
+            paths(&patch)
+                .iter()
+                .all(|path| !path.starts_with("/spec/initContainers")),
+            "{patch:#?}"
+        );
+        // No probe, and no restartPolicy, anywhere a pre-1.28 API server would refuse it.
+        let text = serde_json::to_string(&patch).unwrap();
+        assert_eq!(text.matches("restartPolicy").count(), 0, "{text}");
+        assert_eq!(paths(&patch).last(), Some(&"/spec/containers/-"));
+
+        let patched = apply(&original, &patch);
+        assert_eq!(
+            patched["spec"].get("initContainers"),
+            original["spec"].get("initContainers")
+        );
+        for init in patched["spec"]["initContainers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            for probe in PROBES {
+                assert!(init.get(probe).is_none(), "{probe} in {init}");
+            }
+        }
+        let containers = patched["spec"]["containers"].as_array().unwrap();
+        assert_eq!(containers.len(), 2);
+        let sidecar = &containers[1];
+        assert_eq!(sidecar["name"], SIDECAR_CONTAINER);
+        for probe in PROBES {
+            assert!(
+                sidecar.get(probe).is_some(),
+                "{probe} kept on the container"
+            );
+        }
+    }
+}
+
+#[test]
+fn native_mode_puts_the_probed_sidecar_in_init_containers() {
+    for original in [plain_pod(), pod_with_init_container()] {
+        let patch = patch_of(&mutate(
+            &request("CREATE", "tenant-a", original.clone()),
+            &config(),
+        ));
+        let last = *paths(&patch).last().unwrap();
+        assert!(last.starts_with("/spec/initContainers"), "{last}");
+        assert!(paths(&patch).iter().all(|p| *p != "/spec/containers/-"));
+        let patched = apply(&original, &patch);
+        let sidecar = patched["spec"]["initContainers"]
+            .as_array()
+            .unwrap()
+            .last()
+            .unwrap()
+            .clone();
+        assert_eq!(sidecar["name"], SIDECAR_CONTAINER);
+        assert_eq!(sidecar["restartPolicy"], "Always");
+        for probe in PROBES {
+            assert!(sidecar.get(probe).is_some(), "{probe}");
+        }
+    }
+}
+
+#[test]
+fn the_annotation_overrides_the_configured_mode_both_ways() {
+    let mut native = plain_pod();
+    native["metadata"]["annotations"] = json!({ NATIVE_SIDECAR_ANNOTATION: "true" });
+    let patch = patch_of(&mutate(
+        &request("CREATE", "tenant-a", native.clone()),
+        &classic_config(),
+    ));
+    assert_eq!(paths(&patch).last(), Some(&"/spec/initContainers"));
+    let patched = apply(&native, &patch);
+    assert_eq!(
+        patched["spec"]["initContainers"][0]["restartPolicy"],
+        "Always"
+    );
+    assert_eq!(patched["spec"]["containers"].as_array().unwrap().len(), 1);
+
+    let mut classic = plain_pod();
+    classic["metadata"]["annotations"] = json!({ NATIVE_SIDECAR_ANNOTATION: "false" });
+    let patch = patch_of(&mutate(&request("CREATE", "tenant-a", classic), &config()));
+    assert_eq!(paths(&patch).last(), Some(&"/spec/containers/-"));
+    assert!(paths(&patch)
+        .iter()
+        .all(|p| !p.starts_with("/spec/initContainers")));
 }
 
 #[test]
@@ -334,6 +445,54 @@ fn unknown_kmip_annotations_warn() {
     let admission = mutate(&request("CREATE", "tenant-a", typo), &config());
     assert_eq!(admission.outcome, Outcome::Injected);
     assert!(admission.response.warnings[0].contains("memory-limt"));
+}
+
+/// The test configuration with services in tenant-a.
+fn services_config() -> InjectorConfig {
+    let text = CONFIG.replace(
+        "tenant-a: { secret: tenant-a-cert }",
+        "tenant-a: { secret: tenant-a-cert, services: { db: db-cert, cache: cache-cert } }",
+    );
+    InjectorConfig::parse(&text).unwrap()
+}
+
+fn tenant_secret(original: &Value, admission: &Admission) -> Value {
+    let patched = apply(original, &patch_of(admission));
+    patched["spec"]["volumes"][0]["secret"]["secretName"].clone()
+}
+
+#[test]
+fn the_service_annotation_picks_the_service_secret() {
+    let config = services_config();
+    let mut db = plain_pod();
+    db["metadata"]["annotations"] = json!({ SERVICE_ANNOTATION: "db" });
+    let admission = mutate(&request("CREATE", "tenant-a", db.clone()), &config);
+    assert_eq!(admission.outcome, Outcome::Injected);
+    assert!(admission.response.warnings.is_empty(), "a known annotation");
+    assert_eq!(tenant_secret(&db, &admission), "db-cert");
+
+    let admission = mutate(&request("CREATE", "tenant-a", plain_pod()), &config);
+    assert_eq!(tenant_secret(&plain_pod(), &admission), "tenant-a-cert");
+}
+
+#[test]
+fn an_unknown_service_is_denied_naming_the_known_ones() {
+    let mut unknown = plain_pod();
+    unknown["metadata"]["annotations"] = json!({ SERVICE_ANNOTATION: "queue" });
+    let admission = mutate(
+        &request("CREATE", "tenant-a", unknown.clone()),
+        &services_config(),
+    );
+    assert_eq!(admission.outcome, Outcome::Denied);
+    let message = admission.response.status.unwrap().message;
+    for expected in [SERVICE_ANNOTATION, "\"queue\"", "cache, db"] {
+        assert!(message.contains(expected), "{expected} in {message}");
+    }
+    // A namespace without services: any service name is denied.
+    let admission = mutate(&request("CREATE", "tenant-a", unknown), &config());
+    assert_eq!(admission.outcome, Outcome::Denied);
+    let message = admission.response.status.unwrap().message;
+    assert!(message.contains("none configured"), "{message}");
 }
 
 #[test]
