@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 mod dev;
+mod doctor;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -58,6 +59,10 @@ enum Command {
     Injector(Box<injector::InjectorFlags>),
     /// KMIP load generator: drives any KMIP server over TTLV + mTLS.
     Loadtest(Box<loadtest::LoadtestArgs>),
+    /// Connectivity check from a tenant's side: DNS, TCP, TLS, the client certificate, the
+    /// tenant, a KMIP round trip (--write: a probe key), latency. Exit code 0: every step
+    /// passed (warnings allowed), 1: a step failed, 2: bad arguments.
+    Doctor(Box<doctor::DoctorArgs>),
 }
 
 #[derive(Debug, Subcommand)]
@@ -220,6 +225,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Loadtest(args) => loadtest::run(*args),
+        Command::Doctor(args) => doctor::run(&args),
     }
 }
 
