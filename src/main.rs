@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 mod dev;
+mod doctor;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -61,6 +62,10 @@ enum Command {
     /// The Kubernetes controller: TenantRouting → the gateway's rules, TenantCertificate →
     /// cert-manager Certificates, ServiceDiscovery → endpoint health (docs/controller.md).
     Controller(Box<controller::ControllerFlags>),
+    /// Connectivity check from a tenant's side: DNS, TCP, TLS, the client certificate, the
+    /// tenant, a KMIP round trip (--write: a probe key), latency. Exit code 0: every step
+    /// passed (warnings allowed), 1: a step failed, 2: bad arguments.
+    Doctor(Box<doctor::DoctorArgs>),
 }
 
 #[derive(Debug, Subcommand)]
@@ -240,6 +245,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Doctor(args) => doctor::run(&args),
     }
 }
 
