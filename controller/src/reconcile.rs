@@ -13,6 +13,8 @@ use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service};
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::core::PartialObjectMeta;
+use kube::runtime::predicates;
+use kube::runtime::utils::PredicateConfig;
 use kube::runtime::watcher::{self, watcher};
 use kube::runtime::WatchStreamExt as _;
 use kube::{Client, Resource, ResourceExt as _};
@@ -151,7 +153,8 @@ impl Controller {
         if let Some(token) = leading.take() {
             token.cancel();
         }
-        // Closing the channel releases the Lease, so a standby takes over at once.
+        // Closing the channel releases the Lease (the standby still waits out the expiry it
+        // last saw: a hand-over takes up to the lease duration either way).
         drop(leadership);
         let _ = tokio::time::timeout(Duration::from_secs(5), lease_task).await;
         state.leader.store(false, Ordering::Relaxed);
@@ -208,10 +211,15 @@ async fn lead(ctx: Arc<Context>, stop: CancellationToken) {
     ));
     tasks.spawn(trigger(
         "ServiceDiscovery",
+        // Spec changes only: the probes write status every pass, which must not wake the
+        // next pass.
         watcher(
             Api::<ServiceDiscovery>::namespaced(client.clone(), &ns),
             watcher::Config::default(),
-        ),
+        )
+        .default_backoff()
+        .applied_objects()
+        .predicate_filter(predicates::generation, PredicateConfig::default()),
         discovery.clone(),
     ));
     tasks.spawn(reconciler(
@@ -232,7 +240,8 @@ async fn lead(ctx: Arc<Context>, stop: CancellationToken) {
             watcher(
                 Api::<TenantCertificate>::namespaced(client.clone(), &ns),
                 watcher::Config::default(),
-            ),
+            )
+            .default_backoff(),
             certificates.clone(),
         ));
         tasks.spawn(trigger(
@@ -240,7 +249,8 @@ async fn lead(ctx: Arc<Context>, stop: CancellationToken) {
             watcher(
                 Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
                 watcher::Config::default().labels(&format!("{TENANT_NAMESPACE_LABEL}=true")),
-            ),
+            )
+            .default_backoff(),
             certificates.clone(),
         ));
         tasks.spawn(trigger(
@@ -248,7 +258,8 @@ async fn lead(ctx: Arc<Context>, stop: CancellationToken) {
             watcher(
                 Api::<PartialObjectMeta<Service>>::all(client.clone()),
                 watcher::Config::default(),
-            ),
+            )
+            .default_backoff(),
             certificates.clone(),
         ));
         tasks.spawn(trigger(
@@ -256,7 +267,8 @@ async fn lead(ctx: Arc<Context>, stop: CancellationToken) {
             watcher(
                 Api::<DynamicObject>::all_with(client.clone(), &certificate_resource()),
                 watcher::Config::default().labels(&format!("{MANAGED_BY}={MANAGER}")),
-            ),
+            )
+            .default_backoff(),
             certificates.clone(),
         ));
         tasks.spawn(reconciler(
@@ -274,9 +286,8 @@ async fn lead(ctx: Arc<Context>, stop: CancellationToken) {
 /// backoff (a kind whose CRD is missing keeps retrying).
 async fn trigger<S, T>(what: &'static str, stream: S, notify: Arc<Notify>)
 where
-    S: futures::Stream<Item = Result<watcher::Event<T>, watcher::Error>> + Send,
+    S: futures::Stream<Item = Result<T, watcher::Error>> + Send,
 {
-    let stream = stream.default_backoff();
     futures::pin_mut!(stream);
     let mut failing = false;
     while let Some(event) = stream.next().await {
@@ -512,9 +523,6 @@ fn reconcile_routing(ctx: &Context) -> futures::future::BoxFuture<'_, anyhow::Re
                 Verdict::Invalid(why) => (false, "Invalid", format!("{why}\n({kept})")),
                 Verdict::Conflict(why) => (false, "Conflict", format!("{why}\n({kept})")),
             };
-            if let Verdict::Invalid(_) | Verdict::Conflict(_) = outcome.verdict {
-                tracing::warn!(resource = %key, reason, message = %message, "TenantRouting not accepted");
-            }
             let old = tr.status.as_ref();
             let mut status = json!({
                 "observedGeneration": generation,
@@ -525,6 +533,11 @@ fn reconcile_routing(ctx: &Context) -> futures::future::BoxFuture<'_, anyhow::Re
                 status["acceptedGeneration"] = json!(g);
             }
             if status_changed(old, &status) {
+                if ok {
+                    tracing::info!(resource = %key, message = %message, "TenantRouting accepted");
+                } else {
+                    tracing::warn!(resource = %key, reason, message = %message, "TenantRouting not accepted");
+                }
                 api.patch_status(
                     &key.name,
                     &PatchParams::default(),
@@ -716,6 +729,7 @@ fn reconcile_certificates(ctx: &Context) -> futures::future::BoxFuture<'_, anyho
             });
             status["conditions"] = json!(conditions);
             if status_changed(old, &status) {
+                tracing::info!(resource = %key, ready = %ready_text, "TenantCertificate status");
                 api.patch_status(
                     &key.name,
                     &PatchParams::default(),
@@ -902,8 +916,17 @@ fn reconcile_discovery(ctx: &Context) -> futures::future::BoxFuture<'_, anyhow::
             )
             .await
             .with_context(|| format!("status of ServiceDiscovery {ns}/{name}"))?;
-            if !all {
-                tracing::warn!(resource = %format!("{ns}/{name}"), problems = %message, "ServiceDiscovery endpoints unhealthy");
+            let was_registered = old
+                .and_then(|s| s.get("conditions"))
+                .and_then(Json::as_array)
+                .and_then(|list| list.iter().find(|c| c["type"] == "Registered"))
+                .map(|c| c["status"] == "True");
+            if was_registered != Some(all) {
+                if all {
+                    tracing::info!(resource = %format!("{ns}/{name}"), "ServiceDiscovery endpoints healthy");
+                } else {
+                    tracing::warn!(resource = %format!("{ns}/{name}"), problems = %message, "ServiceDiscovery endpoints unhealthy");
+                }
             }
         }
         Ok(())

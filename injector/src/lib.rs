@@ -54,6 +54,9 @@ pub struct InjectorArgs {
     pub management: SocketAddr,
     /// Log filter (tracing directives).
     pub log: runtime::LogFilter,
+    /// After SIGTERM, how long `/ready` answers 503 while reviews are still served, so the
+    /// API server stops choosing this replica before it stops listening.
+    pub drain: std::time::Duration,
 }
 
 /// `openkcm injector` flags, in the configuration dialect every component speaks
@@ -92,6 +95,10 @@ pub struct InjectorFlags {
     /// Log level (tracing directives) [default: info] [env OPENKCM_LOG_LEVEL].
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
+    /// After SIGTERM: `/ready` 503 for this long while reviews are still answered, then stop
+    /// (replaces a preStop sleep) [default: 5s] [env OPENKCM_INJECTOR_DRAIN_PERIOD].
+    #[arg(long, value_name = "DURATION")]
+    pub drain_period: Option<String>,
 }
 
 /// Every key `openkcm injector` reads, with its flag and default.
@@ -119,6 +126,7 @@ pub const KEYS: &[KeySpec] = &[
         Some("0.0.0.0:8081"),
     ),
     KeySpec::new("log.level", Some("--log-level"), Some("info")),
+    KeySpec::new("shutdown.drain", Some("--drain-period"), Some("5s")),
 ];
 
 static SCHEMA: Schema = Schema {
@@ -132,6 +140,7 @@ static SCHEMA: Schema = Schema {
         EnvAlias::new("OPENKCM_INJECTOR_TENANTS", "injection.tenants"),
         EnvAlias::new("OPENKCM_INJECTOR_MANAGEMENT", "listen.management"),
         EnvAlias::new("OPENKCM_LOG_LEVEL", "log.level"),
+        EnvAlias::new("OPENKCM_INJECTOR_DRAIN_PERIOD", "shutdown.drain"),
     ],
     command_env: &[],
 };
@@ -151,7 +160,8 @@ impl InjectorFlags {
             .text("injection.config", self.config.as_ref())
             .text("injection.tenants", self.tenants.as_ref())
             .text("listen.management", self.management.as_ref())
-            .text("log.level", self.log_level.as_ref());
+            .text("log.level", self.log_level.as_ref())
+            .text("shutdown.drain", self.drain_period.as_ref());
         let sources = Sources {
             file: None,
             env,
@@ -170,6 +180,7 @@ impl InjectorFlags {
             .map(PathBuf::from);
         let management = l.socket_addr("listen.management");
         let log = l.log_filter();
+        let drain = l.duration("shutdown.drain");
         l.finish()?;
         let missing = ConfigErrors::internal;
         let args = InjectorArgs {
@@ -180,6 +191,7 @@ impl InjectorFlags {
             tenants,
             management: management.ok_or_else(missing)?,
             log: log.ok_or_else(missing)?,
+            drain: drain.ok_or_else(missing)?,
         };
         Ok((args, std::mem::take(&mut l.warnings)))
     }

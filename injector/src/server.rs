@@ -86,6 +86,7 @@ pub struct Injector {
     tls: TlsAcceptor,
     state: Arc<InjectorState>,
     files: WatchedFiles,
+    drain: Duration,
 }
 
 impl std::fmt::Debug for Injector {
@@ -163,6 +164,7 @@ impl Injector {
                 draining: AtomicBool::new(false),
             }),
             files,
+            drain: args.drain,
         })
     }
 
@@ -201,8 +203,10 @@ impl Injector {
         });
 
         signal.await;
-        tracing::info!("shutdown requested: draining");
+        tracing::info!(drain = ?self.drain, "shutdown requested: /ready 503, still serving");
         self.state.draining.store(true, Ordering::Relaxed);
+        tokio::time::sleep(self.drain).await;
+        tracing::info!("drain period over: stopping");
         shutdown.cancel();
         let _ = tokio::join!(watcher, webhook);
         management_stop.cancel();

@@ -137,8 +137,12 @@ fn args(dir: &Path) -> InjectorArgs {
         tenants: Some(dir.join("tenants.yaml")),
         management: "127.0.0.1:0".parse().unwrap(),
         log: runtime::LogFilter::parse("info").unwrap(),
+        drain: DRAIN,
     }
 }
+
+/// The tests' drain period (the default is 5 s).
+const DRAIN: std::time::Duration = std::time::Duration::from_millis(1500);
 
 /// Issues a serving certificate for the webhook Service name into `--cert` / `--key`.
 fn issue_serving_cert(ca: &CertificateAuthority, args: &InjectorArgs) -> Vec<u8> {
@@ -610,6 +614,27 @@ async fn unreadable_and_oversized_bodies_are_http_errors() {
     let response = injector.review(&fixture("pod-plain.json")).await;
     assert_eq!(response["allowed"], true);
     injector.stop().await;
+}
+
+#[tokio::test]
+async fn after_the_stop_signal_ready_is_503_while_reviews_are_still_answered() {
+    let injector = TestInjector::start().await;
+    let stopped = std::time::Instant::now();
+    injector.stop.cancel();
+    let ready = injector.get_management("/ready").await;
+    assert_eq!(ready.status, 503, "{}", ready.text());
+    let review = fixture("pod-plain.json");
+    let response = injector.review(&review).await;
+    assert_eq!(response["allowed"], true, "{response}");
+    assert!(
+        stopped.elapsed() < DRAIN,
+        "the checks took longer than the drain"
+    );
+    tokio::time::timeout(EVENTUALLY, injector.task)
+        .await
+        .expect("the injector stops after the drain")
+        .unwrap();
+    assert!(stopped.elapsed() >= DRAIN);
 }
 
 #[tokio::test]

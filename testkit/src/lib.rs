@@ -9,12 +9,14 @@
 //! - [`pg_cluster`]: a PostgreSQL cluster of the test's own, TLS and client certificates
 //!   only, that a test can stop, start, restart and reload.
 //! - [`process`]: `openkcm` child processes, killed on drop.
+//! - [`kube`]: a real kube-apiserver and etcd on loopback, and `kubectl` against it.
 //! - [`kmip_client`]: KMIP client connections and the requests several suites send.
 //!
 //! Everything here panics on failure: a failed set-up is a failed test.
 
 pub mod certs;
 pub mod kmip_client;
+pub mod kube;
 pub mod net;
 pub mod pg_cluster;
 pub mod postgres;
