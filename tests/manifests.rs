@@ -868,6 +868,9 @@ async fn alert_dashboard_and_autoscaler_series_exist_and_probe_paths_answer() {
         .await
         .expect("injector metrics");
     served.extend(series(&page));
+    // The controller needs a Kubernetes API to run (tests/controller_kube.rs runs it against
+    // one); its /metrics page is this registry's text.
+    served.extend(series(&controller::ControllerMetrics::new().encode()));
 
     let missing: Vec<String> = wanted
         .iter()

@@ -42,7 +42,7 @@ SCHEMAS = os.path.join(ROOT, "scripts", "manifests", "schemas")
 K8S_VERSIONS = ["1.29.0", "1.33.0"]
 # Series of our binaries (gateway, keysvc: kmip_/openkcm_; the injector: injector_), checked
 # by tests/manifests.rs against what the running binaries serve.
-OWN_METRIC_PREFIXES = ("kmip_", "openkcm_", "injector_")
+OWN_METRIC_PREFIXES = ("kmip_", "openkcm_", "injector_", "controller_")
 # Series from other exporters the alerts and the dashboard may read.
 EXTERNAL_METRIC_PREFIXES = ("container_", "kube_", "certmanager_", "cnpg_")
 EXTERNAL_METRICS = {"up"}
