@@ -7,6 +7,8 @@
 //!
 //! One API server at a time (each is ~450 MB and a core at start): the tests take a lock.
 
+mod dev_support;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -750,4 +752,87 @@ fn every_base_resource_kubernetes_1_20_serves_passes_a_server_side_dry_run() {
             "{expected} not checked: {checked:?}"
         );
     }
+}
+
+/// A KMIP Create through the gateway at `dev` with `who`'s certificate: `Ok` or the error.
+fn create_as(dev: &dev_support::DevProcess, who: &str) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let connector = kmip::client::tls::connector_from_pem_files(
+            dev.pki("ca.pem"),
+            dev.pki(&format!("{who}.pem")),
+            dev.pki(&format!("{who}-key.pem")),
+        )
+        .map_err(|e| e.to_string())?;
+        let mut client =
+            kmip::client::Client::connect_tls(&dev.kmip_addr.to_string(), "localhost", &connector)
+                .await
+                .map_err(|e| e.to_string())?;
+        client.set_timeout(Duration::from_secs(10));
+        client
+            .create_aes_key(256, None)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
+}
+
+#[test]
+fn the_rules_the_controller_writes_route_tenants_through_a_real_gateway() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let api = cluster();
+    api.kubectl_ok(&[
+        "apply",
+        "-n",
+        NS,
+        "-f",
+        &rel("manifests/base/platform-mesh/tenantrouting.yaml"),
+    ]);
+    let (_controller, _) = controller(&api, "a", &["--certificates=false"]);
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let dev = dev_support::DevProcess::start(&dir.path().join("dev"));
+    // The kubelet's part: the ConfigMap's key as the file the gateway watches.
+    let policy = dev.dir.join("policies/tenant-routing.yaml");
+    let mount = |text: &str| std::fs::write(&policy, text).expect("write the rules file");
+
+    let (text, _) = api.eventually(WITHIN, "rules written", || routing_text(&api));
+    assert!(text.contains("openkcm-system"), "{text}");
+    mount(&text);
+    api.eventually(
+        Duration::from_secs(10),
+        "tenant-a and tenant-b served",
+        || {
+            (create_as(&dev, "tenant-a").is_ok() && create_as(&dev, "tenant-b").is_ok())
+                .then_some(())
+        },
+    );
+    assert!(create_as(&dev, "stranger").is_err());
+
+    // tenant-b's rule removed from the resource: the gateway refuses it, tenant-a unaffected.
+    api.kubectl_ok(&[
+        "patch",
+        "tenantrouting",
+        "tenant-routing",
+        "-n",
+        NS,
+        "--type=json",
+        "-p",
+        r#"[{"op":"remove","path":"/spec/routing/1"}]"#,
+    ]);
+    let (text, _) = api.eventually(WITHIN, "tenant-b's rule gone", || {
+        routing_text(&api).filter(|t| !t.contains("tenant-b"))
+    });
+    mount(&text);
+    let (denied, took) = api.eventually(Duration::from_secs(10), "tenant-b refused", || {
+        create_as(&dev, "tenant-b").err()
+    });
+    println!("resource changed → gateway refuses tenant-b {took:?} after the file changed");
+    assert!(
+        denied.contains("Permission Denied") || denied.contains("PermissionDenied"),
+        "{denied}"
+    );
+    assert_eq!(create_as(&dev, "tenant-a"), Ok(()));
 }
