@@ -41,13 +41,7 @@ fn rel(path: &str) -> String {
 fn cluster() -> ApiServer {
     let api = ApiServer::start(&[SA_USER]);
     api.kubectl_ok(&["apply", "-f", &rel("manifests/base/crds")]);
-    api.kubectl_ok(&[
-        "wait",
-        "--for=condition=Established",
-        "crd",
-        "--all",
-        "--timeout=30s",
-    ]);
+    api.wait_for_crds();
     api.kubectl_ok(&["apply", "-f", &rel("manifests/base/namespace.yaml")]);
     api.kubectl_ok(&[
         "apply",
@@ -419,13 +413,7 @@ fn tenantcertificate_issues_each_service_a_certificate_in_its_own_namespace_only
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let api = cluster();
     api.apply(CERT_MANAGER_CRDS);
-    api.kubectl_ok(&[
-        "wait",
-        "--for=condition=Established",
-        "crd",
-        "--all",
-        "--timeout=30s",
-    ]);
+    api.wait_for_crds();
     api.apply(&tenant_namespace(
         "tenant-a",
         None,
@@ -835,4 +823,101 @@ fn the_rules_the_controller_writes_route_tenants_through_a_real_gateway() {
         "{denied}"
     );
     assert_eq!(create_as(&dev, "tenant-a"), Ok(()));
+}
+
+fn registered(api: &ApiServer, name: &str) -> Option<(String, String, Value)> {
+    let sd = api.get_json(&["servicediscovery", name, "-n", NS])?;
+    let c = sd["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "Registered")?
+        .clone();
+    Some((
+        c["status"].as_str()?.to_owned(),
+        c["reason"].as_str()?.to_owned(),
+        sd["status"].clone(),
+    ))
+}
+
+#[test]
+fn servicediscovery_reports_each_endpoint_s_name_and_health() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let api = cluster();
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let mut dev = dev_support::DevProcess::start(&dir.path().join("dev"));
+    let (kmip, https) = (dev.kmip_addr.port(), dev.https_addr.port());
+    // A Service carrying the two ports, and a ServiceDiscovery naming it; `host: localhost`
+    // because the dev gateway's certificate names localhost, not a cluster DNS name.
+    api.apply(&format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{ name: kmip-dev, namespace: {NS} }}\n\
+         spec: {{ ports: [{{ name: kmip, port: {kmip} }}, {{ name: https, port: {https} }}] }}\n---\n\
+         apiVersion: platform-mesh.io/v1\nkind: ServiceDiscovery\nmetadata: {{ name: kmip-dev, namespace: {NS} }}\n\
+         spec:\n  serviceName: kmip-dev\n  endpoints:\n\
+         \x20   - {{ protocol: KMIP, port: {kmip}, host: localhost }}\n\
+         \x20   - {{ protocol: HTTPS, port: {https}, host: localhost, healthCheck: /management/health }}\n"
+    ));
+    // The users' resource, whose Service does not exist here.
+    api.kubectl_ok(&[
+        "apply",
+        "-n",
+        NS,
+        "-f",
+        &rel("manifests/examples/platform-mesh/servicediscovery.yaml"),
+    ]);
+    let p = |name: &str| dev.pki(name).display().to_string();
+    let (_controller, _) = controller(
+        &api,
+        "a",
+        &[
+            "--certificates=false",
+            &format!("--probe-ca={}", p("ca.pem")),
+            // A certificate no rule routes, like the controller's own in the manifests.
+            &format!("--probe-cert={}", p("stranger.pem")),
+            &format!("--probe-key={}", p("stranger-key.pem")),
+        ],
+    );
+    let (healthy, took) = api.eventually(Duration::from_secs(15), "Registered=True", || {
+        registered(&api, "kmip-dev").filter(|r| r.0 == "True")
+    });
+    println!("Registered within {took:?}");
+    let status = healthy.2;
+    assert_eq!(status["healthyEndpoints"], "2/2", "{status}");
+    let kmip_status = &status["endpoints"][0];
+    assert_eq!(kmip_status["dnsName"], "localhost");
+    assert_eq!(kmip_status["url"], format!("kmip://localhost:{kmip}"));
+    assert!(
+        kmip_status["message"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("KMIP answered DiscoverVersions: PermissionDenied"),
+        "{kmip_status}"
+    );
+    assert_eq!(
+        status["endpoints"][1]["url"],
+        format!("https://localhost:{https}/management/health")
+    );
+    let users = registered(&api, "openkcm-crypto-service").expect("status on the users' resource");
+    assert_eq!(
+        (users.0.as_str(), users.1.as_str()),
+        ("False", "ServiceNotFound"),
+        "{}",
+        users.2
+    );
+    assert_eq!(
+        users.2["endpoints"][0]["dnsName"],
+        "openkcm-crypto-service.openkcm-system.svc.cluster.local"
+    );
+
+    // The gateway goes away: Registered=False within a probe interval and a probe timeout.
+    let stopped = Instant::now();
+    dev.terminate();
+    let (down, _) = api.eventually(Duration::from_secs(15), "Registered=False", || {
+        registered(&api, "kmip-dev").filter(|r| r.0 == "False")
+    });
+    println!(
+        "unregistered {:?} after the gateway stopped",
+        stopped.elapsed()
+    );
+    assert_eq!(down.1, "EndpointsUnhealthy", "{}", down.2);
+    assert_eq!(down.2["healthyEndpoints"], "0/2", "{}", down.2);
 }

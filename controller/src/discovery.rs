@@ -80,9 +80,13 @@ pub async fn probe_kmip(tls: &ProbeTls, host: &str, connect: &str) -> Health {
             )),
             // A KMIP error answer still proves a KMIP server behind the handshake; the
             // probe's certificate is normally routed to no tenant (Permission Denied).
-            Err(e) if e.result_reason().is_some() => {
-                Ok(format!("KMIP answered DiscoverVersions with an error: {e}"))
-            }
+            Err(kmip::client::ClientError::Operation {
+                reason: Some(reason),
+                message,
+                ..
+            }) => Ok(format!(
+                "KMIP answered DiscoverVersions: {reason:?} ({message})"
+            )),
             Err(e) => Err(format!("DiscoverVersions: {e}")),
         }
     })

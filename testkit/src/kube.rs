@@ -234,6 +234,17 @@ impl ApiServer {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Waits until every CRD is Established (its kinds can be written).
+    pub fn wait_for_crds(&self) {
+        self.kubectl_ok(&[
+            "wait",
+            "--for=condition=Established",
+            "crd",
+            "--all",
+            "--timeout=30s",
+        ]);
+    }
+
     /// Applies YAML (as admin); must succeed.
     pub fn apply(&self, yaml: &str) -> String {
         let out = self.kubectl_stdin(&["apply", "-f", "-"], yaml);
