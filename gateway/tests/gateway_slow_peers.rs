@@ -195,7 +195,9 @@ async fn idle_connections_are_counted_until_closed_and_a_stop_closes_the_rest() 
         assert!(matches!(read, Ok(0) | Err(_)), "read {read:?}");
     }
     stop.await.expect("gateway stopped");
-    assert_eq!(metrics.active_connections(), 0);
+    // The last connection tasks count themselves out as they end, which can be just after
+    // the stop returns (seen under a loaded `make test`).
+    active_becomes(0).await;
     eprintln!("stopped with connections open in {:?}", stopping.elapsed());
     drop(a);
     keysvc.shutdown().await;
