@@ -8,11 +8,20 @@ use std::process::Command;
 use std::time::Duration;
 
 use dev_support::{pykmip_python, DevProcess};
-use serde_json::Value;
+use kmip::message::{AttributeName, UNREADABLE_1X, UNREADABLE_2_0};
+use kmip::ProtocolVersion;
+use serde_json::{json, Value};
 
 /// Runs tests/pykmip/dev_flow.py; returns the JSON it printed.
 fn dev_flow(dev: &DevProcess, version: &str, extra: &[&str]) -> Value {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/pykmip/dev_flow.py");
+    run_script(dev, "dev_flow.py", version, extra)
+}
+
+/// Runs one of the tests/pykmip scripts against `dev`; returns the JSON it printed.
+fn run_script(dev: &DevProcess, name: &str, version: &str, extra: &[&str]) -> Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/pykmip")
+        .join(name);
     let python = pykmip_python();
     let mut child = Command::new(&python)
         .arg(&script)
@@ -30,7 +39,7 @@ fn dev_flow(dev: &DevProcess, version: &str, extra: &[&str]) -> Value {
     while child.try_wait().expect("wait").is_none() {
         if std::time::Instant::now() > deadline {
             let _ = child.kill();
-            panic!("dev_flow.py {version} did not finish in 120 s");
+            panic!("{name} {version} did not finish in 120 s");
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -38,12 +47,12 @@ fn dev_flow(dev: &DevProcess, version: &str, extra: &[&str]) -> Value {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
-        "dev_flow.py {version} failed: {}\nstdout: {stdout}\nstderr: {}",
+        "{name} {version} failed: {}\nstdout: {stdout}\nstderr: {}",
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("dev_flow.py {version} printed no JSON ({e}): {stdout}"))
+        .unwrap_or_else(|e| panic!("{name} {version} printed no JSON ({e}): {stdout}"))
 }
 
 fn ok<'a>(result: &'a Value, path: &str) -> &'a Value {
@@ -164,4 +173,130 @@ fn pykmip_against_openkcm_dev_then_restart_keeps_keys() {
     assert_eq!(ok(&found, "/get"), 32, "key {uid} after restart");
     let (status, _) = again.terminate();
     assert!(status.success(), "exit after SIGTERM: {status}");
+}
+
+/// Get Attributes naming no attribute (the server chooses) and Get Attribute List, read by
+/// the real PyKMIP 0.11 client in KMIP 1.2, 1.4 and 2.0: both answers parse and carry the
+/// key's attributes, only attributes the version defines; the list names every attribute
+/// returned; a request naming attributes gets exactly those.
+#[test]
+fn pykmip_reads_get_attributes_and_get_attribute_list() {
+    let dir = tempfile::Builder::new()
+        .prefix("openkcm-dev-pykmip-attrs-")
+        .tempdir()
+        .expect("temporary directory");
+    let mut dev = DevProcess::start(dir.path());
+    for (version, v) in [
+        ("1.2", ProtocolVersion::V1_2),
+        ("1.4", ProtocolVersion::V1_4),
+        ("2.0", ProtocolVersion::V2_0),
+    ] {
+        let result = run_script(&dev, "attributes_flow.py", version, &[]);
+        ok(&result, "/open");
+        let uid = ok(&result, "/create").clone();
+        ok(&result, "/activate");
+        let all = ok(&result, "/get_attributes_all");
+        let all = all
+            .as_object()
+            .unwrap_or_else(|| panic!("{version}: {all}"));
+        for (name, expected) in [
+            ("Unique Identifier", json!([uid])),
+            ("Object Type", json!(["SYMMETRIC_KEY"])),
+            ("Cryptographic Algorithm", json!(["AES"])),
+            ("Cryptographic Length", json!([256])),
+            ("State", json!(["ACTIVE"])),
+        ] {
+            assert_eq!(all.get(name), Some(&expected), "{version} {name}: {all:?}");
+        }
+        for name in [
+            "Name",
+            "Cryptographic Usage Mask",
+            "Initial Date",
+            "Activation Date",
+            "Last Change Date",
+        ] {
+            assert!(all.contains_key(name), "{version}: {name} missing: {all:?}");
+        }
+        for name in all.keys() {
+            assert!(
+                AttributeName::from_text(name).defined_in(v),
+                "{version}: {name} is not a KMIP {version} attribute"
+            );
+        }
+        let list: Vec<&str> = ok(&result, "/get_attribute_list")
+            .as_array()
+            .unwrap_or_else(|| panic!("{version}: {result}"))
+            .iter()
+            .map(|n| n.as_str().expect("attribute name"))
+            .collect();
+        // The list names every attribute the version defines: those returned and more.
+        for name in all.keys() {
+            assert!(
+                list.contains(&name.as_str()),
+                "{version}: {name} not listed"
+            );
+        }
+        for name in &list {
+            assert!(
+                AttributeName::from_text(name).defined_in(v),
+                "{version}: {name} listed"
+            );
+        }
+        let named = ok(&result, "/get_attributes_named");
+        assert_eq!(
+            named,
+            &json!({"Cryptographic Algorithm": ["AES"], "State": ["ACTIVE"]}),
+            "{version}"
+        );
+        assert_eq!(ok(&result, "/locate"), &json!([uid]), "{version}");
+    }
+    let (status, _) = dev.terminate();
+    assert!(status.success(), "exit after SIGTERM: {status}");
+}
+
+/// The attributes left out for PyKMIP's sake are exactly ones the real PyKMIP 0.11 cannot
+/// read (tests/pykmip/unreadable_attributes.py follows its decoding path): none left out
+/// needlessly.
+#[test]
+fn attributes_left_out_are_unreadable_by_pykmip() {
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/pykmip/unreadable_attributes.py");
+    let names: Vec<&str> = UNREADABLE_1X
+        .iter()
+        .chain(UNREADABLE_2_0)
+        .map(|t| t.name().expect("a spec tag"))
+        .collect();
+    let out = Command::new(pykmip_python())
+        .arg(&script)
+        .args(&names)
+        .output()
+        .expect("run unreadable_attributes.py");
+    assert!(out.status.success(), "{out:?}");
+    let readable: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    for (list, version) in [(UNREADABLE_1X, "1.x"), (UNREADABLE_2_0, "2.0")] {
+        for tag in list {
+            let name = tag.name().expect("a spec tag");
+            assert_eq!(
+                readable[name][version], false,
+                "{name} is left out of {version} answers, yet PyKMIP reads it"
+            );
+        }
+    }
+    // And the attributes every key carries are read (Get Attributes above shows it end to
+    // end): a sanity check that the probe does not call everything unreadable.
+    let common = [
+        "State",
+        "Cryptographic Algorithm",
+        "Cryptographic Length",
+        "Name",
+    ];
+    let out = Command::new(pykmip_python())
+        .arg(&script)
+        .args(common)
+        .output()
+        .expect("run unreadable_attributes.py");
+    let readable: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    for name in common {
+        assert_eq!(readable[name], json!({"1.x": true, "2.0": true}), "{name}");
+    }
 }

@@ -69,6 +69,21 @@ impl AttributeName {
         }
     }
 
+    /// Whether an answer whose attributes the server chooses (Get Attributes naming none)
+    /// carries this attribute for a client speaking `v`: the version
+    /// defines it and widely used clients of that version can read it (see
+    /// [`UNREADABLE_1X`], [`UNREADABLE_2_0`]). A request naming the attribute gets it
+    /// whenever [`Self::defined_in`] holds.
+    pub fn volunteered_in(&self, v: ProtocolVersion) -> bool {
+        self.defined_in(v)
+            && match self {
+                // PyKMIP 0.11 reads a 1.x custom attribute (`x-` name, Text String) but
+                // fails on any 2.0 Vendor Attribute (an `Attribute` inside `Attributes`).
+                Self::Custom(_) => v != ProtocolVersion::V2_0,
+                Self::Standard(tag) => !unreadable_in(v).contains(tag),
+            }
+    }
+
     /// Splits a custom name into 2.x Vendor Identification and Attribute Name
     /// (`x-colour` ↔ vendor `x`, name `colour`).
     fn vendor_parts(name: &str) -> (&str, &str) {
@@ -124,6 +139,76 @@ const ATTRIBUTES_SINCE: [(Tag, ProtocolVersion); 2] = [
     (Tag::KEY_FORMAT_TYPE, ProtocolVersion::V2_0),
     (Tag::OPAQUE_DATA_TYPE, ProtocolVersion::V2_0),
 ];
+
+/// Standard attributes that the PyKMIP 0.11 client cannot read in a KMIP 1.x response: it
+/// fails the whole Get Attributes answer ("No value type for RANDOM_NUMBER_GENERATOR",
+/// NotImplementedError for Link, Revocation Reason, Usage Limits, ...). Found by trying
+/// (`tests/pykmip/unreadable_attributes.py`, checked by `tests/dev_pykmip.rs`); left out of
+/// Get Attributes answers naming no attribute, for 1.0–1.4 requests. Names alone (Get
+/// Attribute List) PyKMIP reads whatever the attribute.
+pub const UNREADABLE_1X: &[Tag] = &[
+    Tag::CRYPTOGRAPHIC_DOMAIN_PARAMETERS,
+    Tag::X_509_CERTIFICATE_IDENTIFIER,
+    Tag::X_509_CERTIFICATE_SUBJECT,
+    Tag::X_509_CERTIFICATE_ISSUER,
+    Tag::CERTIFICATE_IDENTIFIER,
+    Tag::CERTIFICATE_SUBJECT,
+    Tag::CERTIFICATE_ISSUER,
+    Tag::DIGITAL_SIGNATURE_ALGORITHM,
+    Tag::USAGE_LIMITS,
+    Tag::REVOCATION_REASON,
+    Tag::LINK,
+    Tag::ALTERNATIVE_NAME,
+    Tag::KEY_VALUE_PRESENT,
+    Tag::KEY_VALUE_LOCATION,
+    Tag::RANDOM_NUMBER_GENERATOR,
+    Tag::PKCS_12_FRIENDLY_NAME,
+    Tag::DESCRIPTION,
+    Tag::COMMENT,
+];
+
+/// The same for KMIP 2.0 ("Unrecognized attribute type: Tags.SHORT_UNIQUE_IDENTIFIER"):
+/// left out of Get Attributes answers naming no attribute, for 2.0 requests. PyKMIP does
+/// not speak 2.1, and 2.1 answers leave nothing out.
+pub const UNREADABLE_2_0: &[Tag] = &[
+    Tag::CRYPTOGRAPHIC_DOMAIN_PARAMETERS,
+    Tag::CERTIFICATE_TYPE,
+    Tag::X_509_CERTIFICATE_IDENTIFIER,
+    Tag::X_509_CERTIFICATE_SUBJECT,
+    Tag::X_509_CERTIFICATE_ISSUER,
+    Tag::DIGITAL_SIGNATURE_ALGORITHM,
+    Tag::USAGE_LIMITS,
+    Tag::REVOCATION_REASON,
+    Tag::LINK,
+    Tag::ALTERNATIVE_NAME,
+    Tag::KEY_VALUE_PRESENT,
+    Tag::KEY_VALUE_LOCATION,
+    Tag::ORIGINAL_CREATION_DATE,
+    Tag::RANDOM_NUMBER_GENERATOR,
+    Tag::PKCS_12_FRIENDLY_NAME,
+    Tag::DESCRIPTION,
+    Tag::COMMENT,
+    Tag::ALWAYS_SENSITIVE,
+    Tag::EXTRACTABLE,
+    Tag::NEVER_EXTRACTABLE,
+    Tag::SHORT_UNIQUE_IDENTIFIER,
+    Tag::KEY_FORMAT_TYPE,
+    Tag::OPAQUE_DATA_TYPE,
+    Tag::PROTECTION_STORAGE_MASK,
+    Tag::PROTECTION_LEVEL,
+    Tag::PROTECTION_PERIOD,
+    Tag::QUANTUM_SAFE,
+    Tag::NIST_KEY_TYPE,
+];
+
+/// The attributes left out of Get Attributes answers naming none, for a client speaking `v`.
+pub fn unreadable_in(v: ProtocolVersion) -> &'static [Tag] {
+    match v {
+        _ if v.major == 1 => UNREADABLE_1X,
+        ProtocolVersion::V2_0 => UNREADABLE_2_0,
+        _ => &[],
+    }
+}
 
 fn read_field<T: TtlvValue>(item: &Item, tag: Tag) -> Result<T, MessageError> {
     super::codec::kind::req::read(item.tag, fields(item)?, tag, ProtocolVersion::V2_1)

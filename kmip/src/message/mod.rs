@@ -27,7 +27,7 @@ use crate::ProtocolVersion;
 
 pub use attributes::{
     Attribute, AttributeName, Attributes, CryptographicParameters, Digest, Link, Name,
-    RngParameters, UsageLimits,
+    RngParameters, UsageLimits, UNREADABLE_1X, UNREADABLE_2_0,
 };
 use codec::{fields, kmip_struct, wrong_type};
 pub use codec::{ByteString, DateTime, Interval, TtlvValue};
