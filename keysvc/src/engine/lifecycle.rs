@@ -19,7 +19,7 @@ use kmip::{Item, Tag};
 
 use super::maintained::{self, Origin};
 use super::object::{KeyObject, SERVER_ATTRIBUTES};
-use super::{OpError, Request};
+use super::{Engine, OpError, Request};
 use crate::cryptosvc;
 
 fn wrong_state(uid: &str, state: State, operation: &str) -> OpError {
@@ -190,12 +190,9 @@ pub(super) async fn register(
             "Object Type does not match the object",
         ));
     }
-    if !matches!(
-        object,
-        ManagedObject::SymmetricKey(_)
-            | ManagedObject::SecretData(_)
-            | ManagedObject::OpaqueObject(_)
-    ) {
+    // The list Query answers decides; an object with no typed form could not be kept even if
+    // the list named its type (the Query test then fails: the list would promise too much).
+    if !Engine::serves_object_type(r.object_type) || matches!(object, ManagedObject::Other(_)) {
         return Err(OpError::new(
             ResultReason::InvalidObjectType,
             format!("Register of {} is not supported", r.object_type.name()),

@@ -26,7 +26,7 @@ use kmip::message::{
     DateTime, RequestMessage, RequestPayload, ResponseBatchItem, ResponseHeader, ResponseMessage,
     ResponsePayload, TtlvValue, UniqueIdentifier,
 };
-use kmip::spec::{BatchErrorContinuationOption, Operation, ResultReason, ResultStatus};
+use kmip::spec::{BatchErrorContinuationOption, ObjectType, Operation, ResultReason, ResultStatus};
 use kmip::ttlv::{self, Limits};
 use kmip::{ProtocolVersion, Tag};
 
@@ -406,6 +406,70 @@ struct Request<'e> {
     /// Writes made so far (which item wrote, for the response budget).
     writes: u32,
     placeholder: Option<String>,
+}
+
+/// The operations [`Request::run`] executes, which Query Operations lists (filtered to those the
+/// request's version defines): kept beside the dispatcher so the two are changed together, and
+/// `tests::query_lists_exactly_what_is_served` sends every KMIP operation to check they agree.
+/// Interop is served (and listed) only when [`EngineConfig::interop`] is on.
+const OPERATIONS: [Operation; 22] = [
+    Operation::DiscoverVersions,
+    Operation::Query,
+    Operation::Create,
+    Operation::Register,
+    Operation::Get,
+    Operation::GetAttributes,
+    Operation::GetAttributeList,
+    Operation::AddAttribute,
+    Operation::ModifyAttribute,
+    Operation::DeleteAttribute,
+    Operation::SetAttribute,
+    Operation::Locate,
+    Operation::Activate,
+    Operation::Revoke,
+    Operation::Destroy,
+    Operation::Encrypt,
+    Operation::Decrypt,
+    Operation::Mac,
+    Operation::ReKey,
+    Operation::RngRetrieve,
+    Operation::Check,
+    Operation::Log,
+];
+
+/// The object types this server keeps: the ones Register accepts (Create makes Symmetric Keys
+/// only), which Query Objects lists.
+const OBJECT_TYPES: [ObjectType; 3] = [
+    ObjectType::SymmetricKey,
+    ObjectType::SecretData,
+    ObjectType::OpaqueObject,
+];
+
+impl Engine {
+    /// The operations served to a request of version `v`, for Query: those of [`OPERATIONS`]
+    /// (and Interop when configured) that `v` defines. The dispatcher itself does not refuse
+    /// an operation sent under an older version header than defines it.
+    fn served_operations(&self, v: ProtocolVersion) -> Vec<Operation> {
+        let interop = self.config.interop.then_some(Operation::Interop);
+        OPERATIONS
+            .into_iter()
+            .chain(interop)
+            .filter(|o| o.is_defined_in(v))
+            .collect()
+    }
+
+    /// Whether objects of type `t` are kept (Register refuses the others).
+    fn serves_object_type(t: ObjectType) -> bool {
+        OBJECT_TYPES.contains(&t)
+    }
+
+    /// The object types served to a request of version `v`, for Query.
+    fn served_object_types(v: ProtocolVersion) -> Vec<ObjectType> {
+        OBJECT_TYPES
+            .into_iter()
+            .filter(|t| t.is_defined_in(v))
+            .collect()
+    }
 }
 
 impl Request<'_> {

@@ -6,50 +6,17 @@ use std::sync::Arc;
 use kmip::message::payloads::*;
 use kmip::message::{ByteString, CryptographicParameters, DateTime, ResponsePayload, UsageLimits};
 use kmip::spec::{
-    BlockCipherMode, CryptographicAlgorithm, CryptographicUsageMask, ObjectType, Operation,
-    PaddingMethod, QueryFunction, ResultReason, State, UsageLimitsUnit,
+    BlockCipherMode, CryptographicAlgorithm, CryptographicUsageMask, PaddingMethod, QueryFunction,
+    ResultReason, State, UsageLimitsUnit,
 };
 use kmip::{Item, ProtocolVersion, Tag};
 
-use super::{KeyObject, OpError, Request, MAX_RNG_BYTES};
+use super::{Engine, KeyObject, OpError, Request, MAX_RNG_BYTES};
 use crate::cryptosvc::{self, CipherParams, CryptoError};
-
-/// The operations this server executes (answered to Query Operations; Interop is added when
-/// the engine is configured for interoperability tests).
-const OPERATIONS: [Operation; 22] = [
-    Operation::DiscoverVersions,
-    Operation::Query,
-    Operation::Create,
-    Operation::Register,
-    Operation::Get,
-    Operation::GetAttributes,
-    Operation::GetAttributeList,
-    Operation::AddAttribute,
-    Operation::ModifyAttribute,
-    Operation::DeleteAttribute,
-    Operation::SetAttribute,
-    Operation::Locate,
-    Operation::Activate,
-    Operation::Revoke,
-    Operation::Destroy,
-    Operation::Encrypt,
-    Operation::Decrypt,
-    Operation::Mac,
-    Operation::ReKey,
-    Operation::RngRetrieve,
-    Operation::Check,
-    Operation::Log,
-];
 
 /// Longest Log Message written to the audit log, in characters: a client cannot fill the log
 /// with one request (the message is cut, the operation still succeeds).
 const MAX_LOG_MESSAGE_CHARS: usize = 1024;
-
-const OBJECT_TYPES: [ObjectType; 3] = [
-    ObjectType::SymmetricKey,
-    ObjectType::SecretData,
-    ObjectType::OpaqueObject,
-];
 
 pub(super) fn discover_versions(r: &DiscoverVersionsRequest) -> ResponsePayload {
     // The client's list is its preference order; answer the versions we share, in it.
@@ -72,15 +39,10 @@ pub(super) fn query(req: &Request<'_>, r: &QueryRequest) -> ResponsePayload {
     let asked = |f: QueryFunction| r.query_functions.contains(&f);
     let mut response = QueryResponse::default();
     if asked(QueryFunction::QueryOperations) {
-        let interop = req.engine.config.interop.then_some(Operation::Interop);
-        response.operations = OPERATIONS
-            .into_iter()
-            .chain(interop)
-            .filter(|o| o.is_defined_in(v))
-            .collect();
+        response.operations = req.engine.served_operations(v);
     }
     if asked(QueryFunction::QueryObjects) {
-        response.object_types = OBJECT_TYPES.to_vec();
+        response.object_types = Engine::served_object_types(v);
     }
     if asked(QueryFunction::QueryServerInformation) {
         response.vendor_identification = Some(req.engine.config.vendor.clone());
