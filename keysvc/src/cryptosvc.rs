@@ -4,7 +4,7 @@
 //! Pure functions over byte slices: no store, no tenant, no KMIP parsing. The engine maps KMIP
 //! Cryptographic Parameters onto [`CipherParams`] and each [`CryptoError`] onto a Result Reason.
 //! Every primitive comes from the RustCrypto crates (`aes`, `cbc`, `ctr`, `aes-gcm`, `aes-kw`,
-//! `chacha20`, `hmac`, `sha1`, `sha2`); randomness comes from `rand::fill` (the thread-local CSPRNG, seeded
+//! `chacha20`, `chacha20poly1305`, `hmac`, `sha1`, `sha2`); randomness comes from `rand::fill` (the thread-local CSPRNG, seeded
 //! from the operating system).
 //!
 //! # What is supported
@@ -18,6 +18,14 @@
 //! | `NistKeyWrap` | AES-128/192/256 | none | none | RFC 3394 / SP 800-38F KW: data is the key to wrap |
 //! | `AesKeyWrapPadding` | AES-128/192/256 | none | none | RFC 5649 / SP 800-38F KWP |
 //!
+//! The ChaCha20 family has its own functions (the engine picks them by the key's
+//! Cryptographic Algorithm):
+//!
+//! | function | key | nonce | notes |
+//! | --- | --- | --- | --- |
+//! | [`chacha20_encrypt`] / [`chacha20_decrypt`] | 256 bits | 12 bytes (given: 8 or 12) | stream cipher, no integrity, no AAD |
+//! | [`chacha20poly1305_encrypt`] / [`chacha20poly1305_decrypt`] | 256 bits | 12 bytes | RFC 8439 AEAD (KMIP mode `Aead`); tag 16 bytes on encrypt, 12–16 checked on decrypt; optional AAD |
+//!
 //! **ECB** leaks equal plaintext blocks, and is accepted anyway, for two reasons: encrypting
 //! a single block under a key-encrypting key is how legacy clients wrap one-block keys (ECB
 //! of one block is the bare block cipher), and the KMIP Cryptographic Services Basic
@@ -30,6 +38,10 @@
 //!   of the GCM test vectors, required by the CS-BC profile), others are refused.
 //! * **GCM tags shorter than 96 bits** — SP 800-38D Appendix C restricts 32- and 64-bit tags to
 //!   special applications with tight limits on the number of invocations.
+//! * **ChaCha20-Poly1305 tags other than 128 bits on encrypt** — RFC 8439 §2.8 defines only
+//!   the 16-byte tag. On decrypt a tag truncated to 12–15 bytes (with the matching Tag Length)
+//!   is checked against the full tag's leading bytes, because the CS-BC profile's mandatory
+//!   case CS-BC-M-CHACHA20POLY1305-1 decrypts with a 12-byte tag; shorter is refused, as for GCM.
 //! * **Padding methods other than PKCS5 / None** (ISO 10126, ANSI X9.23, zeros, ...).
 //!
 //! # IVs
@@ -39,6 +51,7 @@
 //! caller-supplied IV is *not* echoed back. This is the KMIP behaviour that MongoDB relies on
 //! (Encrypt with only a Unique Identifier and Data answers Data plus IV/Counter/Nonce).
 //! [`decrypt`] never invents an IV: CBC, CTR and GCM without one answer [`CryptoError::MissingIv`].
+//! The ChaCha20 and ChaCha20-Poly1305 functions do the same with their 12-byte nonce.
 //!
 //! # Units
 //!
@@ -57,12 +70,13 @@ use aes::cipher::block_padding::{NoPadding, Padding, Pkcs7};
 use aes::cipher::consts::{U12, U13, U14, U15, U16, U60, U8};
 use aes::cipher::{
     Block, BlockCipherDecrypt, BlockCipherEncrypt, BlockModeDecrypt, BlockModeEncrypt,
-    BlockSizeUser, KeyInit, KeyIvInit, StreamCipher,
+    BlockSizeUser, KeyInit, KeyIvInit, StreamCipher, StreamCipherSeek,
 };
 use aes_gcm::aead::inout::InOutBuf;
 use aes_gcm::{AeadInOut, AesGcm};
 use hmac::{Hmac, Mac};
 use kmip::spec::{BlockCipherMode, CryptographicAlgorithm, PaddingMethod};
+use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 /// The AES block size in bytes (also the CBC IV and the CTR initial counter block length).
@@ -158,7 +172,7 @@ pub struct Sealed {
     /// The IV, counter block or nonce this call generated; `None` when the caller supplied one
     /// (KMIP returns IV/Counter/Nonce only when the server made it) and for key wrap.
     pub iv: Option<Vec<u8>>,
-    /// The GCM authentication tag; `None` for other modes.
+    /// The GCM or ChaCha20-Poly1305 authentication tag; `None` for other modes.
     pub tag: Option<Vec<u8>>,
 }
 
@@ -197,8 +211,11 @@ pub enum CryptoError {
         got: usize,
     },
     /// The GCM tag (or the tag length asked for) is not 12 to 16 bytes, or differs from
-    /// `tag_length`.
-    #[error("bad authentication tag length: {got} bytes (GCM takes 12 to 16)")]
+    /// `tag_length`; a ChaCha20-Poly1305 Tag Length other than 16 on encrypt, or a tag not
+    /// 12 to 16 bytes or differing from `tag_length` on decrypt.
+    #[error(
+        "bad authentication tag length: {got} bytes (GCM takes 12 to 16; ChaCha20-Poly1305 makes 16, checks 12 to 16)"
+    )]
     BadTagLength {
         /// The length given or asked for, in bytes.
         got: usize,
@@ -206,8 +223,8 @@ pub enum CryptoError {
     /// Decryption in CBC, CTR or GCM needs the IV used to encrypt.
     #[error("an IV/counter/nonce is required to decrypt in this mode")]
     MissingIv,
-    /// GCM decryption needs the authentication tag.
-    #[error("an authentication tag is required to decrypt in GCM")]
+    /// GCM and ChaCha20-Poly1305 decryption need the authentication tag.
+    #[error("an authentication tag is required to decrypt in GCM and ChaCha20-Poly1305")]
     MissingTag,
     /// A parameter was given that this mode does not take (an IV for key wrap; an
     /// authentication tag or additional authenticated data for a mode other than GCM).
@@ -472,7 +489,7 @@ pub const CHACHA20_NONCE_LEN: usize = 12;
 /// `nonce`: 8 bytes for the original ChaCha20 (64-bit nonce and block counter), 12 bytes for
 /// RFC 8439's (96-bit nonce, 32-bit counter); the counter starts at 0 either way. When `None`
 /// a random 12-byte nonce is generated and returned in [`Sealed::iv`]. ChaCha20 alone carries
-/// no integrity (ChaCha20-Poly1305 does; it is not offered).
+/// no integrity (ChaCha20-Poly1305, [`chacha20poly1305_encrypt`], does).
 pub fn chacha20_encrypt(
     key: &[u8],
     nonce: Option<&[u8]>,
@@ -527,6 +544,131 @@ fn chacha20_apply(
         _ => return Err(bad_nonce()),
     }
     .map_err(|_| CryptoError::DataTooLong)
+}
+
+/// The ChaCha20-Poly1305 tag length in bytes: RFC 8439 §2.8 defines 128-bit tags only, and
+/// [`chacha20poly1305_encrypt`] makes nothing else.
+pub const CHACHA20_POLY1305_TAG_LEN: usize = 16;
+
+/// The shortest truncated ChaCha20-Poly1305 tag [`chacha20poly1305_decrypt`] checks, in bytes
+/// (96 bits, the floor GCM has too; see the module docs).
+pub const CHACHA20_POLY1305_MIN_TAG_LEN: usize = 12;
+
+/// Encrypts `data` with ChaCha20-Poly1305 (RFC 8439 §2.8, the AEAD) under a 256-bit key.
+///
+/// `nonce`: 12 bytes; when `None` a random one is generated and returned in [`Sealed::iv`].
+/// `aad` is optional (empty counts as none). `tag_length` must be 16 (or unset): the tag is
+/// always the full 16 bytes, returned in [`Sealed::tag`].
+pub fn chacha20poly1305_encrypt(
+    key: &[u8],
+    nonce: Option<&[u8]>,
+    data: &[u8],
+    aad: Option<&[u8]>,
+    tag_length: Option<usize>,
+) -> Result<Sealed, CryptoError> {
+    let tag_len = tag_length.unwrap_or(CHACHA20_POLY1305_TAG_LEN);
+    if tag_len != CHACHA20_POLY1305_TAG_LEN {
+        return Err(CryptoError::BadTagLength { got: tag_len });
+    }
+    let aead = chacha20poly1305_cipher(key)?;
+    let (nonce, generated) = match nonce {
+        Some(n) => (n.to_vec(), false),
+        None => (random_bytes(CHACHA20_NONCE_LEN)?.to_vec(), true),
+    };
+    let n = chacha20poly1305_nonce(&nonce)?;
+    let mut out = vec![0u8; data.len()];
+    let buf = InOutBuf::new(data, &mut out)
+        .map_err(|_| CryptoError::BadLength("ChaCha20-Poly1305 buffer"))?;
+    // The crate refuses only past RFC 8439's 32-bit block counter (about 256 GiB).
+    let tag = aead
+        .encrypt_inout_detached(&n, aad.unwrap_or_default(), buf)
+        .map_err(|_| CryptoError::DataTooLong)?;
+    Ok(sealed(out, nonce, generated, Some(tag.to_vec())))
+}
+
+/// Decrypts what [`chacha20poly1305_encrypt`] encrypted; the nonce and the tag are required.
+///
+/// The tag must be `tag_length` bytes (16 when unset) and 12 to 16 bytes long. A tag shorter
+/// than 16 bytes is checked as the leading bytes of the full tag (constant-time): KMIP's
+/// CS-BC profile (CS-BC-M-CHACHA20POLY1305-1 step 6) decrypts with the RFC 8439 tag cut to
+/// 12 bytes and Tag Length 12. Any mismatch (key, nonce, AAD, data, tag) answers
+/// [`CryptoError::AuthenticationFailed`] and no plaintext.
+pub fn chacha20poly1305_decrypt(
+    key: &[u8],
+    nonce: Option<&[u8]>,
+    data: &[u8],
+    aad: Option<&[u8]>,
+    tag: Option<&[u8]>,
+    tag_length: Option<usize>,
+) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+    let aead = chacha20poly1305_cipher(key)?;
+    let nonce = nonce.ok_or(CryptoError::MissingIv)?;
+    let n = chacha20poly1305_nonce(nonce)?;
+    let tag = tag.ok_or(CryptoError::MissingTag)?;
+    // As for GCM, the tag must have the length asked for: a tag cut short by an attacker is
+    // refused, never checked as a shorter, weaker tag.
+    if tag.len() != tag_length.unwrap_or(CHACHA20_POLY1305_TAG_LEN)
+        || !(CHACHA20_POLY1305_MIN_TAG_LEN..=CHACHA20_POLY1305_TAG_LEN).contains(&tag.len())
+    {
+        return Err(CryptoError::BadTagLength { got: tag.len() });
+    }
+    let aad = aad.unwrap_or_default();
+    let mut out = Zeroizing::new(vec![0u8; data.len()]);
+    if tag.len() == CHACHA20_POLY1305_TAG_LEN {
+        let tag = chacha20poly1305::Tag::try_from(tag)
+            .map_err(|_| CryptoError::BadTagLength { got: tag.len() })?;
+        let buf = InOutBuf::new(data, &mut out)
+            .map_err(|_| CryptoError::BadLength("ChaCha20-Poly1305 buffer"))?;
+        // The crate checks the tag before decrypting: on failure `out` was never written.
+        aead.decrypt_inout_detached(&n, aad, buf, &tag)
+            .map_err(|_| CryptoError::AuthenticationFailed)?;
+        return Ok(out);
+    }
+    // A truncated tag: the crate checks only full tags. RFC 8439 §2.8 encrypts with the
+    // ChaCha20 keystream from block counter 1, so that recovers the candidate plaintext;
+    // sealing it again gives the same ciphertext and so the full tag over (AAD, ciphertext),
+    // whose leading bytes must equal the tag. The plaintext is returned only on a match (on
+    // a mismatch `out` is zeroized on drop).
+    let mut stream =
+        chacha20::ChaCha20::new_from_slices(key, nonce).map_err(|_| CryptoError::BadIvLength {
+            expected: CHACHA20_NONCE_LEN,
+            got: nonce.len(),
+        })?;
+    stream
+        .try_seek(64u64)
+        .map_err(|_| CryptoError::DataTooLong)?;
+    stream
+        .try_apply_keystream_b2b(data, &mut out)
+        .map_err(|_| CryptoError::DataTooLong)?;
+    let mut resealed = vec![0u8; data.len()];
+    let buf = InOutBuf::new(&out[..], &mut resealed)
+        .map_err(|_| CryptoError::BadLength("ChaCha20-Poly1305 buffer"))?;
+    let full = aead
+        .encrypt_inout_detached(&n, aad, buf)
+        .map_err(|_| CryptoError::DataTooLong)?;
+    if bool::from(full[..tag.len()].ct_eq(tag)) {
+        Ok(out)
+    } else {
+        Err(CryptoError::AuthenticationFailed)
+    }
+}
+
+fn chacha20poly1305_cipher(key: &[u8]) -> Result<chacha20poly1305::ChaCha20Poly1305, CryptoError> {
+    let bad = || CryptoError::BadKeyLength {
+        expected: "256 bits",
+        got: bits(key.len()),
+    };
+    if key.len() != CHACHA20_KEY_LEN {
+        return Err(bad());
+    }
+    chacha20poly1305::ChaCha20Poly1305::new_from_slice(key).map_err(|_| bad())
+}
+
+fn chacha20poly1305_nonce(nonce: &[u8]) -> Result<chacha20poly1305::Nonce, CryptoError> {
+    chacha20poly1305::Nonce::try_from(nonce).map_err(|_| CryptoError::BadIvLength {
+        expected: CHACHA20_NONCE_LEN,
+        got: nonce.len(),
+    })
 }
 
 /// HMAC of `data` under `key`, for KMIP MAC: `HmacSha1`, `HmacSha224`, `HmacSha256`,
@@ -2145,6 +2287,180 @@ mod tests {
             chacha20_encrypt(&[0u8; 16], Some(&[0u8; 12]), b"x"),
             Err(CryptoError::BadKeyLength { got: 128, .. })
         ));
+    }
+
+    /// RFC 8439 §2.8.2: the ChaCha20-Poly1305 AEAD test vector (also the vector of KMIP's
+    /// CS-BC-M-CHACHA20POLY1305-1).
+    const RFC8439_KEY: &str = "808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f";
+    const RFC8439_NONCE: &str = "070000004041424344454647";
+    const RFC8439_AAD: &str = "50515253c0c1c2c3c4c5c6c7";
+    const RFC8439_PT: &[u8] = b"Ladies and Gentlemen of the class of '99: If I could offer you \
+        only one tip for the future, sunscreen would be it.";
+    const RFC8439_CT: &str = "d31a8d34648e60db7b86afbc53ef7ec2a4aded51296e08fea9e2b5a736ee62d6
+        3dbea45e8ca9671282fafb69da92728b1a71de0a9e060b2905d6a5b67ecd3b3692ddbd7f2d778b8c9803aee3
+        28091b58fab324e4fad675945585808b4831d7bc3ff4def08e4b7a9de576d26586cec64b6116";
+    const RFC8439_TAG: &str = "1ae10b594f09e26a7e902ecbd0600691";
+
+    #[test]
+    fn kat_chacha20poly1305_rfc8439() {
+        let (key, nonce, aad, ct, tag) = (
+            h(RFC8439_KEY),
+            h(RFC8439_NONCE),
+            h(RFC8439_AAD),
+            h(RFC8439_CT),
+            h(RFC8439_TAG),
+        );
+        assert_eq!(RFC8439_PT.len(), 114);
+        for tag_length in [None, Some(16)] {
+            let sealed =
+                chacha20poly1305_encrypt(&key, Some(&nonce), RFC8439_PT, Some(&aad), tag_length)
+                    .expect("encrypt");
+            assert_eq!(sealed.data, ct);
+            assert_eq!(sealed.tag.as_deref(), Some(&tag[..]));
+            assert_eq!(sealed.iv, None, "a client's nonce is not echoed");
+            let pt = chacha20poly1305_decrypt(
+                &key,
+                Some(&nonce),
+                &ct,
+                Some(&aad),
+                Some(&tag),
+                tag_length,
+            )
+            .expect("decrypt");
+            assert_eq!(*pt, RFC8439_PT);
+        }
+        // Truncated tags (12..=15 bytes) are checked as the full tag's leading bytes.
+        for t in CHACHA20_POLY1305_MIN_TAG_LEN..CHACHA20_POLY1305_TAG_LEN {
+            let pt = chacha20poly1305_decrypt(
+                &key,
+                Some(&nonce),
+                &ct,
+                Some(&aad),
+                Some(&tag[..t]),
+                Some(t),
+            )
+            .expect("truncated tag");
+            assert_eq!(*pt, RFC8439_PT);
+        }
+        // Generated nonces are 96 bits and round-trip; without AAD, with empty data.
+        for data in [&b""[..], b"message"] {
+            let sealed = chacha20poly1305_encrypt(&key, None, data, None, None).expect("encrypt");
+            let n = sealed.iv.clone().expect("generated nonce");
+            assert_eq!(n.len(), CHACHA20_NONCE_LEN);
+            let tag = sealed.tag.clone().expect("tag");
+            assert_eq!(tag.len(), CHACHA20_POLY1305_TAG_LEN);
+            assert_eq!(
+                *chacha20poly1305_decrypt(
+                    &key,
+                    Some(&n),
+                    &sealed.data,
+                    Some(&[]),
+                    Some(&tag),
+                    None
+                )
+                .expect("decrypt"),
+                data
+            );
+        }
+    }
+
+    #[test]
+    fn chacha20poly1305_tampering_and_errors() {
+        let (key, nonce, aad, ct, tag) = (
+            h(RFC8439_KEY),
+            h(RFC8439_NONCE),
+            h(RFC8439_AAD),
+            h(RFC8439_CT),
+            h(RFC8439_TAG),
+        );
+        let open = |key: &[u8], nonce: &[u8], ct: &[u8], aad: &[u8], tag: &[u8]| {
+            let t = tag.len();
+            chacha20poly1305_decrypt(key, Some(nonce), ct, Some(aad), Some(tag), Some(t))
+        };
+        let flip = |v: &[u8], i: usize| {
+            let mut v = v.to_vec();
+            v[i] ^= 0x80;
+            v
+        };
+        let fail = Err(CryptoError::AuthenticationFailed);
+        // The cases' tampering: first byte of tag, nonce, data; and every other input.
+        assert_eq!(open(&key, &nonce, &ct, &aad, &flip(&tag, 0)), fail);
+        assert_eq!(open(&key, &flip(&nonce, 0), &ct, &aad, &tag), fail);
+        assert_eq!(open(&key, &nonce, &flip(&ct, 0), &aad, &tag), fail);
+        assert_eq!(open(&key, &nonce, &flip(&ct, 113), &aad, &tag), fail);
+        assert_eq!(open(&key, &nonce, &ct, &flip(&aad, 11), &tag), fail);
+        assert_eq!(open(&key, &nonce, &ct, &[], &tag), fail);
+        assert_eq!(open(&flip(&key, 31), &nonce, &ct, &aad, &tag), fail);
+        assert_eq!(open(&key, &nonce, &ct[..113], &aad, &tag), fail);
+        // ... and with a truncated tag.
+        let short = &tag[..12];
+        assert_eq!(open(&key, &nonce, &ct, &aad, &flip(short, 11)), fail);
+        assert_eq!(open(&key, &flip(&nonce, 0), &ct, &aad, short), fail);
+        assert_eq!(open(&key, &nonce, &flip(&ct, 0), &aad, short), fail);
+        assert_eq!(open(&key, &nonce, &ct, &flip(&aad, 0), short), fail);
+        // A 12-byte tag that is not the leading bytes (the trailing ones) fails.
+        assert_eq!(open(&key, &nonce, &ct, &aad, &tag[4..]), fail);
+
+        // Missing nonce or tag on Decrypt: the request is incomplete.
+        assert_eq!(
+            chacha20poly1305_decrypt(&key, None, &ct, Some(&aad), Some(&tag), None),
+            Err(CryptoError::MissingIv)
+        );
+        assert_eq!(
+            chacha20poly1305_decrypt(&key, Some(&nonce), &ct, Some(&aad), None, None),
+            Err(CryptoError::MissingTag)
+        );
+        // Tag lengths: Encrypt makes 16 only; Decrypt checks 12..=16 of the length asked for.
+        for t in [0, 1, 4, 8, 12, 15, 17, 32] {
+            assert_eq!(
+                chacha20poly1305_encrypt(&key, Some(&nonce), b"x", None, Some(t)),
+                Err(CryptoError::BadTagLength { got: t })
+            );
+        }
+        for t in [1, 8, 11] {
+            assert_eq!(
+                open(&key, &nonce, &ct, &aad, &tag[..t]),
+                Err(CryptoError::BadTagLength { got: t })
+            );
+        }
+        let mut long = tag.clone();
+        long.push(0);
+        assert_eq!(
+            open(&key, &nonce, &ct, &aad, &long),
+            Err(CryptoError::BadTagLength { got: 17 })
+        );
+        // A tag shorter than the Tag Length asked for (16 by default) is refused.
+        assert_eq!(
+            chacha20poly1305_decrypt(&key, Some(&nonce), &ct, Some(&aad), Some(&tag[..12]), None),
+            Err(CryptoError::BadTagLength { got: 12 })
+        );
+        // Nonces are 12 bytes, keys 256 bits.
+        for n in [8, 11, 13, 16, 24] {
+            assert_eq!(
+                chacha20poly1305_encrypt(&key, Some(&vec![0u8; n]), b"x", None, None),
+                Err(CryptoError::BadIvLength {
+                    expected: CHACHA20_NONCE_LEN,
+                    got: n
+                })
+            );
+            assert_eq!(
+                chacha20poly1305_decrypt(&key, Some(&vec![0u8; n]), &ct, None, Some(&tag), None),
+                Err(CryptoError::BadIvLength {
+                    expected: CHACHA20_NONCE_LEN,
+                    got: n
+                })
+            );
+        }
+        for k in [16, 24, 31, 33] {
+            assert!(matches!(
+                chacha20poly1305_encrypt(&vec![0u8; k], Some(&nonce), b"x", None, None),
+                Err(CryptoError::BadKeyLength { got, .. }) if got == (k * 8) as i64
+            ));
+            assert!(matches!(
+                chacha20poly1305_decrypt(&vec![0u8; k], Some(&nonce), &ct, None, Some(&tag), None),
+                Err(CryptoError::BadKeyLength { .. })
+            ));
+        }
     }
 
     #[test]

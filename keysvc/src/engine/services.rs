@@ -131,6 +131,11 @@ enum Cipher {
     Aes(CipherParams),
     /// The ChaCha20 stream cipher (KMIP 2.0+ Cryptographic Algorithm), no mode or padding.
     ChaCha20,
+    /// The ChaCha20-Poly1305 AEAD (RFC 8439; KMIP 2.0+ Cryptographic Algorithm), Block Cipher
+    /// Mode AEAD or none; the requested Tag Length in bytes.
+    ChaCha20Poly1305 {
+        tag_length: Option<usize>,
+    },
 }
 
 /// The cipher to use: the request's parameters, else the key's own Cryptographic Parameters
@@ -160,10 +165,30 @@ fn parameters(
             }
             return Ok(Cipher::ChaCha20);
         }
+        Some(CryptographicAlgorithm::ChaCha20Poly1305) => {
+            if p.block_cipher_mode
+                .is_some_and(|m| m != BlockCipherMode::Aead)
+                || p.padding_method.is_some_and(|m| m != PaddingMethod::None)
+            {
+                return Err(OpError::invalid_field(
+                    "ChaCha20-Poly1305 takes block cipher mode AEAD (or none) and no padding",
+                ));
+            }
+            // IV Length is in bits; RFC 8439's nonce is 96.
+            if let Some(bits) = p.iv_length.filter(|&b| b != 96) {
+                return Err(OpError::from(CryptoError::BadIvLength {
+                    expected: cryptosvc::CHACHA20_NONCE_LEN,
+                    got: (bits.max(0) / 8) as usize,
+                }));
+            }
+            return Ok(Cipher::ChaCha20Poly1305 {
+                tag_length: p.tag_length.map(|t| t.max(0) as usize),
+            });
+        }
         Some(_) => {
             return Err(OpError::new(
                 ResultReason::CryptographicFailure,
-                "only AES and ChaCha20 keys encrypt and decrypt",
+                "only AES, ChaCha20 and ChaCha20-Poly1305 keys encrypt and decrypt",
             ))
         }
     }
@@ -258,6 +283,13 @@ pub(super) async fn encrypt(
             no_aead(&r.authenticated_encryption_additional_data, &None)?;
             cryptosvc::chacha20_encrypt(key_bytes, iv, plaintext)
         }
+        Cipher::ChaCha20Poly1305 { tag_length } => cryptosvc::chacha20poly1305_encrypt(
+            key_bytes,
+            iv,
+            plaintext,
+            r.authenticated_encryption_additional_data.as_deref(),
+            tag_length,
+        ),
     }
     .map_err(OpError::from)?;
     // The ciphertext is returned only once the allocation is recorded in this request's
@@ -308,6 +340,14 @@ pub(super) async fn decrypt(
             )?;
             cryptosvc::chacha20_decrypt(key_bytes, iv, data(&r.data)?)
         }
+        Cipher::ChaCha20Poly1305 { tag_length } => cryptosvc::chacha20poly1305_decrypt(
+            key_bytes,
+            iv,
+            data(&r.data)?,
+            r.authenticated_encryption_additional_data.as_deref(),
+            r.authenticated_encryption_tag.as_deref(),
+            tag_length,
+        ),
     }
     .map_err(OpError::from)?;
     Ok(ResponsePayload::Decrypt(DecryptResponse {

@@ -667,3 +667,95 @@ async fn triple_des_keys_are_created_and_chacha20_encrypts() {
         ResultReason::InvalidField
     );
 }
+
+#[tokio::test]
+async fn chacha20poly1305_encrypts_and_decrypts() {
+    let f = fixture().await;
+    let t = tenant("tenant-a");
+    let key = register_key(
+        &f.engine,
+        &t,
+        V2_1,
+        CryptographicAlgorithm::ChaCha20Poly1305,
+        vec![9u8; 32],
+        usage(CryptographicUsageMask::ENCRYPT | CryptographicUsageMask::DECRYPT)
+            .with(Tag::ACTIVATION_DATE, &ago(60)),
+    )
+    .await;
+    let aead = |tag_length: Option<i32>| {
+        Some(CryptographicParameters {
+            block_cipher_mode: Some(BlockCipherMode::Aead),
+            tag_length,
+            ..Default::default()
+        })
+    };
+    // No parameters and no nonce: the server generates a 96-bit nonce and returns it.
+    let ResponsePayload::Encrypt(sealed) =
+        ok(&f.engine, &t, V2_1, encrypt(&key, b"secret", None, None)).await
+    else {
+        panic!()
+    };
+    let nonce = sealed.iv_counter_nonce.as_deref().expect("nonce").to_vec();
+    let tag = sealed
+        .authenticated_encryption_tag
+        .as_deref()
+        .expect("tag")
+        .to_vec();
+    let ct = sealed.data.as_deref().expect("data").to_vec();
+    assert_eq!((nonce.len(), tag.len(), ct.len()), (12, 16, 6));
+    let ResponsePayload::Decrypt(plain) = ok(
+        &f.engine,
+        &t,
+        V2_1,
+        decrypt(&key, &ct, aead(Some(16)), Some(&nonce), Some(&tag)),
+    )
+    .await
+    else {
+        panic!()
+    };
+    assert_eq!(plain.data.as_deref(), Some(&b"secret"[..]));
+    // A truncated tag with the matching Tag Length (CS-BC-M-CHACHA20POLY1305-1 step 6).
+    ok(
+        &f.engine,
+        &t,
+        V2_1,
+        decrypt(&key, &ct, aead(Some(12)), Some(&nonce), Some(&tag[..12])),
+    )
+    .await;
+    let reason = |r: (ResultReason, String)| r.0;
+    // No nonce on Decrypt: Invalid Message, as for GCM.
+    assert_eq!(
+        reason(
+            fails(
+                &f.engine,
+                &t,
+                V2_1,
+                decrypt(&key, &ct, None, None, Some(&tag))
+            )
+            .await
+        ),
+        ResultReason::InvalidMessage
+    );
+    // Tampered tag: Cryptographic Failure.
+    let mut bad = tag.clone();
+    bad[0] ^= 1;
+    assert_eq!(
+        reason(
+            fails(
+                &f.engine,
+                &t,
+                V2_1,
+                decrypt(&key, &ct, None, Some(&nonce), Some(&bad))
+            )
+            .await
+        ),
+        ResultReason::CryptographicFailure
+    );
+    // Tag Length other than 16 on Encrypt, a block cipher mode other than AEAD: Invalid Field.
+    for params in [aead(Some(12)), aead(Some(32)), ecb()] {
+        assert_eq!(
+            reason(fails(&f.engine, &t, V2_1, encrypt(&key, b"x", params, None)).await),
+            ResultReason::InvalidField
+        );
+    }
+}
