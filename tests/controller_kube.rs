@@ -9,8 +9,7 @@
 
 mod dev_support;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -18,7 +17,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use testkit::certs::TestPki;
 use testkit::kube::ApiServer;
-use testkit::net::free_addr;
+use testkit::net::{free_addr, http_get};
 use testkit::process::{command, Process};
 
 const BIN: &str = env!("CARGO_BIN_EXE_openkcm");
@@ -76,22 +75,6 @@ fn controller(api: &ApiServer, identity: &str, extra: &[&str]) -> (Process, Sock
         })
         .unwrap_or_else(|e| panic!("{e}"));
     (process, management)
-}
-
-/// `GET path` on a plain-HTTP management port: (status, body).
-fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text).ok()?;
-    let code = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
-    Some((code, body))
 }
 
 fn routing_text(api: &ApiServer) -> Option<String> {

@@ -227,12 +227,14 @@ async fn lead(ctx: Arc<Context>, stop: CancellationToken) {
         ctx.clone(),
         routing,
         reconcile_routing,
+        RESYNC,
     ));
     tasks.spawn(reconciler(
         "discovery",
         ctx.clone(),
         discovery,
         reconcile_discovery,
+        ctx.args.probe_interval,
     ));
     if ctx.args.certificates {
         tasks.spawn(trigger(
@@ -276,6 +278,7 @@ async fn lead(ctx: Arc<Context>, stop: CancellationToken) {
             ctx.clone(),
             certificates,
             reconcile_certificates,
+            RESYNC,
         ));
     }
     stop.cancelled().await;
@@ -308,12 +311,14 @@ where
 
 type Pass = for<'a> fn(&'a Context) -> futures::future::BoxFuture<'a, anyhow::Result<()>>;
 
-async fn reconciler(name: &'static str, ctx: Arc<Context>, notify: Arc<Notify>, pass: Pass) {
-    let resync = if name == "discovery" {
-        ctx.args.probe_interval
-    } else {
-        RESYNC
-    };
+/// Runs `pass` after every wake-up of `notify` (debounced) and at least every `resync`.
+async fn reconciler(
+    name: &'static str,
+    ctx: Arc<Context>,
+    notify: Arc<Notify>,
+    pass: Pass,
+    resync: Duration,
+) {
     loop {
         let started = Instant::now();
         let result = pass(&ctx).await;
@@ -357,6 +362,14 @@ fn created<K: Resource>(object: &K) -> String {
         .unwrap_or_default()
 }
 
+/// The condition of type `kind` in a `status` (ours or cert-manager's: same shape).
+fn find_condition<'a>(status: Option<&'a Json>, kind: &str) -> Option<&'a Json> {
+    status
+        .and_then(|s| s.get("conditions"))
+        .and_then(Json::as_array)
+        .and_then(|list| list.iter().find(|c| c["type"] == kind))
+}
+
 /// A condition for `status.conditions`, keeping the old transition time when its status
 /// did not change.
 fn condition(
@@ -368,10 +381,7 @@ fn condition(
     generation: i64,
 ) -> Json {
     let status = if ok { "True" } else { "False" };
-    let previous = old
-        .and_then(|s| s.get("conditions"))
-        .and_then(Json::as_array)
-        .and_then(|list| list.iter().find(|c| c["type"] == kind));
+    let previous = find_condition(old, kind);
     let since = previous
         .filter(|c| c["status"] == status)
         .and_then(|c| c.get("lastTransitionTime").cloned())
@@ -593,10 +603,7 @@ fn reconcile_certificates(ctx: &Context) -> futures::future::BoxFuture<'_, anyho
         for cert in &owned.items {
             let key = (cert.namespace().unwrap_or_default(), cert.name_any());
             let status = cert.data.get("status");
-            let ready_condition = status
-                .and_then(|s| s.get("conditions"))
-                .and_then(Json::as_array)
-                .and_then(|list| list.iter().find(|c| c["type"] == "Ready"));
+            let ready_condition = find_condition(status, "Ready");
             let text = |field: &str| {
                 status
                     .and_then(|s| s.get(field))
@@ -916,11 +923,7 @@ fn reconcile_discovery(ctx: &Context) -> futures::future::BoxFuture<'_, anyhow::
             )
             .await
             .with_context(|| format!("status of ServiceDiscovery {ns}/{name}"))?;
-            let was_registered = old
-                .and_then(|s| s.get("conditions"))
-                .and_then(Json::as_array)
-                .and_then(|list| list.iter().find(|c| c["type"] == "Registered"))
-                .map(|c| c["status"] == "True");
+            let was_registered = find_condition(old, "Registered").map(|c| c["status"] == "True");
             if was_registered != Some(all) {
                 if all {
                     tracing::info!(resource = %format!("{ns}/{name}"), "ServiceDiscovery endpoints healthy");

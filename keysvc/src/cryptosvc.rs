@@ -522,12 +522,7 @@ fn chacha20_apply(
     input: &[u8],
     out: &mut [u8],
 ) -> Result<(), CryptoError> {
-    if key.len() != CHACHA20_KEY_LEN {
-        return Err(CryptoError::BadKeyLength {
-            expected: "256 bits",
-            got: bits(key.len()),
-        });
-    }
+    check_chacha20_key(key)?;
     let bad_nonce = || CryptoError::BadIvLength {
         expected: CHACHA20_NONCE_LEN,
         got: nonce.len(),
@@ -571,10 +566,7 @@ pub fn chacha20poly1305_encrypt(
         return Err(CryptoError::BadTagLength { got: tag_len });
     }
     let aead = chacha20poly1305_cipher(key)?;
-    let (nonce, generated) = match nonce {
-        Some(n) => (n.to_vec(), false),
-        None => (random_bytes(CHACHA20_NONCE_LEN)?.to_vec(), true),
-    };
+    let (nonce, generated) = iv_for_encrypt(nonce, None, CHACHA20_NONCE_LEN)?;
     let n = chacha20poly1305_nonce(&nonce)?;
     let mut out = vec![0u8; data.len()];
     let buf = InOutBuf::new(data, &mut out)
@@ -653,15 +645,24 @@ pub fn chacha20poly1305_decrypt(
     }
 }
 
+/// ChaCha20 and ChaCha20-Poly1305 take 256-bit keys only.
+fn check_chacha20_key(key: &[u8]) -> Result<(), CryptoError> {
+    if key.len() == CHACHA20_KEY_LEN {
+        Ok(())
+    } else {
+        Err(CryptoError::BadKeyLength {
+            expected: "256 bits",
+            got: bits(key.len()),
+        })
+    }
+}
+
 fn chacha20poly1305_cipher(key: &[u8]) -> Result<chacha20poly1305::ChaCha20Poly1305, CryptoError> {
-    let bad = || CryptoError::BadKeyLength {
+    check_chacha20_key(key)?;
+    chacha20poly1305::ChaCha20Poly1305::new_from_slice(key).map_err(|_| CryptoError::BadKeyLength {
         expected: "256 bits",
         got: bits(key.len()),
-    };
-    if key.len() != CHACHA20_KEY_LEN {
-        return Err(bad());
-    }
-    chacha20poly1305::ChaCha20Poly1305::new_from_slice(key).map_err(|_| bad())
+    })
 }
 
 fn chacha20poly1305_nonce(nonce: &[u8]) -> Result<chacha20poly1305::Nonce, CryptoError> {

@@ -1,8 +1,7 @@
 //! `openkcm sidecar` as a child process in front of `openkcm dev`, as a pod would run it.
 #![allow(dead_code)] // each test binary uses its own subset
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -90,26 +89,7 @@ impl SidecarProcess {
 
 /// Status code and body of a GET on `addr` (0 when it does not answer).
 fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let Ok(mut stream) = TcpStream::connect(addr) else {
-        return (0, String::new());
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-    if stream.write_all(request.as_bytes()).is_err() {
-        return (0, String::new());
-    }
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default();
-    (status, body)
+    testkit::net::http_get(addr, path).unwrap_or((0, String::new()))
 }
 
 /// Copies a tenant's certificate from the dev PKI into `dir` under cert-manager's names, by
