@@ -356,8 +356,10 @@ enum Outcome {
 struct Tally {
     counts: BTreeMap<(&'static str, Outcome), u64>,
     examples: Vec<String>,
-    /// When the last request failed, and the longest a failed request took.
+    /// When the last request failed, when the last failed request was sent, and the longest
+    /// a failed request took.
     last_failure: Option<Instant>,
+    last_failed_sent: Option<Instant>,
     slowest_failure: Duration,
     /// The longest any request took (answered or not).
     slowest: Duration,
@@ -383,7 +385,10 @@ impl Shared {
         *tally.counts.entry((path, outcome)).or_default() += 1;
         tally.slowest = tally.slowest.max(took);
         if !matches!(outcome, Outcome::Ok | Outcome::Resent) {
-            tally.last_failure = Some(Instant::now());
+            let now = Instant::now();
+            tally.last_failure = Some(now);
+            let sent = now.checked_sub(took).unwrap_or(now);
+            tally.last_failed_sent = tally.last_failed_sent.max(Some(sent));
             tally.slowest_failure = tally.slowest_failure.max(took);
         }
         if !matches!(outcome, Outcome::Ok | Outcome::Resent) && tally.examples.len() < 20 {
@@ -834,12 +839,14 @@ async fn faults_lose_no_acknowledged_write_and_graceful_restarts_fail_no_request
             ready_again.as_secs_f64()
         );
         let tally = shared.take();
-        // Routed around: the failures (requests the cut-off replica took before the
-        // gateways' health checks saw its 503) stop while it is still cut off.
-        if let Some(last) = tally.last_failure {
+        // Routed around: only requests the cut-off replica took before the gateways' health
+        // checks saw its 503 fail, so no request *sent* in the cut's last second fails. (One
+        // sent earlier may fail late: a query already on the partitioned connection waits for
+        // TCP, docs/reliability.md "weak points"; seen failing 2 s after the route returned.)
+        if let Some(last) = tally.last_failed_sent {
             assert!(
                 last + Duration::from_secs(1) < back,
-                "requests still failed {:.1} s into the {CUT:?} cut: the gateways did not route around the cut-off replica",
+                "a request sent {:.1} s into the {CUT:?} cut failed: the gateways did not route around the cut-off replica",
                 last.saturating_duration_since(started).as_secs_f64()
             );
         }
