@@ -16,6 +16,7 @@
 //! one tenant does not unwrap for another.
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+pub mod asymmetric;
 pub mod cache;
 pub mod config;
 pub mod cryptosvc;

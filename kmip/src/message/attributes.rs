@@ -461,6 +461,16 @@ impl Attributes {
     /// (Locate filters arrive in all three, depending on the client). `None` when none of
     /// the forms is present.
     fn read_any(fields_of: &[Item], typed_tag: Tag) -> Result<Option<Self>, MessageError> {
+        Self::read_any_in(fields_of, typed_tag, Tag::TEMPLATE_ATTRIBUTE)
+    }
+
+    /// [`Self::read_any`] where the 1.x form is a Template-Attribute structure tagged
+    /// `template_tag` (Create Key Pair's Common / Private Key / Public Key Template-Attribute).
+    fn read_any_in(
+        fields_of: &[Item],
+        typed_tag: Tag,
+        template_tag: Tag,
+    ) -> Result<Option<Self>, MessageError> {
         let mut found = false;
         let mut out = Self::new();
         for item in fields_of {
@@ -469,7 +479,7 @@ impl Attributes {
                 for a in fields(item)? {
                     out.push(Attribute::from_v2(a)?);
                 }
-            } else if item.tag == Tag::TEMPLATE_ATTRIBUTE {
+            } else if item.tag == template_tag {
                 found = true;
                 for a in fields(item)? {
                     match a.tag {
@@ -524,6 +534,17 @@ pub(crate) mod kinds {
             v: ProtocolVersion,
             out: &mut Vec<Item>,
         ) {
+            write_in(value, tag, Tag::TEMPLATE_ATTRIBUTE, v, out)
+        }
+
+        /// 2.x: the structure tagged `tag`; 1.x: a Template-Attribute tagged `template_tag`.
+        pub(super) fn write_in(
+            value: &Option<Attributes>,
+            tag: Tag,
+            template_tag: Tag,
+            v: ProtocolVersion,
+            out: &mut Vec<Item>,
+        ) {
             let Some(attrs) = value else { return };
             if v.uses_typed_attributes() {
                 out.push(Item::structure(tag, attrs.items_for(v).collect()));
@@ -531,9 +552,40 @@ pub(crate) mod kinds {
             }
             let names = attrs.template_names.iter().map(|n| n.encode(Tag::NAME, v));
             out.push(Item::structure(
-                Tag::TEMPLATE_ATTRIBUTE,
+                template_tag,
                 names.chain(attrs.items_for(v)).collect(),
             ));
+        }
+    }
+
+    /// Create Key Pair's attribute sets: 2.x `Common Attributes`, `Private Key Attributes`,
+    /// `Public Key Attributes` (the field's tag); 1.x the matching `... Template-Attribute`.
+    pub mod pair_attrs {
+        use super::*;
+
+        /// The 1.x Template-Attribute tag of a 2.x Create Key Pair attribute set.
+        fn template_tag(tag: Tag) -> Tag {
+            match tag {
+                Tag::PRIVATE_KEY_ATTRIBUTES => Tag::PRIVATE_KEY_TEMPLATE_ATTRIBUTE,
+                Tag::PUBLIC_KEY_ATTRIBUTES => Tag::PUBLIC_KEY_TEMPLATE_ATTRIBUTE,
+                _ => Tag::COMMON_TEMPLATE_ATTRIBUTE,
+            }
+        }
+        pub fn read(
+            _within: Tag,
+            f: &[Item],
+            tag: Tag,
+            _v: ProtocolVersion,
+        ) -> Result<Option<Attributes>, MessageError> {
+            Attributes::read_any_in(f, tag, template_tag(tag))
+        }
+        pub fn write(
+            value: &Option<Attributes>,
+            tag: Tag,
+            v: ProtocolVersion,
+            out: &mut Vec<Item>,
+        ) {
+            super::attrs::write_in(value, tag, template_tag(tag), v, out)
         }
     }
 

@@ -279,6 +279,7 @@ macro_rules! field_type {
     (opt $t:ty) => { Option<$t> };
     (rep $t:ty) => { Vec<$t> };
     (attrs $t:ty) => { Option<$t> };
+    (pair_attrs $t:ty) => { Option<$t> };
     (attr_list $t:ty) => { Option<$t> };
     (attr_one $t:ty) => { Option<$t> };
     (attr_v1 $t:ty) => { Option<$t> };
@@ -348,17 +349,19 @@ macro_rules! enum_values {
 }
 
 use crate::spec::{
-    BatchErrorContinuationOption, BlockCipherMode, CredentialType, CryptographicAlgorithm,
-    DigitalSignatureAlgorithm, DrbgAlgorithm, EncodingOption, Fips186Variation, HashingAlgorithm,
-    InteropFunction, KeyCompressionType, KeyFormatType, KeyRoleType, KeyWrapType, LinkType,
-    MaskGenerator, NameType, ObjectGroupMember, ObjectType, OpaqueDataType, Operation,
-    PaddingMethod, QueryFunction, RecommendedCurve, ResultReason, ResultStatus,
-    RevocationReasonCode, RngAlgorithm, SecretDataType, State, UsageLimitsUnit, WrappingMethod,
+    BatchErrorContinuationOption, BlockCipherMode, CertificateType, CredentialType,
+    CryptographicAlgorithm, DigitalSignatureAlgorithm, DrbgAlgorithm, EncodingOption,
+    Fips186Variation, HashingAlgorithm, InteropFunction, KeyCompressionType, KeyFormatType,
+    KeyRoleType, KeyWrapType, LinkType, MaskGenerator, NameType, ObjectGroupMember, ObjectType,
+    OpaqueDataType, Operation, PaddingMethod, QueryFunction, RecommendedCurve, ResultReason,
+    ResultStatus, RevocationReasonCode, RngAlgorithm, SecretDataType, State, UsageLimitsUnit,
+    ValidityIndicator, WrappingMethod,
 };
 
 enum_values!(
     BatchErrorContinuationOption,
     BlockCipherMode,
+    CertificateType,
     CryptographicAlgorithm,
     DigitalSignatureAlgorithm,
     HashingAlgorithm,
@@ -389,6 +392,7 @@ enum_values!(
     RecommendedCurve,
     RngAlgorithm,
     UsageLimitsUnit,
+    ValidityIndicator,
 );
 
 /// The Cryptographic Usage Mask travels as an Integer holding bit flags.

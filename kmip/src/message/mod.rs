@@ -32,7 +32,8 @@ pub use attributes::{
 use codec::{fields, kmip_struct, wrong_type};
 pub use codec::{ByteString, DateTime, Interval, TtlvValue};
 pub use objects::{
-    KeyBlock, KeyMaterial, KeyValue, ManagedObject, OpaqueObject, SecretData, SymmetricKey,
+    Certificate, KeyBlock, KeyMaterial, KeyValue, ManagedObject, OpaqueObject, PrivateKey,
+    PublicKey, SecretData, SymmetricKey,
 };
 pub use payloads::{RequestPayload, ResponsePayload};
 

@@ -1,9 +1,10 @@
-//! Managed objects that carry key material: Symmetric Key, Secret Data, Opaque Object, and
-//! the Key Block / Key Value / Key Material structures inside them. Other object types
-//! (certificates, asymmetric keys, ...) pass through as item trees.
+//! Managed objects: Symmetric Key, Public Key, Private Key, Secret Data, Certificate, Opaque
+//! Object, and the Key Block / Key Value / Key Material structures inside them. Other object
+//! types (split keys, templates, PGP keys, ...) pass through as item trees.
 
 use crate::spec::{
-    CryptographicAlgorithm, KeyCompressionType, KeyFormatType, ObjectType, SecretDataType, Tag,
+    CertificateType, CryptographicAlgorithm, KeyCompressionType, KeyFormatType, ObjectType,
+    SecretDataType, Tag,
 };
 use crate::ttlv::{Item, ItemType, Value};
 use crate::ProtocolVersion;
@@ -136,6 +137,26 @@ kmip_struct! {
 }
 
 kmip_struct! {
+    pub struct PublicKey {
+        key_block: req KeyBlock = KEY_BLOCK,
+    }
+}
+
+kmip_struct! {
+    pub struct PrivateKey {
+        key_block: req KeyBlock = KEY_BLOCK,
+    }
+}
+
+kmip_struct! {
+    /// Certificate: its type (X.509, PGP) and its encoding (DER for X.509).
+    pub struct Certificate {
+        certificate_type: req CertificateType = CERTIFICATE_TYPE,
+        certificate_value: req ByteString = CERTIFICATE_VALUE,
+    }
+}
+
+kmip_struct! {
     pub struct SecretData {
         secret_data_type: req SecretDataType = SECRET_DATA_TYPE,
         key_block: req KeyBlock = KEY_BLOCK,
@@ -154,9 +175,12 @@ kmip_struct! {
 #[derive(Clone, Debug, PartialEq)]
 pub enum ManagedObject {
     SymmetricKey(SymmetricKey),
+    PublicKey(PublicKey),
+    PrivateKey(PrivateKey),
     SecretData(SecretData),
+    Certificate(Certificate),
     OpaqueObject(OpaqueObject),
-    /// Another object type (certificate, asymmetric key, split key, ...), as received.
+    /// Another object type (split key, template, PGP key, ...), as received.
     Other(Item),
 }
 
@@ -178,12 +202,12 @@ impl ManagedObject {
     pub fn object_type(&self) -> Option<ObjectType> {
         Some(match self {
             Self::SymmetricKey(_) => ObjectType::SymmetricKey,
+            Self::PublicKey(_) => ObjectType::PublicKey,
+            Self::PrivateKey(_) => ObjectType::PrivateKey,
             Self::SecretData(_) => ObjectType::SecretData,
+            Self::Certificate(_) => ObjectType::Certificate,
             Self::OpaqueObject(_) => ObjectType::OpaqueObject,
             Self::Other(item) => match item.tag {
-                Tag::CERTIFICATE => ObjectType::Certificate,
-                Tag::PUBLIC_KEY => ObjectType::PublicKey,
-                Tag::PRIVATE_KEY => ObjectType::PrivateKey,
                 Tag::SPLIT_KEY => ObjectType::SplitKey,
                 Tag::TEMPLATE => ObjectType::Template,
                 Tag::PGP_KEY => ObjectType::PgpKey,
@@ -197,6 +221,8 @@ impl ManagedObject {
     pub fn key_block(&self) -> Option<&KeyBlock> {
         match self {
             Self::SymmetricKey(k) => Some(&k.key_block),
+            Self::PublicKey(k) => Some(&k.key_block),
+            Self::PrivateKey(k) => Some(&k.key_block),
             Self::SecretData(s) => Some(&s.key_block),
             _ => None,
         }
@@ -206,6 +232,9 @@ impl ManagedObject {
     pub fn from_item(item: &Item, v: ProtocolVersion) -> Result<Self, MessageError> {
         Ok(match item.tag {
             Tag::SYMMETRIC_KEY => Self::SymmetricKey(SymmetricKey::decode(item, v)?),
+            Tag::PUBLIC_KEY => Self::PublicKey(PublicKey::decode(item, v)?),
+            Tag::PRIVATE_KEY => Self::PrivateKey(PrivateKey::decode(item, v)?),
+            Tag::CERTIFICATE => Self::Certificate(Certificate::decode(item, v)?),
             Tag::SECRET_DATA => Self::SecretData(SecretData::decode(item, v)?),
             Tag::OPAQUE_OBJECT => Self::OpaqueObject(OpaqueObject::decode(item, v)?),
             _ => Self::Other(item.clone()),
@@ -216,6 +245,9 @@ impl ManagedObject {
     pub fn to_item(&self, v: ProtocolVersion) -> Item {
         match self {
             Self::SymmetricKey(k) => k.encode(Tag::SYMMETRIC_KEY, v),
+            Self::PublicKey(k) => k.encode(Tag::PUBLIC_KEY, v),
+            Self::PrivateKey(k) => k.encode(Tag::PRIVATE_KEY, v),
+            Self::Certificate(c) => c.encode(Tag::CERTIFICATE, v),
             Self::SecretData(s) => s.encode(Tag::SECRET_DATA, v),
             Self::OpaqueObject(o) => o.encode(Tag::OPAQUE_OBJECT, v),
             Self::Other(item) => item.clone(),

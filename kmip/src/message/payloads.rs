@@ -5,6 +5,7 @@
 use crate::spec::{
     CryptographicUsageMask, InteropFunction, KeyCompressionType, KeyFormatType, KeyWrapType,
     ObjectGroupMember, ObjectType, Operation, QueryFunction, RevocationReasonCode,
+    ValidityIndicator,
 };
 use crate::ttlv::Item;
 
@@ -88,6 +89,30 @@ kmip_struct! {
     pub struct RegisterResponse {
         unique_identifier: req UniqueIdentifier = UNIQUE_IDENTIFIER,
         attributes: attrs Attributes = ATTRIBUTES,
+    }
+}
+
+kmip_struct! {
+    /// Create Key Pair: attributes for both keys, and for each key alone (1.x sends them as
+    /// Common / Private Key / Public Key Template-Attribute).
+    #[derive(Default)]
+    pub struct CreateKeyPairRequest {
+        common_attributes: pair_attrs Attributes = COMMON_ATTRIBUTES,
+        private_key_attributes: pair_attrs Attributes = PRIVATE_KEY_ATTRIBUTES,
+        public_key_attributes: pair_attrs Attributes = PUBLIC_KEY_ATTRIBUTES,
+        common_protection_storage_masks: opt Item = COMMON_PROTECTION_STORAGE_MASKS,
+        private_protection_storage_masks: opt Item = PRIVATE_PROTECTION_STORAGE_MASKS,
+        public_protection_storage_masks: opt Item = PUBLIC_PROTECTION_STORAGE_MASKS,
+    }
+}
+
+kmip_struct! {
+    pub struct CreateKeyPairResponse {
+        private_key_unique_identifier: req UniqueIdentifier = PRIVATE_KEY_UNIQUE_IDENTIFIER,
+        public_key_unique_identifier: req UniqueIdentifier = PUBLIC_KEY_UNIQUE_IDENTIFIER,
+        /// 1.x only: attributes the server set implicitly.
+        private_key_attributes: pair_attrs Attributes = PRIVATE_KEY_ATTRIBUTES,
+        public_key_attributes: pair_attrs Attributes = PUBLIC_KEY_ATTRIBUTES,
     }
 }
 
@@ -330,6 +355,51 @@ kmip_struct! {
 }
 
 kmip_struct! {
+    #[derive(Default)]
+    pub struct SignRequest {
+        unique_identifier: opt UniqueIdentifier = UNIQUE_IDENTIFIER,
+        cryptographic_parameters: opt CryptographicParameters = CRYPTOGRAPHIC_PARAMETERS,
+        data: opt ByteString = DATA,
+        /// 1.4+: the digest of the data, signed as given.
+        digested_data: opt ByteString = DIGESTED_DATA,
+        correlation_value: opt ByteString = CORRELATION_VALUE,
+        init_indicator: opt bool = INIT_INDICATOR,
+        final_indicator: opt bool = FINAL_INDICATOR,
+    }
+}
+
+kmip_struct! {
+    pub struct SignResponse {
+        unique_identifier: req UniqueIdentifier = UNIQUE_IDENTIFIER,
+        signature_data: opt ByteString = SIGNATURE_DATA,
+        correlation_value: opt ByteString = CORRELATION_VALUE,
+    }
+}
+
+kmip_struct! {
+    #[derive(Default)]
+    pub struct SignatureVerifyRequest {
+        unique_identifier: opt UniqueIdentifier = UNIQUE_IDENTIFIER,
+        cryptographic_parameters: opt CryptographicParameters = CRYPTOGRAPHIC_PARAMETERS,
+        data: opt ByteString = DATA,
+        digested_data: opt ByteString = DIGESTED_DATA,
+        signature_data: opt ByteString = SIGNATURE_DATA,
+        correlation_value: opt ByteString = CORRELATION_VALUE,
+        init_indicator: opt bool = INIT_INDICATOR,
+        final_indicator: opt bool = FINAL_INDICATOR,
+    }
+}
+
+kmip_struct! {
+    pub struct SignatureVerifyResponse {
+        unique_identifier: req UniqueIdentifier = UNIQUE_IDENTIFIER,
+        validity_indicator: opt ValidityIndicator = VALIDITY_INDICATOR,
+        data: opt ByteString = DATA,
+        correlation_value: opt ByteString = CORRELATION_VALUE,
+    }
+}
+
+kmip_struct! {
     pub struct RngRetrieveRequest {
         data_length: req i32 = DATA_LENGTH,
     }
@@ -451,6 +521,7 @@ payloads! {
     DiscoverVersions => DiscoverVersionsRequest, DiscoverVersionsResponse;
     Query => QueryRequest, QueryResponse;
     Create => CreateRequest, CreateResponse;
+    CreateKeyPair => CreateKeyPairRequest, CreateKeyPairResponse;
     Register => RegisterRequest, RegisterResponse;
     Get => GetRequest, GetResponse;
     GetAttributes => GetAttributesRequest, GetAttributesResponse;
@@ -466,6 +537,8 @@ payloads! {
     Encrypt => EncryptRequest, EncryptResponse;
     Decrypt => DecryptRequest, DecryptResponse;
     Mac => MacRequest, MacResponse;
+    Sign => SignRequest, SignResponse;
+    SignatureVerify => SignatureVerifyRequest, SignatureVerifyResponse;
     ReKey => ReKeyRequest, ReKeyResponse;
     RngRetrieve => RngRetrieveRequest, RngRetrieveResponse;
     Check => CheckRequest, CheckResponse;
