@@ -8,6 +8,7 @@ use kmip::message::MessageError;
 use kmip::spec::ResultReason;
 use kmip::ProtocolVersion;
 
+use crate::asymmetric::AsymError;
 use crate::cryptosvc::CryptoError;
 use crate::store::StoreError;
 
@@ -117,6 +118,17 @@ impl From<CryptoError> for OpError {
             // which is what the CS-BC test cases (M-11, M-12, M-13) expect in 1.4, 2.0 and 2.1.
             CryptoError::MissingIv | CryptoError::MissingTag => ResultReason::InvalidMessage,
             _ => ResultReason::InvalidField,
+        };
+        OpError::new(reason, e.to_string())
+    }
+}
+
+impl From<AsymError> for OpError {
+    fn from(e: AsymError) -> Self {
+        let reason = match e {
+            AsymError::Failed(_) => ResultReason::CryptographicFailure,
+            AsymError::Format(_) => ResultReason::KeyFormatTypeNotSupported,
+            AsymError::Unsupported(_) | AsymError::BadKey(_) => ResultReason::InvalidField,
         };
         OpError::new(reason, e.to_string())
     }

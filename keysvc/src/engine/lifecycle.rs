@@ -17,6 +17,7 @@ use kmip::spec::{
 };
 use kmip::{Item, Tag};
 
+use super::keypairs;
 use super::maintained::{self, Origin};
 use super::object::{KeyObject, SERVER_ATTRIBUTES};
 use super::{Engine, OpError, Request};
@@ -52,7 +53,7 @@ pub(super) fn check_client_attributes(attrs: &Attributes, allowed: &[Tag]) -> Re
 
 /// The attributes every new object starts with, plus the client's. An Activation Date in
 /// the past (or now) makes the object Active at once.
-fn new_object_attributes(
+pub(super) fn new_object_attributes(
     uid: &str,
     object_type: ObjectType,
     client: Option<&Attributes>,
@@ -92,7 +93,7 @@ pub(super) fn fresh_usage_limits(limits: UsageLimits) -> UsageLimits {
     }
 }
 
-fn new_uid() -> String {
+pub(super) fn new_uid() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
@@ -216,7 +217,14 @@ pub(super) async fn register(
     let uid = new_uid();
     let now = DateTime::now();
     let mut attrs = new_object_attributes(&uid, r.object_type, Some(&client), now)?;
-    if let Some(block) = object.key_block() {
+    if let ManagedObject::Certificate(c) = &object {
+        certificate_attributes(c, &mut attrs)?;
+    } else if matches!(
+        object,
+        ManagedObject::PublicKey(_) | ManagedObject::PrivateKey(_)
+    ) {
+        keypairs::check_registered_key(&object, &mut attrs)?;
+    } else if let Some(block) = object.key_block() {
         if matches!(block.key_value, Some(KeyValue::Wrapped(_)))
             || block.key_wrapping_data.is_some()
         {
@@ -308,6 +316,12 @@ pub(super) async fn get(req: &mut Request<'_>, r: &GetRequest) -> Result<Respons
     })?;
     let object = match (object, r.key_format_type) {
         (_, None) => object.clone(),
+        (ManagedObject::PublicKey(_) | ManagedObject::PrivateKey(_), Some(format)) => {
+            match keypairs::key_in(object, format) {
+                Some(converted) => converted?,
+                None => object.clone(),
+            }
+        }
         (ManagedObject::SymmetricKey(k), Some(format)) => {
             ManagedObject::SymmetricKey(SymmetricKey {
                 key_block: symmetric_key_in(&k.key_block, format)?,
@@ -333,6 +347,24 @@ pub(super) async fn get(req: &mut Request<'_>, r: &GetRequest) -> Result<Respons
         unique_identifier: uid.into(),
         object: Some(object),
     }))
+}
+
+/// Register of a certificate: an X.509 certificate must decode as one (DER); its type and
+/// the length of its encoding become its Certificate Type and Certificate Length (KMIP 2.1
+/// §4.9, §4.10).
+fn certificate_attributes(
+    c: &kmip::message::Certificate,
+    attrs: &mut Attributes,
+) -> Result<(), OpError> {
+    use der::Decode as _;
+    if c.certificate_type == kmip::spec::CertificateType::X509 {
+        x509_cert::Certificate::from_der(&c.certificate_value).map_err(|e| {
+            OpError::invalid_field(format!("the certificate is not a DER X.509 certificate: {e}"))
+        })?;
+    }
+    attrs.set_typed(Tag::CERTIFICATE_TYPE, &c.certificate_type);
+    attrs.set_typed(Tag::CERTIFICATE_LENGTH, &(c.certificate_value.len() as i32));
+    Ok(())
 }
 
 /// A symmetric key block in the requested format: Raw or Transparent Symmetric Key.

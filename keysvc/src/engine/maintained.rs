@@ -84,7 +84,9 @@ pub(super) fn set_on_new_object(
     if let Some(digest) = digest {
         attrs.set_typed(Tag::DIGEST, &digest);
     }
-    attrs.set_typed(Tag::KEY_FORMAT_TYPE, &format);
+    if let Some(format) = format {
+        attrs.set_typed(Tag::KEY_FORMAT_TYPE, &format);
+    }
     if origin == Origin::Generated {
         // §4.38: mandatory for generated objects, "the same as the Initial Date".
         attrs.set_typed(Tag::ORIGINAL_CREATION_DATE, &now);
@@ -113,13 +115,15 @@ pub(super) fn set_on_new_object(
 }
 
 /// The mandatory Digest of an object (SHA-256 in the object type's default Key Format Type,
-/// KMIP 2.1 §4.21) and its Key Format Type attribute (§4.26).
+/// KMIP 2.1 §4.21) and its Key Format Type attribute (§4.26; none for a certificate).
 ///
-/// Keys and secret data: the default format is Raw, whose Key Material is the key bytes
-/// (a Transparent Symmetric Key holds the same bytes in its Key field), so the digest is
-/// over those bytes. Opaque objects: over the Opaque Data Value, with no Key Format Type in
-/// the Digest (it is for keys and secret data only).
-fn digest_of(object: &ManagedObject) -> (Option<Digest>, KeyFormatType) {
+/// Symmetric keys and secret data: the default format is Raw, whose Key Material is the key
+/// bytes (a Transparent Symmetric Key holds the same bytes in its Key field), so the digest
+/// is over those bytes. Public and private keys: over the key as kept (PKCS#1, PKCS#8,
+/// X.509, ...), in that format; none for a key kept in a Transparent structure. Opaque
+/// objects and certificates: over the Opaque Data Value / Certificate Value, with no Key
+/// Format Type in the Digest (it is for keys and secret data only).
+fn digest_of(object: &ManagedObject) -> (Option<Digest>, Option<KeyFormatType>) {
     let digest = |bytes: &[u8], format| Digest {
         hashing_algorithm: HashingAlgorithm::Sha256,
         digest_value: Some(kmip::message::ByteString::new(cryptosvc::sha256(bytes))),
@@ -128,16 +132,29 @@ fn digest_of(object: &ManagedObject) -> (Option<Digest>, KeyFormatType) {
     match object {
         ManagedObject::OpaqueObject(o) => (
             Some(digest(&o.opaque_data_value, None)),
-            KeyFormatType::Opaque,
+            Some(KeyFormatType::Opaque),
         ),
+        ManagedObject::Certificate(c) => (Some(digest(&c.certificate_value, None)), None),
+        ManagedObject::PublicKey(_) | ManagedObject::PrivateKey(_) => {
+            let block = object.key_block();
+            let bytes = block.and_then(|b| match &b.key_value {
+                Some(kmip::message::KeyValue::Plain {
+                    key_material: kmip::message::KeyMaterial::Bytes(bytes),
+                    ..
+                }) => Some(bytes),
+                _ => None,
+            });
+            let format = block.map(|b| b.key_format_type);
+            (bytes.map(|b| digest(b, format)), format)
+        }
         other => match other.key_block() {
             Some(block) => (
                 block
                     .key_bytes()
                     .map(|bytes| digest(bytes, Some(KeyFormatType::Raw))),
-                block.key_format_type,
+                Some(block.key_format_type),
             ),
-            None => (None, KeyFormatType::Raw),
+            None => (None, Some(KeyFormatType::Raw)),
         },
     }
 }

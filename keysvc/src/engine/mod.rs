@@ -14,6 +14,7 @@
 
 mod attributes;
 mod errors;
+mod keypairs;
 mod lifecycle;
 mod maintained;
 mod object;
@@ -412,10 +413,11 @@ struct Request<'e> {
 /// request's version defines): kept beside the dispatcher so the two are changed together, and
 /// `tests::query_lists_exactly_what_is_served` sends every KMIP operation to check they agree.
 /// Interop is served (and listed) only when [`EngineConfig::interop`] is on.
-const OPERATIONS: [Operation; 22] = [
+const OPERATIONS: [Operation; 25] = [
     Operation::DiscoverVersions,
     Operation::Query,
     Operation::Create,
+    Operation::CreateKeyPair,
     Operation::Register,
     Operation::Get,
     Operation::GetAttributes,
@@ -431,17 +433,22 @@ const OPERATIONS: [Operation; 22] = [
     Operation::Encrypt,
     Operation::Decrypt,
     Operation::Mac,
+    Operation::Sign,
+    Operation::SignatureVerify,
     Operation::ReKey,
     Operation::RngRetrieve,
     Operation::Check,
     Operation::Log,
 ];
 
-/// The object types this server keeps: the ones Register accepts (Create makes Symmetric Keys
-/// only), which Query Objects lists.
-const OBJECT_TYPES: [ObjectType; 3] = [
+/// The object types this server keeps: the ones Register accepts (Create makes Symmetric Keys,
+/// Create Key Pair public and private keys), which Query Objects lists.
+const OBJECT_TYPES: [ObjectType; 6] = [
     ObjectType::SymmetricKey,
+    ObjectType::PublicKey,
+    ObjectType::PrivateKey,
     ObjectType::SecretData,
+    ObjectType::Certificate,
     ObjectType::OpaqueObject,
 ];
 
@@ -479,6 +486,7 @@ impl Request<'_> {
             P::DiscoverVersions(r) => Ok(services::discover_versions(r)),
             P::Query(r) => Ok(services::query(self, r)),
             P::Create(r) => lifecycle::create(self, r).await,
+            P::CreateKeyPair(r) => keypairs::create_key_pair(self, r).await,
             P::Register(r) => lifecycle::register(self, r).await,
             P::Get(r) => lifecycle::get(self, r).await,
             P::Activate(r) => lifecycle::activate(self, r).await,
@@ -495,6 +503,8 @@ impl Request<'_> {
             P::Encrypt(r) => services::encrypt(self, r).await,
             P::Decrypt(r) => services::decrypt(self, r).await,
             P::Mac(r) => services::mac(self, r).await,
+            P::Sign(r) => keypairs::sign(self, r).await,
+            P::SignatureVerify(r) => keypairs::signature_verify(self, r).await,
             P::RngRetrieve(r) => services::rng_retrieve(r),
             P::Check(r) => services::check(self, r).await,
             P::Log(r) => Ok(services::log(self, r)),

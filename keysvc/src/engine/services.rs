@@ -55,7 +55,7 @@ pub(super) fn query(req: &Request<'_>, r: &QueryRequest) -> ResponsePayload {
 /// apply: applying protection (encrypt, MAC) ends at the Protect Stop Date (KMIP 2.1 §4.41),
 /// processing protected data (decrypt) begins at the Process Start Date (§4.40).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Purpose {
+pub(super) enum Purpose {
     Protect,
     Process,
 }
@@ -88,7 +88,7 @@ fn check_dates(key: &KeyObject, uid: &str, purpose: Purpose) -> Result<(), OpErr
 }
 
 /// Loads a key for a cryptographic operation and checks its state, dates and usage.
-async fn usable_key(
+pub(super) async fn usable_key(
     req: &mut Request<'_>,
     given: &Option<kmip::message::UniqueIdentifier>,
     allowed: &[State],
@@ -115,7 +115,7 @@ async fn usable_key(
             format!("the usage mask of object {uid} does not allow {operation}"),
         ));
     }
-    if key.key_bytes().is_none() {
+    if key.object.as_ref().and_then(|o| o.key_block()).is_none() {
         return Err(OpError::new(
             ResultReason::InvalidObjectType,
             format!("object {uid} holds no key"),
@@ -221,7 +221,7 @@ fn no_aead(aad: &Option<ByteString>, tag: &Option<ByteString>) -> Result<(), OpE
 }
 
 /// Multi-part (streaming) operations are not supported; a single part is.
-fn single_part(
+pub(super) fn single_part(
     correlation: &Option<ByteString>,
     init: Option<bool>,
     last: Option<bool>,
@@ -239,7 +239,7 @@ fn single_part(
     Ok(())
 }
 
-fn data(d: &Option<ByteString>) -> Result<&[u8], OpError> {
+pub(super) fn data(d: &Option<ByteString>) -> Result<&[u8], OpError> {
     d.as_deref()
         .ok_or_else(|| OpError::new(ResultReason::InvalidMessage, "Data is required"))
 }

@@ -1,0 +1,372 @@
+//! Asymmetric keys in the engine: Create Key Pair, Sign, Signature Verify, and the parts of
+//! Register and Get that are particular to public keys, private keys and certificates. The
+//! cryptography and the key encodings are `crate::asymmetric`'s.
+//!
+//! A pair is two objects written in the request's transaction: the private key links to
+//! its public key (Public Key Link) and the public key to its private key (Private Key
+//! Link); each is sealed like any other object, the private key's material included.
+
+use std::sync::{Arc, OnceLock};
+
+use kmip::message::payloads::*;
+use kmip::message::{
+    Attribute, Attributes, ByteString, CryptographicParameters, DateTime, KeyBlock, KeyValue,
+    Link, ManagedObject, PrivateKey, PublicKey, ResponsePayload,
+};
+use kmip::spec::{
+    CryptographicAlgorithm, CryptographicUsageMask, LinkType, ObjectType, RecommendedCurve,
+    ResultReason, State, ValidityIndicator,
+};
+use kmip::{Tag, Value};
+use tokio::sync::Semaphore;
+
+use super::lifecycle::{check_client_attributes, new_object_attributes, new_uid};
+use super::maintained::{self, Origin};
+use super::object::KeyObject;
+use super::services::{data, single_part, usable_key, Purpose};
+use super::{OpError, Request};
+use crate::asymmetric::{self, GeneratedPair};
+
+/// Key generations running at once, per process: RSA-4096 takes about a second of one core,
+/// so a tenant asking for many cannot take every core from the others. Further requests
+/// wait their turn (each still bounded by the request's own deadline upstream).
+fn generation_slots() -> &'static Arc<Semaphore> {
+    static SLOTS: OnceLock<Arc<Semaphore>> = OnceLock::new();
+    SLOTS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Arc::new(Semaphore::new(cores.div_ceil(2).max(1)))
+    })
+}
+
+/// The Recommended Curve a client named, in Cryptographic Domain Parameters (all versions)
+/// or as the 1.x-style attribute of the same name.
+fn recommended_curve(attrs: &Attributes) -> Option<RecommendedCurve> {
+    let from_domain = attrs
+        .get(Tag::CRYPTOGRAPHIC_DOMAIN_PARAMETERS)
+        .and_then(|a| match &a.value {
+            Value::Structure(items) => items.iter().find(|i| i.tag == Tag::RECOMMENDED_CURVE),
+            _ => None,
+        })
+        .and_then(|i| match i.value {
+            Value::Enumeration(v) => RecommendedCurve::from_value(v),
+            _ => None,
+        });
+    from_domain.or_else(|| {
+        attrs
+            .get(Tag::RECOMMENDED_CURVE)
+            .and_then(|a| match a.value {
+                Value::Enumeration(v) => RecommendedCurve::from_value(v),
+                _ => None,
+            })
+    })
+}
+
+/// The attributes of one key of the pair: the common ones, then that key's own (which win).
+fn merged(common: &Attributes, own: Option<&Attributes>) -> Attributes {
+    let mut out = common.clone();
+    if let Some(own) = own {
+        for tag in own.iter().filter_map(|a| a.tag()) {
+            out.remove(tag);
+        }
+        for a in own.iter() {
+            out.push(a.clone());
+        }
+        out.template_names.extend(own.template_names.iter().cloned());
+    }
+    out
+}
+
+fn field<T>(r: Result<Option<T>, kmip::message::MessageError>) -> Result<Option<T>, OpError> {
+    r.map_err(|e| OpError::invalid_field(e.to_string()))
+}
+
+pub(super) async fn create_key_pair(
+    req: &mut Request<'_>,
+    r: &CreateKeyPairRequest,
+) -> Result<ResponsePayload, OpError> {
+    let common = r.common_attributes.clone().unwrap_or_default();
+    let private_attrs = merged(&common, r.private_key_attributes.as_ref());
+    let public_attrs = merged(&common, r.public_key_attributes.as_ref());
+    let allowed = [Tag::CRYPTOGRAPHIC_ALGORITHM, Tag::CRYPTOGRAPHIC_LENGTH];
+    check_client_attributes(&private_attrs, &allowed)?;
+    check_client_attributes(&public_attrs, &allowed)?;
+    for masks in [
+        &r.common_protection_storage_masks,
+        &r.private_protection_storage_masks,
+        &r.public_protection_storage_masks,
+    ] {
+        maintained::storage_acceptable(masks.as_ref())?;
+    }
+    let algorithm = field(private_attrs.cryptographic_algorithm())?
+        .ok_or_else(|| OpError::invalid_field("Cryptographic Algorithm is required"))?;
+    if field(public_attrs.cryptographic_algorithm())? != Some(algorithm) {
+        return Err(OpError::invalid_field(
+            "the two keys of a pair have one Cryptographic Algorithm",
+        ));
+    }
+    let length = field(private_attrs.cryptographic_length())?;
+    let curve = recommended_curve(&private_attrs);
+
+    let pair = {
+        let _slot = generation_slots()
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| OpError::new(ResultReason::GeneralFailure, "shutting down"))?;
+        tokio::task::spawn_blocking(move || asymmetric::generate(algorithm, length, curve))
+            .await
+            .map_err(|_| OpError::new(ResultReason::GeneralFailure, "key generation failed"))??
+    };
+    let GeneratedPair {
+        private,
+        public,
+        algorithm,
+        length,
+    } = pair;
+
+    let private_uid = new_uid();
+    let public_uid = new_uid();
+    let now = DateTime::now();
+    let private = new_key(
+        &private_uid,
+        ObjectType::PrivateKey,
+        private_attrs,
+        ManagedObject::PrivateKey(PrivateKey { key_block: private }),
+        (algorithm, length),
+        (LinkType::PublicKeyLink, &public_uid),
+        CryptographicUsageMask::SIGN,
+        now,
+    )?;
+    let public = new_key(
+        &public_uid,
+        ObjectType::PublicKey,
+        public_attrs,
+        ManagedObject::PublicKey(PublicKey { key_block: public }),
+        (algorithm, length),
+        (LinkType::PrivateKeyLink, &private_uid),
+        CryptographicUsageMask::VERIFY,
+        now,
+    )?;
+    req.insert(&private).await?;
+    req.insert(&public).await?;
+    // KMIP 2.1 §6.1.9: the ID Placeholder is the private key's identifier.
+    req.placeholder = Some(private_uid.clone());
+    Ok(ResponsePayload::CreateKeyPair(CreateKeyPairResponse {
+        private_key_unique_identifier: private_uid.into(),
+        public_key_unique_identifier: public_uid.into(),
+        private_key_attributes: None,
+        public_key_attributes: None,
+    }))
+}
+
+/// One key of a new pair: the client's attributes, the server's, its link to the other.
+#[allow(clippy::too_many_arguments)]
+fn new_key(
+    uid: &str,
+    object_type: ObjectType,
+    client: Attributes,
+    object: ManagedObject,
+    (algorithm, length): (CryptographicAlgorithm, i32),
+    (link_type, linked): (LinkType, &str),
+    default_usage: CryptographicUsageMask,
+    now: DateTime,
+) -> Result<KeyObject, OpError> {
+    let mut attrs = new_object_attributes(uid, object_type, Some(&client), now)?;
+    attrs.set_typed(Tag::CRYPTOGRAPHIC_ALGORITHM, &algorithm);
+    attrs.set_typed(Tag::CRYPTOGRAPHIC_LENGTH, &length);
+    if field(attrs.cryptographic_usage_mask())?.is_none() {
+        attrs.set_typed(Tag::CRYPTOGRAPHIC_USAGE_MASK, &default_usage);
+    }
+    attrs.push(Attribute::typed(
+        Tag::LINK,
+        &Link {
+            link_type,
+            linked_object_identifier: linked.to_string().into(),
+        },
+    ));
+    maintained::set_on_new_object(&mut attrs, uid, &object, Origin::Generated, now)?;
+    Ok(KeyObject {
+        uid: uid.to_string(),
+        object_type,
+        attributes: attrs,
+        object: Some(object),
+        created_at: now.seconds(),
+        version: 0,
+    })
+}
+
+/// The parameters to sign or verify with: the request's, else the key's Cryptographic
+/// Parameters attribute, else the defaults (`asymmetric::sign`).
+fn parameters_for(
+    requested: &Option<CryptographicParameters>,
+    key: &KeyObject,
+) -> Result<CryptographicParameters, OpError> {
+    if let Some(p) = requested {
+        return Ok(p.clone());
+    }
+    Ok(field(key.attributes.typed(Tag::CRYPTOGRAPHIC_PARAMETERS))?.unwrap_or_default())
+}
+
+fn key_block_of<'a>(key: &'a KeyObject, uid: &str, wanted: ObjectType) -> Result<&'a KeyBlock, OpError> {
+    match (&key.object, wanted) {
+        (Some(ManagedObject::PrivateKey(k)), ObjectType::PrivateKey) => Ok(&k.key_block),
+        (Some(ManagedObject::PublicKey(k)), ObjectType::PublicKey) => Ok(&k.key_block),
+        _ => Err(OpError::new(
+            ResultReason::InvalidObjectType,
+            format!("object {uid} is not a {}", wanted.name()),
+        )),
+    }
+}
+
+fn no_digested_data(digested: &Option<ByteString>) -> Result<(), OpError> {
+    if digested.is_some() {
+        return Err(OpError::new(
+            ResultReason::FeatureNotSupported,
+            "Digested Data is not supported: send the Data to sign or verify",
+        ));
+    }
+    Ok(())
+}
+
+pub(super) async fn sign(req: &mut Request<'_>, r: &SignRequest) -> Result<ResponsePayload, OpError> {
+    single_part(&r.correlation_value, r.init_indicator, r.final_indicator)?;
+    no_digested_data(&r.digested_data)?;
+    let (uid, key) = usable_key(
+        req,
+        &r.unique_identifier,
+        &[State::Active],
+        CryptographicUsageMask::SIGN,
+        "Sign",
+        Purpose::Protect,
+    )
+    .await?;
+    let block = key_block_of(&key, &uid, ObjectType::PrivateKey)?;
+    let params = parameters_for(&r.cryptographic_parameters, &key)?;
+    let signature = asymmetric::sign(block, &params, data(&r.data)?)?;
+    Ok(ResponsePayload::Sign(SignResponse {
+        unique_identifier: uid.into(),
+        signature_data: Some(ByteString::new(signature)),
+        correlation_value: None,
+    }))
+}
+
+pub(super) async fn signature_verify(
+    req: &mut Request<'_>,
+    r: &SignatureVerifyRequest,
+) -> Result<ResponsePayload, OpError> {
+    single_part(&r.correlation_value, r.init_indicator, r.final_indicator)?;
+    no_digested_data(&r.digested_data)?;
+    // Verifying is processing protected data: a Deactivated key still verifies what it
+    // signed (SP 800-57 "process only"), as a deactivated key still decrypts.
+    let (uid, key) = usable_key(
+        req,
+        &r.unique_identifier,
+        &[State::Active, State::Deactivated],
+        CryptographicUsageMask::VERIFY,
+        "Signature Verify",
+        Purpose::Process,
+    )
+    .await?;
+    let block = key_block_of(&key, &uid, ObjectType::PublicKey)?;
+    let params = parameters_for(&r.cryptographic_parameters, &key)?;
+    let signature = r
+        .signature_data
+        .as_deref()
+        .ok_or_else(|| OpError::new(ResultReason::InvalidMessage, "Signature Data is required"))?;
+    let valid = asymmetric::verify(block, &params, data(&r.data)?, signature)?;
+    Ok(ResponsePayload::SignatureVerify(SignatureVerifyResponse {
+        unique_identifier: uid.into(),
+        validity_indicator: Some(if valid {
+            ValidityIndicator::Valid
+        } else {
+            ValidityIndicator::Invalid
+        }),
+        data: None,
+        correlation_value: None,
+    }))
+}
+
+/// Register of a public or private key: the material must not be wrapped; a key this
+/// service can use (RSA, EC P-256/P-384, Ed25519) must decode, and its algorithm and length
+/// are set from it (a declared length that disagrees is refused). Other asymmetric keys
+/// (DSA, DH, other curves) are kept as registered, with the algorithm and length declared.
+pub(super) fn check_registered_key(
+    object: &ManagedObject,
+    attrs: &mut Attributes,
+) -> Result<(), OpError> {
+    let block = match object {
+        ManagedObject::PublicKey(k) => &k.key_block,
+        ManagedObject::PrivateKey(k) => &k.key_block,
+        _ => return Ok(()),
+    };
+    if matches!(block.key_value, Some(KeyValue::Wrapped(_))) || block.key_wrapping_data.is_some() {
+        return Err(OpError::new(
+            ResultReason::FeatureNotSupported,
+            "wrapped key material cannot be registered",
+        ));
+    }
+    if block.key_value.is_none() {
+        return Err(OpError::invalid_field("the key block holds no key material"));
+    }
+    let declared_algorithm = block
+        .cryptographic_algorithm
+        .or(field(attrs.cryptographic_algorithm())?);
+    let usable = matches!(
+        declared_algorithm,
+        None | Some(
+            CryptographicAlgorithm::Rsa
+                | CryptographicAlgorithm::Ec
+                | CryptographicAlgorithm::Ecdsa
+                | CryptographicAlgorithm::Ed25519
+        )
+    );
+    let measured = match object {
+        ManagedObject::PrivateKey(_) => asymmetric::private_length(block),
+        _ => asymmetric::public_length(block),
+    };
+    let declared_length = block
+        .cryptographic_length
+        .or(field(attrs.cryptographic_length())?);
+    match measured {
+        Ok((_, bits)) if usable => {
+            if declared_length.is_some_and(|d| d != bits) {
+                return Err(OpError::invalid_field(format!(
+                    "Cryptographic Length does not match the {bits}-bit key"
+                )));
+            }
+            attrs.set_typed(Tag::CRYPTOGRAPHIC_LENGTH, &bits);
+        }
+        // Declared as a key this service uses, but it does not decode as one.
+        Err(e @ asymmetric::AsymError::BadKey(_)) if usable && declared_algorithm.is_some() => {
+            return Err(e.into());
+        }
+        _ => {
+            if let Some(length) = declared_length {
+                attrs.set_typed(Tag::CRYPTOGRAPHIC_LENGTH, &length);
+            }
+        }
+    }
+    if let Some(algorithm) = declared_algorithm {
+        attrs.set_typed(Tag::CRYPTOGRAPHIC_ALGORITHM, &algorithm);
+    }
+    Ok(())
+}
+
+/// A public or private key in the Key Format Type a Get asks for.
+pub(super) fn key_in(
+    object: &ManagedObject,
+    format: kmip::spec::KeyFormatType,
+) -> Option<Result<ManagedObject, OpError>> {
+    let convert = |e: asymmetric::AsymError| {
+        OpError::new(ResultReason::KeyFormatTypeNotSupported, e.to_string())
+    };
+    Some(match object {
+        ManagedObject::PrivateKey(k) => asymmetric::private_in(&k.key_block, format)
+            .map(|key_block| ManagedObject::PrivateKey(PrivateKey { key_block }))
+            .map_err(convert),
+        ManagedObject::PublicKey(k) => asymmetric::public_in(&k.key_block, format)
+            .map(|key_block| ManagedObject::PublicKey(PublicKey { key_block }))
+            .map_err(convert),
+        _ => return None,
+    })
+}
