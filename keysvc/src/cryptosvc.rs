@@ -509,8 +509,9 @@ const GCM_STREAM_FORMAT_V1: u8 = 1;
 
 /// A multi-part (streaming) AES-GCM encryption or decryption between two parts.
 ///
-/// Holds nothing secret: the IV, the additional authenticated data, the tag length and the
-/// ciphertext of every part so far (the client has seen or sent all of it). The key is given
+/// Holds nothing secret: the IV, the additional authenticated data, the tag length, the
+/// ciphertext of every part so far and, for a decryption, the tag if the first part gave it
+/// (the client has seen or sent all of it). The key is given
 /// again with each part. Intermediate parts are AES-CTR from `inc32(J0)` continued at the
 /// byte offset where the previous part stopped; the final part computes the tag over the AAD
 /// and the whole ciphertext, exactly as one-shot GCM does (SP 800-38D §7.1), so a stream's
@@ -524,6 +525,8 @@ pub struct GcmStream {
     aad: Vec<u8>,
     tag_length: usize,
     ciphertext: Vec<u8>,
+    /// The tag a decryption checks at its end, when its first part gave it.
+    expected_tag: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for GcmStream {
@@ -533,6 +536,7 @@ impl std::fmt::Debug for GcmStream {
             .field("aad_len", &self.aad.len())
             .field("tag_length", &self.tag_length)
             .field("processed", &self.ciphertext.len())
+            .field("has_tag", &self.expected_tag.is_some())
             .finish()
     }
 }
@@ -553,16 +557,26 @@ impl GcmStream {
     }
 
     /// Starts a multi-part decryption: checks the key and the parameters as [`decrypt`]
-    /// does for GCM (the IV is required). The tag comes with the final part.
+    /// does for GCM (the IV is required). The tag may come now (KMIP 2.1 Table 196: "MUST
+    /// be supplied on the initial Decrypt request"), with exactly the tag length, or with
+    /// the last part (see [`GcmStream::verify`]).
     pub fn start_decrypt(
         key: &[u8],
         p: &CipherParams,
         iv: Option<&[u8]>,
         aad: Option<&[u8]>,
+        tag: Option<&[u8]>,
     ) -> Result<Self, CryptoError> {
         check_gcm_stream_params(key, p)?;
         let iv = gcm_iv_for_decrypt(iv, p.iv_length)?.to_vec();
-        Self::new(iv, aad, p)
+        let mut stream = Self::new(iv, aad, p)?;
+        if let Some(tag) = tag {
+            if tag.len() != stream.tag_length {
+                return Err(CryptoError::BadTagLength { got: tag.len() });
+            }
+            stream.expected_tag = Some(tag.to_vec());
+        }
+        Ok(stream)
     }
 
     fn new(iv: Vec<u8>, aad: Option<&[u8]>, p: &CipherParams) -> Result<Self, CryptoError> {
@@ -575,6 +589,7 @@ impl GcmStream {
             aad: aad.to_vec(),
             tag_length: p.tag_length.unwrap_or(GCM_DEFAULT_TAG_LEN),
             ciphertext: Vec::new(),
+            expected_tag: None,
         })
     }
 
@@ -634,9 +649,25 @@ impl GcmStream {
         Ok(full[..self.tag_length].to_vec())
     }
 
-    /// Checks the tag given with the final part of a decryption, in constant time; it must
-    /// have the stream's tag length. [`CryptoError::AuthenticationFailed`] if it differs.
-    pub fn verify(&self, key: &[u8], tag: &[u8]) -> Result<(), CryptoError> {
+    /// Whether the first part of a decryption gave the tag.
+    pub fn has_tag(&self) -> bool {
+        self.expected_tag.is_some()
+    }
+
+    /// Checks a decryption's tag, in constant time: the one the first part gave, or else
+    /// `tag`, given with the last part (never both: [`CryptoError::UnexpectedParameter`]).
+    /// It must have the stream's tag length. [`CryptoError::AuthenticationFailed`] if it
+    /// differs; [`CryptoError::MissingTag`] if there is none.
+    pub fn verify(&self, key: &[u8], tag: Option<&[u8]>) -> Result<(), CryptoError> {
+        let tag = match (self.expected_tag.as_deref(), tag) {
+            (Some(_), Some(_)) => {
+                return Err(CryptoError::UnexpectedParameter(
+                    "second authentication tag",
+                ))
+            }
+            (Some(tag), None) | (None, Some(tag)) => tag,
+            (None, None) => return Err(CryptoError::MissingTag),
+        };
         if tag.len() != self.tag_length {
             return Err(CryptoError::BadTagLength { got: tag.len() });
         }
@@ -649,7 +680,7 @@ impl GcmStream {
     }
 
     /// The state as bytes: `format ‖ tag length ‖ IV length ‖ IV ‖ AAD length (u32) ‖ AAD ‖
-    /// ciphertext length (u32) ‖ ciphertext`.
+    /// ciphertext length (u32) ‖ ciphertext ‖ expected tag length (0: none) ‖ expected tag`.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out =
             Vec::with_capacity(11 + self.iv.len() + self.aad.len() + self.ciphertext.len());
@@ -663,6 +694,9 @@ impl GcmStream {
             out.extend_from_slice(&u32::try_from(field.len()).unwrap_or(u32::MAX).to_be_bytes());
             out.extend_from_slice(field);
         }
+        let tag = self.expected_tag.as_deref().unwrap_or_default();
+        out.push(u8::try_from(tag.len()).unwrap_or(u8::MAX));
+        out.extend_from_slice(tag);
         out
     }
 
@@ -696,11 +730,17 @@ impl GcmStream {
         let aad = take(&mut rest, aad_len)?.to_vec();
         let ct_len = length(&mut rest).filter(|&n| n <= GCM_STREAM_MAX_DATA)?;
         let ciphertext = take(&mut rest, ct_len)?.to_vec();
+        let expected_tag = match usize::from(*take(&mut rest, 1)?.first()?) {
+            0 => None,
+            n if n == tag_length => Some(take(&mut rest, n)?.to_vec()),
+            _ => return None,
+        };
         rest.is_empty().then_some(Self {
             iv,
             aad,
             tag_length,
             ciphertext,
+            expected_tag,
         })
     }
 }
@@ -2217,20 +2257,44 @@ mod tests {
         }
         assert_eq!(s.processed(), pt.len());
         let tag = reload(&s).tag(key).expect("tag");
-        let mut d = GcmStream::start_decrypt(key, p, Some(iv), aad).expect("start");
+        let mut d = GcmStream::start_decrypt(key, p, Some(iv), aad, None).expect("start");
         let mut plain = Vec::new();
         for part in parts(&ct) {
             d = reload(&d);
             plain.extend_from_slice(&d.decrypt_part(key, &part).expect("part"));
         }
         assert_eq!(plain, pt);
-        d.verify(key, &tag).expect("tag verifies");
+        d.verify(key, Some(&tag)).expect("tag verifies");
         let mut bad = tag.clone();
         bad[0] ^= 0x80;
-        assert_eq!(d.verify(key, &bad), Err(CryptoError::AuthenticationFailed));
         assert_eq!(
-            d.verify(key, &tag[..tag.len() - 1]),
+            d.verify(key, Some(&bad)),
+            Err(CryptoError::AuthenticationFailed)
+        );
+        assert_eq!(
+            d.verify(key, Some(&tag[..tag.len() - 1])),
             Err(CryptoError::BadTagLength { got: tag.len() - 1 })
+        );
+        assert_eq!(d.verify(key, None), Err(CryptoError::MissingTag));
+        // The tag given with the first part instead (KMIP's way), kept in the state.
+        let mut d = GcmStream::start_decrypt(key, p, Some(iv), aad, Some(&tag)).expect("start");
+        for part in parts(&ct) {
+            d = reload(&d);
+            d.decrypt_part(key, &part).expect("part");
+        }
+        let d = reload(&d);
+        d.verify(key, None).expect("the first part's tag verifies");
+        assert_eq!(
+            d.verify(key, Some(&tag)),
+            Err(CryptoError::UnexpectedParameter(
+                "second authentication tag"
+            ))
+        );
+        let mut wrong = GcmStream::start_decrypt(key, p, Some(iv), aad, Some(&bad)).expect("start");
+        wrong.decrypt_part(key, &ct).expect("part");
+        assert_eq!(
+            reload(&wrong).verify(key, None),
+            Err(CryptoError::AuthenticationFailed)
         );
         (ct, tag)
     }
@@ -2357,8 +2421,13 @@ mod tests {
             })
         );
         assert_eq!(
-            GcmStream::start_decrypt(&key, &p, None, None).map(|_| ()),
+            GcmStream::start_decrypt(&key, &p, None, None, None).map(|_| ()),
             Err(CryptoError::MissingIv)
+        );
+        assert_eq!(
+            GcmStream::start_decrypt(&key, &p, Some(&[0u8; 12]), None, Some(&[0u8; 12]))
+                .map(|_| ()),
+            Err(CryptoError::BadTagLength { got: 12 })
         );
         let short_tag = CipherParams {
             tag_length: Some(8),
@@ -2383,6 +2452,10 @@ mod tests {
         let mut longer = bytes.clone();
         longer.push(0);
         assert_eq!(GcmStream::from_bytes(&longer), None);
+        let mut bad_tag_len = bytes.clone();
+        *bad_tag_len.last_mut().expect("tag length byte") = 3;
+        bad_tag_len.extend_from_slice(&[0; 3]);
+        assert_eq!(GcmStream::from_bytes(&bad_tag_len), None);
         for (at, value) in [(0, 2), (1, 11), (1, 17), (2, 16)] {
             let mut bad = bytes.clone();
             bad[at] = value;
