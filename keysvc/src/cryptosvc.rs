@@ -53,6 +53,17 @@
 //! [`decrypt`] never invents an IV: CBC, CTR and GCM without one answer [`CryptoError::MissingIv`].
 //! The ChaCha20 and ChaCha20-Poly1305 functions do the same with their 12-byte nonce.
 //!
+//! # Multi-part GCM
+//!
+//! [`GcmStream`] runs AES-GCM over data sent in several parts (KMIP's Init Indicator,
+//! Correlation Value and Final Indicator): each part is AES-CTR continued at its byte offset
+//! from `inc32(J0)`, and the last part computes the tag with GHASH (the `ghash` crate that
+//! `aes-gcm` uses) over the AAD and the ciphertext of every part, which the state keeps. The
+//! result is byte for byte that of one-shot GCM, whatever the cuts. The state holds nothing
+//! secret (IV, AAD, tag length, ciphertext so far) so the engine can hand it to the client,
+//! sealed; it is bounded by [`GCM_STREAM_MAX_DATA`] and [`GCM_STREAM_MAX_AAD`]. A multi-part
+//! decryption releases each part's plaintext before the last part checks the tag.
+//!
 //! # Units
 //!
 //! [`CipherParams::iv_length`] and [`CipherParams::tag_length`] are in **bytes**. KMIP's
@@ -243,6 +254,12 @@ pub enum CryptoError {
     /// CTR keystream of 2^128 blocks) or than [`MAX_RANDOM_BYTES`].
     #[error("data too long for this operation")]
     DataTooLong,
+    /// A multi-part GCM stream would pass [`GCM_STREAM_MAX_DATA`] bytes of data or start
+    /// with more than [`GCM_STREAM_MAX_AAD`] bytes of additional authenticated data.
+    #[error(
+        "a multi-part GCM stream carries at most {GCM_STREAM_MAX_DATA} bytes of data (all parts together) and {GCM_STREAM_MAX_AAD} of additional authenticated data"
+    )]
+    StreamTooLong,
     /// The data length does not fit the mode (unaligned CBC without padding, CBC ciphertext
     /// not a multiple of 16 bytes, key wrap input too short or not a multiple of 8 bytes).
     #[error("bad data length: {0}")]
@@ -476,6 +493,270 @@ pub fn decrypt(
         }
         mode => Err(CryptoError::UnsupportedMode(mode)),
     }
+}
+
+/// The most data one multi-part GCM stream carries, all its parts together, in bytes.
+///
+/// The stream's state travels between parts inside the Correlation Value (see
+/// [`GcmStream`]), ciphertext so far included, so this bound is also the bound on that token.
+pub const GCM_STREAM_MAX_DATA: usize = 64 * 1024;
+
+/// The most additional authenticated data one multi-part GCM stream carries, in bytes.
+pub const GCM_STREAM_MAX_AAD: usize = 16 * 1024;
+
+/// First byte of [`GcmStream::to_bytes`].
+const GCM_STREAM_FORMAT_V1: u8 = 1;
+
+/// A multi-part (streaming) AES-GCM encryption or decryption between two parts.
+///
+/// Holds nothing secret: the IV, the additional authenticated data, the tag length, the
+/// ciphertext of every part so far and, for a decryption, the tag if the first part gave it
+/// (the client has seen or sent all of it). The key is given
+/// again with each part. Intermediate parts are AES-CTR from `inc32(J0)` continued at the
+/// byte offset where the previous part stopped; the final part computes the tag over the AAD
+/// and the whole ciphertext, exactly as one-shot GCM does (SP 800-38D §7.1), so a stream's
+/// output is byte for byte that of [`encrypt`] over the concatenated parts.
+///
+/// The caller keeps the state between parts; the engine seals [`GcmStream::to_bytes`] into
+/// the KMIP Correlation Value, so that any replica can take the next part.
+#[derive(Clone, PartialEq, Eq)]
+pub struct GcmStream {
+    iv: Vec<u8>,
+    aad: Vec<u8>,
+    tag_length: usize,
+    ciphertext: Vec<u8>,
+    /// The tag a decryption checks at its end, when its first part gave it.
+    expected_tag: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for GcmStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GcmStream")
+            .field("iv_len", &self.iv.len())
+            .field("aad_len", &self.aad.len())
+            .field("tag_length", &self.tag_length)
+            .field("processed", &self.ciphertext.len())
+            .field("has_tag", &self.expected_tag.is_some())
+            .finish()
+    }
+}
+
+impl GcmStream {
+    /// Starts a multi-part encryption: checks the key and the parameters as [`encrypt`]
+    /// does for GCM (a 12-byte IV is generated when none is given, and returned second).
+    pub fn start_encrypt(
+        key: &[u8],
+        p: &CipherParams,
+        iv: Option<&[u8]>,
+        aad: Option<&[u8]>,
+    ) -> Result<(Self, Option<Vec<u8>>), CryptoError> {
+        check_gcm_stream_params(key, p)?;
+        let (iv, generated) = gcm_iv_for_encrypt(iv, p.iv_length)?;
+        let stream = Self::new(iv.clone(), aad, p)?;
+        Ok((stream, generated.then_some(iv)))
+    }
+
+    /// Starts a multi-part decryption: checks the key and the parameters as [`decrypt`]
+    /// does for GCM (the IV is required). The tag may come now (KMIP 2.1 Table 196: "MUST
+    /// be supplied on the initial Decrypt request"), with exactly the tag length, or with
+    /// the last part (see [`GcmStream::verify`]).
+    pub fn start_decrypt(
+        key: &[u8],
+        p: &CipherParams,
+        iv: Option<&[u8]>,
+        aad: Option<&[u8]>,
+        tag: Option<&[u8]>,
+    ) -> Result<Self, CryptoError> {
+        check_gcm_stream_params(key, p)?;
+        let iv = gcm_iv_for_decrypt(iv, p.iv_length)?.to_vec();
+        let mut stream = Self::new(iv, aad, p)?;
+        if let Some(tag) = tag {
+            if tag.len() != stream.tag_length {
+                return Err(CryptoError::BadTagLength { got: tag.len() });
+            }
+            stream.expected_tag = Some(tag.to_vec());
+        }
+        Ok(stream)
+    }
+
+    fn new(iv: Vec<u8>, aad: Option<&[u8]>, p: &CipherParams) -> Result<Self, CryptoError> {
+        let aad = aad.unwrap_or_default();
+        if aad.len() > GCM_STREAM_MAX_AAD {
+            return Err(CryptoError::StreamTooLong);
+        }
+        Ok(Self {
+            iv,
+            aad: aad.to_vec(),
+            tag_length: p.tag_length.unwrap_or(GCM_DEFAULT_TAG_LEN),
+            ciphertext: Vec::new(),
+            expected_tag: None,
+        })
+    }
+
+    /// Bytes of data processed so far (every part's).
+    pub fn processed(&self) -> usize {
+        self.ciphertext.len()
+    }
+
+    /// The tag length, in bytes, that the final part makes or checks.
+    pub fn tag_length(&self) -> usize {
+        self.tag_length
+    }
+
+    fn take(&self, part: &[u8]) -> Result<(), CryptoError> {
+        if part.len() > GCM_STREAM_MAX_DATA - self.ciphertext.len() {
+            return Err(CryptoError::StreamTooLong);
+        }
+        Ok(())
+    }
+
+    /// Encrypts the next part: its ciphertext, which the stream also records.
+    pub fn encrypt_part(&mut self, key: &[u8], part: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        self.take(part)?;
+        let mut out = vec![0u8; part.len()];
+        with_aes!(
+            key,
+            gcm_stream_ctr(key, &self.iv, self.ciphertext.len(), part, &mut out)
+        )?;
+        self.ciphertext.extend_from_slice(&out);
+        Ok(out)
+    }
+
+    /// Decrypts the next part. The plaintext is **not authenticated** until
+    /// [`GcmStream::verify`] has checked the tag, which only the final part can do.
+    pub fn decrypt_part(
+        &mut self,
+        key: &[u8],
+        part: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+        self.take(part)?;
+        let mut out = Zeroizing::new(vec![0u8; part.len()]);
+        with_aes!(
+            key,
+            gcm_stream_ctr(key, &self.iv, self.ciphertext.len(), part, &mut out)
+        )?;
+        self.ciphertext.extend_from_slice(part);
+        Ok(out)
+    }
+
+    /// The authentication tag over the AAD and every part's ciphertext (encryption's last
+    /// step), `tag_length` bytes.
+    pub fn tag(&self, key: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        let full = with_aes!(
+            key,
+            gcm_stream_tag(key, &self.iv, &self.aad, &self.ciphertext)
+        )?;
+        Ok(full[..self.tag_length].to_vec())
+    }
+
+    /// Whether the first part of a decryption gave the tag.
+    pub fn has_tag(&self) -> bool {
+        self.expected_tag.is_some()
+    }
+
+    /// Checks a decryption's tag, in constant time: the one the first part gave, or else
+    /// `tag`, given with the last part (never both: [`CryptoError::UnexpectedParameter`]).
+    /// It must have the stream's tag length. [`CryptoError::AuthenticationFailed`] if it
+    /// differs; [`CryptoError::MissingTag`] if there is none.
+    pub fn verify(&self, key: &[u8], tag: Option<&[u8]>) -> Result<(), CryptoError> {
+        let tag = match (self.expected_tag.as_deref(), tag) {
+            (Some(_), Some(_)) => {
+                return Err(CryptoError::UnexpectedParameter(
+                    "second authentication tag",
+                ))
+            }
+            (Some(tag), None) | (None, Some(tag)) => tag,
+            (None, None) => return Err(CryptoError::MissingTag),
+        };
+        if tag.len() != self.tag_length {
+            return Err(CryptoError::BadTagLength { got: tag.len() });
+        }
+        let expected = self.tag(key)?;
+        if bool::from(expected.ct_eq(tag)) {
+            Ok(())
+        } else {
+            Err(CryptoError::AuthenticationFailed)
+        }
+    }
+
+    /// The state as bytes: `format ‖ tag length ‖ IV length ‖ IV ‖ AAD length (u32) ‖ AAD ‖
+    /// ciphertext length (u32) ‖ ciphertext ‖ expected tag length (0: none) ‖ expected tag`.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out =
+            Vec::with_capacity(11 + self.iv.len() + self.aad.len() + self.ciphertext.len());
+        out.push(GCM_STREAM_FORMAT_V1);
+        // Checked when the stream was made: 12-16 and at most 60.
+        out.push(u8::try_from(self.tag_length).unwrap_or(u8::MAX));
+        out.push(u8::try_from(self.iv.len()).unwrap_or(u8::MAX));
+        out.extend_from_slice(&self.iv);
+        for field in [&self.aad, &self.ciphertext] {
+            // Both bounded far below 2^32.
+            out.extend_from_slice(&u32::try_from(field.len()).unwrap_or(u32::MAX).to_be_bytes());
+            out.extend_from_slice(field);
+        }
+        let tag = self.expected_tag.as_deref().unwrap_or_default();
+        out.push(u8::try_from(tag.len()).unwrap_or(u8::MAX));
+        out.extend_from_slice(tag);
+        out
+    }
+
+    /// Reads [`GcmStream::to_bytes`] back; `None` unless every length fits the bounds.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+            if bytes.len() < n {
+                return None;
+            }
+            let (head, rest) = bytes.split_at(n);
+            *bytes = rest;
+            Some(head)
+        }
+        fn length(bytes: &mut &[u8]) -> Option<usize> {
+            let raw = take(bytes, 4)?;
+            usize::try_from(u32::from_be_bytes(raw.try_into().ok()?)).ok()
+        }
+        let mut rest = bytes;
+        let [format, tag_length, iv_len] = take(&mut rest, 3)? else {
+            return None;
+        };
+        let (tag_length, iv_len) = (usize::from(*tag_length), usize::from(*iv_len));
+        if *format != GCM_STREAM_FORMAT_V1
+            || !(GCM_MIN_TAG_LEN..=GCM_DEFAULT_TAG_LEN).contains(&tag_length)
+            || !GCM_CLIENT_IV_LENS.contains(&iv_len)
+        {
+            return None;
+        }
+        let iv = take(&mut rest, iv_len)?.to_vec();
+        let aad_len = length(&mut rest).filter(|&n| n <= GCM_STREAM_MAX_AAD)?;
+        let aad = take(&mut rest, aad_len)?.to_vec();
+        let ct_len = length(&mut rest).filter(|&n| n <= GCM_STREAM_MAX_DATA)?;
+        let ciphertext = take(&mut rest, ct_len)?.to_vec();
+        let expected_tag = match usize::from(*take(&mut rest, 1)?.first()?) {
+            0 => None,
+            n if n == tag_length => Some(take(&mut rest, n)?.to_vec()),
+            _ => return None,
+        };
+        rest.is_empty().then_some(Self {
+            iv,
+            aad,
+            tag_length,
+            ciphertext,
+            expected_tag,
+        })
+    }
+}
+
+/// What a multi-part GCM stream checks at its start, as one-shot [`encrypt`] does.
+fn check_gcm_stream_params(key: &[u8], p: &CipherParams) -> Result<(), CryptoError> {
+    check_aes_key(key)?;
+    if p.mode != BlockCipherMode::Gcm {
+        return Err(CryptoError::UnsupportedMode(p.mode));
+    }
+    no_padding(p.padding)?;
+    let tag_len = p.tag_length.unwrap_or(GCM_DEFAULT_TAG_LEN);
+    if !(GCM_MIN_TAG_LEN..=GCM_DEFAULT_TAG_LEN).contains(&tag_len) {
+        return Err(CryptoError::BadTagLength { got: tag_len });
+    }
+    Ok(())
 }
 
 /// The ChaCha20 key length in bytes (256 bits).
@@ -1092,6 +1373,88 @@ where
     gcm.decrypt_inout_detached(&nonce, aad, buf, &tag)
         .map_err(|_| CryptoError::AuthenticationFailed)?;
     Ok(out)
+}
+
+/// GCM's hash subkey `H = E_K(0^128)` as a GHASH instance, and the pre-counter block J0 for
+/// `iv` (SP 800-38D §7.1 steps 1-2): `IV ‖ 0^31 ‖ 1` for a 96-bit IV, else
+/// `GHASH(IV ‖ 0^s ‖ 0^64 ‖ [len(IV)]_64)`.
+fn gcm_hash_and_j0<C>(
+    key: &[u8],
+    iv: &[u8],
+) -> Result<(ghash::GHash, Zeroizing<[u8; AES_BLOCK_LEN]>), CryptoError>
+where
+    C: BlockCipherEncrypt + BlockSizeUser<BlockSize = U16> + KeyInit,
+{
+    use ghash::universal_hash::UniversalHash;
+    let cipher = C::new_from_slice(key).map_err(|_| bad_aes_key(key.len()))?;
+    let mut h = Zeroizing::new([0u8; AES_BLOCK_LEN]);
+    cipher.encrypt_block((&mut *h).into());
+    // Borrowed, not copied: H stays only in the zeroized buffer and in GHASH's own state.
+    let ghash = ghash::GHash::new((&*h).into());
+    let mut j0 = Zeroizing::new([0u8; AES_BLOCK_LEN]);
+    if iv.len() == GCM_IV_LEN {
+        j0[..GCM_IV_LEN].copy_from_slice(iv);
+        j0[AES_BLOCK_LEN - 1] = 1;
+    } else {
+        let mut g = ghash.clone();
+        g.update_padded(iv);
+        let mut lengths = ghash::Block::default();
+        lengths[8..].copy_from_slice(&(iv.len() as u64 * 8).to_be_bytes());
+        g.update(&[lengths]);
+        j0.copy_from_slice(&g.finalize());
+    }
+    Ok((ghash, j0))
+}
+
+/// GCM's keystream over `input` at byte `offset` of the data: GCTR from `inc32(J0)`, the
+/// counter being the block's last 32 bits, big-endian, wrapping mod 2^32 (SP 800-38D §6.5).
+fn gcm_stream_ctr<C>(
+    key: &[u8],
+    iv: &[u8],
+    offset: usize,
+    input: &[u8],
+    out: &mut [u8],
+) -> Result<(), CryptoError>
+where
+    C: BlockCipherEncrypt + BlockSizeUser<BlockSize = U16> + KeyInit,
+{
+    let (_, j0) = gcm_hash_and_j0::<C>(key, iv)?;
+    let mut ctr =
+        ctr::Ctr32BE::<C>::new_from_slices(key, &j0[..]).map_err(|_| bad_aes_key(key.len()))?;
+    // Block J0 itself masks the tag; the data starts one block later.
+    let position = u64::try_from(AES_BLOCK_LEN + offset).map_err(|_| CryptoError::DataTooLong)?;
+    ctr.try_seek(position)
+        .map_err(|_| CryptoError::DataTooLong)?;
+    ctr.try_apply_keystream_b2b(input, out)
+        .map_err(|_| CryptoError::DataTooLong)
+}
+
+/// The full 16-byte GCM tag: `GHASH(A ‖ 0^v ‖ C ‖ 0^u ‖ [len(A)]_64 ‖ [len(C)]_64) ⊕ E_K(J0)`.
+fn gcm_stream_tag<C>(
+    key: &[u8],
+    iv: &[u8],
+    aad: &[u8],
+    ciphertext: &[u8],
+) -> Result<[u8; AES_BLOCK_LEN], CryptoError>
+where
+    C: BlockCipherEncrypt + BlockSizeUser<BlockSize = U16> + KeyInit,
+{
+    use ghash::universal_hash::UniversalHash;
+    let (mut ghash, j0) = gcm_hash_and_j0::<C>(key, iv)?;
+    ghash.update_padded(aad);
+    ghash.update_padded(ciphertext);
+    let mut lengths = ghash::Block::default();
+    lengths[..8].copy_from_slice(&(aad.len() as u64 * 8).to_be_bytes());
+    lengths[8..].copy_from_slice(&(ciphertext.len() as u64 * 8).to_be_bytes());
+    ghash.update(&[lengths]);
+    let mut tag: [u8; AES_BLOCK_LEN] = ghash.finalize().into();
+    let cipher = C::new_from_slice(key).map_err(|_| bad_aes_key(key.len()))?;
+    let mut mask = Zeroizing::new(*j0);
+    cipher.encrypt_block((&mut *mask).into());
+    for (t, m) in tag.iter_mut().zip(mask.iter()) {
+        *t ^= m;
+    }
+    Ok(tag)
 }
 
 fn kw_wrap<C>(key: &[u8], data: &[u8]) -> Result<Vec<u8>, CryptoError>
@@ -1861,6 +2224,248 @@ mod tests {
                 expected: GCM_IV_LEN,
                 got: 16
             })
+        );
+    }
+
+    /// Runs a multi-part encryption and decryption over `pt` cut at `cuts` (cumulative
+    /// offsets, so a repeated offset is a 0-length part), passing the state through its bytes
+    /// between parts as the engine does; answers the ciphertext and tag.
+    fn stream_both_ways(
+        key: &[u8],
+        p: &CipherParams,
+        iv: &[u8],
+        aad: Option<&[u8]>,
+        pt: &[u8],
+        cuts: &[usize],
+    ) -> (Vec<u8>, Vec<u8>) {
+        let parts = |data: &[u8]| -> Vec<Vec<u8>> {
+            let mut bounds = vec![0];
+            bounds.extend_from_slice(cuts);
+            bounds.push(data.len());
+            bounds
+                .windows(2)
+                .map(|w| data[w[0]..w[1]].to_vec())
+                .collect()
+        };
+        let reload = |s: &GcmStream| GcmStream::from_bytes(&s.to_bytes()).expect("state reads");
+        let (mut s, generated) = GcmStream::start_encrypt(key, p, Some(iv), aad).expect("start");
+        assert_eq!(generated, None);
+        let mut ct = Vec::new();
+        for part in parts(pt) {
+            s = reload(&s);
+            ct.extend(s.encrypt_part(key, &part).expect("part"));
+        }
+        assert_eq!(s.processed(), pt.len());
+        let tag = reload(&s).tag(key).expect("tag");
+        let mut d = GcmStream::start_decrypt(key, p, Some(iv), aad, None).expect("start");
+        let mut plain = Vec::new();
+        for part in parts(&ct) {
+            d = reload(&d);
+            plain.extend_from_slice(&d.decrypt_part(key, &part).expect("part"));
+        }
+        assert_eq!(plain, pt);
+        d.verify(key, Some(&tag)).expect("tag verifies");
+        let mut bad = tag.clone();
+        bad[0] ^= 0x80;
+        assert_eq!(
+            d.verify(key, Some(&bad)),
+            Err(CryptoError::AuthenticationFailed)
+        );
+        assert_eq!(
+            d.verify(key, Some(&tag[..tag.len() - 1])),
+            Err(CryptoError::BadTagLength { got: tag.len() - 1 })
+        );
+        assert_eq!(d.verify(key, None), Err(CryptoError::MissingTag));
+        // The tag given with the first part instead (KMIP's way), kept in the state.
+        let mut d = GcmStream::start_decrypt(key, p, Some(iv), aad, Some(&tag)).expect("start");
+        for part in parts(&ct) {
+            d = reload(&d);
+            d.decrypt_part(key, &part).expect("part");
+        }
+        let d = reload(&d);
+        d.verify(key, None).expect("the first part's tag verifies");
+        assert_eq!(
+            d.verify(key, Some(&tag)),
+            Err(CryptoError::UnexpectedParameter(
+                "second authentication tag"
+            ))
+        );
+        let mut wrong = GcmStream::start_decrypt(key, p, Some(iv), aad, Some(&bad)).expect("start");
+        wrong.decrypt_part(key, &ct).expect("part");
+        assert_eq!(
+            reload(&wrong).verify(key, None),
+            Err(CryptoError::AuthenticationFailed)
+        );
+        (ct, tag)
+    }
+
+    /// Multi-part GCM is one-shot GCM: same ciphertext and tag wherever the data is cut
+    /// (inside a block, on a block boundary, 0-length parts, everything in the first or the
+    /// last part), for every key size, IV length (96 bits, and 64 and 480 through GHASH) and
+    /// tag length, with and without AAD.
+    #[test]
+    fn gcm_stream_equals_one_shot_gcm_at_every_split() {
+        let pt: Vec<u8> = (0..70u8).collect();
+        let ivs = [h("cafebabefacedbad"), h(GCM_IV), vec![0x3c; 60]];
+        for key_len in KEY_LENS {
+            let key: Vec<u8> = (0..key_len as u8).map(|b| b.wrapping_mul(7)).collect();
+            for iv in &ivs {
+                for (aad, tag_length) in [(None, None), (Some(&b"header"[..]), Some(12))] {
+                    let p = CipherParams {
+                        tag_length,
+                        ..params(BlockCipherMode::Gcm)
+                    };
+                    let one = encrypt(&key, &p, Some(iv), &pt, aad).expect("one-shot");
+                    let expected = (one.data, one.tag.expect("tag"));
+                    let mut splits: Vec<Vec<usize>> = (0..=pt.len()).map(|c| vec![c]).collect();
+                    splits.extend([
+                        vec![],
+                        vec![0, 0],
+                        vec![15, 16, 17],
+                        vec![1, 1, 33, 70, 70],
+                        vec![16, 32, 48, 64],
+                    ]);
+                    for cuts in splits {
+                        assert_eq!(
+                            stream_both_ways(&key, &p, iv, aad, &pt, &cuts),
+                            expected,
+                            "key {key_len}, IV {}, cuts {cuts:?}",
+                            iv.len()
+                        );
+                    }
+                }
+            }
+        }
+        // Nothing at all: the tag of empty data.
+        let key = h(GCM_K);
+        let p = params(BlockCipherMode::Gcm);
+        let one = encrypt(&key, &p, Some(&h(GCM_IV)), b"", None).expect("one-shot");
+        let (ct, tag) = stream_both_ways(&key, &p, &h(GCM_IV), None, b"", &[]);
+        assert_eq!((ct, Some(tag)), (one.data, one.tag));
+    }
+
+    /// The GCM specification's test cases 5 (64-bit IV) and 6 (480-bit IV) split in two as
+    /// KMIP's CS-BC-M-GCM-3 sends test case 5, and test case 4 (96-bit IV) cut inside a block.
+    #[test]
+    fn kat_gcm_stream_test_cases_4_5_and_6() {
+        let key = h(GCM_K);
+        let aad = h(GCM_AAD);
+        let pt = h(GCM_PT)[..60].to_vec();
+        let p = params(BlockCipherMode::Gcm);
+        for (iv, ct, tag, cut) in [
+            (
+                GCM_IV,
+                "42831ec2217774244b7221b784d0d49ce3aa212f2c02a4e035c17e2329aca12e
+                 21d514b25466931c7d8f6a5aac84aa051ba30b396a0aac973d58e091",
+                "5bc94fbc3221a5db94fae95ae7121a47",
+                21,
+            ),
+            (
+                "cafebabefacedbad",
+                "61353b4c2806934a777ff51fa22a4755699b2a714fcdc6f83766e5f97b6c7423
+                 73806900e49f24b22b097544d4896b424989b5e1ebac0f07c23f4598",
+                "3612d2e79e3b0785561be14aaca2fccb",
+                32,
+            ),
+            (
+                "9313225df88406e555909c5aff5269aa6a7a9538534f7da1e4c303d2a318a728
+                 c3c0c95156809539fcf0e2429a6b525416aedbf5a0de6a57a637b39b",
+                "8ce24998625615b603a033aca13fb894be9112a5c3a211a8ba262a3cca7e2ca7
+                 01e4a9a4fba43c90ccdcb281d48c7c6fd62875d2aca417034c34aee5",
+                "619cc5aefffe0bfa462af43c1699d050",
+                7,
+            ),
+        ] {
+            let (iv, ct, tag) = (h(iv), h(ct), h(tag));
+            assert_eq!(
+                stream_both_ways(&key, &p, &iv, Some(&aad), &pt, &[cut]),
+                (ct, tag)
+            );
+        }
+    }
+
+    #[test]
+    fn gcm_stream_bounds_and_refusals() {
+        let key = [9u8; 16];
+        let p = params(BlockCipherMode::Gcm);
+        let (mut s, iv) = GcmStream::start_encrypt(&key, &p, None, None).expect("start");
+        assert_eq!(iv.map(|iv| iv.len()), Some(GCM_IV_LEN));
+        s.encrypt_part(&key, &vec![0u8; GCM_STREAM_MAX_DATA - 1])
+            .expect("under the bound");
+        assert_eq!(
+            s.encrypt_part(&key, &[0u8; 2]),
+            Err(CryptoError::StreamTooLong)
+        );
+        s.encrypt_part(&key, &[0u8; 1]).expect("up to the bound");
+        assert_eq!(
+            s.encrypt_part(&key, &[0u8; 1]),
+            Err(CryptoError::StreamTooLong)
+        );
+        s.encrypt_part(&key, &[]).expect("an empty part still fits");
+        assert!(GcmStream::from_bytes(&s.to_bytes()).is_some());
+        assert_eq!(
+            GcmStream::start_encrypt(&key, &p, None, Some(&vec![0u8; GCM_STREAM_MAX_AAD + 1]))
+                .map(|_| ()),
+            Err(CryptoError::StreamTooLong)
+        );
+        // As one-shot GCM: key, IV, tag length, padding, mode.
+        assert!(matches!(
+            GcmStream::start_encrypt(&[0u8; 15], &p, None, None),
+            Err(CryptoError::BadKeyLength { .. })
+        ));
+        assert_eq!(
+            GcmStream::start_encrypt(&key, &p, Some(&[0u8; 16]), None).map(|_| ()),
+            Err(CryptoError::BadIvLength {
+                expected: GCM_IV_LEN,
+                got: 16
+            })
+        );
+        assert_eq!(
+            GcmStream::start_decrypt(&key, &p, None, None, None).map(|_| ()),
+            Err(CryptoError::MissingIv)
+        );
+        assert_eq!(
+            GcmStream::start_decrypt(&key, &p, Some(&[0u8; 12]), None, Some(&[0u8; 12]))
+                .map(|_| ()),
+            Err(CryptoError::BadTagLength { got: 12 })
+        );
+        let short_tag = CipherParams {
+            tag_length: Some(8),
+            ..p
+        };
+        assert_eq!(
+            GcmStream::start_encrypt(&key, &short_tag, None, None).map(|_| ()),
+            Err(CryptoError::BadTagLength { got: 8 })
+        );
+        assert_eq!(
+            GcmStream::start_encrypt(&key, &params(BlockCipherMode::Cbc), None, None).map(|_| ()),
+            Err(CryptoError::UnsupportedMode(BlockCipherMode::Cbc))
+        );
+        // The state reads back only whole and well-formed.
+        let (mut s, _) = GcmStream::start_encrypt(&key, &p, None, Some(b"aad")).expect("start");
+        s.encrypt_part(&key, b"some data").expect("part");
+        let bytes = s.to_bytes();
+        assert_eq!(GcmStream::from_bytes(&bytes), Some(s.clone()));
+        for cut in 0..bytes.len() {
+            assert_eq!(GcmStream::from_bytes(&bytes[..cut]), None, "cut at {cut}");
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert_eq!(GcmStream::from_bytes(&longer), None);
+        let mut bad_tag_len = bytes.clone();
+        *bad_tag_len.last_mut().expect("tag length byte") = 3;
+        bad_tag_len.extend_from_slice(&[0; 3]);
+        assert_eq!(GcmStream::from_bytes(&bad_tag_len), None);
+        for (at, value) in [(0, 2), (1, 11), (1, 17), (2, 16)] {
+            let mut bad = bytes.clone();
+            bad[at] = value;
+            assert_eq!(GcmStream::from_bytes(&bad), None, "byte {at} = {value}");
+        }
+        // Debug shows lengths, not data.
+        let shown = format!("{s:?}");
+        assert!(
+            shown.contains("processed: 9") && !shown.contains("97"),
+            "{shown}"
         );
     }
 

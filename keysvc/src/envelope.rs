@@ -240,6 +240,26 @@ impl Binding<'_> {
     }
 }
 
+/// What a sealed token is for. Each purpose is its own [`Binding::object_type`], outside the
+/// range of KMIP object types (whose values are small; 0xFFFF_FFxx is not one), so a token
+/// never opens as an object's key material, nor as a token of another purpose, nor the reverse.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenPurpose {
+    /// The Correlation Value between the parts of a multi-part AES-GCM Encrypt.
+    GcmEncryptStream,
+    /// The Correlation Value between the parts of a multi-part AES-GCM Decrypt.
+    GcmDecryptStream,
+}
+
+impl TokenPurpose {
+    fn object_type(self) -> u32 {
+        match self {
+            Self::GcmEncryptStream => 0xFFFF_FF01,
+            Self::GcmDecryptStream => 0xFFFF_FF02,
+        }
+    }
+}
+
 /// The loaded root keys: the current one wraps, any of them unwraps (old ones stay loaded
 /// while `rotate-root` rewraps objects).
 #[derive(Debug)]
@@ -366,6 +386,62 @@ impl Keyring {
         }
     }
 
+    /// Seals a token that the service hands a client and takes back later (the Correlation
+    /// Value of a multi-part operation): [`Keyring::wrap`] under the tenant's key, bound to
+    /// the tenant, the object `uid` and the purpose. The token is `root key id length ‖ root
+    /// key id ‖ blob`, so any replica with the same keyring opens it, also across a root key
+    /// rotation while the old key stays loaded.
+    pub fn seal_token(
+        &self,
+        tenant: &TenantId,
+        uid: &str,
+        purpose: TokenPurpose,
+        plaintext: &[u8],
+    ) -> Vec<u8> {
+        let binding = Binding {
+            tenant,
+            uid,
+            object_type: purpose.object_type(),
+        };
+        let wrapped = self.wrap(binding, plaintext);
+        let id = wrapped.root_key_id.as_bytes();
+        let mut token = Vec::with_capacity(1 + id.len() + wrapped.blob.len());
+        // Root key ids are at most 64 bytes (RootKey::new).
+        token.push(u8::try_from(id.len()).unwrap_or(u8::MAX));
+        token.extend_from_slice(id);
+        token.extend_from_slice(&wrapped.blob);
+        token
+    }
+
+    /// Opens a [`Keyring::seal_token`] token. Every failure — another tenant, object or
+    /// purpose, tampering, truncation, a root key no longer loaded — is the same
+    /// [`EnvelopeError::Unwrap`], so a caller cannot tell a foreign token from garbage.
+    pub fn open_token(
+        &self,
+        tenant: &TenantId,
+        uid: &str,
+        purpose: TokenPurpose,
+        token: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, EnvelopeError> {
+        let (&id_len, rest) = token.split_first().ok_or(EnvelopeError::Unwrap)?;
+        let (id, blob) = rest
+            .split_at_checked(usize::from(id_len))
+            .ok_or(EnvelopeError::Unwrap)?;
+        let wrapped = WrappedKey {
+            root_key_id: std::str::from_utf8(id)
+                .map_err(|_| EnvelopeError::Unwrap)?
+                .to_owned(),
+            blob: blob.to_vec(),
+        };
+        let binding = Binding {
+            tenant,
+            uid,
+            object_type: purpose.object_type(),
+        };
+        self.unwrap(binding, &wrapped)
+            .map_err(|_| EnvelopeError::Unwrap)
+    }
+
     /// Opens a wrapped blob for the binding. Any mismatch — tenant, object, type,
     /// tampering — is the same [`EnvelopeError::Unwrap`].
     pub fn unwrap(
@@ -447,6 +523,45 @@ mod tests {
             ring.unwrap(bind, &tampered),
             Err(EnvelopeError::Unwrap)
         ));
+    }
+
+    #[test]
+    fn tokens_open_only_for_their_tenant_object_and_purpose() {
+        let ring = Keyring::new(RootKey::generate("root-1").expect("key"));
+        let (a, b) = (tenant("tenant-a"), tenant("tenant-b"));
+        let enc = TokenPurpose::GcmEncryptStream;
+        let token = ring.seal_token(&a, "uid-1", enc, b"state");
+        assert_eq!(
+            &ring.open_token(&a, "uid-1", enc, &token).expect("opens")[..],
+            b"state"
+        );
+        let dec = TokenPurpose::GcmDecryptStream;
+        let mut tampered = token.clone();
+        *tampered.last_mut().expect("non-empty") ^= 1;
+        let other_root = Keyring::new(RootKey::generate("root-2").expect("key"));
+        for refused in [
+            ring.open_token(&b, "uid-1", enc, &token),
+            ring.open_token(&a, "uid-2", enc, &token),
+            ring.open_token(&a, "uid-1", dec, &token),
+            ring.open_token(&a, "uid-1", enc, &tampered),
+            ring.open_token(&a, "uid-1", enc, &token[..token.len() / 2]),
+            ring.open_token(&a, "uid-1", enc, b""),
+            ring.open_token(&a, "uid-1", enc, &[200, 1, 2]),
+            other_root.open_token(&a, "uid-1", enc, &token),
+        ] {
+            assert!(matches!(refused, Err(EnvelopeError::Unwrap)), "{refused:?}");
+        }
+        // A token is not a wrapped key, nor the reverse.
+        let bind = Binding {
+            tenant: &a,
+            uid: "uid-1",
+            object_type: 2,
+        };
+        let wrapped = ring.wrap(bind, b"key");
+        let mut as_token = vec![u8::try_from(wrapped.root_key_id.len()).expect("short")];
+        as_token.extend_from_slice(wrapped.root_key_id.as_bytes());
+        as_token.extend_from_slice(&wrapped.blob);
+        assert!(ring.open_token(&a, "uid-1", enc, &as_token).is_err());
     }
 
     #[test]

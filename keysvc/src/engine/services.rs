@@ -13,6 +13,7 @@ use kmip::{Item, ProtocolVersion, Tag};
 
 use super::{Engine, KeyObject, OpError, Request, MAX_RNG_BYTES};
 use crate::cryptosvc::{self, CipherParams, CryptoError};
+use crate::envelope::TokenPurpose;
 
 /// Longest Log Message written to the audit log, in characters: a client cannot fill the log
 /// with one request (the message is cut, the operation still succeeds).
@@ -220,7 +221,9 @@ fn no_aead(aad: &Option<ByteString>, tag: &Option<ByteString>) -> Result<(), OpE
     Ok(())
 }
 
-/// Multi-part (streaming) operations are not supported; a single part is.
+/// MAC, Sign and Signature Verify have no multi-part form (nor have Encrypt and Decrypt but
+/// in AES-GCM, see [`Part`]): Init Indicator, Final Indicator false or a Correlation Value is
+/// Feature Not Supported.
 pub(super) fn single_part(
     correlation: &Option<ByteString>,
     init: Option<bool>,
@@ -239,6 +242,165 @@ pub(super) fn single_part(
     Ok(())
 }
 
+/// How long a multi-part GCM stream lives: a Correlation Value is refused this long after
+/// the stream's first part (the issue time travels in the token and is kept from part to
+/// part).
+const STREAM_LIFETIME_SECS: i64 = 600;
+
+/// How far a token's issue time may lie in the future: the clock difference tolerated
+/// between replicas.
+const STREAM_CLOCK_SKEW_SECS: i64 = 60;
+
+/// Why a Correlation Value is refused when it does not open: one message for garbage, a
+/// tampered token, another tenant's, another key's and the other direction's.
+const STREAM_TOKEN_REFUSED: &str =
+    "the Correlation Value is not one this server issued for this key and operation";
+
+/// A request's place in a multi-part (streaming) operation (KMIP 2.1 §6.1.17 Encrypt,
+/// §6.1.12 Decrypt: Init Indicator, Correlation Value, Final Indicator). Only AES-GCM has
+/// more than one part here; its state between parts travels in the Correlation Value, a
+/// token sealed for the tenant, the key and the direction (see [`seal_stream`]), so that no
+/// replica keeps any and any replica takes the next part.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Part<'a> {
+    /// The whole operation in one request (also Init and Final Indicator both true).
+    Single,
+    /// Init Indicator true, Final Indicator not: answers a Correlation Value.
+    First,
+    /// Carries the Correlation Value of the part before; `last` when Final Indicator is true
+    /// (it answers the tag, or checks it), else it answers the next Correlation Value.
+    Next { token: &'a [u8], last: bool },
+}
+
+impl<'a> Part<'a> {
+    fn of(
+        correlation: &'a Option<ByteString>,
+        init: Option<bool>,
+        last: Option<bool>,
+    ) -> Result<Self, OpError> {
+        match (correlation.as_deref(), init, last) {
+            (Some(_), Some(true), _) => Err(OpError::new(
+                ResultReason::InvalidMessage,
+                "the first part of a multi-part operation (Init Indicator true) takes no Correlation Value",
+            )),
+            (Some(token), _, last) => Ok(Part::Next {
+                token,
+                last: last == Some(true),
+            }),
+            (None, Some(true), Some(true)) => Ok(Part::Single),
+            (None, Some(true), _) => Ok(Part::First),
+            (None, Some(false), _) | (None, None, Some(false)) => Err(OpError::new(
+                ResultReason::InvalidMessage,
+                "a later part of a multi-part operation needs the Correlation Value answered to the part before",
+            )),
+            (None, None, _) => Ok(Part::Single),
+        }
+    }
+}
+
+/// The AES-GCM parameters of a multi-part operation's part. Any other cipher: Feature Not
+/// Supported, as before multi-part GCM existed. A later part may name no parameters at all
+/// (its token says GCM); `None` then.
+fn stream_params(
+    part: Part<'_>,
+    requested: &Option<CryptographicParameters>,
+    key: &KeyObject,
+) -> Result<Option<CipherParams>, OpError> {
+    if matches!(part, Part::Next { .. }) && requested.is_none() {
+        return Ok(None);
+    }
+    match parameters(requested, key)? {
+        Cipher::Aes(p) if p.mode == BlockCipherMode::Gcm => Ok(Some(p)),
+        _ => Err(OpError::new(
+            ResultReason::FeatureNotSupported,
+            "multi-part cryptographic operations are supported for AES-GCM only",
+        )),
+    }
+}
+
+/// A later part carries only data (and, in the last part of a Decrypt, the tag): the IV and
+/// the additional authenticated data belong to the first part (KMIP 2.1 §2.1.7.7), and a Tag
+/// Length named again must be the stream's.
+fn later_part_fields(
+    p: Option<CipherParams>,
+    stream: &cryptosvc::GcmStream,
+    iv: &Option<ByteString>,
+    aad: &Option<ByteString>,
+) -> Result<(), OpError> {
+    if iv.is_some() {
+        return Err(OpError::invalid_field(
+            "the IV/Counter/Nonce of a multi-part operation goes with its first part only",
+        ));
+    }
+    if aad.is_some() {
+        return Err(OpError::invalid_field(
+            "the additional authenticated data of a multi-part operation goes with its first part only",
+        ));
+    }
+    if let Some(t) = p
+        .and_then(|p| p.tag_length)
+        .filter(|&t| t != stream.tag_length())
+    {
+        return Err(OpError::invalid_field(format!(
+            "Tag Length {t} differs from the {} bytes the multi-part operation started with",
+            stream.tag_length()
+        )));
+    }
+    Ok(())
+}
+
+/// The Correlation Value handed back after a part: `issued (i64 seconds) ‖ stream state`,
+/// sealed by the keyring for the tenant, the key and the direction.
+fn seal_stream(
+    req: &Request<'_>,
+    uid: &str,
+    purpose: TokenPurpose,
+    issued: i64,
+    stream: &cryptosvc::GcmStream,
+) -> ByteString {
+    let mut payload = issued.to_be_bytes().to_vec();
+    payload.extend_from_slice(&stream.to_bytes());
+    ByteString::new(
+        req.engine
+            .keyring
+            .seal_token(&req.ctx.tenant, uid, purpose, &payload),
+    )
+}
+
+/// Opens a Correlation Value for the key and direction: the stream's issue time and state.
+/// Invalid Field if it does not open (one message whatever the cause) or has expired.
+fn open_stream(
+    req: &Request<'_>,
+    uid: &str,
+    purpose: TokenPurpose,
+    token: &[u8],
+) -> Result<(i64, cryptosvc::GcmStream), OpError> {
+    let refused = || OpError::invalid_field(STREAM_TOKEN_REFUSED);
+    let payload = req
+        .engine
+        .keyring
+        .open_token(&req.ctx.tenant, uid, purpose, token)
+        .map_err(|_| refused())?;
+    let (issued, state) = payload.split_at_checked(8).ok_or_else(refused)?;
+    let issued = i64::from_be_bytes(issued.try_into().map_err(|_| refused())?);
+    let stream = cryptosvc::GcmStream::from_bytes(state).ok_or_else(refused)?;
+    let now = DateTime::now().seconds();
+    if now.saturating_sub(issued) > STREAM_LIFETIME_SECS
+        || issued.saturating_sub(now) > STREAM_CLOCK_SKEW_SECS
+    {
+        return Err(OpError::invalid_field(format!(
+            "the Correlation Value has expired: a multi-part operation must end within {STREAM_LIFETIME_SECS} seconds of its first part"
+        )));
+    }
+    Ok((issued, stream))
+}
+
+/// A part's data: optional in a multi-part operation (KMIP 2.1 Tables 196, 214: "Yes for
+/// single-part. No for multi-part."), none being no bytes.
+fn stream_data(d: &Option<ByteString>) -> &[u8] {
+    d.as_deref().unwrap_or_default()
+}
+
 pub(super) fn data(d: &Option<ByteString>) -> Result<&[u8], OpError> {
     d.as_deref()
         .ok_or_else(|| OpError::new(ResultReason::InvalidMessage, "Data is required"))
@@ -248,7 +410,10 @@ pub(super) async fn encrypt(
     req: &mut Request<'_>,
     r: &EncryptRequest,
 ) -> Result<ResponsePayload, OpError> {
-    single_part(&r.correlation_value, r.init_indicator, r.final_indicator)?;
+    let part = Part::of(&r.correlation_value, r.init_indicator, r.final_indicator);
+    if !matches!(part, Ok(Part::Single)) {
+        return encrypt_stream(req, r, part).await;
+    }
     let (uid, key) = usable_key(
         req,
         &r.unique_identifier,
@@ -310,7 +475,10 @@ pub(super) async fn decrypt(
     req: &mut Request<'_>,
     r: &DecryptRequest,
 ) -> Result<ResponsePayload, OpError> {
-    single_part(&r.correlation_value, r.init_indicator, r.final_indicator)?;
+    let part = Part::of(&r.correlation_value, r.init_indicator, r.final_indicator);
+    if !matches!(part, Ok(Part::Single)) {
+        return decrypt_stream(req, r, part).await;
+    }
     // A deactivated key still decrypts what it encrypted (SP 800-57 "process only").
     let (uid, key) = usable_key(
         req,
@@ -354,6 +522,164 @@ pub(super) async fn decrypt(
         unique_identifier: uid.into(),
         data: Some(kmip::message::ByteString(plain)),
         correlation_value: None,
+    }))
+}
+
+/// One part of a multi-part AES-GCM Encrypt (see [`Part`]). Each part takes its own Usage
+/// Limits allocation, as a single-part Encrypt does.
+async fn encrypt_stream(
+    req: &mut Request<'_>,
+    r: &EncryptRequest,
+    part: Result<Part<'_>, OpError>,
+) -> Result<ResponsePayload, OpError> {
+    let (uid, key) = usable_key(
+        req,
+        &r.unique_identifier,
+        &[State::Active],
+        CryptographicUsageMask::ENCRYPT,
+        "Encrypt",
+        Purpose::Protect,
+    )
+    .await?;
+    let part = part?;
+    let params = stream_params(part, &r.cryptographic_parameters, &key)?;
+    let key_bytes = key.key_bytes().unwrap_or_default();
+    let plaintext = stream_data(&r.data);
+    let purpose = TokenPurpose::GcmEncryptStream;
+    let (mut stream, issued, generated_iv, last) = match (part, params) {
+        (Part::First, Some(p)) => {
+            let random_iv = r
+                .cryptographic_parameters
+                .as_ref()
+                .and_then(|p| p.random_iv)
+                == Some(true);
+            let iv = if random_iv {
+                None
+            } else {
+                r.iv_counter_nonce.as_deref()
+            };
+            let (stream, generated) = cryptosvc::GcmStream::start_encrypt(
+                key_bytes,
+                &p,
+                iv,
+                r.authenticated_encryption_additional_data.as_deref(),
+            )
+            .map_err(OpError::from)?;
+            (stream, DateTime::now().seconds(), generated, false)
+        }
+        (Part::Next { token, last }, p) => {
+            let (issued, stream) = open_stream(req, &uid, purpose, token)?;
+            later_part_fields(
+                p,
+                &stream,
+                &r.iv_counter_nonce,
+                &r.authenticated_encryption_additional_data,
+            )?;
+            (stream, issued, None, last)
+        }
+        // Single parts do not come here; a first part always has parameters.
+        _ => {
+            return Err(OpError::new(
+                ResultReason::GeneralFailure,
+                "not a multi-part Encrypt",
+            ))
+        }
+    };
+    let ciphertext = stream
+        .encrypt_part(key_bytes, plaintext)
+        .map_err(OpError::from)?;
+    let (correlation_value, tag) = if last {
+        let tag = stream.tag(key_bytes).map_err(OpError::from)?;
+        (None, Some(ByteString::new(tag)))
+    } else {
+        (Some(seal_stream(req, &uid, purpose, issued, &stream)), None)
+    };
+    if key.attributes.get(Tag::USAGE_LIMITS).is_some() {
+        allocate_usage(req, &uid, plaintext.len()).await?;
+    }
+    Ok(ResponsePayload::Encrypt(EncryptResponse {
+        unique_identifier: uid.into(),
+        data: Some(ByteString::new(ciphertext)),
+        iv_counter_nonce: generated_iv.map(ByteString::new),
+        correlation_value,
+        authenticated_encryption_tag: tag,
+    }))
+}
+
+/// One part of a multi-part AES-GCM Decrypt (see [`Part`]). The tag comes with the first
+/// part (KMIP 2.1 Table 196) and travels in the Correlation Value, or else with the last.
+/// Every part but the last answers its plaintext before any tag is checked, as streaming GCM
+/// must; the last part checks the tag over the whole stream and answers Cryptographic
+/// Failure, and no data, if it differs.
+async fn decrypt_stream(
+    req: &mut Request<'_>,
+    r: &DecryptRequest,
+    part: Result<Part<'_>, OpError>,
+) -> Result<ResponsePayload, OpError> {
+    let (uid, key) = usable_key(
+        req,
+        &r.unique_identifier,
+        &[State::Active, State::Deactivated],
+        CryptographicUsageMask::DECRYPT,
+        "Decrypt",
+        Purpose::Process,
+    )
+    .await?;
+    let part = part?;
+    let params = stream_params(part, &r.cryptographic_parameters, &key)?;
+    let key_bytes = key.key_bytes().unwrap_or_default();
+    let purpose = TokenPurpose::GcmDecryptStream;
+    let (mut stream, issued, last) = match (part, params) {
+        (Part::First, Some(p)) => {
+            let stream = cryptosvc::GcmStream::start_decrypt(
+                key_bytes,
+                &p,
+                r.iv_counter_nonce.as_deref(),
+                r.authenticated_encryption_additional_data.as_deref(),
+                r.authenticated_encryption_tag.as_deref(),
+            )
+            .map_err(OpError::from)?;
+            (stream, DateTime::now().seconds(), false)
+        }
+        (Part::Next { token, last }, p) => {
+            let (issued, stream) = open_stream(req, &uid, purpose, token)?;
+            later_part_fields(
+                p,
+                &stream,
+                &r.iv_counter_nonce,
+                &r.authenticated_encryption_additional_data,
+            )?;
+            (stream, issued, last)
+        }
+        _ => {
+            return Err(OpError::new(
+                ResultReason::GeneralFailure,
+                "not a multi-part Decrypt",
+            ))
+        }
+    };
+    // The tag goes with the first part (KMIP 2.1 Table 196), or else with the last.
+    let tag = r.authenticated_encryption_tag.as_deref();
+    if let (Part::Next { .. }, Some(_)) = (part, tag) {
+        if !last || stream.has_tag() {
+            return Err(OpError::invalid_field(
+                "the authentication tag of a multi-part Decrypt goes with its first part, or else its last, once",
+            ));
+        }
+    }
+    let plain = stream
+        .decrypt_part(key_bytes, stream_data(&r.data))
+        .map_err(OpError::from)?;
+    let correlation_value = if last {
+        stream.verify(key_bytes, tag).map_err(OpError::from)?;
+        None
+    } else {
+        Some(seal_stream(req, &uid, purpose, issued, &stream))
+    };
+    Ok(ResponsePayload::Decrypt(DecryptResponse {
+        unique_identifier: uid.into(),
+        data: Some(ByteString(plain)),
+        correlation_value,
     }))
 }
 

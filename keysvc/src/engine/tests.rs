@@ -2132,4 +2132,5 @@ async fn a_revoke_through_one_engine_stops_encrypt_through_another_sharing_the_s
     }
 }
 
+mod multipart;
 mod profiles;
