@@ -359,7 +359,9 @@ fn certificate_attributes(
     use der::Decode as _;
     if c.certificate_type == kmip::spec::CertificateType::X509 {
         x509_cert::Certificate::from_der(&c.certificate_value).map_err(|e| {
-            OpError::invalid_field(format!("the certificate is not a DER X.509 certificate: {e}"))
+            OpError::invalid_field(format!(
+                "the certificate is not a DER X.509 certificate: {e}"
+            ))
         })?;
     }
     attrs.set_typed(Tag::CERTIFICATE_TYPE, &c.certificate_type);
