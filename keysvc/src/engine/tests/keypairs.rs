@@ -660,7 +660,10 @@ async fn register_keeps_asymmetric_keys_and_certificates() {
         key_compression_type: None,
         key_value: Some(kmip::message::KeyValue::Plain {
             key_material: kmip::message::KeyMaterial::Structure(vec![
-                Item::new(Tag::P, Value::BigInteger(vec![0, 0, 0, 0, 0, 0, 0xC1, 0x02])),
+                Item::new(
+                    Tag::P,
+                    Value::BigInteger(vec![0, 0, 0, 0, 0, 0, 0xC1, 0x02]),
+                ),
                 Item::new(Tag::Q, Value::BigInteger(vec![0, 0, 0, 0, 0, 0, 0, 0x11])),
                 Item::new(Tag::G, Value::BigInteger(vec![0, 0, 0, 0, 0, 0, 0, 0x02])),
                 Item::new(Tag::Y, Value::BigInteger(vec![0, 0, 0, 0, 0, 0, 0, 0x05])),
@@ -707,6 +710,28 @@ async fn register_keeps_asymmetric_keys_and_certificates() {
         a.typed::<i32>(Tag::CERTIFICATE_LENGTH).unwrap(),
         Some(der.len() as i32)
     );
+    // The subject's and issuer's CN, read from the certificate; no client may change them.
+    let a = attributes_of(
+        &f.engine,
+        &t,
+        V2_1,
+        &cert_uid,
+        &[Tag::CERTIFICATE_SUBJECT_CN, Tag::CERTIFICATE_ISSUER_CN],
+    )
+    .await;
+    for tag in [Tag::CERTIFICATE_SUBJECT_CN, Tag::CERTIFICATE_ISSUER_CN] {
+        assert_eq!(
+            a.typed::<String>(tag).unwrap().as_deref(),
+            Some("rcgen self signed cert")
+        );
+    }
+    let modify = RequestPayload::ModifyAttribute(ModifyAttributeRequest {
+        unique_identifier: id(&cert_uid),
+        current_attribute: None,
+        attribute: Some(Attribute::typed(Tag::CERTIFICATE_LENGTH, &123i32)),
+    });
+    let (reason, _) = fails(&f.engine, &t, V2_1, modify).await;
+    assert_eq!(reason, ResultReason::AttributeReadOnly);
     let not_a_cert = ManagedObject::Certificate(Certificate {
         certificate_type: CertificateType::X509,
         certificate_value: ByteString::new(b"-----BEGIN CERTIFICATE-----".to_vec()),
