@@ -20,7 +20,10 @@ use kmip::spec::{
 use kmip::{Tag, Value};
 use tokio::sync::Semaphore;
 
-use super::lifecycle::{check_client_attributes, new_object_attributes, new_uid};
+use super::lifecycle::{
+    check_client_attributes, link, new_object_attributes, new_uid, retire, successor_attributes,
+    wrong_state,
+};
 use super::maintained::{self, Origin};
 use super::object::KeyObject;
 use super::services::{data, single_part, usable_key, Purpose};
@@ -163,6 +166,127 @@ pub(super) async fn create_key_pair(
     // KMIP 2.1 §6.1.9: the ID Placeholder is the private key's identifier.
     req.placeholder = Some(private_uid.clone());
     Ok(ResponsePayload::CreateKeyPair(CreateKeyPairResponse {
+        private_key_unique_identifier: private_uid.into(),
+        public_key_unique_identifier: public_uid.into(),
+        private_key_attributes: None,
+        public_key_attributes: None,
+    }))
+}
+
+/// Re-key Key Pair (KMIP 2.1 §6.1.45): a new pair of the same algorithm and size replaces
+/// the private key named and the public key it links to. Each new key takes its old one's
+/// client attributes and names (the request's attributes over them), links to it (Replaced
+/// Object Link) and is linked from it (Replacement Object Link); the pair links to itself.
+/// The old keys keep their state: a client revokes them when it is done with them.
+pub(super) async fn rekey_key_pair(
+    req: &mut Request<'_>,
+    r: &ReKeyKeyPairRequest,
+) -> Result<ResponsePayload, OpError> {
+    let old_private_uid = req.target(&r.private_key_unique_identifier)?;
+    let mut old_private = req.load_fresh(&old_private_uid).await?;
+    if old_private.object_type != ObjectType::PrivateKey || old_private.object.is_none() {
+        return Err(OpError::new(
+            ResultReason::InvalidObjectType,
+            format!("object {old_private_uid} is not a private key with material"),
+        ));
+    }
+    let state = old_private.state();
+    if !matches!(state, State::PreActive | State::Active) {
+        return Err(wrong_state(&old_private_uid, state, "ReKeyKeyPair"));
+    }
+    let links: Vec<Link> = old_private
+        .attributes
+        .iter()
+        .filter(|a| a.tag() == Some(Tag::LINK))
+        .filter_map(|a| a.get::<Link>().ok())
+        .collect();
+    let old_public_uid = links
+        .iter()
+        .find(|l| l.link_type == LinkType::PublicKeyLink)
+        .and_then(|l| l.linked_object_identifier.as_text().map(str::to_owned))
+        .ok_or_else(|| {
+            OpError::new(
+                ResultReason::InvalidObjectType,
+                format!("private key {old_private_uid} links to no public key"),
+            )
+        })?;
+    let mut old_public = req.load_fresh(&old_public_uid).await?;
+    for masks in [
+        &r.common_protection_storage_masks,
+        &r.private_protection_storage_masks,
+        &r.public_protection_storage_masks,
+    ] {
+        maintained::storage_acceptable(masks.as_ref())?;
+    }
+    let algorithm = field(old_private.attributes.cryptographic_algorithm())?
+        .ok_or_else(|| OpError::new(ResultReason::GeneralFailure, "the key has no algorithm"))?;
+    let length = field(old_private.attributes.cryptographic_length())?;
+    let now = DateTime::now();
+    let common = r.common_attributes.clone().unwrap_or_default();
+    let private_attrs = successor_attributes(
+        &old_private,
+        Some(&merged(&common, r.private_key_attributes.as_ref())),
+        r.offset,
+        now,
+    )?;
+    let public_attrs = successor_attributes(
+        &old_public,
+        Some(&merged(&common, r.public_key_attributes.as_ref())),
+        r.offset,
+        now,
+    )?;
+    let pair = {
+        let _slot = generation_slots()
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| OpError::new(ResultReason::GeneralFailure, "shutting down"))?;
+        off_runtime(move || asymmetric::generate(algorithm, length, None)).await?
+    };
+    let private_uid = new_uid();
+    let public_uid = new_uid();
+    let mut private = new_key(
+        &private_uid,
+        ObjectType::PrivateKey,
+        private_attrs,
+        ManagedObject::PrivateKey(PrivateKey {
+            key_block: pair.private,
+        }),
+        (pair.algorithm, pair.length),
+        (LinkType::PublicKeyLink, &public_uid),
+        CryptographicUsageMask::SIGN,
+        now,
+    )?;
+    let mut public = new_key(
+        &public_uid,
+        ObjectType::PublicKey,
+        public_attrs,
+        ManagedObject::PublicKey(PublicKey {
+            key_block: pair.public,
+        }),
+        (pair.algorithm, pair.length),
+        (LinkType::PrivateKeyLink, &private_uid),
+        CryptographicUsageMask::VERIFY,
+        now,
+    )?;
+    link(
+        &mut private.attributes,
+        LinkType::ReplacedObjectLink,
+        &old_private_uid,
+    );
+    link(
+        &mut public.attributes,
+        LinkType::ReplacedObjectLink,
+        &old_public_uid,
+    );
+    req.insert(&private).await?;
+    req.insert(&public).await?;
+    retire(&mut old_private, &private_uid, now);
+    retire(&mut old_public, &public_uid, now);
+    req.update(&old_private, "rekeyed").await?;
+    req.update(&old_public, "rekeyed").await?;
+    req.placeholder = Some(private_uid.clone());
+    Ok(ResponsePayload::ReKeyKeyPair(CreateKeyPairResponse {
         private_key_unique_identifier: private_uid.into(),
         public_key_unique_identifier: public_uid.into(),
         private_key_attributes: None,

@@ -23,7 +23,7 @@ use super::object::{KeyObject, SERVER_ATTRIBUTES};
 use super::{Engine, OpError, Request};
 use crate::cryptosvc;
 
-fn wrong_state(uid: &str, state: State, operation: &str) -> OpError {
+pub(super) fn wrong_state(uid: &str, state: State, operation: &str) -> OpError {
     OpError::new(
         ResultReason::WrongKeyLifecycleState,
         format!(
@@ -581,7 +581,43 @@ pub(super) async fn rekey(
 
     let new_uid = new_uid();
     let now = DateTime::now();
-    // The replacement inherits the old key's client attributes (names move to it).
+    maintained::storage_acceptable(r.protection_storage_masks.as_ref())?;
+    let inherited = successor_attributes(&old, r.attributes.as_ref(), r.offset, now)?;
+    let mut attrs =
+        new_object_attributes(&new_uid, ObjectType::SymmetricKey, Some(&inherited), now)?;
+    link(&mut attrs, LinkType::ReplacedObjectLink, &uid);
+    let key = ManagedObject::SymmetricKey(SymmetricKey {
+        key_block: KeyBlock::raw(material.to_vec(), Some(algorithm), Some(length)),
+    });
+    maintained::set_on_new_object(&mut attrs, &new_uid, &key, Origin::Generated, now)?;
+    let replacement = KeyObject {
+        uid: new_uid.clone(),
+        object_type: ObjectType::SymmetricKey,
+        attributes: attrs,
+        object: Some(key),
+        created_at: now.seconds(),
+        version: 0,
+    };
+    req.insert(&replacement).await?;
+
+    retire(&mut old, &new_uid, now);
+    req.update(&old, "rekeyed").await?;
+    req.placeholder = Some(new_uid.clone());
+    Ok(ResponsePayload::ReKey(ReKeyResponse {
+        unique_identifier: new_uid.into(),
+        attributes: None,
+    }))
+}
+
+/// The attributes a replacement (Re-key, Re-key Key Pair) starts from: the old object's
+/// client attributes (its names move to the replacement), the algorithm and length, the
+/// request's attributes over them; activated after `offset`, or now if the old one is Active.
+pub(super) fn successor_attributes(
+    old: &KeyObject,
+    requested: Option<&Attributes>,
+    offset: Option<Interval>,
+    now: DateTime,
+) -> Result<Attributes, OpError> {
     let mut inherited = Attributes::new();
     for a in old.attributes.iter() {
         let server_set = a.tag().is_some_and(|t| {
@@ -601,55 +637,40 @@ pub(super) async fn rekey(
             inherited.push(a.clone());
         }
     }
-    maintained::storage_acceptable(r.protection_storage_masks.as_ref())?;
-    if let Some(requested) = &r.attributes {
+    if let Some(requested) = requested {
         check_client_attributes(requested, &[])?;
         for a in requested.iter() {
             inherited.set(a.clone());
         }
     }
-    if let Some(Interval(offset)) = r.offset {
+    if let Some(Interval(offset)) = offset {
         let activation = DateTime::Seconds(now.seconds() + i64::from(offset));
         inherited.set_typed(Tag::ACTIVATION_DATE, &activation);
-    } else if state == State::Active {
+    } else if old.state() == State::Active {
         inherited.set_typed(Tag::ACTIVATION_DATE, &now);
     }
-    let mut attrs =
-        new_object_attributes(&new_uid, ObjectType::SymmetricKey, Some(&inherited), now)?;
+    Ok(inherited)
+}
+
+/// The replaced object after a re-key: its names have moved to the replacement, which it
+/// links to (Replacement Object Link).
+pub(super) fn retire(old: &mut KeyObject, replacement: &str, now: DateTime) {
+    old.attributes.remove(Tag::NAME);
+    link(
+        &mut old.attributes,
+        LinkType::ReplacementObjectLink,
+        replacement,
+    );
+    old.touch(now);
+}
+
+/// Adds a Link of `link_type` to `target`.
+pub(super) fn link(attrs: &mut Attributes, link_type: LinkType, target: &str) {
     attrs.push(Attribute::typed(
         Tag::LINK,
         &Link {
-            link_type: LinkType::ReplacedObjectLink,
-            linked_object_identifier: uid.clone().into(),
+            link_type,
+            linked_object_identifier: target.to_string().into(),
         },
     ));
-    let key = ManagedObject::SymmetricKey(SymmetricKey {
-        key_block: KeyBlock::raw(material.to_vec(), Some(algorithm), Some(length)),
-    });
-    maintained::set_on_new_object(&mut attrs, &new_uid, &key, Origin::Generated, now)?;
-    let replacement = KeyObject {
-        uid: new_uid.clone(),
-        object_type: ObjectType::SymmetricKey,
-        attributes: attrs,
-        object: Some(key),
-        created_at: now.seconds(),
-        version: 0,
-    };
-    req.insert(&replacement).await?;
-
-    old.attributes.remove(Tag::NAME);
-    old.attributes.push(Attribute::typed(
-        Tag::LINK,
-        &Link {
-            link_type: LinkType::ReplacementObjectLink,
-            linked_object_identifier: new_uid.clone().into(),
-        },
-    ));
-    old.touch(now);
-    req.update(&old, "rekeyed").await?;
-    req.placeholder = Some(new_uid.clone());
-    Ok(ResponsePayload::ReKey(ReKeyResponse {
-        unique_identifier: new_uid.into(),
-        attributes: None,
-    }))
 }

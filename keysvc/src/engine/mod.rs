@@ -413,7 +413,7 @@ struct Request<'e> {
 /// request's version defines): kept beside the dispatcher so the two are changed together, and
 /// `tests::query_lists_exactly_what_is_served` sends every KMIP operation to check they agree.
 /// Interop is served (and listed) only when [`EngineConfig::interop`] is on.
-const OPERATIONS: [Operation; 25] = [
+const OPERATIONS: [Operation; 26] = [
     Operation::DiscoverVersions,
     Operation::Query,
     Operation::Create,
@@ -436,6 +436,7 @@ const OPERATIONS: [Operation; 25] = [
     Operation::Sign,
     Operation::SignatureVerify,
     Operation::ReKey,
+    Operation::ReKeyKeyPair,
     Operation::RngRetrieve,
     Operation::Check,
     Operation::Log,
@@ -493,6 +494,7 @@ impl Request<'_> {
             P::Revoke(r) => lifecycle::revoke(self, r).await,
             P::Destroy(r) => lifecycle::destroy(self, r).await,
             P::ReKey(r) => lifecycle::rekey(self, r).await,
+            P::ReKeyKeyPair(r) => keypairs::rekey_key_pair(self, r).await,
             P::GetAttributes(r) => attributes::get_attributes(self, r).await,
             P::GetAttributeList(r) => attributes::get_attribute_list(self, r).await,
             P::AddAttribute(r) => attributes::add_attribute(self, r).await,

@@ -116,6 +116,21 @@ kmip_struct! {
     }
 }
 
+kmip_struct! {
+    /// Re-key Key Pair: a new pair replacing the private key named and its public key.
+    #[derive(Default)]
+    pub struct ReKeyKeyPairRequest {
+        private_key_unique_identifier: opt UniqueIdentifier = PRIVATE_KEY_UNIQUE_IDENTIFIER,
+        offset: opt Interval = OFFSET,
+        common_attributes: pair_attrs Attributes = COMMON_ATTRIBUTES,
+        private_key_attributes: pair_attrs Attributes = PRIVATE_KEY_ATTRIBUTES,
+        public_key_attributes: pair_attrs Attributes = PUBLIC_KEY_ATTRIBUTES,
+        common_protection_storage_masks: opt Item = COMMON_PROTECTION_STORAGE_MASKS,
+        private_protection_storage_masks: opt Item = PRIVATE_PROTECTION_STORAGE_MASKS,
+        public_protection_storage_masks: opt Item = PUBLIC_PROTECTION_STORAGE_MASKS,
+    }
+}
+
 // ---------------------------------------------------------------- Get, attributes
 
 kmip_struct! {
@@ -540,6 +555,7 @@ payloads! {
     Sign => SignRequest, SignResponse;
     SignatureVerify => SignatureVerifyRequest, SignatureVerifyResponse;
     ReKey => ReKeyRequest, ReKeyResponse;
+    ReKeyKeyPair => ReKeyKeyPairRequest, CreateKeyPairResponse;
     RngRetrieve => RngRetrieveRequest, RngRetrieveResponse;
     Check => CheckRequest, CheckResponse;
     Log => LogRequest, EmptyResponse;

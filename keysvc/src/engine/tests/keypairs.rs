@@ -788,3 +788,94 @@ impl Merge for Attributes {
         self
     }
 }
+
+/// Re-key Key Pair: a new pair of the same kind replaces the old one; names move, links
+/// run both ways between old and new and within the new pair; the new pair signs.
+#[tokio::test]
+async fn rekey_key_pair_replaces_both_keys() {
+    let f = fixture().await;
+    let t = tenant("tenant-a");
+    for (v, attrs) in [
+        (V1_2, key_attributes(CryptographicAlgorithm::Ec, 256)),
+        (V2_1, rsa_2048()),
+    ] {
+        let request = RequestPayload::CreateKeyPair(CreateKeyPairRequest {
+            common_attributes: Some(attrs.merge(active_now())),
+            private_key_attributes: Some(Attributes::new().with(Tag::NAME, &Name::text("sig-key"))),
+            ..CreateKeyPairRequest::default()
+        });
+        let (old_private, old_public) = match ok(&f.engine, &t, v, request).await {
+            ResponsePayload::CreateKeyPair(r) => (
+                r.private_key_unique_identifier
+                    .as_text()
+                    .unwrap()
+                    .to_owned(),
+                r.public_key_unique_identifier.as_text().unwrap().to_owned(),
+            ),
+            other => panic!("unexpected {other:?}"),
+        };
+        let rekey = RequestPayload::ReKeyKeyPair(ReKeyKeyPairRequest {
+            private_key_unique_identifier: id(&old_private),
+            ..ReKeyKeyPairRequest::default()
+        });
+        let (private, public) = match ok(&f.engine, &t, v, rekey).await {
+            ResponsePayload::ReKeyKeyPair(r) => (
+                r.private_key_unique_identifier
+                    .as_text()
+                    .unwrap()
+                    .to_owned(),
+                r.public_key_unique_identifier.as_text().unwrap().to_owned(),
+            ),
+            other => panic!("unexpected {other:?}"),
+        };
+        let links = |a: &Attributes| -> Vec<(LinkType, String)> {
+            a.iter()
+                .filter(|x| x.tag() == Some(Tag::LINK))
+                .map(|x| {
+                    let l: Link = x.get().unwrap();
+                    (
+                        l.link_type,
+                        l.linked_object_identifier.as_text().unwrap().to_owned(),
+                    )
+                })
+                .collect()
+        };
+        let names = [Tag::LINK, Tag::NAME, Tag::STATE, Tag::CRYPTOGRAPHIC_LENGTH];
+        let new_private = attributes_of(&f.engine, &t, v, &private, &names).await;
+        assert!(links(&new_private).contains(&(LinkType::PublicKeyLink, public.clone())));
+        assert!(links(&new_private).contains(&(LinkType::ReplacedObjectLink, old_private.clone())));
+        assert_eq!(
+            new_private.typed::<Name>(Tag::NAME).unwrap().unwrap().value,
+            "sig-key"
+        );
+        assert_eq!(new_private.state().unwrap(), Some(State::Active), "{v}");
+        let new_public = attributes_of(&f.engine, &t, v, &public, &names).await;
+        assert!(links(&new_public).contains(&(LinkType::ReplacedObjectLink, old_public.clone())));
+        let old = attributes_of(&f.engine, &t, v, &old_private, &names).await;
+        assert!(links(&old).contains(&(LinkType::ReplacementObjectLink, private.clone())));
+        assert!(
+            old.typed::<Name>(Tag::NAME).unwrap().is_none(),
+            "the name moved"
+        );
+        assert_eq!(
+            old.cryptographic_length().unwrap(),
+            new_private.cryptographic_length().unwrap()
+        );
+        let sig = signature(&f.engine, &t, v, sign(&private, b"m", None)).await;
+        assert_eq!(
+            validity(&f.engine, &t, v, verify(&public, b"m", &sig, None)).await,
+            ValidityIndicator::Valid
+        );
+        assert_eq!(
+            validity(&f.engine, &t, v, verify(&old_public, b"m", &sig, None)).await,
+            ValidityIndicator::Invalid
+        );
+        // A public key is not re-keyed as a pair.
+        let wrong = RequestPayload::ReKeyKeyPair(ReKeyKeyPairRequest {
+            private_key_unique_identifier: id(&public),
+            ..ReKeyKeyPairRequest::default()
+        });
+        let (reason, _) = fails(&f.engine, &t, V2_1, wrong).await;
+        assert_eq!(reason, ResultReason::InvalidObjectType);
+    }
+}
