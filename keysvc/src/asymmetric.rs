@@ -809,7 +809,8 @@ pub fn public_length(block: &KeyBlock) -> Result<(KeyKind, i32), AsymError> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Scheme {
     RsaPkcs1(HashingAlgorithm),
-    RsaPss(HashingAlgorithm),
+    /// PSS with MGF1 of the same hash; the salt length asked for, if any.
+    RsaPss(HashingAlgorithm, Option<i32>),
     Ecdsa(Option<HashingAlgorithm>),
     Ed25519,
 }
@@ -883,12 +884,7 @@ fn scheme(kind: KeyKind, p: &CryptographicParameters) -> Result<Scheme, AsymErro
                             "PSS takes MGF1 with the message's hash".into(),
                         ));
                     }
-                    if p.salt_length.is_some_and(|s| s != hash_len(hash) as i32) {
-                        return Err(AsymError::Unsupported(
-                            "PSS salt length is the hash's length".into(),
-                        ));
-                    }
-                    Ok(Scheme::RsaPss(hash))
+                    Ok(Scheme::RsaPss(hash, p.salt_length))
                 }
                 Some(other) => Err(AsymError::Unsupported(format!(
                     "padding method {} does not sign (PKCS1 v1.5 or PSS)",
@@ -926,30 +922,84 @@ fn hash_len(h: HashingAlgorithm) -> usize {
     }
 }
 
-fn rsa_signing(scheme: Scheme) -> Result<&'static signature::RsaSignatureEncoding, AsymError> {
+/// PSS salt lengths: the hash's length (RFC 8017's usual choice) or the largest the key
+/// allows (emLen - hLen - 2, what several KMIP servers and test cases use).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Salt {
+    Digest,
+    Max,
+}
+
+/// The salt a PSS request asks for, given the key's modulus in bits: none or the hash's
+/// length → Digest; the maximum for this key → Max; anything else is refused.
+fn pss_salt(
+    hash: HashingAlgorithm,
+    asked: Option<i32>,
+    modulus_bits: i32,
+) -> Result<Salt, AsymError> {
+    let em_len = (modulus_bits + 6) / 8;
+    let max = em_len - hash_len(hash) as i32 - 2;
+    match asked {
+        None => Ok(Salt::Digest),
+        Some(s) if s == hash_len(hash) as i32 => Ok(Salt::Digest),
+        Some(s) if s == max => Ok(Salt::Max),
+        Some(s) => Err(AsymError::Unsupported(format!(
+            "PSS salt length {s} is not supported: the hash's length ({}) or the key's maximum ({max})",
+            hash_len(hash)
+        ))),
+    }
+}
+
+fn rsa_signing(
+    scheme: Scheme,
+    modulus_bits: i32,
+) -> Result<&'static signature::RsaSignatureEncoding, AsymError> {
     use signature as s;
+    use signature::RsaPssSaltLength::Max;
+    static PSS_SHA256_MAX: s::RsaSignatureEncoding = s::RSA_PSS_SHA256.with_pss_salt_length(Max);
+    static PSS_SHA384_MAX: s::RsaSignatureEncoding = s::RSA_PSS_SHA384.with_pss_salt_length(Max);
+    static PSS_SHA512_MAX: s::RsaSignatureEncoding = s::RSA_PSS_SHA512.with_pss_salt_length(Max);
     Ok(match scheme {
         Scheme::RsaPkcs1(HashingAlgorithm::Sha256) => &s::RSA_PKCS1_SHA256,
         Scheme::RsaPkcs1(HashingAlgorithm::Sha384) => &s::RSA_PKCS1_SHA384,
         Scheme::RsaPkcs1(HashingAlgorithm::Sha512) => &s::RSA_PKCS1_SHA512,
-        Scheme::RsaPss(HashingAlgorithm::Sha256) => &s::RSA_PSS_SHA256,
-        Scheme::RsaPss(HashingAlgorithm::Sha384) => &s::RSA_PSS_SHA384,
-        Scheme::RsaPss(HashingAlgorithm::Sha512) => &s::RSA_PSS_SHA512,
-        Scheme::RsaPkcs1(h) | Scheme::RsaPss(h) => return Err(unsupported_hash(h)),
+        Scheme::RsaPss(h, asked) => match (h, pss_salt(h, asked, modulus_bits)?) {
+            (HashingAlgorithm::Sha256, Salt::Digest) => &s::RSA_PSS_SHA256,
+            (HashingAlgorithm::Sha384, Salt::Digest) => &s::RSA_PSS_SHA384,
+            (HashingAlgorithm::Sha512, Salt::Digest) => &s::RSA_PSS_SHA512,
+            (HashingAlgorithm::Sha256, Salt::Max) => &PSS_SHA256_MAX,
+            (HashingAlgorithm::Sha384, Salt::Max) => &PSS_SHA384_MAX,
+            (HashingAlgorithm::Sha512, Salt::Max) => &PSS_SHA512_MAX,
+            (h, _) => return Err(unsupported_hash(h)),
+        },
+        Scheme::RsaPkcs1(h) => return Err(unsupported_hash(h)),
         _ => return Err(AsymError::Unsupported("not an RSA scheme".into())),
     })
 }
 
-fn rsa_verification(scheme: Scheme) -> Result<&'static signature::RsaParameters, AsymError> {
+fn rsa_verification(
+    scheme: Scheme,
+    modulus_bits: i32,
+) -> Result<&'static signature::RsaParameters, AsymError> {
     use signature as s;
+    use signature::RsaPssSaltLength::Max;
+    static PSS_SHA256_MAX: s::RsaParameters = s::RSA_PSS_2048_8192_SHA256.with_pss_salt_length(Max);
+    static PSS_SHA384_MAX: s::RsaParameters = s::RSA_PSS_2048_8192_SHA384.with_pss_salt_length(Max);
+    static PSS_SHA512_MAX: s::RsaParameters = s::RSA_PSS_2048_8192_SHA512.with_pss_salt_length(Max);
     Ok(match scheme {
         Scheme::RsaPkcs1(HashingAlgorithm::Sha256) => &s::RSA_PKCS1_2048_8192_SHA256,
         Scheme::RsaPkcs1(HashingAlgorithm::Sha384) => &s::RSA_PKCS1_2048_8192_SHA384,
         Scheme::RsaPkcs1(HashingAlgorithm::Sha512) => &s::RSA_PKCS1_2048_8192_SHA512,
-        Scheme::RsaPss(HashingAlgorithm::Sha256) => &s::RSA_PSS_2048_8192_SHA256,
-        Scheme::RsaPss(HashingAlgorithm::Sha384) => &s::RSA_PSS_2048_8192_SHA384,
-        Scheme::RsaPss(HashingAlgorithm::Sha512) => &s::RSA_PSS_2048_8192_SHA512,
-        Scheme::RsaPkcs1(h) | Scheme::RsaPss(h) => return Err(unsupported_hash(h)),
+        Scheme::RsaPss(h, asked) => match (h, pss_salt(h, asked, modulus_bits)?) {
+            (HashingAlgorithm::Sha256, Salt::Digest) => &s::RSA_PSS_2048_8192_SHA256,
+            (HashingAlgorithm::Sha384, Salt::Digest) => &s::RSA_PSS_2048_8192_SHA384,
+            (HashingAlgorithm::Sha512, Salt::Digest) => &s::RSA_PSS_2048_8192_SHA512,
+            (HashingAlgorithm::Sha256, Salt::Max) => &PSS_SHA256_MAX,
+            (HashingAlgorithm::Sha384, Salt::Max) => &PSS_SHA384_MAX,
+            (HashingAlgorithm::Sha512, Salt::Max) => &PSS_SHA512_MAX,
+            (h, _) => return Err(unsupported_hash(h)),
+        },
+        Scheme::RsaPkcs1(h) => return Err(unsupported_hash(h)),
         _ => return Err(AsymError::Unsupported("not an RSA scheme".into())),
     })
 }
@@ -967,7 +1017,8 @@ pub fn sign(
         (KeyKind::Rsa, _) => {
             let pair = RsaKeyPair::from_der(&key.der).map_err(|_| AsymError::BadKey("RSA"))?;
             let mut out = vec![0u8; pair.public_modulus_len()];
-            pair.sign(rsa_signing(scheme)?, &rng, data, &mut out)
+            let bits = rsa_bits(&key.der)?;
+            pair.sign(rsa_signing(scheme, bits)?, &rng, data, &mut out)
                 .map_err(|_| AsymError::Failed("RSA signing failed"))?;
             Ok(out)
         }
@@ -1000,9 +1051,27 @@ pub fn verify(
     let key = public_of(block)?;
     let scheme = scheme(key.kind, params)?;
     let ok = match (key.kind, scheme) {
-        (KeyKind::Rsa, _) => UnparsedPublicKey::new(rsa_verification(scheme)?, &key.key)
-            .verify(data, sig)
-            .is_ok(),
+        (KeyKind::Rsa, _) => {
+            let k =
+                pkcs1::RsaPublicKey::from_der(&key.key).map_err(|_| AsymError::BadKey("RSA"))?;
+            let bits = modulus_bits(k.modulus.as_bytes());
+            // PSS with no salt length named: a signature with either common salt (the hash's
+            // length, or the key's maximum) verifies, as signers differ in their default.
+            let schemes = match scheme {
+                Scheme::RsaPss(h, None) => {
+                    let max = (bits + 6) / 8 - hash_len(h) as i32 - 2;
+                    vec![Scheme::RsaPss(h, None), Scheme::RsaPss(h, Some(max))]
+                }
+                other => vec![other],
+            };
+            let mut valid = false;
+            for scheme in schemes {
+                valid |= UnparsedPublicKey::new(rsa_verification(scheme, bits)?, &key.key)
+                    .verify(data, sig)
+                    .is_ok();
+            }
+            valid
+        }
         (KeyKind::Ec(curve), Scheme::Ecdsa(hash)) => {
             UnparsedPublicKey::new(curve.signing(hash)?.verify, &key.key)
                 .verify(data, sig)

@@ -89,6 +89,14 @@ fn every_scheme_signs_and_verifies_and_detects_tampering() {
         ),
         (&rsa, pss(HashingAlgorithm::Sha256)),
         (&rsa, pss(HashingAlgorithm::Sha512)),
+        // The largest salt a 2048-bit key takes with SHA-256: 256 - 32 - 2.
+        (
+            &rsa,
+            CryptographicParameters {
+                salt_length: Some(222),
+                ..pss(HashingAlgorithm::Sha256)
+            },
+        ),
         (&p256, params()),
         (&p256, dsa(DigitalSignatureAlgorithm::EcdsaWithSha256)),
         (&p384, dsa(DigitalSignatureAlgorithm::EcdsaWithSha384)),
@@ -105,6 +113,18 @@ fn every_scheme_signs_and_verifies_and_detects_tampering() {
         bad[last] ^= 1;
         assert!(!verify(&pair.public, &p, msg, &bad).unwrap());
     }
+    // PSS with no salt length named verifies either common salt.
+    let max_salt = CryptographicParameters {
+        salt_length: Some(222),
+        ..pss(HashingAlgorithm::Sha256)
+    };
+    let sig = sign(&rsa.private, &max_salt, b"m").unwrap();
+    assert!(verify(&rsa.public, &pss(HashingAlgorithm::Sha256), b"m", &sig).unwrap());
+    let digest_salt = CryptographicParameters {
+        salt_length: Some(32),
+        ..pss(HashingAlgorithm::Sha256)
+    };
+    assert!(!verify(&rsa.public, &digest_salt, b"m", &sig).unwrap());
     // A signature made with one hash does not verify under another.
     let sig = sign(&rsa.private, &params(), b"m").unwrap();
     let sha512 = dsa(DigitalSignatureAlgorithm::Sha512WithRsaEncryption);
@@ -141,6 +161,15 @@ fn mismatched_schemes_are_refused() {
     };
     assert!(matches!(
         sign(&rsa.private, &md5, b"m"),
+        Err(AsymError::Unsupported(_))
+    ));
+    let odd_salt = CryptographicParameters {
+        padding_method: Some(PaddingMethod::Pss),
+        salt_length: Some(20),
+        ..params()
+    };
+    assert!(matches!(
+        sign(&rsa.private, &odd_salt, b"m"),
         Err(AsymError::Unsupported(_))
     ));
     let sha384 = CryptographicParameters {

@@ -203,6 +203,19 @@ pub(super) async fn add_attribute(
             ),
         ));
     }
+    // KMIP 2.1 §4.32: an object's Names are unique; adding one it already has is Non Unique
+    // Name Attribute (BL-M-8), not a second copy of it.
+    if attribute.tag() == Some(Tag::NAME)
+        && object
+            .attributes
+            .named(&attribute.name)
+            .any(|a| a.value == attribute.value)
+    {
+        return Err(OpError::new(
+            ResultReason::NonUniqueNameAttribute,
+            format!("object {uid} already has this Name"),
+        ));
+    }
     let mut added = with_server_count(attribute, None)?;
     added.index = None;
     object.attributes.push(added.clone());

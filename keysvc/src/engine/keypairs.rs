@@ -10,8 +10,8 @@ use std::sync::{Arc, OnceLock};
 
 use kmip::message::payloads::*;
 use kmip::message::{
-    Attribute, Attributes, ByteString, CryptographicParameters, DateTime, KeyBlock, KeyValue,
-    Link, ManagedObject, PrivateKey, PublicKey, ResponsePayload,
+    Attribute, Attributes, ByteString, CryptographicParameters, DateTime, KeyBlock, KeyValue, Link,
+    ManagedObject, PrivateKey, PublicKey, ResponsePayload,
 };
 use kmip::spec::{
     CryptographicAlgorithm, CryptographicUsageMask, LinkType, ObjectType, RecommendedCurve,
@@ -71,7 +71,8 @@ fn merged(common: &Attributes, own: Option<&Attributes>) -> Attributes {
         for a in own.iter() {
             out.push(a.clone());
         }
-        out.template_names.extend(own.template_names.iter().cloned());
+        out.template_names
+            .extend(own.template_names.iter().cloned());
     }
     out
 }
@@ -207,7 +208,11 @@ fn parameters_for(
     Ok(field(key.attributes.typed(Tag::CRYPTOGRAPHIC_PARAMETERS))?.unwrap_or_default())
 }
 
-fn key_block_of<'a>(key: &'a KeyObject, uid: &str, wanted: ObjectType) -> Result<&'a KeyBlock, OpError> {
+fn key_block_of<'a>(
+    key: &'a KeyObject,
+    uid: &str,
+    wanted: ObjectType,
+) -> Result<&'a KeyBlock, OpError> {
     match (&key.object, wanted) {
         (Some(ManagedObject::PrivateKey(k)), ObjectType::PrivateKey) => Ok(&k.key_block),
         (Some(ManagedObject::PublicKey(k)), ObjectType::PublicKey) => Ok(&k.key_block),
@@ -216,6 +221,41 @@ fn key_block_of<'a>(key: &'a KeyObject, uid: &str, wanted: ObjectType) -> Result
             format!("object {uid} is not a {}", wanted.name()),
         )),
     }
+}
+
+/// Whether a key is a public or private key (Encrypt and Decrypt then mean RSA-OAEP).
+pub(super) fn is_asymmetric(key: &KeyObject) -> bool {
+    matches!(
+        key.object,
+        Some(ManagedObject::PublicKey(_) | ManagedObject::PrivateKey(_))
+    )
+}
+
+/// RSA-OAEP Encrypt with a public key (KMIP 2.1 §6.1.17 with Padding Method OAEP): the
+/// request's Cryptographic Parameters, else the key's; a multi-part request or an IV is
+/// refused by the caller's checks.
+pub(super) fn oaep_encrypt(
+    key: &KeyObject,
+    uid: &str,
+    requested: &Option<CryptographicParameters>,
+    plaintext: &[u8],
+) -> Result<Vec<u8>, OpError> {
+    let block = key_block_of(key, uid, ObjectType::PublicKey)?;
+    let params = parameters_for(requested, key)?;
+    Ok(asymmetric::oaep_encrypt(block, &params, plaintext)?)
+}
+
+/// RSA-OAEP Decrypt with a private key: any ciphertext that does not decrypt is the one
+/// Cryptographic Failure, whatever went wrong inside the padding.
+pub(super) fn oaep_decrypt(
+    key: &KeyObject,
+    uid: &str,
+    requested: &Option<CryptographicParameters>,
+    ciphertext: &[u8],
+) -> Result<zeroize::Zeroizing<Vec<u8>>, OpError> {
+    let block = key_block_of(key, uid, ObjectType::PrivateKey)?;
+    let params = parameters_for(requested, key)?;
+    Ok(asymmetric::oaep_decrypt(block, &params, ciphertext)?)
 }
 
 fn no_digested_data(digested: &Option<ByteString>) -> Result<(), OpError> {
@@ -228,7 +268,10 @@ fn no_digested_data(digested: &Option<ByteString>) -> Result<(), OpError> {
     Ok(())
 }
 
-pub(super) async fn sign(req: &mut Request<'_>, r: &SignRequest) -> Result<ResponsePayload, OpError> {
+pub(super) async fn sign(
+    req: &mut Request<'_>,
+    r: &SignRequest,
+) -> Result<ResponsePayload, OpError> {
     single_part(&r.correlation_value, r.init_indicator, r.final_indicator)?;
     no_digested_data(&r.digested_data)?;
     let (uid, key) = usable_key(
@@ -306,7 +349,9 @@ pub(super) fn check_registered_key(
         ));
     }
     if block.key_value.is_none() {
-        return Err(OpError::invalid_field("the key block holds no key material"));
+        return Err(OpError::invalid_field(
+            "the key block holds no key material",
+        ));
     }
     let declared_algorithm = block
         .cryptographic_algorithm

@@ -26,8 +26,9 @@ use crate::envelope::{Binding, EnvelopeError, Keyring, SealedRecord};
 use crate::store::ObjectRecord;
 use crate::tenant::TenantId;
 
-/// Attributes only the server sets: a client may read them, never add, modify or delete them.
-pub(crate) const SERVER_ATTRIBUTES: [Tag; 23] = [
+/// Attributes only the server sets: a client may read them, never add, modify or delete them
+/// (the certificate ones are read from the certificate, KMIP 2.1 §4.9-4.13).
+pub(crate) const SERVER_ATTRIBUTES: [Tag; 49] = [
     Tag::UNIQUE_IDENTIFIER,
     Tag::OBJECT_TYPE,
     Tag::CRYPTOGRAPHIC_ALGORITHM,
@@ -51,6 +52,32 @@ pub(crate) const SERVER_ATTRIBUTES: [Tag; 23] = [
     Tag::KEY_FORMAT_TYPE,
     Tag::PROTECTION_STORAGE_MASK,
     Tag::LEASE_TIME,
+    Tag::CERTIFICATE_TYPE,
+    Tag::CERTIFICATE_LENGTH,
+    Tag::CERTIFICATE_SUBJECT_CN,
+    Tag::CERTIFICATE_SUBJECT_O,
+    Tag::CERTIFICATE_SUBJECT_OU,
+    Tag::CERTIFICATE_SUBJECT_EMAIL,
+    Tag::CERTIFICATE_SUBJECT_C,
+    Tag::CERTIFICATE_SUBJECT_ST,
+    Tag::CERTIFICATE_SUBJECT_L,
+    Tag::CERTIFICATE_SUBJECT_UID,
+    Tag::CERTIFICATE_SUBJECT_SERIAL_NUMBER,
+    Tag::CERTIFICATE_SUBJECT_TITLE,
+    Tag::CERTIFICATE_SUBJECT_DC,
+    Tag::CERTIFICATE_SUBJECT_DN_QUALIFIER,
+    Tag::CERTIFICATE_ISSUER_CN,
+    Tag::CERTIFICATE_ISSUER_O,
+    Tag::CERTIFICATE_ISSUER_OU,
+    Tag::CERTIFICATE_ISSUER_EMAIL,
+    Tag::CERTIFICATE_ISSUER_C,
+    Tag::CERTIFICATE_ISSUER_ST,
+    Tag::CERTIFICATE_ISSUER_L,
+    Tag::CERTIFICATE_ISSUER_UID,
+    Tag::CERTIFICATE_ISSUER_SERIAL_NUMBER,
+    Tag::CERTIFICATE_ISSUER_TITLE,
+    Tag::CERTIFICATE_ISSUER_DC,
+    Tag::CERTIFICATE_ISSUER_DN_QUALIFIER,
 ];
 
 /// Records that failed their integrity check, since the process started.

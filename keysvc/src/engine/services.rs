@@ -206,6 +206,20 @@ fn parameters(
     }))
 }
 
+/// RSA-OAEP takes no IV, AAD or tag: refused rather than ignored.
+fn no_iv_or_aead(
+    iv: &Option<ByteString>,
+    aad: &Option<ByteString>,
+    tag: &Option<ByteString>,
+) -> Result<(), OpError> {
+    if iv.is_some() {
+        return Err(OpError::from(CryptoError::UnexpectedParameter(
+            "IV/counter/nonce",
+        )));
+    }
+    no_aead(aad, tag)
+}
+
 /// ChaCha20 alone authenticates nothing: refuse AAD or a tag rather than ignore them.
 fn no_aead(aad: &Option<ByteString>, tag: &Option<ByteString>) -> Result<(), OpError> {
     if aad.as_ref().is_some_and(|a| !a.is_empty()) {
@@ -423,6 +437,26 @@ pub(super) async fn encrypt(
         Purpose::Protect,
     )
     .await?;
+    if super::keypairs::is_asymmetric(&key) {
+        no_iv_or_aead(
+            &r.iv_counter_nonce,
+            &r.authenticated_encryption_additional_data,
+            &None,
+        )?;
+        let plaintext = data(&r.data)?;
+        let ciphertext =
+            super::keypairs::oaep_encrypt(&key, &uid, &r.cryptographic_parameters, plaintext)?;
+        if key.attributes.get(Tag::USAGE_LIMITS).is_some() {
+            allocate_usage(req, &uid, plaintext.len()).await?;
+        }
+        return Ok(ResponsePayload::Encrypt(EncryptResponse {
+            unique_identifier: uid.into(),
+            data: Some(ByteString::new(ciphertext)),
+            iv_counter_nonce: None,
+            correlation_value: None,
+            authenticated_encryption_tag: None,
+        }));
+    }
     let params = parameters(&r.cryptographic_parameters, &key)?;
     let random_iv = r
         .cryptographic_parameters
@@ -489,6 +523,20 @@ pub(super) async fn decrypt(
         Purpose::Process,
     )
     .await?;
+    if super::keypairs::is_asymmetric(&key) {
+        no_iv_or_aead(
+            &r.iv_counter_nonce,
+            &r.authenticated_encryption_additional_data,
+            &r.authenticated_encryption_tag,
+        )?;
+        let plain =
+            super::keypairs::oaep_decrypt(&key, &uid, &r.cryptographic_parameters, data(&r.data)?)?;
+        return Ok(ResponsePayload::Decrypt(DecryptResponse {
+            unique_identifier: uid.into(),
+            data: Some(ByteString(plain)),
+            correlation_value: None,
+        }));
+    }
     let params = parameters(&r.cryptographic_parameters, &key)?;
     let key_bytes = key.key_bytes().unwrap_or_default();
     let iv = r.iv_counter_nonce.as_deref();

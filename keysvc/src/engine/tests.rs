@@ -505,6 +505,23 @@ fn sample_object(t: ObjectType) -> ManagedObject {
             opaque_data_type: RawEnum(0x8000_0001),
             opaque_data_value: ByteString::new(vec![7u8; 16]),
         }),
+        ObjectType::PublicKey | ObjectType::PrivateKey => {
+            let pair = crate::asymmetric::generate(CryptographicAlgorithm::Ec, Some(256), None)
+                .expect("a P-256 pair");
+            if t == ObjectType::PublicKey {
+                ManagedObject::PublicKey(kmip::message::PublicKey {
+                    key_block: pair.public,
+                })
+            } else {
+                ManagedObject::PrivateKey(kmip::message::PrivateKey {
+                    key_block: pair.private,
+                })
+            }
+        }
+        ObjectType::Certificate => ManagedObject::Certificate(kmip::message::Certificate {
+            certificate_type: kmip::spec::CertificateType::X509,
+            certificate_value: ByteString::new(keypairs::certificate_der()),
+        }),
         other => {
             let tag = Tag::from_name(other.name())
                 .unwrap_or_else(|| panic!("no object structure tag named {}", other.name()));
@@ -2132,5 +2149,6 @@ async fn a_revoke_through_one_engine_stops_encrypt_through_another_sharing_the_s
     }
 }
 
+mod keypairs;
 mod multipart;
 mod profiles;

@@ -759,3 +759,29 @@ async fn chacha20poly1305_encrypts_and_decrypts() {
         );
     }
 }
+
+/// KMIP 2.1 §4.32 (BL-M-8): adding a Name the object already has is Non Unique Name
+/// Attribute, not a second copy; another Name is added.
+#[tokio::test]
+async fn adding_a_name_the_object_already_has_is_refused() {
+    let f = fixture().await;
+    let t = tenant("tenant-a");
+    let uid = new_key(
+        &f.engine,
+        &t,
+        V2_1,
+        key_attributes(CryptographicAlgorithm::Aes, 128).with(Tag::NAME, &Name::text("n")),
+    )
+    .await;
+    let add = |name: &str| {
+        RequestPayload::AddAttribute(AddAttributeRequest {
+            unique_identifier: id(&uid),
+            attribute: Some(Attribute::typed(Tag::NAME, &Name::text(name))),
+        })
+    };
+    let (reason, _) = fails(&f.engine, &t, V2_1, add("n")).await;
+    assert_eq!(reason, ResultReason::NonUniqueNameAttribute);
+    ok(&f.engine, &t, V2_1, add("m")).await;
+    let (reason, _) = fails(&f.engine, &t, V2_1, add("m")).await;
+    assert_eq!(reason, ResultReason::NonUniqueNameAttribute);
+}
