@@ -3,8 +3,9 @@
 //! calls, in Krill's order: Query (the operations Krill requires), Create Key Pair (RSA-2048,
 //! named), Get of the public key read as Krill reads it (PKCS#1 bytes or Transparent RSA), the
 //! rename of both keys (Modify Attribute Name), Activate of the private key, Sign (PKCS#1 v1.5,
-//! SHA-256) checked independently with `ring`, RNG Retrieve, and Krill's key pair destruction
-//! (Destroy the public key; Revoke then Destroy the private key).
+//! SHA-256) checked independently with `ring`, signing on 5 connections at once (Krill's pool),
+//! RNG Retrieve, and Krill's key pair destruction (Destroy the public key; Revoke then Destroy
+//! the private key), also its clean-up of a pair never activated (Destroy both, no Revoke).
 //!
 //! The crate sends KMIP 1.0 request headers for most operations and 1.2 for Query, Sign and
 //! RNG Retrieve, each request on one kept connection, as Krill's pooled connections do.
@@ -293,6 +294,27 @@ fn krill_kmip_signer_flow_against_openkcm_dev() {
     assert_ne!(random.data, again.data, "fresh random bytes");
     eprintln!("Query lists RNG Retrieve: {listed_rng} (Krill uses it only if listed)");
 
+    // Krill's pool: up to 5 connections at once, each signing with the same key.
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..5u8)
+            .map(|i| {
+                let (dev, private_id, key) = (&dev, &private_id, &key);
+                scope.spawn(move || {
+                    let conn = krill(dev, "tenant-a");
+                    for j in 0..4u8 {
+                        let data = [b'k', i, j];
+                        let signed = expect(&conn, "Sign (pooled)", conn.sign(private_id, &data));
+                        key.verify(&data, &signed.signature_data)
+                            .unwrap_or_else(|_| panic!("connection {i} signature {j}"));
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().expect("pooled connection");
+        }
+    });
+
     // A key of another tenant is not there for this one (Krill's "item not found").
     let b = krill(&dev, "tenant-b");
     match b.get_key(&public_id) {
@@ -314,6 +336,21 @@ fn krill_kmip_signer_flow_against_openkcm_dev() {
         }
     }
     assert!(locate_by_name(&c, &new_private).is_empty());
+
+    // Krill's clean-up when preparing a new pair fails (destroy_key_pair, key not activated):
+    // Destroy the public key, then the Pre-Active private key, with no Revoke.
+    let (private_id, public_id) = expect(
+        &c,
+        "Create Key Pair",
+        c.create_rsa_key_pair(2048, "krill_failed_priv".into(), "krill_failed_pub".into()),
+    );
+    expect(&c, "Destroy public key", c.destroy_key(&public_id));
+    expect(
+        &c,
+        "Destroy Pre-Active private key",
+        c.destroy_key(&private_id),
+    );
+    assert!(locate_by_name(&c, "krill_failed_priv").is_empty());
 
     drop((c, b));
     let (status, _) = dev.terminate();
