@@ -38,6 +38,18 @@ fn generation_slots() -> &'static Arc<Semaphore> {
     })
 }
 
+/// Runs a private-key operation (generation, signing, RSA decryption: a millisecond for
+/// RSA-2048, tens for RSA-8192) on the blocking pool, so that no tenant's keys stall the
+/// runtime threads every other request is served on.
+async fn off_runtime<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, asymmetric::AsymError> + Send + 'static,
+) -> Result<T, OpError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|_| OpError::new(ResultReason::GeneralFailure, "the key operation failed"))?
+        .map_err(OpError::from)
+}
+
 /// The Recommended Curve a client named, in Cryptographic Domain Parameters (all versions)
 /// or as the 1.x-style attribute of the same name.
 fn recommended_curve(attrs: &Attributes) -> Option<RecommendedCurve> {
@@ -114,9 +126,7 @@ pub(super) async fn create_key_pair(
             .acquire_owned()
             .await
             .map_err(|_| OpError::new(ResultReason::GeneralFailure, "shutting down"))?;
-        tokio::task::spawn_blocking(move || asymmetric::generate(algorithm, length, curve))
-            .await
-            .map_err(|_| OpError::new(ResultReason::GeneralFailure, "key generation failed"))??
+        off_runtime(move || asymmetric::generate(algorithm, length, curve)).await?
     };
     let GeneratedPair {
         private,
@@ -247,15 +257,16 @@ pub(super) fn oaep_encrypt(
 
 /// RSA-OAEP Decrypt with a private key: any ciphertext that does not decrypt is the one
 /// Cryptographic Failure, whatever went wrong inside the padding.
-pub(super) fn oaep_decrypt(
+pub(super) async fn oaep_decrypt(
     key: &KeyObject,
     uid: &str,
     requested: &Option<CryptographicParameters>,
     ciphertext: &[u8],
 ) -> Result<zeroize::Zeroizing<Vec<u8>>, OpError> {
-    let block = key_block_of(key, uid, ObjectType::PrivateKey)?;
+    let block = key_block_of(key, uid, ObjectType::PrivateKey)?.clone();
     let params = parameters_for(requested, key)?;
-    Ok(asymmetric::oaep_decrypt(block, &params, ciphertext)?)
+    let ciphertext = ciphertext.to_vec();
+    off_runtime(move || asymmetric::oaep_decrypt(&block, &params, &ciphertext)).await
 }
 
 fn no_digested_data(digested: &Option<ByteString>) -> Result<(), OpError> {
@@ -285,7 +296,8 @@ pub(super) async fn sign(
     .await?;
     let block = key_block_of(&key, &uid, ObjectType::PrivateKey)?;
     let params = parameters_for(&r.cryptographic_parameters, &key)?;
-    let signature = asymmetric::sign(block, &params, data(&r.data)?)?;
+    let (block, message) = (block.clone(), ByteString::new(data(&r.data)?.to_vec()));
+    let signature = off_runtime(move || asymmetric::sign(&block, &params, &message)).await?;
     Ok(ResponsePayload::Sign(SignResponse {
         unique_identifier: uid.into(),
         signature_data: Some(ByteString::new(signature)),
@@ -328,6 +340,9 @@ pub(super) async fn signature_verify(
         correlation_value: None,
     }))
 }
+
+/// The largest RSA key Register accepts.
+const MAX_RSA_BITS: i32 = 8192;
 
 /// Register of a public or private key: the material must not be wrapped; a key this
 /// service can use (RSA, EC P-256/P-384, Ed25519) must decode, and its algorithm and length
@@ -374,6 +389,13 @@ pub(super) fn check_registered_key(
         .or(field(attrs.cryptographic_length())?);
     match measured {
         Ok((_, bits)) if usable => {
+            // Every use of a larger key would cost seconds of a core (RSA private operations
+            // grow with the cube of the size); verification stops at 8192 bits too.
+            if bits > MAX_RSA_BITS {
+                return Err(OpError::invalid_field(format!(
+                    "a {bits}-bit key is larger than this service uses ({MAX_RSA_BITS} bits at most)"
+                )));
+            }
             if declared_length.is_some_and(|d| d != bits) {
                 return Err(OpError::invalid_field(format!(
                     "Cryptographic Length does not match the {bits}-bit key"

@@ -530,7 +530,8 @@ pub(super) async fn decrypt(
             &r.authenticated_encryption_tag,
         )?;
         let plain =
-            super::keypairs::oaep_decrypt(&key, &uid, &r.cryptographic_parameters, data(&r.data)?)?;
+            super::keypairs::oaep_decrypt(&key, &uid, &r.cryptographic_parameters, data(&r.data)?)
+                .await?;
         return Ok(ResponsePayload::Decrypt(DecryptResponse {
             unique_identifier: uid.into(),
             data: Some(ByteString(plain)),

@@ -654,6 +654,35 @@ async fn register_keeps_asymmetric_keys_and_certificates() {
     )
     .await;
     assert_eq!(reason, ResultReason::InvalidField);
+    // A key larger than the service uses (every use would cost seconds of a core): refused.
+    let huge = {
+        use der::Encode as _;
+        let modulus = [0xC3u8; 1100]; // 8800 bits
+        let key = pkcs1::RsaPublicKey {
+            modulus: der::asn1::UintRef::new(&modulus).unwrap(),
+            public_exponent: der::asn1::UintRef::new(&[1, 0, 1]).unwrap(),
+        };
+        KeyBlock {
+            key_format_type: KeyFormatType::Pkcs1,
+            ..KeyBlock::raw(
+                key.to_der().unwrap(),
+                Some(CryptographicAlgorithm::Rsa),
+                None,
+            )
+        }
+    };
+    let (reason, message) = fails(
+        &f.engine,
+        &t,
+        V2_1,
+        register(
+            ObjectType::PublicKey,
+            ManagedObject::PublicKey(PublicKey { key_block: huge }),
+        ),
+    )
+    .await;
+    assert_eq!(reason, ResultReason::InvalidField);
+    assert!(message.contains("8800-bit"), "{message}");
     // A DSA key is stored as registered and comes back byte for byte.
     let dsa = KeyBlock {
         key_format_type: KeyFormatType::TransparentDsaPublicKey,
