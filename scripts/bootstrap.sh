@@ -3,6 +3,7 @@
 # Idempotent: every step checks first, so a second run takes about a second.
 #
 #   - cmake (Debian package), for crates that build C code with CMake
+#   - libssl-dev and pkg-config (Debian packages), for Krill's KMIP client in the tests
 #   - rustfmt and clippy rustup components
 #   - .venv/ with PyKMIP 0.11.0 and pinned deps (kmip/tests/pykmip/requirements.txt),
 #     used by the PyKMIP interop fixtures; a stamp file skips it when up to date
@@ -51,6 +52,17 @@ else
     apt_install cmake
     command -v cmake >/dev/null 2>&1 || die "cmake install failed"
     say "cmake: installed ($(cmake --version | head -n1))"
+fi
+
+# --- OpenSSL headers -------------------------------------------------------------
+# tests/krill_client.rs runs Krill's KMIP client (kmip-protocol with its OpenSSL TLS, as
+# Krill builds it): openssl-sys links the system OpenSSL, found with pkg-config.
+if pkg-config --exists openssl 2>/dev/null; then
+    say "openssl: headers present ($(pkg-config --modversion openssl))"
+else
+    say "openssl: installing libssl-dev and pkg-config from Debian"
+    apt_install libssl-dev pkg-config
+    pkg-config --exists openssl || die "libssl-dev install failed"
 fi
 
 # --- rustfmt / clippy ----------------------------------------------------------

@@ -1,0 +1,168 @@
+//! `openkcm dev` driven by the real PyKMIP 0.11 client with RSA key pairs (KMIP 1.2, 1.4 and
+//! 2.0, tests/pykmip/asymmetric_flow.py): Create Key Pair with names and usage masks, Activate,
+//! Locate, Sign and Signature Verify (PKCS#1 v1.5 and PSS, SHA-256), Get of the public key
+//! (PKCS#1) checked against the signatures by the `cryptography` package, RSA-OAEP (SHA-256)
+//! Encrypt with the public key and Decrypt with the private key, each crossed with
+//! `cryptography` (the private key from Get), Revoke and Destroy.
+
+mod dev_support;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use dev_support::{pykmip_python, DevProcess};
+use serde_json::{json, Value};
+
+/// Runs tests/pykmip/asymmetric_flow.py against `dev`; returns the JSON it printed.
+fn asymmetric_flow(dev: &DevProcess, version: &str) -> Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/pykmip/asymmetric_flow.py");
+    let python = pykmip_python();
+    let mut child = Command::new(&python)
+        .arg(&script)
+        .arg(dev.kmip_addr.ip().to_string())
+        .arg(dev.kmip_addr.port().to_string())
+        .arg(dev.dir.join("pki"))
+        .arg(version)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("run {}: {e}", python.display()));
+    // Bounded: PyKMIP's socket timeout is 30 s per call; RSA key generation is well under.
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("asymmetric_flow.py {version} did not finish in 180 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().expect("output");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "asymmetric_flow.py {version} failed: {}\nstdout: {stdout}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("asymmetric_flow.py {version} printed no JSON ({e}): {stdout}"))
+}
+
+/// The value of step `name`, which must have succeeded.
+fn ok<'a>(result: &'a Value, name: &str) -> &'a Value {
+    let step = result
+        .get(name)
+        .unwrap_or_else(|| panic!("{name} missing: {result}"));
+    assert_eq!(step["ok"], true, "{name} failed: {step}");
+    &step["value"]
+}
+
+/// Step `name` failed, with one of the PyKMIP ResultReason names `reasons`.
+fn failed_with(result: &Value, name: &str, reasons: &[&str]) {
+    let step = result
+        .get(name)
+        .unwrap_or_else(|| panic!("{name} missing: {result}"));
+    assert_eq!(step["ok"], false, "{name} must fail: {step}");
+    assert!(
+        reasons.iter().any(|r| step["reason"] == *r),
+        "{name}: {step}, expected one of {reasons:?}"
+    );
+}
+
+fn check(result: &Value, version: &str) {
+    let v = version;
+    ok(result, "open");
+    ok(result, "create_sign_pair");
+    ok(result, "create_oaep_pair");
+    let uids: Vec<&str> = ok(result, "uids")
+        .as_array()
+        .expect("uids")
+        .iter()
+        .map(|u| u.as_str().expect("uid"))
+        .collect();
+    assert_eq!(uids.len(), 4, "{v}");
+    let mut distinct = uids.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 4, "{v}: four distinct keys: {uids:?}");
+    let [sign_pub, sign_priv, oaep_pub, oaep_priv] = uids[..] else {
+        unreachable!()
+    };
+    ok(result, "activate");
+    assert_eq!(
+        ok(result, "locate"),
+        &json!({
+            "sign-pub": [sign_pub], "sign-priv": [sign_priv],
+            "oaep-pub": [oaep_pub], "oaep-priv": [oaep_priv],
+        }),
+        "{v}: each key found by its own name"
+    );
+
+    // The server signs and verifies; a tampered message is INVALID, not an error.
+    for scheme in ["pkcs1v15", "pss"] {
+        assert_eq!(ok(result, &format!("sign_{scheme}")), 256, "{v} {scheme}");
+        assert_eq!(
+            ok(result, &format!("verify_{scheme}")),
+            "VALID",
+            "{v} {scheme}"
+        );
+        assert_eq!(
+            ok(result, &format!("verify_{scheme}_tampered")),
+            "INVALID",
+            "{v} {scheme}"
+        );
+    }
+
+    // The public key from Get: PKCS#1, RSA-2048, and `cryptography` agrees with the server.
+    let public = ok(result, "get_sign_public");
+    assert_eq!(public["object_type"], "PUBLIC_KEY", "{v}: {public}");
+    assert_eq!(public["key_format_type"], "PKCS_1", "{v}: {public}");
+    assert_eq!(public["cryptographic_length"], 2048, "{v}: {public}");
+    assert_eq!(public["key_size"], 2048, "{v}: {public}");
+    assert_eq!(ok(result, "local_verify_pkcs1v15"), true, "{v}");
+    assert_eq!(ok(result, "local_verify_pkcs1v15_tampered"), false, "{v}");
+    // PSS with no salt length named: the hash's length (32 bytes for SHA-256).
+    assert_eq!(ok(result, "local_pss_salt"), "digest", "{v}");
+    assert_eq!(ok(result, "local_pss_salt_tampered"), &Value::Null, "{v}");
+
+    // RSA-OAEP (SHA-256, MGF1 SHA-256) through the server and across to `cryptography`.
+    assert_eq!(ok(result, "encrypt_oaep"), 256, "{v}: one RSA-2048 block");
+    assert_eq!(ok(result, "decrypt_oaep"), true, "{v}: round trip");
+    // A tampered ciphertext: the server refuses it (Cryptographic Failure), never a plaintext.
+    failed_with(result, "decrypt_oaep_tampered", &["CRYPTOGRAPHIC_FAILURE"]);
+    assert_eq!(ok(result, "get_oaep_public")["key_size"], 2048, "{v}");
+    assert_eq!(ok(result, "server_decrypts_local"), true, "{v}");
+    let private = ok(result, "get_oaep_private");
+    assert_eq!(private["object_type"], "PRIVATE_KEY", "{v}: {private}");
+    assert_eq!(private["matches_public"], true, "{v}: {private}");
+    assert_eq!(ok(result, "local_decrypts_server"), true, "{v}");
+
+    ok(result, "revoke");
+    failed_with(
+        result,
+        "sign_after_revoke",
+        &["WRONG_KEY_LIFECYCLE_STATE", "PERMISSION_DENIED"],
+    );
+    ok(result, "destroy");
+    failed_with(
+        result,
+        "get_after_destroy",
+        &["ITEM_NOT_FOUND", "OBJECT_NOT_FOUND", "OBJECT_DESTROYED"],
+    );
+}
+
+#[test]
+fn pykmip_rsa_key_pairs_sign_verify_oaep() {
+    let dir = tempfile::Builder::new()
+        .prefix("openkcm-dev-pykmip-rsa-")
+        .tempdir()
+        .expect("temporary directory");
+    let mut dev = DevProcess::start(dir.path());
+    for version in ["1.2", "1.4", "2.0"] {
+        let result = asymmetric_flow(&dev, version);
+        check(&result, version);
+    }
+    let (status, _) = dev.terminate();
+    assert!(status.success(), "exit after SIGTERM: {status}");
+}
