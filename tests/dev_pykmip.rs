@@ -7,7 +7,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use dev_support::{pykmip_python, DevProcess};
+use dev_support::{
+    pykmip_failed_with as failed_with, pykmip_ok as ok, pykmip_python, run_pykmip_script,
+    DevProcess,
+};
 use kmip::message::{AttributeName, UNREADABLE_1X, UNREADABLE_2_0};
 use kmip::ProtocolVersion;
 use serde_json::{json, Value};
@@ -17,62 +20,10 @@ fn dev_flow(dev: &DevProcess, version: &str, extra: &[&str]) -> Value {
     run_script(dev, "dev_flow.py", version, extra)
 }
 
-/// Runs one of the tests/pykmip scripts against `dev`; returns the JSON it printed.
+/// Runs one of the tests/pykmip scripts against `dev` (PyKMIP's own socket timeout is 30 s
+/// per call; the whole script gets 120 s).
 fn run_script(dev: &DevProcess, name: &str, version: &str, extra: &[&str]) -> Value {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/pykmip")
-        .join(name);
-    let python = pykmip_python();
-    let mut child = Command::new(&python)
-        .arg(&script)
-        .arg(dev.kmip_addr.ip().to_string())
-        .arg(dev.kmip_addr.port().to_string())
-        .arg(dev.dir.join("pki"))
-        .arg(version)
-        .args(extra)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("run {}: {e}", python.display()));
-    // Bounded: PyKMIP's own socket timeout is 30 s per call; give the whole script 120 s.
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    while child.try_wait().expect("wait").is_none() {
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("{name} {version} did not finish in 120 s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = child.wait_with_output().expect("output");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{name} {version} failed: {}\nstdout: {stdout}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("{name} {version} printed no JSON ({e}): {stdout}"))
-}
-
-fn ok<'a>(result: &'a Value, path: &str) -> &'a Value {
-    let step = result
-        .pointer(path)
-        .unwrap_or_else(|| panic!("{path} missing: {result}"));
-    assert_eq!(step["ok"], true, "{path} failed: {step}");
-    &step["value"]
-}
-
-/// `reasons`: the acceptable PyKMIP ResultReason names.
-fn failed_with(result: &Value, path: &str, reasons: &[&str]) {
-    let step = result
-        .pointer(path)
-        .unwrap_or_else(|| panic!("{path} missing: {result}"));
-    assert_eq!(step["ok"], false, "{path} must fail: {step}");
-    assert!(
-        reasons.iter().any(|r| step["reason"] == *r),
-        "{path}: {step}, expected one of {reasons:?}"
-    );
+    run_pykmip_script(dev, name, version, extra, Duration::from_secs(120))
 }
 
 /// KMIP 1.x says Item Not Found, 2.x Object Not Found.

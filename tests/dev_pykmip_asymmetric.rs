@@ -7,67 +7,31 @@
 
 mod dev_support;
 
-use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use dev_support::{pykmip_python, DevProcess};
+use dev_support::{pykmip_failed_with, pykmip_ok, run_pykmip_script, DevProcess};
 use serde_json::{json, Value};
 
-/// Runs tests/pykmip/asymmetric_flow.py against `dev`; returns the JSON it printed.
+/// Runs tests/pykmip/asymmetric_flow.py against `dev` (PyKMIP's socket timeout is 30 s per
+/// call; RSA key generation is well under).
 fn asymmetric_flow(dev: &DevProcess, version: &str) -> Value {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/pykmip/asymmetric_flow.py");
-    let python = pykmip_python();
-    let mut child = Command::new(&python)
-        .arg(&script)
-        .arg(dev.kmip_addr.ip().to_string())
-        .arg(dev.kmip_addr.port().to_string())
-        .arg(dev.dir.join("pki"))
-        .arg(version)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("run {}: {e}", python.display()));
-    // Bounded: PyKMIP's socket timeout is 30 s per call; RSA key generation is well under.
-    let deadline = Instant::now() + Duration::from_secs(180);
-    while child.try_wait().expect("wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("asymmetric_flow.py {version} did not finish in 180 s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = child.wait_with_output().expect("output");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "asymmetric_flow.py {version} failed: {}\nstdout: {stdout}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("asymmetric_flow.py {version} printed no JSON ({e}): {stdout}"))
+    run_pykmip_script(
+        dev,
+        "asymmetric_flow.py",
+        version,
+        &[],
+        Duration::from_secs(180),
+    )
 }
 
 /// The value of step `name`, which must have succeeded.
 fn ok<'a>(result: &'a Value, name: &str) -> &'a Value {
-    let step = result
-        .get(name)
-        .unwrap_or_else(|| panic!("{name} missing: {result}"));
-    assert_eq!(step["ok"], true, "{name} failed: {step}");
-    &step["value"]
+    pykmip_ok(result, &format!("/{name}"))
 }
 
 /// Step `name` failed, with one of the PyKMIP ResultReason names `reasons`.
 fn failed_with(result: &Value, name: &str, reasons: &[&str]) {
-    let step = result
-        .get(name)
-        .unwrap_or_else(|| panic!("{name} missing: {result}"));
-    assert_eq!(step["ok"], false, "{name} must fail: {step}");
-    assert!(
-        reasons.iter().any(|r| step["reason"] == *r),
-        "{name}: {step}, expected one of {reasons:?}"
-    );
+    pykmip_failed_with(result, &format!("/{name}"), reasons)
 }
 
 fn check(result: &Value, version: &str) {

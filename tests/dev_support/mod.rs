@@ -22,6 +22,73 @@ pub fn pykmip_python() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"))
 }
 
+/// Runs one of the tests/pykmip scripts against `dev` (its KMIP host and port, its PKI
+/// directory, the KMIP version, then `extra`), killed after `limit`; answers the JSON it
+/// printed. Each script prints one object of steps `{ "ok": bool, "value" | "reason" }`.
+pub fn run_pykmip_script(
+    dev: &DevProcess,
+    name: &str,
+    version: &str,
+    extra: &[&str],
+    limit: Duration,
+) -> serde_json::Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/pykmip")
+        .join(name);
+    let python = pykmip_python();
+    let mut child = std::process::Command::new(&python)
+        .arg(&script)
+        .arg(dev.kmip_addr.ip().to_string())
+        .arg(dev.kmip_addr.port().to_string())
+        .arg(dev.dir.join("pki"))
+        .arg(version)
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("run {}: {e}", python.display()));
+    let deadline = Instant::now() + limit;
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{name} {version} did not finish in {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().expect("output");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{name} {version} failed: {}\nstdout: {stdout}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("{name} {version} printed no JSON ({e}): {stdout}"))
+}
+
+/// The value of the step at JSON pointer `path` of a PyKMIP script's result, which must have
+/// succeeded.
+pub fn pykmip_ok<'a>(result: &'a serde_json::Value, path: &str) -> &'a serde_json::Value {
+    let step = result
+        .pointer(path)
+        .unwrap_or_else(|| panic!("{path} missing: {result}"));
+    assert_eq!(step["ok"], true, "{path} failed: {step}");
+    &step["value"]
+}
+
+/// The step at `path` failed, with one of the PyKMIP ResultReason names `reasons`.
+pub fn pykmip_failed_with(result: &serde_json::Value, path: &str, reasons: &[&str]) {
+    let step = result
+        .pointer(path)
+        .unwrap_or_else(|| panic!("{path} missing: {result}"));
+    assert_eq!(step["ok"], false, "{path} must fail: {step}");
+    assert!(
+        reasons.iter().any(|r| step["reason"] == *r),
+        "{path}: {step}, expected one of {reasons:?}"
+    );
+}
+
 /// `openkcm dev` running as a child process (testkit's [`Process`]); killed on drop if
 /// still running.
 pub struct DevProcess {
