@@ -8,7 +8,7 @@ use kmip::spec::{ResultReason, State, StorageStatusMask, Tag};
 use kmip::Value;
 
 use super::maintained;
-use super::object::{index_pair, stored_attributes, KeyObject, SERVER_ATTRIBUTES};
+use super::object::{index_pair, is_server_attribute, stored_attributes, KeyObject};
 use super::{OpError, Request};
 use crate::store::LocateFilter;
 
@@ -31,7 +31,7 @@ fn is_multi_instance(name: &AttributeName) -> bool {
 
 fn read_only(name: &AttributeName) -> Option<OpError> {
     match name {
-        AttributeName::Standard(tag) if SERVER_ATTRIBUTES.contains(tag) => Some(OpError::new(
+        AttributeName::Standard(tag) if is_server_attribute(*tag) => Some(OpError::new(
             ResultReason::AttributeReadOnly,
             format!("attribute {} is read-only", name.to_text()),
         )),

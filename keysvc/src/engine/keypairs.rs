@@ -543,6 +543,98 @@ pub(super) fn check_registered_key(
     Ok(())
 }
 
+/// Register of a certificate: an X.509 certificate must decode as one (DER); its type, the
+/// length of its encoding and the parts of its subject and issuer names become its
+/// attributes (KMIP 2.1 §4.9-4.13: Certificate Type, Certificate Length, Certificate
+/// Subject/Issuer CN, O, OU, ...), which the server keeps and no client changes.
+pub(super) fn certificate_attributes(
+    c: &kmip::message::Certificate,
+    attrs: &mut Attributes,
+) -> Result<(), OpError> {
+    use der::Decode as _;
+    attrs.set_typed(Tag::CERTIFICATE_TYPE, &c.certificate_type);
+    attrs.set_typed(Tag::CERTIFICATE_LENGTH, &(c.certificate_value.len() as i32));
+    if c.certificate_type != kmip::spec::CertificateType::X509 {
+        return Ok(());
+    }
+    let cert = x509_cert::Certificate::from_der(&c.certificate_value).map_err(|e| {
+        OpError::invalid_field(format!(
+            "the certificate is not a DER X.509 certificate: {e}"
+        ))
+    })?;
+    let tbs = &cert.tbs_certificate;
+    for (name, tags) in [(&tbs.subject, &SUBJECT_TAGS), (&tbs.issuer, &ISSUER_TAGS)] {
+        for rdn in name.0.iter() {
+            for atv in rdn.0.iter() {
+                let Some(i) = NAME_OIDS.iter().position(|o| *o == atv.oid.to_string()) else {
+                    continue;
+                };
+                // PrintableString, UTF8String and IA5String carry their text as is.
+                if let Ok(text) = std::str::from_utf8(atv.value.value()) {
+                    attrs.push(Attribute::new(
+                        tags[i],
+                        kmip::Value::TextString(text.into()),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The name attribute types KMIP 2.1 keeps as certificate attributes, in the order of
+/// [`SUBJECT_TAGS`] and [`ISSUER_TAGS`]: CN, O, OU, email, C, ST, L, UID, serial number,
+/// title, DC, DN qualifier.
+const NAME_OIDS: [&str; 12] = [
+    "2.5.4.3",
+    "2.5.4.10",
+    "2.5.4.11",
+    "1.2.840.113549.1.9.1",
+    "2.5.4.6",
+    "2.5.4.8",
+    "2.5.4.7",
+    "0.9.2342.19200300.100.1.1",
+    "2.5.4.5",
+    "2.5.4.12",
+    "0.9.2342.19200300.100.1.25",
+    "2.5.4.46",
+];
+
+const SUBJECT_TAGS: [Tag; 12] = [
+    Tag::CERTIFICATE_SUBJECT_CN,
+    Tag::CERTIFICATE_SUBJECT_O,
+    Tag::CERTIFICATE_SUBJECT_OU,
+    Tag::CERTIFICATE_SUBJECT_EMAIL,
+    Tag::CERTIFICATE_SUBJECT_C,
+    Tag::CERTIFICATE_SUBJECT_ST,
+    Tag::CERTIFICATE_SUBJECT_L,
+    Tag::CERTIFICATE_SUBJECT_UID,
+    Tag::CERTIFICATE_SUBJECT_SERIAL_NUMBER,
+    Tag::CERTIFICATE_SUBJECT_TITLE,
+    Tag::CERTIFICATE_SUBJECT_DC,
+    Tag::CERTIFICATE_SUBJECT_DN_QUALIFIER,
+];
+
+const ISSUER_TAGS: [Tag; 12] = [
+    Tag::CERTIFICATE_ISSUER_CN,
+    Tag::CERTIFICATE_ISSUER_O,
+    Tag::CERTIFICATE_ISSUER_OU,
+    Tag::CERTIFICATE_ISSUER_EMAIL,
+    Tag::CERTIFICATE_ISSUER_C,
+    Tag::CERTIFICATE_ISSUER_ST,
+    Tag::CERTIFICATE_ISSUER_L,
+    Tag::CERTIFICATE_ISSUER_UID,
+    Tag::CERTIFICATE_ISSUER_SERIAL_NUMBER,
+    Tag::CERTIFICATE_ISSUER_TITLE,
+    Tag::CERTIFICATE_ISSUER_DC,
+    Tag::CERTIFICATE_ISSUER_DN_QUALIFIER,
+];
+
+/// Whether `tag` is one of the certificate name attributes read from a certificate.
+pub(super) fn certificate_name_attribute(tag: Tag) -> bool {
+    SUBJECT_TAGS.contains(&tag) || ISSUER_TAGS.contains(&tag)
+}
+
 /// A public or private key in the Key Format Type a Get asks for.
 pub(super) fn key_in(
     object: &ManagedObject,

@@ -19,7 +19,7 @@ use kmip::{Item, Tag};
 
 use super::keypairs;
 use super::maintained::{self, Origin};
-use super::object::{KeyObject, SERVER_ATTRIBUTES};
+use super::object::{is_server_attribute, KeyObject};
 use super::{Engine, OpError, Request};
 use crate::cryptosvc;
 
@@ -37,7 +37,7 @@ pub(super) fn wrong_state(uid: &str, state: State, operation: &str) -> OpError {
 pub(super) fn check_client_attributes(attrs: &Attributes, allowed: &[Tag]) -> Result<(), OpError> {
     for a in attrs.iter() {
         if let Some(tag) = a.tag() {
-            if SERVER_ATTRIBUTES.contains(&tag) && !allowed.contains(&tag) {
+            if is_server_attribute(tag) && !allowed.contains(&tag) {
                 return Err(OpError::new(
                     ResultReason::AttributeReadOnly,
                     format!(
@@ -219,7 +219,7 @@ pub(super) async fn register(
     let now = DateTime::now();
     let mut attrs = new_object_attributes(&uid, r.object_type, Some(&client), now)?;
     if let ManagedObject::Certificate(c) = &object {
-        certificate_attributes(c, &mut attrs)?;
+        keypairs::certificate_attributes(c, &mut attrs)?;
     } else if matches!(
         object,
         ManagedObject::PublicKey(_) | ManagedObject::PrivateKey(_)
@@ -349,93 +349,6 @@ pub(super) async fn get(req: &mut Request<'_>, r: &GetRequest) -> Result<Respons
         object: Some(object),
     }))
 }
-
-/// Register of a certificate: an X.509 certificate must decode as one (DER); its type, the
-/// length of its encoding and the parts of its subject and issuer names become its
-/// attributes (KMIP 2.1 §4.9-4.13: Certificate Type, Certificate Length, Certificate
-/// Subject/Issuer CN, O, OU, ...), which the server keeps and no client changes.
-fn certificate_attributes(
-    c: &kmip::message::Certificate,
-    attrs: &mut Attributes,
-) -> Result<(), OpError> {
-    use der::Decode as _;
-    attrs.set_typed(Tag::CERTIFICATE_TYPE, &c.certificate_type);
-    attrs.set_typed(Tag::CERTIFICATE_LENGTH, &(c.certificate_value.len() as i32));
-    if c.certificate_type != kmip::spec::CertificateType::X509 {
-        return Ok(());
-    }
-    let cert = x509_cert::Certificate::from_der(&c.certificate_value).map_err(|e| {
-        OpError::invalid_field(format!(
-            "the certificate is not a DER X.509 certificate: {e}"
-        ))
-    })?;
-    let tbs = &cert.tbs_certificate;
-    for (name, tags) in [(&tbs.subject, &SUBJECT_TAGS), (&tbs.issuer, &ISSUER_TAGS)] {
-        for rdn in name.0.iter() {
-            for atv in rdn.0.iter() {
-                let Some(i) = NAME_OIDS.iter().position(|o| *o == atv.oid.to_string()) else {
-                    continue;
-                };
-                // PrintableString, UTF8String and IA5String carry their text as is.
-                if let Ok(text) = std::str::from_utf8(atv.value.value()) {
-                    attrs.push(Attribute::new(
-                        tags[i],
-                        kmip::Value::TextString(text.into()),
-                    ));
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-/// The name attribute types KMIP 2.1 keeps as certificate attributes, in the order of
-/// [`SUBJECT_TAGS`] and [`ISSUER_TAGS`]: CN, O, OU, email, C, ST, L, UID, serial number,
-/// title, DC, DN qualifier.
-const NAME_OIDS: [&str; 12] = [
-    "2.5.4.3",
-    "2.5.4.10",
-    "2.5.4.11",
-    "1.2.840.113549.1.9.1",
-    "2.5.4.6",
-    "2.5.4.8",
-    "2.5.4.7",
-    "0.9.2342.19200300.100.1.1",
-    "2.5.4.5",
-    "2.5.4.12",
-    "0.9.2342.19200300.100.1.25",
-    "2.5.4.46",
-];
-
-const SUBJECT_TAGS: [Tag; 12] = [
-    Tag::CERTIFICATE_SUBJECT_CN,
-    Tag::CERTIFICATE_SUBJECT_O,
-    Tag::CERTIFICATE_SUBJECT_OU,
-    Tag::CERTIFICATE_SUBJECT_EMAIL,
-    Tag::CERTIFICATE_SUBJECT_C,
-    Tag::CERTIFICATE_SUBJECT_ST,
-    Tag::CERTIFICATE_SUBJECT_L,
-    Tag::CERTIFICATE_SUBJECT_UID,
-    Tag::CERTIFICATE_SUBJECT_SERIAL_NUMBER,
-    Tag::CERTIFICATE_SUBJECT_TITLE,
-    Tag::CERTIFICATE_SUBJECT_DC,
-    Tag::CERTIFICATE_SUBJECT_DN_QUALIFIER,
-];
-
-const ISSUER_TAGS: [Tag; 12] = [
-    Tag::CERTIFICATE_ISSUER_CN,
-    Tag::CERTIFICATE_ISSUER_O,
-    Tag::CERTIFICATE_ISSUER_OU,
-    Tag::CERTIFICATE_ISSUER_EMAIL,
-    Tag::CERTIFICATE_ISSUER_C,
-    Tag::CERTIFICATE_ISSUER_ST,
-    Tag::CERTIFICATE_ISSUER_L,
-    Tag::CERTIFICATE_ISSUER_UID,
-    Tag::CERTIFICATE_ISSUER_SERIAL_NUMBER,
-    Tag::CERTIFICATE_ISSUER_TITLE,
-    Tag::CERTIFICATE_ISSUER_DC,
-    Tag::CERTIFICATE_ISSUER_DN_QUALIFIER,
-];
 
 /// A symmetric key block in the requested format: Raw or Transparent Symmetric Key.
 fn symmetric_key_in(block: &KeyBlock, format: KeyFormatType) -> Result<KeyBlock, OpError> {
@@ -621,7 +534,7 @@ pub(super) fn successor_attributes(
     let mut inherited = Attributes::new();
     for a in old.attributes.iter() {
         let server_set = a.tag().is_some_and(|t| {
-            SERVER_ATTRIBUTES.contains(&t)
+            is_server_attribute(t)
                 || [
                     Tag::LINK,
                     Tag::ACTIVATION_DATE,

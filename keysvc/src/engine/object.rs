@@ -27,8 +27,9 @@ use crate::store::ObjectRecord;
 use crate::tenant::TenantId;
 
 /// Attributes only the server sets: a client may read them, never add, modify or delete them
-/// (the certificate ones are read from the certificate, KMIP 2.1 §4.9-4.13).
-pub(crate) const SERVER_ATTRIBUTES: [Tag; 49] = [
+/// ([`is_server_attribute`]: these, and the certificate name parts read from the certificate,
+/// KMIP 2.1 §4.9-4.13).
+const SERVER_ATTRIBUTES: [Tag; 25] = [
     Tag::UNIQUE_IDENTIFIER,
     Tag::OBJECT_TYPE,
     Tag::CRYPTOGRAPHIC_ALGORITHM,
@@ -54,31 +55,12 @@ pub(crate) const SERVER_ATTRIBUTES: [Tag; 49] = [
     Tag::LEASE_TIME,
     Tag::CERTIFICATE_TYPE,
     Tag::CERTIFICATE_LENGTH,
-    Tag::CERTIFICATE_SUBJECT_CN,
-    Tag::CERTIFICATE_SUBJECT_O,
-    Tag::CERTIFICATE_SUBJECT_OU,
-    Tag::CERTIFICATE_SUBJECT_EMAIL,
-    Tag::CERTIFICATE_SUBJECT_C,
-    Tag::CERTIFICATE_SUBJECT_ST,
-    Tag::CERTIFICATE_SUBJECT_L,
-    Tag::CERTIFICATE_SUBJECT_UID,
-    Tag::CERTIFICATE_SUBJECT_SERIAL_NUMBER,
-    Tag::CERTIFICATE_SUBJECT_TITLE,
-    Tag::CERTIFICATE_SUBJECT_DC,
-    Tag::CERTIFICATE_SUBJECT_DN_QUALIFIER,
-    Tag::CERTIFICATE_ISSUER_CN,
-    Tag::CERTIFICATE_ISSUER_O,
-    Tag::CERTIFICATE_ISSUER_OU,
-    Tag::CERTIFICATE_ISSUER_EMAIL,
-    Tag::CERTIFICATE_ISSUER_C,
-    Tag::CERTIFICATE_ISSUER_ST,
-    Tag::CERTIFICATE_ISSUER_L,
-    Tag::CERTIFICATE_ISSUER_UID,
-    Tag::CERTIFICATE_ISSUER_SERIAL_NUMBER,
-    Tag::CERTIFICATE_ISSUER_TITLE,
-    Tag::CERTIFICATE_ISSUER_DC,
-    Tag::CERTIFICATE_ISSUER_DN_QUALIFIER,
 ];
+
+/// Whether only the server sets attribute `tag`.
+pub(crate) fn is_server_attribute(tag: Tag) -> bool {
+    SERVER_ATTRIBUTES.contains(&tag) || super::keypairs::certificate_name_attribute(tag)
+}
 
 /// Records that failed their integrity check, since the process started.
 static INTEGRITY_FAILURES: AtomicU64 = AtomicU64::new(0);
