@@ -8,8 +8,8 @@
 #   BENCH_MAX_KEYS=N stored-keys scaling goes up to N (default 1000000, quick 10000)
 #   BENCH_OUT=DIR    raw JSON reports and logs (default target/bench/<time>)
 #   BENCH_NO_DOCS=1  do not touch docs/ (results stay in BENCH_OUT)
-#   BENCH_SECTIONS   which parts to run (default all): stack keysvc open noisy sidecar keys
-#                    postgres pykmip memory
+#   BENCH_SECTIONS   which parts to run (default all): stack asym keysvc open noisy sidecar
+#                    keys postgres pykmip memory
 #   PYKMIP_PYTHON    Python with PyKMIP 0.11 (default .venv/bin/python)
 #   BENCH_PG_URL     PostgreSQL superuser URL (default postgres://postgres@127.0.0.1:5432/postgres)
 #
@@ -31,14 +31,14 @@ if [ "$QUICK" = 1 ]; then
     RUNS="${BENCH_RUNS:-1}"; DUR=2s; WARM=500ms; CONNS="1 8 32 128"; PG_CONNS="32"
     SCALE_CONNS="512"; MAX_KEYS="${BENCH_MAX_KEYS:-10000}"; IDLE_COUNTS="1000 10000"
     OPEN_RATES="5000 10000 20000 30000"; OPEN_LONG=15s; PYKMIP_CONNS="1 8"
-    POPULATE_BUDGET=60
+    POPULATE_BUDGET=60; ASYM_CONNS="8"; RSA_GEN_CONNS="1"
 else
     RUNS="${BENCH_RUNS:-3}"; DUR=5s; WARM=1s; CONNS="1 8 32 128"; PG_CONNS="8 128"
     SCALE_CONNS="256 512 1000"; MAX_KEYS="${BENCH_MAX_KEYS:-1000000}"; IDLE_COUNTS="1000 10000"
     OPEN_RATES="2000 5000 10000 15000 20000 25000 30000 40000"; OPEN_LONG=60s
-    PYKMIP_CONNS="1 8"; POPULATE_BUDGET=600
+    PYKMIP_CONNS="1 8"; POPULATE_BUDGET=600; ASYM_CONNS="8 64"; RSA_GEN_CONNS="1 8"
 fi
-SECTIONS=" ${BENCH_SECTIONS:-stack keysvc open noisy sidecar keys postgres pykmip memory} "
+SECTIONS=" ${BENCH_SECTIONS:-stack asym keysvc open noisy sidecar keys postgres pykmip memory} "
 want() { [[ "$SECTIONS" == *" $1 "* ]]; }
 OUT="${BENCH_OUT:-$ROOT/target/bench/$(date -u +%Y%m%d-%H%M%S)}"
 mkdir -p "$OUT/runs"
@@ -149,6 +149,29 @@ want stack && for op in get encrypt create; do
             --addr "$KMIP" "${TA[@]}" --op "$op" --connections "$c" --duration "$DUR" --warmup "$WARM" --keys 64
     done
 done
+# Asymmetric operations: Sign (32 bytes) with the set-up's 16 key pairs, and Create Key Pair.
+# A generation holds one of keysvc's slots (half the cores) for well under 1 ms (P-256) or ~50-200 ms
+# (RSA-2048), so further requests queue behind it: RSA-2048 generation runs on few
+# connections (at 64, closed loop, each request would wait seconds and few would finish
+# inside the measured time), and every Create Key Pair row is bounded by --requests too.
+want asym && say "asymmetric: Sign and Create Key Pair (RSA-2048, ECDSA P-256)"
+want asym && for op in sign-rsa2048 sign-p256; do
+    for c in $ASYM_CONNS; do
+        row "asym-$op-$c" asym "$op, gateway, SQLite, $c conn" \
+            --addr "$KMIP" "${TA[@]}" --op "$op" --connections "$c" --duration "$DUR" --warmup "$WARM" --keys 16
+    done
+done
+want asym && for c in $ASYM_CONNS; do
+    row "asym-create-key-pair-p256-$c" asym "create-key-pair-p256, gateway, SQLite, $c conn" \
+        --addr "$KMIP" "${TA[@]}" --op create-key-pair-p256 --connections "$c" --duration "$DUR" --warmup "$WARM" \
+        --requests 50000
+done
+want asym && for c in $RSA_GEN_CONNS; do
+    row "asym-create-key-pair-rsa2048-$c" asym "create-key-pair-rsa2048, gateway, SQLite, $c conn" \
+        --addr "$KMIP" "${TA[@]}" --op create-key-pair-rsa2048 --connections "$c" --duration "$DUR" --warmup "$WARM" \
+        --requests 2000
+done
+
 want keysvc && say "keysvc directly (HTTP/2, no gateway)"
 want keysvc && for c in $CONNS; do
     row "ks-get-$c" keysvc "get, keysvc HTTP/2 (no gateway), $c conn" \

@@ -156,7 +156,8 @@ impl Config {
         check(
             op.is_some(),
             format!(
-                "--op {}: expected get, create, encrypt, decrypt, mix or idle",
+                "--op {}: expected get, create, encrypt, decrypt, mix, idle, \
+                 create-key-pair-rsa2048, create-key-pair-p256, sign-rsa2048 or sign-p256",
                 args.op
             ),
         );

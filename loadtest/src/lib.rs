@@ -2,7 +2,8 @@
 //! TLS (ours, PyKMIP, others), or keysvc's internal HTTP/2 API directly.
 //!
 //! ```text
-//!  config ─► set-up: create + activate K keys (or --uid), one Get each (warm)
+//!  config ─► set-up: create + activate K keys (or --uid), two Gets each (warm);
+//!            sign-*: K key pairs, one Sign + Signature Verify each, two Signs (warm)
 //!         ─► connect N connections ─► load: one task per connection, one request in flight
 //!              closed loop: send, wait, send ...          (--rate max)
 //!              open loop:   schedule ─► queue ─► tasks    (--rate R; latency from due time)
@@ -52,8 +53,10 @@ pub struct LoadtestArgs {
     /// Name checked against the server's certificate.
     #[arg(long, value_name = "NAME", default_value = "localhost")]
     pub server_name: String,
-    /// get, create, encrypt, decrypt, mix (60% get, 20% encrypt, 20% decrypt), or idle
-    /// (open the connections and hold them, sending nothing).
+    /// get, create, encrypt, decrypt, mix (60% get, 20% encrypt, 20% decrypt), idle
+    /// (open the connections and hold them, sending nothing), create-key-pair-rsa2048,
+    /// create-key-pair-p256, sign-rsa2048 or sign-p256 (Sign 32 bytes with the set-up's key
+    /// pairs).
     #[arg(long, value_name = "OP", default_value = "get")]
     pub op: String,
     /// Connections, each with one request in flight (1-20000).
@@ -69,11 +72,11 @@ pub struct LoadtestArgs {
     /// Load before measuring, not counted.
     #[arg(long, value_name = "DURATION", default_value = "0s")]
     pub warmup: String,
-    /// Keys the set-up phase creates and activates (1-1000000).
+    /// Keys the set-up phase creates and activates (1-1000000); key pairs for sign-*.
     #[arg(long, value_name = "K", default_value_t = 16)]
     pub keys: u32,
     /// Use this existing key instead of creating keys (repeatable; it must be Active for
-    /// encrypt/decrypt).
+    /// encrypt/decrypt; for sign-*, an Active private key of that kind).
     #[arg(long, value_name = "UID")]
     pub uid: Vec<String>,
     /// KMIP protocol version of the requests.

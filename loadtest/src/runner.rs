@@ -1,5 +1,6 @@
-//! The phases of a run: connect, set up keys (create + activate, or `--uid`), warm each key
-//! with one Get, then load (closed or open loop) with a progress line each second.
+//! The phases of a run: connect, set up keys (create + activate, or `--uid`; key pairs for
+//! Sign), warm each key with its requests, then load (closed or open loop) with a progress
+//! line each second.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use kmip::message::payloads::IdRequest;
 use kmip::message::{
     ByteString, RequestMessage, RequestPayload, ResponseMessage, ResponsePayload, UniqueIdentifier,
 };
-use kmip::spec::{ObjectType, ResultStatus};
+use kmip::spec::{ObjectType, ResultStatus, ValidityIndicator};
 use kmip::Limits;
 
 use crate::config::{Config, Rate};
@@ -18,7 +19,7 @@ use crate::report::Report;
 use crate::schedule::{self, Schedule};
 use crate::stats::Recorder;
 use crate::transport::{Connection, Dialer, TransportError};
-use crate::workload::{self, Op, PreparedKey, Requests};
+use crate::workload::{self, Op, PairKind, PreparedKey, Requests};
 
 /// TLS handshakes in flight at once while connecting: enough to open 10,000 connections in
 /// seconds, few enough not to overflow the server's accept backlog (often 128–4096).
@@ -79,12 +80,117 @@ async fn call(
     }
 }
 
+fn text_uid(what: &str, uid: UniqueIdentifier) -> Result<String, RunError> {
+    match uid {
+        UniqueIdentifier::Text(t) => Ok(t),
+        other => Err(RunError::Setup(format!("{what}: identifier {other:?}"))),
+    }
+}
+
+async fn activate(conn: &mut Connection, config: &Config, uid: &str) -> Result<(), RunError> {
+    call(
+        conn,
+        config,
+        RequestPayload::Activate(IdRequest {
+            unique_identifier: Some(UniqueIdentifier::from(uid)),
+        }),
+    )
+    .await
+    .map(drop)
+}
+
+/// Sends an encoded request twice before measuring, each answered with Success.
+async fn warm(
+    conn: &mut Connection,
+    config: &Config,
+    request: &bytes::Bytes,
+    what: &str,
+) -> Result<(), RunError> {
+    for _ in 0..2 {
+        let answer = tokio::time::timeout(config.timeout, conn.exchange(request))
+            .await
+            .map_err(|_| TransportError::Timeout)??;
+        let outcome =
+            workload::scan_response(answer).map_err(|e| RunError::Setup(e.to_string()))?;
+        if !outcome.is_success() {
+            return Err(RunError::Setup(format!(
+                "warm-up {what}: {}",
+                outcome.describe()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// For Sign: creates a key pair and activates both keys (unless a private key is given),
+/// signs [`workload::PLAINTEXT`] once and checks the signature with Signature Verify (a
+/// sample of the server's signatures, outside the measured loop), then warms the private
+/// key with the measured request itself, twice.
+async fn prepare_pair(
+    conn: &mut Connection,
+    config: &Config,
+    kind: PairKind,
+    uid: Option<&str>,
+) -> Result<PreparedKey, RunError> {
+    let (private, public) = match uid {
+        Some(u) => (u.to_owned(), None),
+        None => {
+            let created = call(conn, config, workload::create_key_pair_payload(kind)).await?;
+            let ResponsePayload::CreateKeyPair(created) = created else {
+                return Err(RunError::Setup(
+                    "Create Key Pair: unexpected payload".into(),
+                ));
+            };
+            let private = text_uid("Create Key Pair", created.private_key_unique_identifier)?;
+            let public = text_uid("Create Key Pair", created.public_key_unique_identifier)?;
+            activate(conn, config, &private).await?;
+            activate(conn, config, &public).await?;
+            (private, Some(public))
+        }
+    };
+    if let Some(public) = public {
+        let signed = call(conn, config, workload::sign_payload(&private)).await?;
+        let ResponsePayload::Sign(signed) = signed else {
+            return Err(RunError::Setup("Sign: unexpected payload".into()));
+        };
+        let signature = signed
+            .signature_data
+            .ok_or_else(|| RunError::Setup("Sign: no Signature Data".into()))?;
+        let verified = call(
+            conn,
+            config,
+            workload::signature_verify_payload(&public, &signature),
+        )
+        .await?;
+        let ResponsePayload::SignatureVerify(verified) = verified else {
+            return Err(RunError::Setup(
+                "Signature Verify: unexpected payload".into(),
+            ));
+        };
+        if verified.validity_indicator != Some(ValidityIndicator::Valid) {
+            return Err(RunError::Setup(format!(
+                "Signature Verify of {private}'s signature with {public}: {:?}",
+                verified.validity_indicator
+            )));
+        }
+    }
+    let sign = workload::sign_request(config.version, &private);
+    warm(conn, config, &sign, &format!("Sign with {private}")).await?;
+    Ok(PreparedKey {
+        uid: private,
+        ciphertext: None,
+    })
+}
+
 /// Creates + activates (unless given), encrypts once (for Decrypt) and warms one key.
 async fn prepare_key(
     conn: &mut Connection,
     config: &Config,
     uid: Option<&str>,
 ) -> Result<PreparedKey, RunError> {
+    if let (Some(kind), true) = (config.op.pair(), config.op.is_sign()) {
+        return prepare_pair(conn, config, kind, uid).await;
+    }
     let uid = match uid {
         Some(u) => u.to_owned(),
         None => {
@@ -101,18 +207,8 @@ async fn prepare_key(
             let ResponsePayload::Create(created) = created else {
                 return Err(RunError::Setup("Create: unexpected payload".into()));
             };
-            let uid = match created.unique_identifier {
-                UniqueIdentifier::Text(t) => t,
-                other => return Err(RunError::Setup(format!("Create: identifier {other:?}"))),
-            };
-            call(
-                conn,
-                config,
-                RequestPayload::Activate(IdRequest {
-                    unique_identifier: Some(UniqueIdentifier::from(uid.as_str())),
-                }),
-            )
-            .await?;
+            let uid = text_uid("Create", created.unique_identifier)?;
+            activate(conn, config, &uid).await?;
             uid
         }
     };
@@ -149,19 +245,7 @@ async fn prepare_key(
     // and leaves it cached. Both before measuring: otherwise every connection misses every
     // key at once at the start (connections walk the keys in the same order).
     let get = workload::get_request(config.version, &uid);
-    for _ in 0..2 {
-        let answer = tokio::time::timeout(config.timeout, conn.exchange(&get))
-            .await
-            .map_err(|_| TransportError::Timeout)??;
-        let outcome =
-            workload::scan_response(answer).map_err(|e| RunError::Setup(e.to_string()))?;
-        if !outcome.is_success() {
-            return Err(RunError::Setup(format!(
-                "warm-up Get of {uid}: {}",
-                outcome.describe()
-            )));
-        }
-    }
+    warm(conn, config, &get, &format!("Get of {uid}")).await?;
     Ok(PreparedKey { uid, ciphertext })
 }
 

@@ -226,7 +226,7 @@ mod tests {
             r.failed(c, "transport: timeout");
         }
         let m = r.merged();
-        assert_eq!(m.ok, [40, 0, 0, 0]);
+        assert_eq!(m.ok, [40, 0, 0, 0, 0, 0]);
         assert_eq!(m.latency[0].len(), 40);
         assert_eq!(m.latency[2].len(), 40);
         assert_eq!(m.send_lag.len(), 40);

@@ -6,19 +6,30 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use kmip::message::attributes::{Attributes, CryptographicParameters};
-use kmip::message::payloads::{CreateRequest, DecryptRequest, EncryptRequest, GetRequest};
+use kmip::message::payloads::{
+    CreateKeyPairRequest, CreateRequest, DecryptRequest, EncryptRequest, GetRequest, SignRequest,
+    SignatureVerifyRequest,
+};
 use kmip::message::{ByteString, RequestMessage, RequestPayload, UniqueIdentifier};
-use kmip::spec::{ObjectType, ResultReason, ResultStatus};
+use kmip::spec::{CryptographicAlgorithm, ObjectType, ResultReason, ResultStatus};
 use kmip::{ProtocolVersion, Tag};
 
 /// The operation a run measures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Op {
     Get,
     Create,
     Encrypt,
     Decrypt,
+    /// Create Key Pair of an RSA-2048 pair.
+    CreateKeyPairRsa2048,
+    /// Create Key Pair of an ECDSA P-256 pair.
+    CreateKeyPairP256,
+    /// Sign [`PLAINTEXT`] with an RSA-2048 private key of the set-up phase.
+    SignRsa2048,
+    /// Sign [`PLAINTEXT`] with a P-256 private key of the set-up phase.
+    SignP256,
     /// [`MIX_PATTERN`]: Get, Get, Get, Encrypt, Decrypt, repeated.
     Mix,
     /// Open the connections and hold them, sending nothing (memory per idle connection).
@@ -29,7 +40,8 @@ pub enum Op {
 /// of data keys (60% Get, 20% Encrypt, 20% Decrypt).
 pub const MIX_PATTERN: [Op; 5] = [Op::Get, Op::Get, Op::Get, Op::Encrypt, Op::Decrypt];
 
-/// What Encrypt sends: a 32-byte data key, as a database wrapping its data key would.
+/// What Encrypt sends: a 32-byte data key, as a database wrapping its data key would. Sign
+/// signs the same 32 bytes.
 pub const PLAINTEXT: [u8; 32] = *b"openkcm loadtest 32-byte payload";
 /// Fixed IV: every server accepts a client IV for CBC, and it keeps Decrypt's input fixed.
 pub const IV: [u8; 16] = [7; 16];
@@ -41,6 +53,10 @@ impl Op {
             "create" => Op::Create,
             "encrypt" => Op::Encrypt,
             "decrypt" => Op::Decrypt,
+            "create-key-pair-rsa2048" => Op::CreateKeyPairRsa2048,
+            "create-key-pair-p256" => Op::CreateKeyPairP256,
+            "sign-rsa2048" => Op::SignRsa2048,
+            "sign-p256" => Op::SignP256,
             "mix" => Op::Mix,
             "idle" => Op::Idle,
             _ => return None,
@@ -53,15 +69,35 @@ impl Op {
             Op::Create => "create",
             Op::Encrypt => "encrypt",
             Op::Decrypt => "decrypt",
+            Op::CreateKeyPairRsa2048 => "create-key-pair-rsa2048",
+            Op::CreateKeyPairP256 => "create-key-pair-p256",
+            Op::SignRsa2048 => "sign-rsa2048",
+            Op::SignP256 => "sign-p256",
             Op::Mix => "mix",
             Op::Idle => "idle",
         }
     }
 
     /// The set-up this op needs: keys to exist (and be Active for the crypto operations),
-    /// and a ciphertext per key for Decrypt.
+    /// and a ciphertext per key for Decrypt. For Sign the keys are key pairs.
     pub fn needs_keys(self) -> bool {
-        !matches!(self, Op::Create | Op::Idle)
+        !matches!(
+            self,
+            Op::Create | Op::CreateKeyPairRsa2048 | Op::CreateKeyPairP256 | Op::Idle
+        )
+    }
+
+    /// The kind of key pair this op creates (Create Key Pair) or signs with (Sign).
+    pub fn pair(self) -> Option<PairKind> {
+        match self {
+            Op::CreateKeyPairRsa2048 | Op::SignRsa2048 => Some(PairKind::Rsa2048),
+            Op::CreateKeyPairP256 | Op::SignP256 => Some(PairKind::P256),
+            _ => None,
+        }
+    }
+
+    pub fn is_sign(self) -> bool {
+        matches!(self, Op::SignRsa2048 | Op::SignP256)
     }
 
     pub fn needs_ciphertexts(self) -> bool {
@@ -75,6 +111,10 @@ impl Op {
             Op::Create => &[Op::Create],
             Op::Encrypt => &[Op::Encrypt],
             Op::Decrypt => &[Op::Decrypt],
+            Op::CreateKeyPairRsa2048 => &[Op::CreateKeyPairRsa2048],
+            Op::CreateKeyPairP256 => &[Op::CreateKeyPairP256],
+            Op::SignRsa2048 => &[Op::SignRsa2048],
+            Op::SignP256 => &[Op::SignP256],
             Op::Mix => &[Op::Get, Op::Encrypt, Op::Decrypt],
             Op::Idle => &[],
         }
@@ -87,13 +127,37 @@ impl Op {
             Op::Create => 1,
             Op::Encrypt => 2,
             Op::Decrypt => 3,
+            Op::CreateKeyPairRsa2048 | Op::CreateKeyPairP256 => 4,
+            Op::SignRsa2048 | Op::SignP256 => 5,
             Op::Mix | Op::Idle => 0,
         }
     }
 }
 
-/// Get, Create, Encrypt, Decrypt.
-pub const OP_SLOTS: usize = 4;
+/// Get, Create, Encrypt, Decrypt, Create Key Pair, Sign.
+pub const OP_SLOTS: usize = 6;
+
+/// The key pairs of the asymmetric operations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PairKind {
+    Rsa2048,
+    P256,
+}
+
+impl PairKind {
+    /// The pair's common attributes: algorithm and length; the server gives the private key
+    /// the usage mask Sign and the public key Verify. ECDSA rather than EC: the
+    /// enumeration exists in every KMIP version (EC only since 1.2).
+    pub fn attributes(self) -> Attributes {
+        let (algorithm, bits) = match self {
+            PairKind::Rsa2048 => (CryptographicAlgorithm::Rsa, 2048),
+            PairKind::P256 => (CryptographicAlgorithm::Ecdsa, 256),
+        };
+        Attributes::new()
+            .with(Tag::CRYPTOGRAPHIC_ALGORITHM, &algorithm)
+            .with(Tag::CRYPTOGRAPHIC_LENGTH, &bits)
+    }
+}
 
 /// AES-CBC with PKCS#5 padding: the mode every KMIP server implements (MongoDB's default).
 pub fn cbc_parameters() -> CryptographicParameters {
@@ -119,6 +183,45 @@ pub fn create_request(version: ProtocolVersion) -> Bytes {
             protection_storage_masks: None,
         }),
     )
+}
+
+pub fn create_key_pair_payload(kind: PairKind) -> RequestPayload {
+    RequestPayload::CreateKeyPair(CreateKeyPairRequest {
+        common_attributes: Some(kind.attributes()),
+        private_key_attributes: None,
+        public_key_attributes: None,
+        common_protection_storage_masks: None,
+        private_protection_storage_masks: None,
+        public_protection_storage_masks: None,
+    })
+}
+
+pub fn create_key_pair_request(version: ProtocolVersion, kind: PairKind) -> Bytes {
+    encode(version, create_key_pair_payload(kind))
+}
+
+/// Sign [`PLAINTEXT`] with the server's default parameters for the key (RSA: PKCS#1 v1.5
+/// with SHA-256; ECDSA: the curve's hash).
+pub fn sign_payload(uid: &str) -> RequestPayload {
+    RequestPayload::Sign(SignRequest {
+        unique_identifier: Some(UniqueIdentifier::from(uid)),
+        data: Some(ByteString::from(&PLAINTEXT[..])),
+        ..SignRequest::default()
+    })
+}
+
+pub fn sign_request(version: ProtocolVersion, uid: &str) -> Bytes {
+    encode(version, sign_payload(uid))
+}
+
+/// Signature Verify of [`PLAINTEXT`] (set-up only: a sample of each key's signatures).
+pub fn signature_verify_payload(public_uid: &str, signature: &[u8]) -> RequestPayload {
+    RequestPayload::SignatureVerify(SignatureVerifyRequest {
+        unique_identifier: Some(UniqueIdentifier::from(public_uid)),
+        data: Some(ByteString::from(&PLAINTEXT[..])),
+        signature_data: Some(ByteString::from(signature)),
+        ..SignatureVerifyRequest::default()
+    })
 }
 
 pub fn get_request(version: ProtocolVersion, uid: &str) -> Bytes {
@@ -163,10 +266,12 @@ pub fn decrypt_request(version: ProtocolVersion, uid: &str, ciphertext: &[u8]) -
 #[derive(Debug)]
 pub struct Requests {
     op: Op,
+    /// The one request of the ops without keys: Create, or Create Key Pair of `op`'s kind.
     create: Bytes,
     get: Vec<Bytes>,
     encrypt: Vec<Bytes>,
     decrypt: Vec<Bytes>,
+    sign: Vec<Bytes>,
 }
 
 /// A key the set-up phase prepared: its identifier and, when Decrypt is measured, the
@@ -187,9 +292,13 @@ impl Requests {
                 Vec::new()
             }
         };
+        let create = match op.pair() {
+            Some(kind) if !op.is_sign() => create_key_pair_request(version, kind),
+            _ => create_request(version),
+        };
         Arc::new(Self {
             op,
-            create: create_request(version),
+            create,
             get: each(Op::Get, &|k| Some(get_request(version, &k.uid))),
             encrypt: each(Op::Encrypt, &|k| Some(encrypt_request(version, &k.uid))),
             decrypt: each(Op::Decrypt, &|k| {
@@ -197,6 +306,11 @@ impl Requests {
                     .as_deref()
                     .map(|c| decrypt_request(version, &k.uid, c))
             }),
+            sign: if op.is_sign() {
+                keys.iter().map(|k| sign_request(version, &k.uid)).collect()
+            } else {
+                Vec::new()
+            },
         })
     }
 
@@ -206,6 +320,7 @@ impl Requests {
             .len()
             .max(self.encrypt.len())
             .max(self.decrypt.len())
+            .max(self.sign.len())
     }
 
     /// The `n`-th request of a connection: the operation (for mix, from [`MIX_PATTERN`]) and
@@ -220,7 +335,9 @@ impl Requests {
             Op::Get => &self.get,
             Op::Encrypt => &self.encrypt,
             Op::Decrypt => &self.decrypt,
-            _ => return (Op::Create, &self.create),
+            Op::SignRsa2048 | Op::SignP256 => &self.sign,
+            // Create and Create Key Pair: the same request every time.
+            _ => return (op, &self.create),
         };
         if table.is_empty() {
             return (Op::Create, &self.create);
@@ -403,12 +520,117 @@ mod tests {
                 get_request(v, "u"),
                 encrypt_request(v, "u"),
                 decrypt_request(v, "u", &[1; 48]),
+                create_key_pair_request(v, PairKind::Rsa2048),
+                create_key_pair_request(v, PairKind::P256),
+                sign_request(v, "u"),
             ] {
                 let m = RequestMessage::from_ttlv(&bytes, &Limits::default()).expect("decodes");
                 assert_eq!(m.version(), v);
                 assert_eq!(m.batch_items.len(), 1);
             }
         }
+    }
+
+    #[test]
+    fn asymmetric_requests_decode_to_their_shape() {
+        // Sign and Signature Verify exist since KMIP 1.2.
+        for v in [
+            ProtocolVersion::V1_2,
+            ProtocolVersion::V1_4,
+            ProtocolVersion::V2_0,
+            ProtocolVersion::V2_1,
+        ] {
+            let decode = |bytes: &[u8]| {
+                let mut m = RequestMessage::from_ttlv(bytes, &Limits::default()).expect("decodes");
+                assert_eq!(m.version(), v);
+                m.batch_items.remove(0).payload.expect("typed payload")
+            };
+            for (kind, algorithm, bits) in [
+                (PairKind::Rsa2048, CryptographicAlgorithm::Rsa, 2048),
+                (PairKind::P256, CryptographicAlgorithm::Ecdsa, 256),
+            ] {
+                let RequestPayload::CreateKeyPair(r) = decode(&create_key_pair_request(v, kind))
+                else {
+                    panic!("{v}: not a Create Key Pair");
+                };
+                let common = r.common_attributes.expect("common attributes");
+                assert_eq!(
+                    common.cryptographic_algorithm().expect("ok"),
+                    Some(algorithm)
+                );
+                assert_eq!(common.cryptographic_length().expect("ok"), Some(bits));
+                assert!(r.private_key_attributes.is_none() && r.public_key_attributes.is_none());
+            }
+            let RequestPayload::Sign(s) = decode(&sign_request(v, "priv-1")) else {
+                panic!("{v}: not a Sign");
+            };
+            assert_eq!(s.unique_identifier, Some(UniqueIdentifier::from("priv-1")));
+            assert_eq!(s.data.as_deref(), Some(&PLAINTEXT[..]));
+            assert!(s.cryptographic_parameters.is_none() && s.digested_data.is_none());
+            let bytes = encode(v, signature_verify_payload("pub-1", &[9; 64]));
+            let RequestPayload::SignatureVerify(sv) = decode(&bytes) else {
+                panic!("{v}: not a Signature Verify");
+            };
+            assert_eq!(sv.unique_identifier, Some(UniqueIdentifier::from("pub-1")));
+            assert_eq!(sv.data.as_deref(), Some(&PLAINTEXT[..]));
+            assert_eq!(sv.signature_data.as_deref(), Some(&[9u8; 64][..]));
+        }
+    }
+
+    #[test]
+    fn op_names_parse_back_and_match_the_json() {
+        for op in [
+            Op::Get,
+            Op::Create,
+            Op::Encrypt,
+            Op::Decrypt,
+            Op::CreateKeyPairRsa2048,
+            Op::CreateKeyPairP256,
+            Op::SignRsa2048,
+            Op::SignP256,
+            Op::Mix,
+            Op::Idle,
+        ] {
+            assert_eq!(Op::parse(op.name()), Some(op));
+            let json = serde_json::to_string(&op).expect("serializes");
+            assert_eq!(json, format!("\"{}\"", op.name()));
+            assert!(op.slot() < OP_SLOTS);
+        }
+        assert!(Op::SignP256.needs_keys() && !Op::SignP256.needs_ciphertexts());
+        assert!(!Op::CreateKeyPairRsa2048.needs_keys());
+    }
+
+    #[test]
+    fn sign_rotates_over_the_pairs_and_create_key_pair_repeats() {
+        let keys: Vec<PreparedKey> = (0..3)
+            .map(|i| PreparedKey {
+                uid: format!("priv-{i}"),
+                ciphertext: None,
+            })
+            .collect();
+        let s = Requests::new(Op::SignP256, ProtocolVersion::V1_4, &keys);
+        assert_eq!(s.keys(), 3);
+        assert_eq!(s.nth(0, 0).0, Op::SignP256);
+        assert_eq!(
+            s.nth(0, 0).1,
+            &sign_request(ProtocolVersion::V1_4, "priv-0")
+        );
+        assert_eq!(
+            s.nth(4, 0).1,
+            &sign_request(ProtocolVersion::V1_4, "priv-1")
+        );
+        assert_eq!(
+            s.nth(0, 2).1,
+            &sign_request(ProtocolVersion::V1_4, "priv-2")
+        );
+        let c = Requests::new(Op::CreateKeyPairRsa2048, ProtocolVersion::V1_4, &[]);
+        assert_eq!(c.keys(), 0);
+        let (op, bytes) = c.nth(5, 1);
+        assert_eq!(op, Op::CreateKeyPairRsa2048);
+        assert_eq!(
+            bytes,
+            &create_key_pair_request(ProtocolVersion::V1_4, PairKind::Rsa2048)
+        );
     }
 
     #[test]

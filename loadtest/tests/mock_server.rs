@@ -8,12 +8,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use kmip::message::payloads::{CreateResponse, EncryptResponse, IdResponse};
+use kmip::message::payloads::{
+    CreateKeyPairResponse, CreateResponse, EncryptResponse, IdResponse, SignResponse,
+    SignatureVerifyResponse,
+};
 use kmip::message::{
     ByteString, RequestMessage, RequestPayload, ResponseBatchItem, ResponseMessage,
     ResponsePayload, UniqueIdentifier,
 };
-use kmip::spec::{ObjectType, ResultReason};
+use kmip::spec::{ObjectType, ResultReason, ValidityIndicator};
 use kmip::Limits;
 use loadtest::config::Config;
 use loadtest::report::Report;
@@ -41,7 +44,9 @@ fn pki() -> TestPki {
 }
 
 /// Answers Create with a new identifier, Activate/Get with Success, Encrypt with 48 bytes,
-/// and Decrypt with Cryptographic Failure (so a mix has a known error share).
+/// and Decrypt with Cryptographic Failure (so a mix has a known error share); Create Key
+/// Pair with two new identifiers, Sign with 64 bytes, Signature Verify with Valid when the
+/// signature is those 64 bytes.
 struct MockServer {
     addr: String,
     connections: Arc<AtomicU64>,
@@ -123,6 +128,32 @@ fn answer(request: &RequestMessage, next_uid: &AtomicU64) -> ResponseBatchItem {
             correlation_value: None,
             authenticated_encryption_tag: None,
         }),
+        RequestPayload::CreateKeyPair(_) => {
+            let n = next_uid.fetch_add(1, Ordering::Relaxed);
+            ResponsePayload::CreateKeyPair(CreateKeyPairResponse {
+                private_key_unique_identifier: UniqueIdentifier::from(format!("priv-{n}")),
+                public_key_unique_identifier: UniqueIdentifier::from(format!("pub-{n}")),
+                private_key_attributes: None,
+                public_key_attributes: None,
+            })
+        }
+        RequestPayload::Sign(r) => ResponsePayload::Sign(SignResponse {
+            unique_identifier: uid(&r.unique_identifier),
+            signature_data: Some(ByteString::from(vec![5u8; 64])),
+            correlation_value: None,
+        }),
+        RequestPayload::SignatureVerify(r) => {
+            ResponsePayload::SignatureVerify(SignatureVerifyResponse {
+                unique_identifier: uid(&r.unique_identifier),
+                validity_indicator: Some(if r.signature_data.as_deref() == Some(&[5u8; 64][..]) {
+                    ValidityIndicator::Valid
+                } else {
+                    ValidityIndicator::Invalid
+                }),
+                data: None,
+                correlation_value: None,
+            })
+        }
         RequestPayload::Decrypt(_) => {
             return ResponseBatchItem::failure(
                 Some(request.batch_items[0].operation),
@@ -198,6 +229,50 @@ async fn closed_loop_mix_counts_each_operation_and_failures_by_reason() {
     assert_eq!(report.duration_s, 1.0);
     // Set-up used its own connections; the load used exactly 4.
     assert_eq!(report.connected, 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_sets_up_key_pairs_and_create_key_pair_needs_none() {
+    let files = pki();
+    let server = start_server(&files).await;
+    let report = run(config(
+        &files,
+        &server,
+        &[
+            "--op",
+            "sign-p256",
+            "--connections",
+            "2",
+            "--requests",
+            "100",
+            "--keys",
+            "3",
+        ],
+    ))
+    .await;
+    assert_eq!(report.ok, 100, "{report:#?}");
+    assert_eq!(report.errors, 0, "{report:#?}");
+    assert_eq!(report.keys, 3);
+    assert_eq!(report.by_op["sign-p256"].ok, 100);
+    let json = serde_json::to_value(&report).expect("json");
+    assert_eq!(json["op"], "sign-p256");
+
+    let report = run(config(
+        &files,
+        &server,
+        &[
+            "--op",
+            "create-key-pair-rsa2048",
+            "--connections",
+            "2",
+            "--requests",
+            "20",
+        ],
+    ))
+    .await;
+    assert_eq!(report.ok, 20, "{report:#?}");
+    assert_eq!(report.keys, 0);
+    assert_eq!(report.by_op["create-key-pair-rsa2048"].ok, 20);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
