@@ -7,6 +7,7 @@
 //! Link); each is sealed like any other object, the private key's material included.
 
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use kmip::message::payloads::*;
 use kmip::message::{
@@ -18,6 +19,7 @@ use kmip::spec::{
     ResultReason, State, ValidityIndicator,
 };
 use kmip::{Tag, Value};
+use runtime::fairness::{TenantSlots, Waited};
 use tokio::sync::Semaphore;
 
 use super::lifecycle::{
@@ -31,14 +33,58 @@ use super::{OpError, Request};
 use crate::asymmetric::{self, GeneratedPair};
 
 /// Key generations running at once, per process: RSA-4096 takes about a second of one core,
-/// so a tenant asking for many cannot take every core from the others. Further requests
-/// wait their turn (each still bounded by the request's own deadline upstream).
+/// so generations never take more than half the cores from everything else.
 fn generation_slots() -> &'static Arc<Semaphore> {
     static SLOTS: OnceLock<Arc<Semaphore>> = OnceLock::new();
     SLOTS.get_or_init(|| {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Arc::new(Semaphore::new(cores.div_ceil(2).max(1)))
     })
+}
+
+/// One generation per tenant at a time: a tenant's burst queues behind itself, so the
+/// process-wide queue holds at most one request per tenant and each tenant's turn comes
+/// after at most one generation of every other tenant (first come, first served).
+fn tenant_generation_slots() -> &'static TenantSlots {
+    static SLOTS: OnceLock<TenantSlots> = OnceLock::new();
+    SLOTS.get_or_init(|| TenantSlots::new(1))
+}
+
+/// Longest a generation waits for its turn: well inside the gateway's 30 s exchange limit,
+/// so that no key is made for a client that has already been told the request timed out.
+const GENERATION_WAIT: Duration = Duration::from_secs(20);
+
+/// Generates a key pair in the tenant's turn, off the runtime threads.
+async fn generate_in_turn(
+    tenant: &str,
+    algorithm: CryptographicAlgorithm,
+    length: Option<i32>,
+    curve: Option<RecommendedCurve>,
+) -> Result<GeneratedPair, OpError> {
+    let busy = || {
+        tracing::warn!(
+            tenant,
+            "key pair generation refused: no turn within the wait"
+        );
+        OpError::new(
+            ResultReason::GeneralFailure,
+            "too many key pair generations in progress; not executed, retry later",
+        )
+    };
+    let started = tokio::time::Instant::now();
+    let _tenant_turn = match tenant_generation_slots()
+        .take_within(tenant, GENERATION_WAIT)
+        .await
+    {
+        Waited::AtOnce(slot) | Waited::Queued(slot) => slot,
+        Waited::TimedOut => return Err(busy()),
+    };
+    let left = GENERATION_WAIT.saturating_sub(started.elapsed());
+    let _core = tokio::time::timeout(left, generation_slots().clone().acquire_owned())
+        .await
+        .map_err(|_| busy())?
+        .map_err(|_| OpError::new(ResultReason::GeneralFailure, "shutting down"))?;
+    off_runtime(move || asymmetric::generate(algorithm, length, curve)).await
 }
 
 /// Runs a private-key operation (generation, signing, RSA decryption: a millisecond for
@@ -123,14 +169,7 @@ pub(super) async fn create_key_pair(
     let length = field(private_attrs.cryptographic_length())?;
     let curve = recommended_curve(&private_attrs);
 
-    let pair = {
-        let _slot = generation_slots()
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| OpError::new(ResultReason::GeneralFailure, "shutting down"))?;
-        off_runtime(move || asymmetric::generate(algorithm, length, curve)).await?
-    };
+    let pair = generate_in_turn(req.ctx.tenant.as_str(), algorithm, length, curve).await?;
     let GeneratedPair {
         private,
         public,
@@ -235,14 +274,7 @@ pub(super) async fn rekey_key_pair(
         r.offset,
         now,
     )?;
-    let pair = {
-        let _slot = generation_slots()
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| OpError::new(ResultReason::GeneralFailure, "shutting down"))?;
-        off_runtime(move || asymmetric::generate(algorithm, length, None)).await?
-    };
+    let pair = generate_in_turn(req.ctx.tenant.as_str(), algorithm, length, None).await?;
     let private_uid = new_uid();
     let public_uid = new_uid();
     let mut private = new_key(

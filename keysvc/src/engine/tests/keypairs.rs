@@ -879,3 +879,43 @@ async fn rekey_key_pair_replaces_both_keys() {
         assert_eq!(reason, ResultReason::InvalidObjectType);
     }
 }
+
+/// A tenant's burst of key generations queues behind itself: another tenant's one request is
+/// served after at most the generation already running, not after the whole burst.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_generations_does_not_hold_up_another_tenant() {
+    let f = fixture().await;
+    let (busy, other) = (tenant("tenant-burst"), tenant("tenant-other"));
+    let finished = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for n in 0..4 {
+        let (engine, ctx, finished) = (f.engine.clone(), busy.clone(), finished.clone());
+        tasks.push(tokio::spawn(async move {
+            let request = pair_request(
+                key_attributes(CryptographicAlgorithm::Rsa, 3072),
+                None,
+                None,
+            );
+            ok(&engine, &ctx, V2_1, request).await;
+            finished.lock().unwrap().push(format!("burst-{n}"));
+        }));
+    }
+    // The burst is under way (its first generation running, the rest queued) before the
+    // other tenant asks.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let request = pair_request(key_attributes(CryptographicAlgorithm::Ec, 256), None, None);
+    ok(&f.engine, &other, V2_1, request).await;
+    finished.lock().unwrap().push("other".into());
+    for t in tasks {
+        t.await.expect("burst request");
+    }
+    let order = finished.lock().unwrap().clone();
+    let position = order
+        .iter()
+        .position(|x| x == "other")
+        .expect("other finished");
+    assert!(
+        position <= 1,
+        "the other tenant waited for the burst: finished in order {order:?}"
+    );
+}
