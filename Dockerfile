@@ -4,8 +4,9 @@
 
 # --- build ------------------------------------------------------------------------------
 # The Rust toolchain the project is built and tested with (rust-version in Cargo.toml is
-# the minimum). cmake builds zlib-ng for Pingora (pingora-core -> flate2); TLS is rustls
-# with ring, so no OpenSSL.
+# the minimum). cmake builds zlib-ng for Pingora (pingora-core -> flate2); the C compiler
+# also builds AWS-LC for keysvc's asymmetric keys (aws-lc-rs, statically linked); TLS is
+# rustls with ring, so no OpenSSL (only the tests link it, for Krill's client).
 FROM docker.io/library/rust:1.95-slim-bookworm AS build
 # hadolint ignore=DL3008
 RUN apt-get update \
