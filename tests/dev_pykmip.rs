@@ -11,7 +11,10 @@ use dev_support::{
     pykmip_failed_with as failed_with, pykmip_ok as ok, pykmip_python, run_pykmip_script,
     DevProcess,
 };
-use kmip::message::{AttributeName, UNREADABLE_1X, UNREADABLE_2_0};
+use kmip::message::{
+    AttributeName, CERTIFICATE_ISSUER_PARTS, CERTIFICATE_SUBJECT_PARTS, UNREADABLE_1X,
+    UNREADABLE_2_0,
+};
 use kmip::ProtocolVersion;
 use serde_json::{json, Value};
 
@@ -232,6 +235,25 @@ fn attributes_left_out_are_unreadable_by_pykmip() {
                 "{name} is left out of {version} answers, yet PyKMIP reads it"
             );
         }
+    }
+    // A certificate's name parts are left out of every answer PyKMIP may read (1.x, 2.0).
+    let parts: Vec<&str> = CERTIFICATE_SUBJECT_PARTS
+        .iter()
+        .chain(&CERTIFICATE_ISSUER_PARTS)
+        .map(|t| t.name().expect("a spec tag"))
+        .collect();
+    let out = Command::new(pykmip_python())
+        .arg(&script)
+        .args(&parts)
+        .output()
+        .expect("run unreadable_attributes.py");
+    let readable: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    for name in parts {
+        assert_eq!(
+            readable[name],
+            json!({"1.x": false, "2.0": false}),
+            "{name} is left out of 1.x and 2.0 answers, yet PyKMIP reads it"
+        );
     }
     // And the attributes every key carries are read (Get Attributes above shows it end to
     // end): a sanity check that the probe does not call everything unreadable.

@@ -26,7 +26,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
 from kmip.core import enums
+from kmip.pie import objects
 
+from attributes_flow import attribute_map
 from dev_flow import name_attr, session, step
 
 U = enums.CryptographicUsageMask
@@ -110,6 +112,37 @@ def main():
             for kind in ("sign", "oaep") for part in ("pub", "priv")})
         sign_pub, sign_priv = st["sign"]
         oaep_pub, oaep_priv = st["oaep"]
+
+        # An X.509 certificate (made here by `cryptography`): registered, read back whole.
+        def register_certificate():
+            import datetime
+            from cryptography import x509
+            from cryptography.hazmat.primitives.asymmetric import ec
+            from cryptography.x509.oid import NameOID
+            key = ec.generate_private_key(ec.SECP256R1())
+            subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kmip-client-%s" % tag)])
+            now = datetime.datetime.now(datetime.timezone.utc)
+            cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+                    .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                    .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+                    .sign(key, hashes.SHA256()))
+            der = cert.public_bytes(serialization.Encoding.DER)
+            uid = c.register(objects.X509Certificate(der))
+            st["certificate"] = (uid, der)
+            return uid
+
+        out["register_certificate"] = step(register_certificate)
+        if "certificate" in st:
+            cert_uid, cert_der = st["certificate"]
+            out["get_certificate"] = step(lambda: c.get(cert_uid).value == cert_der)
+            out["get_attributes_all_certificate"] = step(
+                lambda: attribute_map(c.get_attributes(cert_uid)[1]))
+
+        # Get Attributes naming none: the server chooses; PyKMIP must parse every one.
+        out["get_attributes_all_private"] = step(
+            lambda: attribute_map(c.get_attributes(sign_priv)[1]))
+        out["get_attributes_all_public"] = step(
+            lambda: attribute_map(c.get_attributes(sign_pub)[1]))
 
         # Signatures, checked by the server.
         def sign(name, params):

@@ -113,12 +113,12 @@ pub(super) async fn get_attributes(
     let uid = req.target(&r.unique_identifier)?;
     let object = req.load(&uid).await?;
     // Naming none, the client gets what the server chooses: only attributes its version
-    // defines and its clients can read (kmip `AttributeName::volunteered_in`). A named
+    // defines and its clients can read (kmip `Attribute::volunteered_in`). A named
     // attribute is answered whenever the version defines it (the encoder checks that).
     let attributes = if r.attribute_names.is_empty() {
         let mut chosen = Attributes::new();
         for a in object.attributes.iter() {
-            if a.name.volunteered_in(req.version) {
+            if a.volunteered_in(req.version) {
                 chosen.push(a.clone());
             }
         }

@@ -12,7 +12,8 @@ use std::time::Duration;
 use kmip::message::payloads::*;
 use kmip::message::{
     Attribute, Attributes, ByteString, CryptographicParameters, DateTime, KeyBlock, KeyValue, Link,
-    ManagedObject, PrivateKey, PublicKey, ResponsePayload,
+    ManagedObject, PrivateKey, PublicKey, ResponsePayload, CERTIFICATE_ISSUER_PARTS,
+    CERTIFICATE_SUBJECT_PARTS,
 };
 use kmip::spec::{
     CryptographicAlgorithm, CryptographicUsageMask, LinkType, ObjectType, RecommendedCurve,
@@ -595,7 +596,10 @@ pub(super) fn certificate_attributes(
         ))
     })?;
     let tbs = &cert.tbs_certificate;
-    for (name, tags) in [(&tbs.subject, &SUBJECT_TAGS), (&tbs.issuer, &ISSUER_TAGS)] {
+    for (name, tags) in [
+        (&tbs.subject, &CERTIFICATE_SUBJECT_PARTS),
+        (&tbs.issuer, &CERTIFICATE_ISSUER_PARTS),
+    ] {
         for rdn in name.0.iter() {
             for atv in rdn.0.iter() {
                 let Some(i) = NAME_OIDS.iter().position(|o| *o == atv.oid.to_string()) else {
@@ -615,7 +619,7 @@ pub(super) fn certificate_attributes(
 }
 
 /// The name attribute types KMIP 2.1 keeps as certificate attributes, in the order of
-/// [`SUBJECT_TAGS`] and [`ISSUER_TAGS`]: CN, O, OU, email, C, ST, L, UID, serial number,
+/// kmip's [`CERTIFICATE_SUBJECT_PARTS`] and [`CERTIFICATE_ISSUER_PARTS`]: CN, O, OU, email, C, ST, L, UID, serial number,
 /// title, DC, DN qualifier.
 const NAME_OIDS: [&str; 12] = [
     "2.5.4.3",
@@ -631,41 +635,6 @@ const NAME_OIDS: [&str; 12] = [
     "0.9.2342.19200300.100.1.25",
     "2.5.4.46",
 ];
-
-const SUBJECT_TAGS: [Tag; 12] = [
-    Tag::CERTIFICATE_SUBJECT_CN,
-    Tag::CERTIFICATE_SUBJECT_O,
-    Tag::CERTIFICATE_SUBJECT_OU,
-    Tag::CERTIFICATE_SUBJECT_EMAIL,
-    Tag::CERTIFICATE_SUBJECT_C,
-    Tag::CERTIFICATE_SUBJECT_ST,
-    Tag::CERTIFICATE_SUBJECT_L,
-    Tag::CERTIFICATE_SUBJECT_UID,
-    Tag::CERTIFICATE_SUBJECT_SERIAL_NUMBER,
-    Tag::CERTIFICATE_SUBJECT_TITLE,
-    Tag::CERTIFICATE_SUBJECT_DC,
-    Tag::CERTIFICATE_SUBJECT_DN_QUALIFIER,
-];
-
-const ISSUER_TAGS: [Tag; 12] = [
-    Tag::CERTIFICATE_ISSUER_CN,
-    Tag::CERTIFICATE_ISSUER_O,
-    Tag::CERTIFICATE_ISSUER_OU,
-    Tag::CERTIFICATE_ISSUER_EMAIL,
-    Tag::CERTIFICATE_ISSUER_C,
-    Tag::CERTIFICATE_ISSUER_ST,
-    Tag::CERTIFICATE_ISSUER_L,
-    Tag::CERTIFICATE_ISSUER_UID,
-    Tag::CERTIFICATE_ISSUER_SERIAL_NUMBER,
-    Tag::CERTIFICATE_ISSUER_TITLE,
-    Tag::CERTIFICATE_ISSUER_DC,
-    Tag::CERTIFICATE_ISSUER_DN_QUALIFIER,
-];
-
-/// Whether `tag` is one of the certificate name attributes read from a certificate.
-pub(super) fn certificate_name_attribute(tag: Tag) -> bool {
-    SUBJECT_TAGS.contains(&tag) || ISSUER_TAGS.contains(&tag)
-}
 
 /// A public or private key in the Key Format Type a Get asks for.
 pub(super) fn key_in(

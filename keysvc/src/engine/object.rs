@@ -59,7 +59,7 @@ const SERVER_ATTRIBUTES: [Tag; 25] = [
 
 /// Whether only the server sets attribute `tag`.
 pub(crate) fn is_server_attribute(tag: Tag) -> bool {
-    SERVER_ATTRIBUTES.contains(&tag) || super::keypairs::certificate_name_attribute(tag)
+    SERVER_ATTRIBUTES.contains(&tag) || kmip::message::attributes::is_certificate_name_part(tag)
 }
 
 /// Records that failed their integrity check, since the process started.

@@ -80,7 +80,12 @@ impl AttributeName {
                 // PyKMIP 0.11 reads a 1.x custom attribute (`x-` name, Text String) but
                 // fails on any 2.0 Vendor Attribute (an `Attribute` inside `Attributes`).
                 Self::Custom(_) => v != ProtocolVersion::V2_0,
-                Self::Standard(tag) => !unreadable_in(v).contains(tag),
+                // PyKMIP 0.11 reads no certificate name part, in 1.x or 2.0 ("No value type
+                // for CERTIFICATE_SUBJECT_CN", "Unrecognized attribute type").
+                Self::Standard(tag) => {
+                    !unreadable_in(v).contains(tag)
+                        && !(v < ProtocolVersion::V2_1 && is_certificate_name_part(*tag))
+                }
             }
     }
 
@@ -201,6 +206,45 @@ pub const UNREADABLE_2_0: &[Tag] = &[
     Tag::NIST_KEY_TYPE,
 ];
 
+/// The parts of a certificate's subject name KMIP keeps as attributes (2.x; from 1.4 in this
+/// crate's version table): CN, O, OU, email, C, ST, L, UID, serial number, title, DC, DN
+/// qualifier.
+pub const CERTIFICATE_SUBJECT_PARTS: [Tag; 12] = [
+    Tag::CERTIFICATE_SUBJECT_CN,
+    Tag::CERTIFICATE_SUBJECT_O,
+    Tag::CERTIFICATE_SUBJECT_OU,
+    Tag::CERTIFICATE_SUBJECT_EMAIL,
+    Tag::CERTIFICATE_SUBJECT_C,
+    Tag::CERTIFICATE_SUBJECT_ST,
+    Tag::CERTIFICATE_SUBJECT_L,
+    Tag::CERTIFICATE_SUBJECT_UID,
+    Tag::CERTIFICATE_SUBJECT_SERIAL_NUMBER,
+    Tag::CERTIFICATE_SUBJECT_TITLE,
+    Tag::CERTIFICATE_SUBJECT_DC,
+    Tag::CERTIFICATE_SUBJECT_DN_QUALIFIER,
+];
+
+/// The same parts of a certificate's issuer name, in the same order.
+pub const CERTIFICATE_ISSUER_PARTS: [Tag; 12] = [
+    Tag::CERTIFICATE_ISSUER_CN,
+    Tag::CERTIFICATE_ISSUER_O,
+    Tag::CERTIFICATE_ISSUER_OU,
+    Tag::CERTIFICATE_ISSUER_EMAIL,
+    Tag::CERTIFICATE_ISSUER_C,
+    Tag::CERTIFICATE_ISSUER_ST,
+    Tag::CERTIFICATE_ISSUER_L,
+    Tag::CERTIFICATE_ISSUER_UID,
+    Tag::CERTIFICATE_ISSUER_SERIAL_NUMBER,
+    Tag::CERTIFICATE_ISSUER_TITLE,
+    Tag::CERTIFICATE_ISSUER_DC,
+    Tag::CERTIFICATE_ISSUER_DN_QUALIFIER,
+];
+
+/// Whether `tag` is a part of a certificate's subject or issuer name.
+pub fn is_certificate_name_part(tag: Tag) -> bool {
+    CERTIFICATE_SUBJECT_PARTS.contains(&tag) || CERTIFICATE_ISSUER_PARTS.contains(&tag)
+}
+
 /// The attributes left out of Get Attributes answers naming none, for a client speaking `v`.
 pub fn unreadable_in(v: ProtocolVersion) -> &'static [Tag] {
     match v {
@@ -244,6 +288,22 @@ impl Attribute {
             index: None,
             value,
         }
+    }
+
+    /// Whether a Get Attributes answer naming no attribute carries this one for a client
+    /// speaking `v`: its name is volunteered ([`AttributeName::volunteered_in`]), and below
+    /// 2.1 a Digest carries a Key Format Type — PyKMIP 0.11 (1.x and 2.0) reads that field
+    /// unconditionally and fails the whole answer without it ("unpack requires a buffer of 4
+    /// bytes"), yet KMIP requires it only for keys and secret data, so a certificate's or
+    /// opaque object's Digest has none.
+    pub fn volunteered_in(&self, v: ProtocolVersion) -> bool {
+        if !self.name.volunteered_in(v) {
+            return false;
+        }
+        let digest_without_format = self.tag() == Some(Tag::DIGEST)
+            && !matches!(&self.value, Value::Structure(items)
+                if items.iter().any(|i| i.tag == Tag::KEY_FORMAT_TYPE));
+        !(v < ProtocolVersion::V2_1 && digest_without_format)
     }
 
     pub fn tag(&self) -> Option<Tag> {

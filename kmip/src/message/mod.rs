@@ -27,7 +27,8 @@ use crate::ProtocolVersion;
 
 pub use attributes::{
     Attribute, AttributeName, Attributes, CryptographicParameters, Digest, Link, Name,
-    RngParameters, UsageLimits, UNREADABLE_1X, UNREADABLE_2_0,
+    RngParameters, UsageLimits, CERTIFICATE_ISSUER_PARTS, CERTIFICATE_SUBJECT_PARTS, UNREADABLE_1X,
+    UNREADABLE_2_0,
 };
 use codec::{fields, kmip_struct, wrong_type};
 pub use codec::{ByteString, DateTime, Interval, TtlvValue};
