@@ -83,8 +83,8 @@ impl AttributeName {
                 // PyKMIP 0.11 reads no certificate name part, in 1.x or 2.0 ("No value type
                 // for CERTIFICATE_SUBJECT_CN", "Unrecognized attribute type").
                 Self::Standard(tag) => {
-                    !unreadable_in(v).contains(tag)
-                        && !(v < ProtocolVersion::V2_1 && is_certificate_name_part(*tag))
+                    let name_part = v < ProtocolVersion::V2_1 && is_certificate_name_part(*tag);
+                    !(unreadable_in(v).contains(tag) || name_part)
                 }
             }
     }
