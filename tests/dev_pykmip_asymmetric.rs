@@ -73,19 +73,9 @@ fn check(result: &Value, version: &str) {
         "1.4" => ProtocolVersion::V1_4,
         _ => ProtocolVersion::V2_0,
     };
-    for (step, uid, object_type, other) in [
-        (
-            "get_attributes_all_private",
-            sign_priv,
-            "PRIVATE_KEY",
-            sign_pub,
-        ),
-        (
-            "get_attributes_all_public",
-            sign_pub,
-            "PUBLIC_KEY",
-            sign_priv,
-        ),
+    for (step, uid, object_type) in [
+        ("get_attributes_all_private", sign_priv, "PRIVATE_KEY"),
+        ("get_attributes_all_public", sign_pub, "PUBLIC_KEY"),
     ] {
         let all = ok(result, step)
             .as_object()
