@@ -194,8 +194,7 @@ pub fn generate(
             let info = pkcs8::PrivateKeyInfo::try_from(pkcs8.as_ref())
                 .map_err(|_| AsymError::BadKey("RSA"))?;
             let pkcs1 = Zeroizing::new(info.private_key.to_vec());
-            let public = rsa_public_pkcs1(&pkcs1)?;
-            let bits = rsa_bits(&pkcs1)?;
+            let (public, bits) = rsa_public_pkcs1(&pkcs1)?;
             Ok(GeneratedPair {
                 private: block(KeyFormatType::Pkcs1, pkcs1.to_vec(), algorithm, bits),
                 public: block(KeyFormatType::Pkcs1, public, algorithm, bits),
@@ -320,21 +319,30 @@ fn der_of<T: Encode>(value: &T, what: &'static str) -> Result<Vec<u8>, AsymError
     value.to_der().map_err(|_| AsymError::BadKey(what))
 }
 
+/// The AlgorithmIdentifier of a key: rsaEncryption with NULL parameters, id-ecPublicKey
+/// with its named curve, Ed25519 with none (RFC 3279, RFC 5480, RFC 8410).
+fn algorithm_identifier(
+    algorithm: ObjectIdentifier,
+    curve: Option<&ObjectIdentifier>,
+) -> spki::AlgorithmIdentifierRef<'_> {
+    let parameters = match curve {
+        Some(oid) => Some(AnyRef::from(oid)),
+        None if algorithm == RSA_ENCRYPTION => Some(AnyRef::NULL),
+        None => None,
+    };
+    spki::AlgorithmIdentifierRef {
+        oid: algorithm,
+        parameters,
+    }
+}
+
 fn spki(
     algorithm: ObjectIdentifier,
     curve: Option<ObjectIdentifier>,
     key: &[u8],
 ) -> Result<Vec<u8>, AsymError> {
-    let parameters = match &curve {
-        Some(oid) => Some(AnyRef::from(oid)),
-        None if algorithm == RSA_ENCRYPTION => Some(AnyRef::NULL),
-        None => None,
-    };
     let info = spki::SubjectPublicKeyInfoRef {
-        algorithm: spki::AlgorithmIdentifierRef {
-            oid: algorithm,
-            parameters,
-        },
+        algorithm: algorithm_identifier(algorithm, curve.as_ref()),
         subject_public_key: BitStringRef::from_bytes(key)
             .map_err(|_| AsymError::BadKey("public"))?,
     };
@@ -350,31 +358,18 @@ fn pkcs8_of(
     curve: Option<ObjectIdentifier>,
     key: &[u8],
 ) -> Result<Zeroizing<Vec<u8>>, AsymError> {
-    let parameters = match &curve {
-        Some(oid) => Some(AnyRef::from(oid)),
-        None if algorithm == RSA_ENCRYPTION => Some(AnyRef::NULL),
-        None => None,
-    };
-    let info = pkcs8::PrivateKeyInfo::new(
-        spki::AlgorithmIdentifierRef {
-            oid: algorithm,
-            parameters,
-        },
-        key,
-    );
+    let info = pkcs8::PrivateKeyInfo::new(algorithm_identifier(algorithm, curve.as_ref()), key);
     der_of(&info, "private").map(Zeroizing::new)
 }
 
-fn rsa_public_pkcs1(private_pkcs1: &[u8]) -> Result<Vec<u8>, AsymError> {
+/// An RSA private key's (PKCS#1) public key, PKCS#1 `RSAPublicKey`, and its modulus size.
+fn rsa_public_pkcs1(private_pkcs1: &[u8]) -> Result<(Vec<u8>, i32), AsymError> {
     let key =
         pkcs1::RsaPrivateKey::from_der(private_pkcs1).map_err(|_| AsymError::BadKey("RSA"))?;
-    der_of(&key.public_key(), "RSA")
-}
-
-fn rsa_bits(private_pkcs1: &[u8]) -> Result<i32, AsymError> {
-    let key =
-        pkcs1::RsaPrivateKey::from_der(private_pkcs1).map_err(|_| AsymError::BadKey("RSA"))?;
-    Ok(modulus_bits(key.modulus.as_bytes()))
+    Ok((
+        der_of(&key.public_key(), "RSA")?,
+        modulus_bits(key.modulus.as_bytes()),
+    ))
 }
 
 fn modulus_bits(n: &[u8]) -> i32 {
@@ -637,15 +632,6 @@ fn public_of(block: &KeyBlock) -> Result<Public, AsymError> {
     }
 }
 
-/// The kind of asymmetric key a block holds, if it is one this module works with.
-pub fn kind_of_private(block: &KeyBlock) -> Result<KeyKind, AsymError> {
-    private_of(block).map(|p| p.kind)
-}
-
-pub fn kind_of_public(block: &KeyBlock) -> Result<KeyKind, AsymError> {
-    public_of(block).map(|p| p.kind)
-}
-
 fn material(format: KeyFormatType, source: &KeyBlock, material: KeyMaterial) -> KeyBlock {
     KeyBlock {
         key_format_type: format,
@@ -784,7 +770,11 @@ pub fn public_in(block: &KeyBlock, format: KeyFormatType) -> Result<KeyBlock, As
 pub fn private_length(block: &KeyBlock) -> Result<(KeyKind, i32), AsymError> {
     let key = private_of(block)?;
     Ok(match key.kind {
-        KeyKind::Rsa => (key.kind, rsa_bits(&key.der)?),
+        KeyKind::Rsa => {
+            let k =
+                pkcs1::RsaPrivateKey::from_der(&key.der).map_err(|_| AsymError::BadKey("RSA"))?;
+            (key.kind, modulus_bits(k.modulus.as_bytes()))
+        }
         KeyKind::Ec(c) => (key.kind, c.bits()),
         KeyKind::Ed25519 => (key.kind, 256),
     })
@@ -1017,7 +1007,7 @@ pub fn sign(
         (KeyKind::Rsa, _) => {
             let pair = RsaKeyPair::from_der(&key.der).map_err(|_| AsymError::BadKey("RSA"))?;
             let mut out = vec![0u8; pair.public_modulus_len()];
-            let bits = rsa_bits(&key.der)?;
+            let bits = (pair.public_modulus_len() * 8) as i32;
             pair.sign(rsa_signing(scheme, bits)?, &rng, data, &mut out)
                 .map_err(|_| AsymError::Failed("RSA signing failed"))?;
             Ok(out)

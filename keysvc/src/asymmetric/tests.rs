@@ -25,13 +25,13 @@ fn generated_keys_have_their_sizes_and_formats() {
     assert_eq!(pair.private.key_format_type, KeyFormatType::Pkcs8);
     assert_eq!(pair.public.key_format_type, KeyFormatType::X509);
     assert_eq!(
-        kind_of_private(&pair.private).unwrap(),
+        private_length(&pair.private).unwrap().0,
         KeyKind::Ec(Curve::P384)
     );
     // A length names the curve when no curve is given.
     let p256 = generate(CryptographicAlgorithm::Ecdsa, Some(256), None).unwrap();
     assert_eq!(
-        kind_of_public(&p256.public).unwrap(),
+        public_length(&p256.public).unwrap().0,
         KeyKind::Ec(Curve::P256)
     );
 }

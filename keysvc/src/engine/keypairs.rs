@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use kmip::message::payloads::*;
 use kmip::message::{
-    Attribute, Attributes, ByteString, CryptographicParameters, DateTime, KeyBlock, KeyValue, Link,
+    Attribute, Attributes, ByteString, CryptographicParameters, DateTime, KeyBlock, Link,
     ManagedObject, PrivateKey, PublicKey, ResponsePayload, CERTIFICATE_ISSUER_PARTS,
     CERTIFICATE_SUBJECT_PARTS,
 };
@@ -24,8 +24,8 @@ use runtime::fairness::{TenantSlots, Waited};
 use tokio::sync::Semaphore;
 
 use super::lifecycle::{
-    check_client_attributes, link, new_object_attributes, new_uid, retire, successor_attributes,
-    wrong_state,
+    check_client_attributes, field, link, new_object_attributes, new_uid, retire,
+    successor_attributes, wrong_state,
 };
 use super::maintained::{self, Origin};
 use super::object::KeyObject;
@@ -139,10 +139,6 @@ fn merged(common: &Attributes, own: Option<&Attributes>) -> Attributes {
     out
 }
 
-fn field<T>(r: Result<Option<T>, kmip::message::MessageError>) -> Result<Option<T>, OpError> {
-    r.map_err(|e| OpError::invalid_field(e.to_string()))
-}
-
 pub(super) async fn create_key_pair(
     req: &mut Request<'_>,
     r: &CreateKeyPairRequest,
@@ -153,13 +149,11 @@ pub(super) async fn create_key_pair(
     let allowed = [Tag::CRYPTOGRAPHIC_ALGORITHM, Tag::CRYPTOGRAPHIC_LENGTH];
     check_client_attributes(&private_attrs, &allowed)?;
     check_client_attributes(&public_attrs, &allowed)?;
-    for masks in [
+    storage_acceptable([
         &r.common_protection_storage_masks,
         &r.private_protection_storage_masks,
         &r.public_protection_storage_masks,
-    ] {
-        maintained::storage_acceptable(masks.as_ref())?;
-    }
+    ])?;
     let algorithm = field(private_attrs.cryptographic_algorithm())?
         .ok_or_else(|| OpError::invalid_field("Cryptographic Algorithm is required"))?;
     if field(public_attrs.cryptographic_algorithm())? != Some(algorithm) {
@@ -171,46 +165,9 @@ pub(super) async fn create_key_pair(
     let curve = recommended_curve(&private_attrs);
 
     let pair = generate_in_turn(req.ctx.tenant.as_str(), algorithm, length, curve).await?;
-    let GeneratedPair {
-        private,
-        public,
-        algorithm,
-        length,
-    } = pair;
-
-    let private_uid = new_uid();
-    let public_uid = new_uid();
-    let now = DateTime::now();
-    let private = new_key(
-        &private_uid,
-        ObjectType::PrivateKey,
-        private_attrs,
-        ManagedObject::PrivateKey(PrivateKey { key_block: private }),
-        (algorithm, length),
-        (LinkType::PublicKeyLink, &public_uid),
-        CryptographicUsageMask::SIGN,
-        now,
-    )?;
-    let public = new_key(
-        &public_uid,
-        ObjectType::PublicKey,
-        public_attrs,
-        ManagedObject::PublicKey(PublicKey { key_block: public }),
-        (algorithm, length),
-        (LinkType::PrivateKeyLink, &private_uid),
-        CryptographicUsageMask::VERIFY,
-        now,
-    )?;
-    req.insert(&private).await?;
-    req.insert(&public).await?;
-    // KMIP 2.1 §6.1.9: the ID Placeholder is the private key's identifier.
-    req.placeholder = Some(private_uid.clone());
-    Ok(ResponsePayload::CreateKeyPair(CreateKeyPairResponse {
-        private_key_unique_identifier: private_uid.into(),
-        public_key_unique_identifier: public_uid.into(),
-        private_key_attributes: None,
-        public_key_attributes: None,
-    }))
+    let (private, public) = pair_objects(pair, private_attrs, public_attrs, DateTime::now())?;
+    let answer = insert_pair(req, &private, &public).await?;
+    Ok(ResponsePayload::CreateKeyPair(answer))
 }
 
 /// Re-key Key Pair (KMIP 2.1 §6.1.45): a new pair of the same algorithm and size replaces
@@ -234,14 +191,11 @@ pub(super) async fn rekey_key_pair(
     if !matches!(state, State::PreActive | State::Active) {
         return Err(wrong_state(&old_private_uid, state, "ReKeyKeyPair"));
     }
-    let links: Vec<Link> = old_private
+    let old_public_uid = old_private
         .attributes
         .iter()
         .filter(|a| a.tag() == Some(Tag::LINK))
         .filter_map(|a| a.get::<Link>().ok())
-        .collect();
-    let old_public_uid = links
-        .iter()
         .find(|l| l.link_type == LinkType::PublicKeyLink)
         .and_then(|l| l.linked_object_identifier.as_text().map(str::to_owned))
         .ok_or_else(|| {
@@ -251,13 +205,11 @@ pub(super) async fn rekey_key_pair(
             )
         })?;
     let mut old_public = req.load_fresh(&old_public_uid).await?;
-    for masks in [
+    storage_acceptable([
         &r.common_protection_storage_masks,
         &r.private_protection_storage_masks,
         &r.public_protection_storage_masks,
-    ] {
-        maintained::storage_acceptable(masks.as_ref())?;
-    }
+    ])?;
     let algorithm = field(old_private.attributes.cryptographic_algorithm())?
         .ok_or_else(|| OpError::new(ResultReason::GeneralFailure, "the key has no algorithm"))?;
     let length = field(old_private.attributes.cryptographic_length())?;
@@ -276,32 +228,7 @@ pub(super) async fn rekey_key_pair(
         now,
     )?;
     let pair = generate_in_turn(req.ctx.tenant.as_str(), algorithm, length, None).await?;
-    let private_uid = new_uid();
-    let public_uid = new_uid();
-    let mut private = new_key(
-        &private_uid,
-        ObjectType::PrivateKey,
-        private_attrs,
-        ManagedObject::PrivateKey(PrivateKey {
-            key_block: pair.private,
-        }),
-        (pair.algorithm, pair.length),
-        (LinkType::PublicKeyLink, &public_uid),
-        CryptographicUsageMask::SIGN,
-        now,
-    )?;
-    let mut public = new_key(
-        &public_uid,
-        ObjectType::PublicKey,
-        public_attrs,
-        ManagedObject::PublicKey(PublicKey {
-            key_block: pair.public,
-        }),
-        (pair.algorithm, pair.length),
-        (LinkType::PrivateKeyLink, &private_uid),
-        CryptographicUsageMask::VERIFY,
-        now,
-    )?;
+    let (mut private, mut public) = pair_objects(pair, private_attrs, public_attrs, now)?;
     link(
         &mut private.attributes,
         LinkType::ReplacedObjectLink,
@@ -312,19 +239,75 @@ pub(super) async fn rekey_key_pair(
         LinkType::ReplacedObjectLink,
         &old_public_uid,
     );
-    req.insert(&private).await?;
-    req.insert(&public).await?;
-    retire(&mut old_private, &private_uid, now);
-    retire(&mut old_public, &public_uid, now);
+    let answer = insert_pair(req, &private, &public).await?;
+    retire(&mut old_private, &private.uid, now);
+    retire(&mut old_public, &public.uid, now);
     req.update(&old_private, "rekeyed").await?;
     req.update(&old_public, "rekeyed").await?;
-    req.placeholder = Some(private_uid.clone());
-    Ok(ResponsePayload::ReKeyKeyPair(CreateKeyPairResponse {
-        private_key_unique_identifier: private_uid.into(),
-        public_key_unique_identifier: public_uid.into(),
+    Ok(ResponsePayload::ReKeyKeyPair(answer))
+}
+
+/// A request's Common, Private and Public Protection Storage Masks all allow software.
+fn storage_acceptable(masks: [&Option<kmip::Item>; 3]) -> Result<(), OpError> {
+    masks
+        .into_iter()
+        .try_for_each(|m| maintained::storage_acceptable(m.as_ref()))
+}
+
+/// The two objects of a generated pair, with fresh identifiers, each linked to the other:
+/// (private key, public key).
+fn pair_objects(
+    pair: GeneratedPair,
+    private_attrs: Attributes,
+    public_attrs: Attributes,
+    now: DateTime,
+) -> Result<(KeyObject, KeyObject), OpError> {
+    let GeneratedPair {
+        private,
+        public,
+        algorithm,
+        length,
+    } = pair;
+    let (private_uid, public_uid) = (new_uid(), new_uid());
+    let private = new_key(
+        &private_uid,
+        ObjectType::PrivateKey,
+        private_attrs,
+        ManagedObject::PrivateKey(PrivateKey { key_block: private }),
+        (algorithm, length),
+        (LinkType::PublicKeyLink, &public_uid),
+        CryptographicUsageMask::SIGN,
+        now,
+    )?;
+    let public = new_key(
+        &public_uid,
+        ObjectType::PublicKey,
+        public_attrs,
+        ManagedObject::PublicKey(PublicKey { key_block: public }),
+        (algorithm, length),
+        (LinkType::PrivateKeyLink, &private_uid),
+        CryptographicUsageMask::VERIFY,
+        now,
+    )?;
+    Ok((private, public))
+}
+
+/// Writes a new pair in the request's transaction and answers both identifiers; the ID
+/// Placeholder is the private key's (KMIP 2.1 §6.1.9).
+async fn insert_pair(
+    req: &mut Request<'_>,
+    private: &KeyObject,
+    public: &KeyObject,
+) -> Result<CreateKeyPairResponse, OpError> {
+    req.insert(private).await?;
+    req.insert(public).await?;
+    req.placeholder = Some(private.uid.clone());
+    Ok(CreateKeyPairResponse {
+        private_key_unique_identifier: private.uid.clone().into(),
+        public_key_unique_identifier: public.uid.clone().into(),
         private_key_attributes: None,
         public_key_attributes: None,
-    }))
+    })
 }
 
 /// One key of a new pair: the client's attributes, the server's, its link to the other.
@@ -501,8 +484,8 @@ pub(super) async fn signature_verify(
 /// The largest RSA key Register accepts.
 const MAX_RSA_BITS: i32 = 8192;
 
-/// Register of a public or private key: the material must not be wrapped; a key this
-/// service can use (RSA, EC P-256/P-384, Ed25519) must decode, and its algorithm and length
+/// Register of a public or private key (its material is not wrapped: Register refuses that
+/// for every key block): a key this service can use (RSA, EC P-256/P-384, Ed25519) must decode, and its algorithm and length
 /// are set from it (a declared length that disagrees is refused). Other asymmetric keys
 /// (DSA, DH, other curves) are kept as registered, with the algorithm and length declared.
 pub(super) fn check_registered_key(
@@ -514,12 +497,6 @@ pub(super) fn check_registered_key(
         ManagedObject::PrivateKey(k) => &k.key_block,
         _ => return Ok(()),
     };
-    if matches!(block.key_value, Some(KeyValue::Wrapped(_))) || block.key_wrapping_data.is_some() {
-        return Err(OpError::new(
-            ResultReason::FeatureNotSupported,
-            "wrapped key material cannot be registered",
-        ));
-    }
     if block.key_value.is_none() {
         return Err(OpError::invalid_field(
             "the key block holds no key material",
@@ -636,21 +613,22 @@ const NAME_OIDS: [&str; 12] = [
     "2.5.4.46",
 ];
 
-/// A public or private key in the Key Format Type a Get asks for.
+/// A public or private key in the Key Format Type a Get asks for (any other object as it
+/// is: the caller asks only for keys).
 pub(super) fn key_in(
     object: &ManagedObject,
     format: kmip::spec::KeyFormatType,
-) -> Option<Result<ManagedObject, OpError>> {
+) -> Result<ManagedObject, OpError> {
     let convert = |e: asymmetric::AsymError| {
         OpError::new(ResultReason::KeyFormatTypeNotSupported, e.to_string())
     };
-    Some(match object {
-        ManagedObject::PrivateKey(k) => asymmetric::private_in(&k.key_block, format)
-            .map(|key_block| ManagedObject::PrivateKey(PrivateKey { key_block }))
-            .map_err(convert),
-        ManagedObject::PublicKey(k) => asymmetric::public_in(&k.key_block, format)
-            .map(|key_block| ManagedObject::PublicKey(PublicKey { key_block }))
-            .map_err(convert),
-        _ => return None,
+    Ok(match object {
+        ManagedObject::PrivateKey(k) => ManagedObject::PrivateKey(PrivateKey {
+            key_block: asymmetric::private_in(&k.key_block, format).map_err(convert)?,
+        }),
+        ManagedObject::PublicKey(k) => ManagedObject::PublicKey(PublicKey {
+            key_block: asymmetric::public_in(&k.key_block, format).map_err(convert)?,
+        }),
+        other => other.clone(),
     })
 }

@@ -109,7 +109,9 @@ fn default_usage(algorithm: CryptographicAlgorithm) -> CryptographicUsageMask {
     }
 }
 
-fn field<T>(r: Result<Option<T>, kmip::message::MessageError>) -> Result<Option<T>, OpError> {
+pub(super) fn field<T>(
+    r: Result<Option<T>, kmip::message::MessageError>,
+) -> Result<Option<T>, OpError> {
     r.map_err(|e| OpError::invalid_field(e.to_string()))
 }
 
@@ -218,14 +220,7 @@ pub(super) async fn register(
     let uid = new_uid();
     let now = DateTime::now();
     let mut attrs = new_object_attributes(&uid, r.object_type, Some(&client), now)?;
-    if let ManagedObject::Certificate(c) = &object {
-        keypairs::certificate_attributes(c, &mut attrs)?;
-    } else if matches!(
-        object,
-        ManagedObject::PublicKey(_) | ManagedObject::PrivateKey(_)
-    ) {
-        keypairs::check_registered_key(&object, &mut attrs)?;
-    } else if let Some(block) = object.key_block() {
+    if let Some(block) = object.key_block() {
         if matches!(block.key_value, Some(KeyValue::Wrapped(_)))
             || block.key_wrapping_data.is_some()
         {
@@ -234,6 +229,15 @@ pub(super) async fn register(
                 "wrapped key material cannot be registered",
             ));
         }
+    }
+    if let ManagedObject::Certificate(c) = &object {
+        keypairs::certificate_attributes(c, &mut attrs)?;
+    } else if matches!(
+        object,
+        ManagedObject::PublicKey(_) | ManagedObject::PrivateKey(_)
+    ) {
+        keypairs::check_registered_key(&object, &mut attrs)?;
+    } else if let Some(block) = object.key_block() {
         let bytes = block
             .key_bytes()
             .ok_or_else(|| OpError::invalid_field("the key block holds no key material"))?;
@@ -318,10 +322,7 @@ pub(super) async fn get(req: &mut Request<'_>, r: &GetRequest) -> Result<Respons
     let object = match (object, r.key_format_type) {
         (_, None) => object.clone(),
         (ManagedObject::PublicKey(_) | ManagedObject::PrivateKey(_), Some(format)) => {
-            match keypairs::key_in(object, format) {
-                Some(converted) => converted?,
-                None => object.clone(),
-            }
+            keypairs::key_in(object, format)?
         }
         (ManagedObject::SymmetricKey(k), Some(format)) => {
             ManagedObject::SymmetricKey(SymmetricKey {
